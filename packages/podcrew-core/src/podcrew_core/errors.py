@@ -1,0 +1,246 @@
+"""Errors by meaning, mapped once to RFC 9457 problem details.
+
+Code raises the class that says what went wrong (`RunNotFound`, `UpstreamTimeout`, ...);
+`install_problem_handlers` turns every one of them, and every framework error, into an
+`application/problem+json` response with a stable `type`. Nothing reaches a client as a
+bare 500 page.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+PROBLEM_BASE = "https://podcrew.dev/problems/"
+
+log = structlog.get_logger(__name__)
+
+
+class PodcrewError(Exception):
+    """Base of every error podcrew raises on purpose."""
+
+    status: ClassVar[int] = 500
+    slug: ClassVar[str] = "internal-error"
+    title: ClassVar[str] = "Internal error"
+
+    def __init__(self, detail: str, *, headers: dict[str, str] | None = None, **extra: Any):
+        super().__init__(detail)
+        self.detail = detail
+        self.headers = headers or {}
+        self.extra = extra
+
+    @property
+    def type_uri(self) -> str:
+        return PROBLEM_BASE + self.slug
+
+    def to_problem(self, instance: str | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "type": self.type_uri,
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+        }
+        if instance:
+            body["instance"] = instance
+        body.update(self.extra)
+        return body
+
+
+class BadRequest(PodcrewError):
+    status = 400
+    slug = "bad-request"
+    title = "Bad request"
+
+
+class MalformedJSON(BadRequest):
+    slug = "malformed-json"
+    title = "Request body is not valid JSON"
+
+
+class Unauthorized(PodcrewError):
+    status = 401
+    slug = "unauthorized"
+    title = "Missing or invalid credentials"
+
+
+class NotFound(PodcrewError):
+    status = 404
+    slug = "not-found"
+    title = "Not found"
+
+
+class RunNotFound(NotFound):
+    slug = "run-not-found"
+    title = "Run not found"
+
+
+class MethodNotAllowed(PodcrewError):
+    status = 405
+    slug = "method-not-allowed"
+    title = "Method not allowed"
+
+
+class Conflict(PodcrewError):
+    status = 409
+    slug = "conflict"
+    title = "Conflict"
+
+
+class PayloadTooLarge(PodcrewError):
+    status = 413
+    slug = "payload-too-large"
+    title = "Request body too large"
+
+
+class UnsupportedMediaType(PodcrewError):
+    status = 415
+    slug = "unsupported-media-type"
+    title = "Unsupported media type"
+
+
+class ValidationFailed(PodcrewError):
+    status = 422
+    slug = "validation-failed"
+    title = "Request failed validation"
+
+
+class Overloaded(PodcrewError):
+    status = 503
+    slug = "overloaded"
+    title = "Service overloaded"
+
+
+class NotReady(PodcrewError):
+    status = 503
+    slug = "not-ready"
+    title = "Service not ready"
+
+
+class DeadlineExceeded(PodcrewError):
+    status = 504
+    slug = "deadline-exceeded"
+    title = "Deadline exceeded"
+
+
+class UpstreamError(PodcrewError):
+    """A service podcrew depends on (an agent, the LLM, Redis) failed."""
+
+    status = 502
+    slug = "upstream-error"
+    title = "Upstream service failed"
+
+
+class UpstreamTimeout(UpstreamError):
+    status = 504
+    slug = "upstream-timeout"
+    title = "Upstream service timed out"
+
+
+class CircuitOpen(UpstreamError):
+    status = 503
+    slug = "circuit-open"
+    title = "Upstream circuit open"
+
+
+class LLMError(UpstreamError):
+    slug = "llm-error"
+    title = "LLM call failed"
+
+
+class InvalidModelOutput(LLMError):
+    slug = "invalid-model-output"
+    title = "The model's structured output did not validate"
+
+
+class ToolError(PodcrewError):
+    """A tool call failed; the research loop reports it to the model instead of raising."""
+
+    status = 502
+    slug = "tool-error"
+    title = "Tool call failed"
+
+
+class BlockedURL(ToolError):
+    status = 400
+    slug = "blocked-url"
+    title = "URL refused by the egress guard"
+
+
+def problem_response(error: PodcrewError, instance: str | None = None) -> JSONResponse:
+    return JSONResponse(
+        error.to_problem(instance),
+        status_code=error.status,
+        media_type=PROBLEM_CONTENT_TYPE,
+        headers=error.headers,
+    )
+
+
+def _validation_error(exc: RequestValidationError) -> PodcrewError:
+    errors = exc.errors()
+    if any(e.get("type") == "json_invalid" for e in errors):
+        return MalformedJSON("The request body could not be parsed as JSON.")
+    simplified = [
+        {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+        for e in errors
+    ]
+    first = simplified[0] if simplified else {"loc": [], "msg": "invalid request"}
+    where = ".".join(str(p) for p in first["loc"])
+    return ValidationFailed(f"{where}: {first['msg']}", errors=simplified)
+
+
+_HTTP_STATUS_ERRORS: dict[int, type[PodcrewError]] = {
+    400: BadRequest,
+    401: Unauthorized,
+    404: NotFound,
+    405: MethodNotAllowed,
+    409: Conflict,
+    413: PayloadTooLarge,
+    415: UnsupportedMediaType,
+    422: ValidationFailed,
+    503: Overloaded,
+}
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    """Map every error the app can raise to problem+json, exactly once."""
+
+    async def on_podcrew_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, PodcrewError)
+        if exc.status >= 500:
+            log.warning("request_failed", error=exc.slug, detail=exc.detail)
+        return problem_response(exc, request.url.path)
+
+    async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        return problem_response(_validation_error(exc), request.url.path)
+
+    async def on_http_exception(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        cls = _HTTP_STATUS_ERRORS.get(exc.status_code)
+        if cls is None:
+            error: PodcrewError = PodcrewError(str(exc.detail))
+            body = error.to_problem(request.url.path) | {
+                "status": exc.status_code,
+                "title": str(exc.detail),
+                "type": "about:blank",
+            }
+            return JSONResponse(body, status_code=exc.status_code, media_type=PROBLEM_CONTENT_TYPE)
+        error = cls(str(exc.detail), headers=dict(exc.headers or {}))
+        return problem_response(error, request.url.path)
+
+    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled_error", path=request.url.path)
+        return problem_response(
+            PodcrewError("An unexpected error occurred; it has been logged."), request.url.path
+        )
+
+    app.add_exception_handler(PodcrewError, on_podcrew_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_exception)
+    app.add_exception_handler(Exception, on_unexpected)

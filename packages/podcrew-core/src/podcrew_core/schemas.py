@@ -1,0 +1,242 @@
+"""Wire models shared by every hop: the public run API and the internal agent contracts.
+
+Both sides of each call import these types, so a field renamed here is renamed everywhere.
+Internal bodies are versioned by the URL (`/v1/...`); a breaking change gets a new path.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+MIN_SUBQUESTIONS = 2
+MAX_SUBQUESTIONS = 6
+MAX_QUESTION_CHARS = 4000
+
+Question = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=3, max_length=MAX_QUESTION_CHARS)
+]
+
+
+class _Wire(BaseModel):
+    """Base for every wire body: unknown fields are an error, not silently dropped."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class RunStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in _TERMINAL
+
+
+_TERMINAL = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED})
+
+
+class Usage(_Wire):
+    """Token counts of one LLM call or the sum over many."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+    cache_read_input_tokens: int = 0
+    llm_calls: int = 0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            input_tokens=self.input_tokens + other.input_tokens,
+            output_tokens=self.output_tokens + other.output_tokens,
+            cache_creation_input_tokens=self.cache_creation_input_tokens
+            + other.cache_creation_input_tokens,
+            cache_read_input_tokens=self.cache_read_input_tokens + other.cache_read_input_tokens,
+            llm_calls=self.llm_calls + other.llm_calls,
+        )
+
+    @property
+    def total_tokens(self) -> int:
+        return (
+            self.input_tokens
+            + self.output_tokens
+            + self.cache_creation_input_tokens
+            + self.cache_read_input_tokens
+        )
+
+
+# --- public API -------------------------------------------------------------------------
+
+
+class RunCreate(_Wire):
+    """Body of `POST /v1/runs`."""
+
+    question: Question = Field(description="The research question, 3 to 4000 characters.")
+    max_subquestions: int = Field(
+        default=4,
+        ge=MIN_SUBQUESTIONS,
+        le=MAX_SUBQUESTIONS,
+        description="Upper bound on how many sub-questions the planner may fan out.",
+    )
+
+
+class Source(_Wire):
+    """Where a finding came from: a knowledge-base document or a fetched URL."""
+
+    id: str = Field(description="Stable identifier, e.g. 'kb:tut-generators#2' or a URL.")
+    title: str
+    url: str | None = None
+
+
+class Finding(_Wire):
+    """One claim a research agent found, with the source that supports it."""
+
+    claim: str = Field(min_length=1, max_length=2000)
+    source: Source
+
+
+class SourceRef(_Wire):
+    """A numbered source as cited in a report: `[n]` in the text refers to `number`."""
+
+    number: int = Field(ge=1)
+    source: Source
+
+
+class RunResult(_Wire):
+    report: str = Field(description="Markdown report; claims cite sources as [n].")
+    sources: list[SourceRef]
+    unresearched: list[str] = Field(
+        default_factory=list, description="Sub-questions that could not be researched."
+    )
+
+
+class RunError(_Wire):
+    type: str
+    detail: str
+
+
+class Run(_Wire):
+    """A run as `GET /v1/runs/{id}` returns it."""
+
+    id: str
+    status: RunStatus
+    question: str
+    max_subquestions: int = 4
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    sub_questions: list[str] = Field(default_factory=list)
+    result: RunResult | None = None
+    error: RunError | None = None
+    usage: Usage = Field(default_factory=Usage)
+    cost_usd: float = 0.0
+    trace_id: str | None = None
+    attempts: int = 0
+
+
+class RunAccepted(_Wire):
+    id: str
+    status: RunStatus
+
+
+class EventType(StrEnum):
+    RUN_QUEUED = "run.queued"
+    RUN_STARTED = "run.started"
+    RUN_PLANNED = "run.planned"
+    RESEARCH_STARTED = "research.started"
+    TOOL_CALLED = "tool.called"
+    RESEARCH_FINISHED = "research.finished"
+    WRITER_STARTED = "writer.started"
+    WRITER_DELTA = "writer.delta"
+    RUN_SUCCEEDED = "run.succeeded"
+    RUN_FAILED = "run.failed"
+    RUN_CANCELLED = "run.cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in _TERMINAL_EVENTS
+
+
+_TERMINAL_EVENTS = frozenset(
+    {EventType.RUN_SUCCEEDED, EventType.RUN_FAILED, EventType.RUN_CANCELLED}
+)
+
+
+# --- internal agent contracts ------------------------------------------------------------
+
+
+class Plan(_Wire):
+    """The planner's structured output (forced tool use)."""
+
+    sub_questions: list[Annotated[str, StringConstraints(min_length=3, max_length=500)]] = Field(
+        min_length=MIN_SUBQUESTIONS, max_length=MAX_SUBQUESTIONS
+    )
+
+
+class FindingsReport(_Wire):
+    """The research loop's structured output (forced tool use)."""
+
+    findings: list[Finding] = Field(max_length=12)
+
+
+class ResearchRequest(_Wire):
+    """Body of the research agent's `POST /v1/research`."""
+
+    run_id: str
+    question: str = Field(description="The run's original question, for context.")
+    sub_question: str = Field(min_length=3, max_length=500)
+    max_steps: int | None = Field(default=None, ge=1, le=20)
+
+
+class ToolCall(_Wire):
+    name: str
+    input: dict[str, Any]
+    ok: bool
+    results: int = 0
+    error: str | None = None
+    duration_ms: float = 0.0
+
+
+class ResearchResponse(_Wire):
+    sub_question: str
+    findings: list[Finding]
+    tool_calls: list[ToolCall]
+    steps: int
+    usage: Usage
+    model: str
+
+
+class ResearchedSection(_Wire):
+    sub_question: str
+    findings: list[Finding]
+
+
+class WriteRequest(_Wire):
+    """Body of the writer agent's `POST /v1/write` and `POST /v1/write/stream`."""
+
+    run_id: str
+    question: str
+    sections: list[ResearchedSection]
+    unresearched: list[str] = Field(default_factory=list)
+
+
+class WriteResponse(_Wire):
+    report: str
+    sources: list[SourceRef]
+    usage: Usage
+    model: str
+
+
+class WriteDelta(_Wire):
+    """One streamed piece of the report (`event: delta` on the writer's stream)."""
+
+    text: str
+
+
+StreamEventName = Literal["delta", "done", "error"]

@@ -1,0 +1,35 @@
+"""The settings every service shares; each service subclasses with its own env prefix."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServiceSettings(BaseSettings):
+    """Where a service listens and how it logs. Built in `create_app()`, never at import."""
+
+    model_config = SettingsConfigDict(extra="ignore")
+
+    host: str = Field(default="127.0.0.1", description="Interface to listen on.")
+    port: int = Field(default=8000, ge=1, le=65535, description="TCP port to listen on.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="Lowest level written to the JSON log on stderr."
+    )
+    max_body_bytes: int = Field(default=256 * 1024, ge=1024, description="Largest accepted body.")
+    graceful_shutdown_s: float = Field(
+        default=20.0, ge=0, description="How long in-flight requests may finish after SIGTERM."
+    )
+
+
+class RedisSettings(BaseSettings):
+    """`PODCREW_REDIS_URL`: shared by every process that keeps state in Redis."""
+
+    model_config = SettingsConfigDict(env_prefix="PODCREW_REDIS_", extra="ignore")
+
+    url: SecretStr = Field(
+        default=SecretStr("redis://127.0.0.1:6379/0"),
+        description="Redis URL; may carry a password, so it is never logged.",
+    )

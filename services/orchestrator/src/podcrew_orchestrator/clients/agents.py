@@ -1,0 +1,78 @@
+"""Calls to the research agents and the writer agent over the shared pooled client."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import orjson
+from httpx_sse import aconnect_sse
+
+from podcrew_core.deadline import Deadline
+from podcrew_core.errors import UpstreamError, UpstreamTimeout
+from podcrew_core.http import internal_headers, post_json
+from podcrew_core.schemas import (
+    ResearchRequest,
+    ResearchResponse,
+    WriteDelta,
+    WriteRequest,
+    WriteResponse,
+)
+
+
+class ResearchClient:
+    def __init__(self, http: httpx.AsyncClient, base_url: str) -> None:
+        self.http = http
+        self.url = base_url.rstrip("/") + "/v1/research"
+
+    async def research(self, body: ResearchRequest, deadline: Deadline) -> ResearchResponse:
+        return await post_json(
+            self.http,
+            self.url,
+            body,
+            ResearchResponse,
+            target="research-agent",
+            run_id=body.run_id,
+            deadline=deadline,
+        )
+
+
+class WriterClient:
+    def __init__(self, http: httpx.AsyncClient, base_url: str) -> None:
+        self.http = http
+        self.url = base_url.rstrip("/") + "/v1/write/stream"
+
+    async def stream(
+        self, body: WriteRequest, deadline: Deadline
+    ) -> AsyncIterator[str | WriteResponse]:
+        """Text deltas as the writer produces them, then the final `WriteResponse`."""
+        headers = {"content-type": "application/json", **internal_headers(body.run_id, deadline)}
+        try:
+            async with aconnect_sse(
+                self.http,
+                "POST",
+                self.url,
+                content=body.model_dump_json(),
+                headers=headers,
+                timeout=httpx.Timeout(max(0.001, deadline.remaining()), connect=2.0),
+            ) as source:
+                if source.response.status_code >= 400:
+                    await source.response.aread()
+                    raise UpstreamError(
+                        f"writer-agent answered {source.response.status_code}: "
+                        f"{source.response.text[:200]}"
+                    )
+                async for sse in source.aiter_sse():
+                    if sse.event == "delta":
+                        yield WriteDelta.model_validate_json(sse.data).text
+                    elif sse.event == "done":
+                        yield WriteResponse.model_validate_json(sse.data)
+                        return
+                    elif sse.event == "error":
+                        detail = orjson.loads(sse.data).get("detail", "unknown error")
+                        raise UpstreamError(f"writer-agent failed: {detail}")
+        except httpx.TimeoutException as exc:
+            raise UpstreamTimeout("writer-agent did not finish before the deadline") from exc
+        except httpx.HTTPError as exc:
+            raise UpstreamError(f"writer-agent unreachable: {exc.__class__.__name__}") from exc
+        raise UpstreamError("writer-agent closed the stream without a result")

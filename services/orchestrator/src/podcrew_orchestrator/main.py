@@ -1,0 +1,128 @@
+"""The orchestrator's app factories: `create_app` (api mode) and `create_worker_app` (worker
+mode: the queue consumer plus its own /healthz, /readyz and /metrics)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+from fastapi import FastAPI
+
+from podcrew_core.app import ReadinessCheck, create_service_app
+from podcrew_core.http import create_http_client
+from podcrew_core.llm import LLMSettings, create_provider
+from podcrew_core.logging import configure_logging
+from podcrew_core.redis import create_redis
+from podcrew_core.settings import RedisSettings
+from podcrew_orchestrator import routes
+from podcrew_orchestrator.clients.agents import ResearchClient, WriterClient
+from podcrew_orchestrator.keys import Keys
+from podcrew_orchestrator.pipeline import Pipeline
+from podcrew_orchestrator.queue import RunQueue
+from podcrew_orchestrator.settings import OrchestratorSettings
+from podcrew_orchestrator.store import RunStore
+from podcrew_orchestrator.worker import Worker
+
+VERSION = "0.1.0"
+
+
+def create_app(
+    settings: OrchestratorSettings | None = None, redis_settings: RedisSettings | None = None
+) -> FastAPI:
+    """api mode: the public run API."""
+    settings = settings or OrchestratorSettings()
+    redis_settings = redis_settings or RedisSettings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        configure_logging("orchestrator-api", settings.log_level)
+        redis = create_redis(redis_settings)
+        app.state.store = RunStore(redis, Keys(settings.key_prefix), settings.run_ttl_s)
+
+        async def redis_ready() -> None:
+            await redis.ping()
+
+        app.state.readiness.checks["redis"] = redis_ready
+        try:
+            yield
+        finally:
+            await redis.aclose()
+
+    app = create_service_app(
+        title="podcrew orchestrator API",
+        version=VERSION,
+        lifespan=lifespan,
+        max_body_bytes=settings.max_body_bytes,
+        description="Submit research questions, follow their progress, fetch cited reports.",
+    )
+    app.state.settings = settings
+    app.include_router(routes.router)
+    return app
+
+
+def _agent_check(http: httpx.AsyncClient, base_url: str) -> ReadinessCheck:
+    async def check() -> None:
+        response = await http.get(base_url.rstrip("/") + "/healthz", timeout=1.0)
+        response.raise_for_status()
+
+    return check
+
+
+def create_worker_app(
+    settings: OrchestratorSettings | None = None, redis_settings: RedisSettings | None = None
+) -> FastAPI:
+    """worker mode: consume the run queue; serves only health, readiness and metrics."""
+    settings = settings or OrchestratorSettings()
+    redis_settings = redis_settings or RedisSettings()
+    llm_settings = LLMSettings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        configure_logging("orchestrator-worker", settings.log_level)
+        redis = create_redis(redis_settings)
+        http = create_http_client(settings.http_max_connections)
+        provider = create_provider(llm_settings)
+        keys = Keys(settings.key_prefix)
+        pipeline = Pipeline(
+            provider=provider,
+            plan_model=llm_settings.plan_model,
+            research=ResearchClient(http, settings.research_url),
+            writer=WriterClient(http, settings.writer_url),
+        )
+        worker = Worker(
+            settings,
+            RunStore(redis, keys, settings.run_ttl_s),
+            RunQueue(redis, keys, settings.consumer_name),
+            pipeline,
+        )
+
+        async def redis_ready() -> None:
+            await redis.ping()
+
+        checks = app.state.readiness.checks
+        checks["redis"] = redis_ready
+        checks["research-agent"] = _agent_check(http, settings.research_url)
+        checks["writer-agent"] = _agent_check(http, settings.writer_url)
+        consumer = asyncio.create_task(worker.run(), name="worker")
+        try:
+            yield
+        finally:
+            app.state.readiness.draining = True
+            consumer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await consumer
+            await provider.aclose()
+            await http.aclose()
+            await redis.aclose()
+
+    app = create_service_app(
+        title="podcrew orchestrator worker",
+        version=VERSION,
+        lifespan=lifespan,
+        description="Executes queued runs: plan, research in parallel, write.",
+    )
+    app.state.settings = settings
+    return app

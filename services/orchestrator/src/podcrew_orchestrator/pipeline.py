@@ -1,0 +1,159 @@
+"""The research pipeline: plan → fan out to research agents in parallel → write.
+
+Free of FastAPI and of Redis: it talks to the model through `LLMProvider`, to the agents
+through their clients, and reports progress through an `EventSink`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from podcrew_core.deadline import Deadline
+from podcrew_core.errors import PodcrewError, UpstreamError
+from podcrew_core.llm import LLMProvider, LLMRequest, Message, Stage, output_tool, structured
+from podcrew_core.llm.protocol import PLAN_TOOL, plan_message
+from podcrew_core.metrics import FANOUT_WIDTH
+from podcrew_core.schemas import (
+    EventType,
+    Plan,
+    ResearchedSection,
+    ResearchRequest,
+    ResearchResponse,
+    RunResult,
+    Usage,
+    WriteRequest,
+    WriteResponse,
+)
+from podcrew_orchestrator.clients.agents import ResearchClient, WriterClient
+
+EventSink = Callable[[EventType, dict[str, Any]], Awaitable[object]]
+
+PLANNER_PROMPT = (
+    "You are podcrew's planner. Break the user's research question into between 2 and the "
+    "given maximum of self-contained sub-questions that together answer it. Each must be "
+    "answerable on its own by a researcher with a search tool. Call submit_plan."
+)
+PLAN_TOOL_SPEC = output_tool(PLAN_TOOL, "Submit the research plan.", Plan)
+
+log = structlog.get_logger(__name__)
+
+
+class NothingResearched(UpstreamError):
+    slug = "nothing-researched"
+    title = "No sub-question could be researched"
+
+
+@dataclass
+class Outcome:
+    """What a run produced; `usage` is filled in as the pipeline goes, even when it fails."""
+
+    sub_questions: list[str] = field(default_factory=list)
+    result: RunResult | None = None
+    usage: Usage = field(default_factory=Usage)
+
+
+@dataclass
+class Pipeline:
+    provider: LLMProvider
+    plan_model: str
+    research: ResearchClient
+    writer: WriterClient
+
+    async def run(
+        self,
+        run_id: str,
+        question: str,
+        max_subquestions: int,
+        deadline: Deadline,
+        emit: EventSink,
+        outcome: Outcome,
+    ) -> None:
+        plan = await self._plan(question, max_subquestions, outcome)
+        outcome.sub_questions = plan.sub_questions
+        await emit(EventType.RUN_PLANNED, {"sub_questions": plan.sub_questions})
+        FANOUT_WIDTH.observe(len(plan.sub_questions))
+
+        results = await asyncio.gather(
+            *(
+                self._research(run_id, question, index, sub, deadline, emit)
+                for index, sub in enumerate(plan.sub_questions)
+            )
+        )
+        sections: list[ResearchedSection] = []
+        unresearched: list[str] = []
+        for sub, response in zip(plan.sub_questions, results, strict=True):
+            if response is None:
+                unresearched.append(sub)
+                continue
+            outcome.usage += response.usage
+            sections.append(ResearchedSection(sub_question=sub, findings=response.findings))
+        if not sections:
+            raise NothingResearched("every research call failed; see the research.finished events")
+
+        write = WriteRequest(
+            run_id=run_id, question=question, sections=sections, unresearched=unresearched
+        )
+        report = await self._write(write, deadline, emit)
+        outcome.usage += report.usage
+        outcome.result = RunResult(
+            report=report.report, sources=report.sources, unresearched=unresearched
+        )
+
+    async def _plan(self, question: str, max_subquestions: int, outcome: Outcome) -> Plan:
+        request = LLMRequest(
+            stage=Stage.PLAN,
+            model=self.plan_model,
+            system=PLANNER_PROMPT,
+            messages=[Message(role="user", content=plan_message(question, max_subquestions))],
+            max_tokens=1024,
+        )
+        plan, response = await structured(self.provider, request, PLAN_TOOL_SPEC, Plan)
+        outcome.usage += response.usage
+        return Plan(sub_questions=plan.sub_questions[:max_subquestions])
+
+    async def _research(
+        self,
+        run_id: str,
+        question: str,
+        index: int,
+        sub_question: str,
+        deadline: Deadline,
+        emit: EventSink,
+    ) -> ResearchResponse | None:
+        """One sub-question; a failure is reported in events and returns None, never raises."""
+        await emit(EventType.RESEARCH_STARTED, {"index": index, "sub_question": sub_question})
+        body = ResearchRequest(run_id=run_id, question=question, sub_question=sub_question)
+        try:
+            response = await self.research.research(body, deadline)
+        except PodcrewError as exc:
+            log.warning("research_failed", index=index, error=exc.slug, detail=exc.detail)
+            await emit(
+                EventType.RESEARCH_FINISHED,
+                {"index": index, "ok": False, "error": exc.slug, "detail": exc.detail},
+            )
+            return None
+        for call in response.tool_calls:
+            await emit(
+                EventType.TOOL_CALLED,
+                {"index": index, **call.model_dump(include={"name", "input", "ok", "results"})},
+            )
+        await emit(
+            EventType.RESEARCH_FINISHED,
+            {"index": index, "ok": True, "findings": len(response.findings)},
+        )
+        return response
+
+    async def _write(
+        self, body: WriteRequest, deadline: Deadline, emit: EventSink
+    ) -> WriteResponse:
+        await emit(EventType.WRITER_STARTED, {"sections": len(body.sections)})
+        async for item in self.writer.stream(body, deadline):
+            if isinstance(item, WriteResponse):
+                return item
+            await emit(EventType.WRITER_DELTA, {"text": item})
+        raise UpstreamError("writer-agent closed the stream without a result")  # pragma: no cover

@@ -1,0 +1,159 @@
+"""The run queue: a Redis Stream read by the `workers` consumer group.
+
+Semantics (what a worker may assume and what it must do):
+- an entry stays pending until `ack`, which happens only after the run's result is stored;
+- a live worker `heartbeat`s the entries it holds (XCLAIM ... JUSTID resets their idle time
+  without counting a delivery), so only a dead worker's entries grow idle;
+- `reclaim` (XAUTOCLAIM) takes over entries idle longer than `min_idle_s`, which bumps their
+  delivery count; the caller dead-letters an entry delivered more than `max_deliveries` times;
+- `trim` deletes only acknowledged entries: it trims by MINID below both the oldest pending
+  entry and the group's last-delivered id, never by MAXLEN, which could drop pending work.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from podcrew_orchestrator.keys import Keys
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    entry_id: str
+    run_id: str
+    deliveries: int
+
+
+def _next_id(entry_id: str) -> str:
+    ms, seq = entry_id.split("-")
+    return f"{ms}-{int(seq) + 1}"
+
+
+class RunQueue:
+    def __init__(self, redis: Redis, keys: Keys, consumer: str) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.consumer = consumer
+
+    async def ensure_group(self) -> None:
+        try:
+            await self.redis.xgroup_create(self.keys.queue, self.keys.group, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def read(self, count: int, block_ms: int) -> list[Delivery]:
+        """New entries for this consumer (delivered for the first time)."""
+        try:
+            reply: Any = await self.redis.xreadgroup(
+                self.keys.group, self.consumer, {self.keys.queue: ">"}, count=count, block=block_ms
+            )
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            # Redis lost the group (restart without persistence, or a FLUSHALL): recreate it.
+            await self.ensure_group()
+            return []
+        if not reply:
+            return []
+        _, entries = reply[0]
+        return [Delivery(eid, f.get("run_id", ""), 1) for eid, f in entries if f is not None]
+
+    async def reclaim(self, min_idle_s: float, count: int) -> list[Delivery]:
+        """Take over entries whose worker stopped heartbeating, with their delivery counts."""
+        try:
+            reply: Any = await self.redis.xautoclaim(
+                self.keys.queue,
+                self.keys.group,
+                self.consumer,
+                min_idle_time=int(min_idle_s * 1000),
+                start_id="0-0",
+                count=count,
+            )
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            await self.ensure_group()
+            return []
+        entries = [(eid, f) for eid, f in reply[1] if f is not None]
+        if not entries:
+            return []
+        counts = await self.delivery_counts([eid for eid, _ in entries])
+        return [Delivery(eid, f.get("run_id", ""), counts.get(eid, 1)) for eid, f in entries]
+
+    async def delivery_counts(self, entry_ids: list[str]) -> dict[str, int]:
+        lo, hi = min(entry_ids, key=_id_key), max(entry_ids, key=_id_key)
+        pending: Any = await self.redis.xpending_range(
+            self.keys.queue,
+            self.keys.group,
+            min=lo,
+            max=hi,
+            count=max(len(entry_ids), 100),
+            consumername=self.consumer,
+        )
+        return {p["message_id"]: int(p["times_delivered"]) for p in pending}
+
+    async def heartbeat(self, entry_ids: list[str]) -> None:
+        if entry_ids:
+            await self.redis.xclaim(
+                self.keys.queue,
+                self.keys.group,
+                self.consumer,
+                0,
+                list[Any](entry_ids),
+                justid=True,
+            )
+
+    async def ack(self, entry_id: str) -> None:
+        await self.redis.xack(self.keys.queue, self.keys.group, entry_id)
+
+    async def dead_letter(self, delivery: Delivery, reason: str) -> None:
+        """Move an entry to the dead-letter stream and acknowledge it, in one transaction."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.xadd(
+                self.keys.dead_letter,
+                {
+                    "run_id": delivery.run_id,
+                    "entry_id": delivery.entry_id,
+                    "deliveries": str(delivery.deliveries),
+                    "reason": reason,
+                },
+            )
+            pipe.xack(self.keys.queue, self.keys.group, delivery.entry_id)
+            await pipe.execute()
+
+    async def trim(self) -> int:
+        """Delete acknowledged entries; returns how many went."""
+        groups = await self.redis.xinfo_groups(self.keys.queue)
+        group = next((g for g in groups if g["name"] == self.keys.group), None)
+        if group is None:
+            return 0
+        # Entries after last-delivered-id have not been read yet: keep them.
+        floor = _next_id(group["last-delivered-id"])
+        summary = await self.redis.xpending(self.keys.queue, self.keys.group)
+        if summary["pending"]:
+            floor = min(floor, summary["min"], key=_id_key)
+        return int(await self.redis.xtrim(self.keys.queue, minid=floor, approximate=False))
+
+    async def depth(self) -> tuple[int, int]:
+        """(entries not yet delivered, entries delivered but not acknowledged)."""
+        groups = await self.redis.xinfo_groups(self.keys.queue)
+        group = next((g for g in groups if g["name"] == self.keys.group), None)
+        if group is None:
+            return 0, 0
+        lag = group.get("lag")
+        if lag is None:  # Redis < 7 has no lag field: count the entries after last-delivered.
+            undelivered: Any = await self.redis.xrange(
+                self.keys.queue, min=_next_id(group["last-delivered-id"]), max="+", count=10_000
+            )
+            lag = len(undelivered)
+        return int(lag), int(group["pending"])
+
+
+def _id_key(entry_id: str) -> tuple[int, int]:
+    ms, seq = entry_id.split("-")
+    return int(ms), int(seq)

@@ -1,0 +1,140 @@
+"""Run records and run events in Redis.
+
+A run is a hash (`status`, `data` = the Run as JSON) with a TTL; its events are a stream of
+their own, so a client that reconnects with `Last-Event-ID` resumes exactly where it left
+off. Every status change goes through one Lua script that refuses to touch a run already
+in a final state and appends the matching event in the same step: a run can never have two
+results, and a final state is never missing its final event.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+
+from podcrew_core.schemas import EventType, Run, RunStatus
+from podcrew_orchestrator.keys import Keys
+
+# Why Lua: the check "is this run already final?" and the write must be one atomic step,
+# across every worker and API replica; MULTI cannot branch on what it reads.
+_TRANSITION = """
+local current = redis.call('HGET', KEYS[1], 'status')
+if not current then return 0 end
+if current == 'succeeded' or current == 'failed' or current == 'cancelled' then return 0 end
+redis.call('HSET', KEYS[1], 'status', ARGV[1], 'data', ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', 'type', ARGV[3], 'data', ARGV[4])
+redis.call('EXPIRE', KEYS[2], ARGV[5])
+return 1
+"""
+
+MAX_EVENTS_PER_RUN = 20_000
+
+
+@dataclass(frozen=True, slots=True)
+class RunEvent:
+    id: str
+    type: str
+    data: str  # JSON
+
+    @property
+    def terminal(self) -> bool:
+        return self.type in _TERMINAL_TYPES
+
+
+_TERMINAL_TYPES = frozenset(t.value for t in EventType if t.terminal)
+
+
+def event_payload(run_id: str, data: dict[str, Any] | None = None) -> str:
+    return orjson.dumps({"run_id": run_id, "ts": time.time(), **(data or {})}).decode()
+
+
+class RunStore:
+    def __init__(self, redis: Redis, keys: Keys, ttl_s: int) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.ttl_s = ttl_s
+        self._transition = redis.register_script(_TRANSITION)
+
+    async def create(self, run: Run) -> None:
+        """Record the run, its first event and its queue entry in one transaction."""
+        events = self.keys.events(run.id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(
+                self.keys.run(run.id), mapping={"status": run.status, "data": run.model_dump_json()}
+            )
+            pipe.expire(self.keys.run(run.id), self.ttl_s)
+            pipe.xadd(events, {"type": EventType.RUN_QUEUED.value, "data": event_payload(run.id)})
+            pipe.expire(events, self.ttl_s)
+            pipe.xadd(self.keys.queue, {"run_id": run.id})
+            await pipe.execute()
+
+    async def get(self, run_id: str) -> Run | None:
+        data = await self.redis.hget(self.keys.run(run_id), "data")
+        return Run.model_validate_json(data) if data else None
+
+    async def status(self, run_id: str) -> RunStatus | None:
+        status = await self.redis.hget(self.keys.run(run_id), "status")
+        return RunStatus(str(status)) if status else None
+
+    async def transition(
+        self, run: Run, event: EventType, data: dict[str, Any] | None = None
+    ) -> bool:
+        """Store `run` and append `event`, unless the stored run is already final."""
+        done = await self._transition(
+            keys=[self.keys.run(run.id), self.keys.events(run.id)],
+            args=[
+                run.status.value,
+                run.model_dump_json(),
+                event.value,
+                event_payload(run.id, data),
+                self.ttl_s,
+                MAX_EVENTS_PER_RUN,
+            ],
+        )
+        return bool(done)
+
+    async def publish(
+        self, run_id: str, event: EventType, data: dict[str, Any] | None = None
+    ) -> str:
+        events = self.keys.events(run_id)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.xadd(
+                events,
+                {"type": event.value, "data": event_payload(run_id, data)},
+                maxlen=MAX_EVENTS_PER_RUN,
+                approximate=True,
+            )
+            pipe.expire(events, self.ttl_s)
+            entry_id, _ = await pipe.execute()
+        return str(entry_id)
+
+    async def read_events(
+        self, run_id: str, after: str, *, block_ms: int | None, count: int = 200
+    ) -> list[RunEvent]:
+        """Events after `after` ("0" for all), waiting up to `block_ms` for the first one."""
+        # redis-py types stream replies as a union of every shape; these are decoded strings.
+        reply: Any = await self.redis.xread(
+            {self.keys.events(run_id): after}, count=count, block=block_ms
+        )
+        if not reply:
+            return []
+        _, entries = reply[0]
+        return [RunEvent(id=eid, type=f["type"], data=f["data"]) for eid, f in entries]
+
+    async def wait_final(self, run_id: str, timeout_s: float) -> bool:
+        """Wait until the run's final event is written or `timeout_s` passes."""
+        deadline = time.monotonic() + timeout_s
+        after = "0"
+        while True:
+            remaining_ms = int((deadline - time.monotonic()) * 1000)
+            if remaining_ms <= 0:
+                return False
+            for event in await self.read_events(run_id, after, block_ms=remaining_ms):
+                if event.terminal:
+                    return True
+                after = event.id

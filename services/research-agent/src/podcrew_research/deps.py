@@ -1,0 +1,31 @@
+"""Typed dependencies: how routes reach the resources the lifespan created."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from podcrew_research.admission import Slots
+from podcrew_research.loop import Researcher
+from podcrew_research.settings import ResearchSettings
+
+
+def get_settings(request: Request) -> ResearchSettings:
+    settings: ResearchSettings = request.app.state.settings
+    return settings
+
+
+def get_researcher(request: Request) -> Researcher:
+    researcher: Researcher = request.app.state.researcher
+    return researcher
+
+
+def get_slots(request: Request) -> Slots:
+    slots: Slots = request.app.state.slots
+    return slots
+
+
+SettingsDep = Annotated[ResearchSettings, Depends(get_settings)]
+ResearcherDep = Annotated[Researcher, Depends(get_researcher)]
+SlotsDep = Annotated[Slots, Depends(get_slots)]

@@ -1,0 +1,86 @@
+"""The research agent's app factory: settings, lifespan resources, routes."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+from fastapi import FastAPI
+
+from podcrew_core.app import Readiness, create_service_app
+from podcrew_core.llm import LLMSettings, Stage, create_provider
+from podcrew_core.logging import configure_logging
+from podcrew_research import __version__
+from podcrew_research.admission import Slots
+from podcrew_research.loop import LoopLimits, Researcher
+from podcrew_research.routes import router
+from podcrew_research.settings import ResearchSettings
+from podcrew_research.tools.fetch_url import (
+    EgressPolicy,
+    Fetcher,
+    create_fetch_client,
+    fetch_url_tool,
+)
+from podcrew_research.tools.kb_search import KnowledgeBase, kb_search_tool
+
+
+def egress_policy(settings: ResearchSettings) -> EgressPolicy:
+    """The fetch guard's policy as the settings describe it."""
+    return EgressPolicy(
+        allow_private=settings.fetch_allow_private,
+        allowed_hosts=tuple(settings.fetch_allowed_hosts),
+        max_redirects=settings.fetch_max_redirects,
+        max_bytes=settings.fetch_max_bytes,
+        max_chars=settings.fetch_max_chars,
+        timeout_s=settings.fetch_timeout_s,
+    )
+
+
+def create_app(settings: ResearchSettings | None = None) -> FastAPI:
+    """Build the research agent. Resources are created in the lifespan, not here."""
+    settings = settings or ResearchSettings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        configure_logging("research-agent", settings.log_level)
+        llm_settings = LLMSettings()
+        # Indexing reads and tokenizes the whole corpus: keep it off the event loop.
+        kb = await asyncio.to_thread(KnowledgeBase.load, settings.corpus_dir)
+        async with AsyncExitStack() as stack:
+            provider = create_provider(llm_settings)
+            stack.push_async_callback(provider.aclose)
+            policy = egress_policy(settings)
+            client = await stack.enter_async_context(create_fetch_client(policy))
+            app.state.researcher = Researcher(
+                provider,
+                [kb_search_tool(kb), fetch_url_tool(Fetcher(client, policy))],
+                model=llm_settings.model_for(Stage.RESEARCH),
+                limits=LoopLimits(
+                    max_steps=settings.max_steps,
+                    max_total_tokens=settings.max_tokens_per_call,
+                    max_output_tokens=settings.llm_max_output_tokens,
+                ),
+            )
+            app.state.slots = Slots(settings.max_concurrency)
+
+            async def kb_loaded() -> None:
+                if len(kb) == 0:
+                    raise RuntimeError("the knowledge base is empty")
+
+            readiness: Readiness = app.state.readiness
+            readiness.checks["kb"] = kb_loaded
+            yield
+            readiness.draining = True
+
+    app = create_service_app(
+        title="podcrew research agent",
+        version=__version__,
+        description="Answers one sub-question with a bounded tool-use loop over kb_search "
+        "and fetch_url, returning findings with their sources.",
+        lifespan=lifespan,
+        max_body_bytes=settings.max_body_bytes,
+    )
+    app.state.settings = settings
+    app.include_router(router)
+    return app

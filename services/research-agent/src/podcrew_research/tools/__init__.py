@@ -1,0 +1,40 @@
+"""The research loop's tools: what a tool is, and the adapters that expose each one to the
+model (input validated, output as the JSON the model reads)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from podcrew_core.deadline import Deadline
+from podcrew_core.llm.types import ToolSpec
+from podcrew_core.schemas import Source
+
+
+@dataclass(frozen=True, slots=True)
+class ToolOutput:
+    """What a tool hands back: `content` is the tool_result text the model reads, `sources`
+    the sources it showed, which findings may cite."""
+
+    content: str
+    sources: list[Source] = field(default_factory=list)
+
+
+ToolFn = Callable[[dict[str, Any], Deadline], Awaitable[ToolOutput]]
+
+
+@dataclass(frozen=True, slots=True)
+class Tool:
+    """A tool the model may call: its definition and the coroutine that runs it.
+
+    `run` raises `podcrew_core.errors.ToolError` (or a subclass) for a failure the model
+    should hear about; the loop reports it as an `is_error` tool result.
+    """
+
+    spec: ToolSpec
+    run: ToolFn
+
+    @property
+    def name(self) -> str:
+        return self.spec.name

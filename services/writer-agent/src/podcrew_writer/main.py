@@ -1,0 +1,43 @@
+"""The writer agent's app factory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from podcrew_core.app import create_service_app
+from podcrew_core.llm import LLMSettings, create_provider
+from podcrew_core.logging import configure_logging
+from podcrew_writer import routes
+from podcrew_writer.settings import WriterSettings
+
+VERSION = "0.1.0"
+
+
+def create_app(settings: WriterSettings | None = None) -> FastAPI:
+    settings = settings or WriterSettings()
+    llm_settings = LLMSettings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        configure_logging("writer-agent", settings.log_level)
+        provider = create_provider(llm_settings)
+        app.state.provider = provider
+        try:
+            yield
+        finally:
+            await provider.aclose()
+
+    app = create_service_app(
+        title="podcrew writer agent",
+        version=VERSION,
+        lifespan=lifespan,
+        max_body_bytes=settings.max_body_bytes,
+        description="Turns a question and its findings into a cited markdown report.",
+    )
+    app.state.settings = settings
+    app.state.llm_settings = llm_settings
+    app.include_router(routes.router)
+    return app

@@ -1,0 +1,18 @@
+"""Writer agent settings (`PODCREW_WRITER_*`)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from podcrew_core.settings import ServiceSettings
+
+
+class WriterSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="PODCREW_WRITER_", extra="ignore")
+
+    port: int = Field(default=8102, ge=1, le=65535, description="TCP port to listen on.")
+    max_tokens: int = Field(default=4096, ge=256, le=64000, description="Report length cap.")
+    default_deadline_s: float = Field(
+        default=120.0, gt=0, description="Deadline when the caller sends none."
+    )

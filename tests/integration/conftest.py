@@ -1,0 +1,123 @@
+"""Integration fixtures: the real stack (redis-server + every service) on free loopback ports."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from httpx_sse import connect_sse
+
+from podcrew_cli.stack import Stack, StackConfig
+
+FINAL = ("succeeded", "failed", "cancelled")
+
+
+class Runs:
+    """A thin client of the public API, as a test would use it."""
+
+    def __init__(self, client: httpx.Client) -> None:
+        self.http = client
+
+    def submit(self, question: str = "How do Python generators work?", **body: Any) -> str:
+        response = self.http.post("/v1/runs", json={"question": question, **body})
+        assert response.status_code == 202, response.text
+        return str(response.json()["id"])
+
+    def events(
+        self, run_id: str, last_id: str | None = None, limit: int | None = None
+    ) -> list[dict[str, Any]]:
+        """Events as {id, event, data}; ends at the final event or after `limit` events."""
+        headers = {"Last-Event-ID": last_id} if last_id else {}
+        out: list[dict[str, Any]] = []
+        with connect_sse(self.http, "GET", f"/v1/runs/{run_id}/events", headers=headers) as src:
+            assert src.response.status_code == 200
+            for sse in src.iter_sse():
+                out.append({"id": sse.id, "event": sse.event, "data": json.loads(sse.data)})
+                if limit is not None and len(out) >= limit:
+                    break
+        return out
+
+    def wait_final(self, run_id: str, timeout_s: float = 60.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout_s
+        run: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            run = self.http.get(f"/v1/runs/{run_id}").json()
+            if run["status"] in FINAL:
+                return run
+            time.sleep(0.05)
+        raise AssertionError(f"run {run_id} not final after {timeout_s}s: {run}")
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[Stack]:
+    config = StackConfig.on_free_ports(env={"PODCREW_LLM_OFFLINE_LATENCY_S": "0.1"})
+    with Stack(config) as running:
+        yield running
+
+
+@pytest.fixture
+def runs(stack: Stack) -> Iterator[Runs]:
+    with httpx.Client(base_url=stack.config.api_url, timeout=30.0) as client:
+        yield Runs(client)
+
+
+@pytest.fixture
+def make_stack() -> Iterator[Any]:
+    """Build extra stacks with their own settings; all are stopped at the end of the test."""
+    stacks: list[Stack] = []
+
+    def build(**config: Any) -> Stack:
+        s = Stack(StackConfig.on_free_ports(**config))
+        stacks.append(s)
+        s.__enter__()
+        return s
+
+    yield build
+    for s in stacks:
+        s.close()
+
+
+@pytest.fixture
+def redis_url(tmp_path: Any) -> Iterator[str]:
+    """A real redis-server of its own, on a free loopback port."""
+    import subprocess
+
+    from podcrew_cli.stack import LOOPBACK, find_redis_server, free_port
+
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            find_redis_server(),
+            "--port",
+            str(port),
+            "--bind",
+            LOOPBACK,
+            "--dir",
+            str(tmp_path),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    import redis
+
+    client = redis.Redis(port=port)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+    client.close()
+    yield f"redis://{LOOPBACK}:{port}/0"
+    process.terminate()
+    process.wait(10)
