@@ -34,15 +34,24 @@ from podcrew_core.llm.types import (
 from podcrew_core.schemas import MAX_SUBQUESTIONS, MIN_SUBQUESTIONS, Usage
 
 _FACETS = (
-    "What is {t}?",
-    "How does {t} work?",
+    "What are the essentials of {t}?",
+    "What are the mechanics of {t}?",
     "What are common pitfalls with {t}?",
     "How is {t} used in practice?",
     "What alternatives to {t} exist?",
     "How has {t} changed over time?",
 )
-_CLAUSE_SPLIT = re.compile(r"\s*(?:;|,\s*and\s+|\band\b|\?)\s*", re.IGNORECASE)
+# Clauses end at "?" or ";", or at "and" when a new question starts after it.
+_CLAUSE_SPLIT = re.compile(
+    r"\s*(?:\?|;|,?\s+and\s+(?=(?:how|what|why|when|where|which|who|is|are|do|does|can)\b))\s*",
+    re.IGNORECASE,
+)
+_QUESTION_FRAME = re.compile(
+    r"^(?:what|how|why|when|where|which|who)\s+(?:is|are|do|does|can)\s+|\s+(?:work|works)$",
+    re.IGNORECASE,
+)
 _SENTENCE_SPLIT = re.compile(r"(?<=[.!?])\s+")
+_MIN_CLAIM_WORDS = 6
 _WORD = re.compile(r"[a-z0-9_]+")
 _STOPWORDS = frozenset(
     [
@@ -106,14 +115,7 @@ def plan(question: str, max_subquestions: int) -> list[str]:
     limit = max(MIN_SUBQUESTIONS, min(MAX_SUBQUESTIONS, max_subquestions))
     clauses = [c.strip(" ,.") for c in _CLAUSE_SPLIT.split(question) if len(c.split()) >= 3]
     subs = [c[0].upper() + c[1:] + "?" for c in clauses]
-    topic = (clauses[0] if clauses else question.strip(" ?.")).rstrip("?")
-    topic = re.sub(
-        r"^(what|how|why|when|where|which|who)\s+(is|are|do|does)\s+",
-        "",
-        topic,
-        count=1,
-        flags=re.IGNORECASE,
-    )
+    topic = _QUESTION_FRAME.sub("", clauses[0] if clauses else question.strip(" ?."))
     target = max(MIN_SUBQUESTIONS, min(limit, max(len(subs), 3)))
     for facet in _FACETS:
         if len(subs) >= target:
@@ -153,6 +155,8 @@ def findings(
         if not isinstance(source, dict) or not text or source.get("id") in seen:
             continue
         sentences = [s.strip() for s in _SENTENCE_SPLIT.split(" ".join(text.split())) if s.strip()]
+        # A claim should say something: skip fragments like "New in version 3.5."
+        sentences = [s for s in sentences if len(s.split()) >= _MIN_CLAIM_WORDS] or sentences
         if not sentences:
             continue
         best = max(range(len(sentences)), key=lambda i: (len(_terms(sentences[i]) & wanted), -i))
