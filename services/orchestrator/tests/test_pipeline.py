@@ -10,6 +10,8 @@ import pytest
 
 from podcrew_core.deadline import Deadline
 from podcrew_core.llm.offline import OfflineProvider
+from podcrew_core.llm.settings import StageModels
+from podcrew_core.resilience import RetryBudget
 from podcrew_core.schemas import (
     EventType,
     Finding,
@@ -22,7 +24,7 @@ from podcrew_core.schemas import (
     WriteResponse,
 )
 from podcrew_orchestrator.clients.agents import ResearchClient, WriterClient
-from podcrew_orchestrator.pipeline import NothingResearched, Outcome, Pipeline
+from podcrew_orchestrator.pipeline import NothingResearched, Outcome, Pipeline, RunSpec
 
 
 def _agents(fail: set[int]) -> httpx.MockTransport:
@@ -68,7 +70,6 @@ async def _run(fail: set[int]) -> tuple[Outcome, list[tuple[EventType, dict[str,
     http = httpx.AsyncClient(transport=_agents(fail))
     pipeline = Pipeline(
         provider=OfflineProvider(),
-        plan_model="p",
         research=ResearchClient(http, "http://research"),
         writer=WriterClient(http, "http://writer"),
     )
@@ -79,9 +80,15 @@ async def _run(fail: set[int]) -> tuple[Outcome, list[tuple[EventType, dict[str,
 
     outcome = Outcome()
     try:
-        await pipeline.run(
-            "run_1", "How do Python generators work?", 3, Deadline.after(10), emit, outcome
+        spec = RunSpec(
+            run_id="run_1",
+            question="How do Python generators work?",
+            max_subquestions=3,
+            models=StageModels(plan="p", research="r", write="w"),
+            deadline=Deadline.after(10),
+            budget=RetryBudget(6),
         )
+        await pipeline.run(spec, emit, outcome)
     finally:
         await http.aclose()
     return outcome, events

@@ -7,12 +7,16 @@ clock, and passes on what is left, so clock skew between pods never matters.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 from podcrew_core.errors import BadRequest, DeadlineExceeded
 
 DEADLINE_HEADER = "x-podcrew-deadline-ms"
 RUN_ID_HEADER = "x-podcrew-run-id"
+RETRY_BUDGET_HEADER = "x-podcrew-retry-budget"
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,3 +50,21 @@ class Deadline:
                 f"{what} needs at least {at_least_s:.2f}s but only "
                 f"{max(0.0, self.remaining()):.2f}s remain"
             )
+
+
+_current: ContextVar[Deadline | None] = ContextVar("podcrew_deadline", default=None)
+
+
+def current_deadline() -> Deadline | None:
+    """The deadline of the run or request this task works for, if one was set."""
+    return _current.get()
+
+
+@contextmanager
+def deadline_scope(deadline: Deadline) -> Iterator[Deadline]:
+    """Make `deadline` the one every LLM call and hop in this task (and its children) obeys."""
+    token = _current.set(deadline)
+    try:
+        yield deadline
+    finally:
+        _current.reset(token)

@@ -142,15 +142,80 @@ class UpstreamTimeout(UpstreamError):
     title = "Upstream service timed out"
 
 
-class CircuitOpen(UpstreamError):
+class LLMError(UpstreamError):
+    """An LLM call failed. `retryable` says whether the same call may succeed if repeated;
+    `retry_after_s` is the upstream's own advice (the `retry-after` header), if any."""
+
+    slug = "llm-error"
+    title = "LLM call failed"
+    retryable: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        upstream_status: int | None = None,
+        retry_after_s: float | None = None,
+        **extra: Any,
+    ) -> None:
+        super().__init__(detail, **extra)
+        self.upstream_status = upstream_status
+        self.retry_after_s = retry_after_s
+
+    @property
+    def reason(self) -> str:
+        """A bounded label for metrics: the upstream status code or the error kind."""
+        return str(self.upstream_status) if self.upstream_status else self.slug
+
+
+class LLMRateLimited(LLMError):
+    slug = "llm-rate-limited"
+    title = "The LLM provider is rate limiting"
+    retryable = True
+
+
+class LLMOverloaded(LLMError):
+    slug = "llm-overloaded"
+    title = "The LLM provider is overloaded"
+    retryable = True
+
+
+class LLMServerError(LLMError):
+    slug = "llm-server-error"
+    title = "The LLM provider failed"
+    retryable = True
+
+
+class LLMUnavailable(LLMError):
+    slug = "llm-unavailable"
+    title = "The LLM provider could not be reached"
+    retryable = True
+
+
+class LLMTimeout(LLMError):
+    status = 504
+    slug = "llm-timeout"
+    title = "The LLM call timed out"
+    retryable = True
+
+
+class LLMRejected(LLMError):
+    """The provider refused the request itself (400, 401, 403, 404, 413, 422): retrying
+    the same request cannot help."""
+
+    slug = "llm-rejected"
+    title = "The LLM provider rejected the request"
+
+
+class CircuitOpen(LLMError):
     status = 503
     slug = "circuit-open"
     title = "Upstream circuit open"
 
 
-class LLMError(UpstreamError):
-    slug = "llm-error"
-    title = "LLM call failed"
+class RetryBudgetExhausted(LLMError):
+    slug = "retry-budget-exhausted"
+    title = "The run's retry budget is spent"
 
 
 class InvalidModelOutput(LLMError):

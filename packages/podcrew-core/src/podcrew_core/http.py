@@ -15,8 +15,9 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from podcrew_core.deadline import DEADLINE_HEADER, RUN_ID_HEADER, Deadline
+from podcrew_core.deadline import RUN_ID_HEADER, Deadline
 from podcrew_core.errors import DeadlineExceeded, UpstreamError, UpstreamTimeout
+from podcrew_core.hop import hop_headers
 from podcrew_core.metrics import HTTP_CLIENT_DURATION, HTTP_CLIENT_REQUESTS
 
 T = TypeVar("T", bound=BaseModel)
@@ -50,8 +51,11 @@ def create_http_client(max_connections: int = 200) -> httpx.AsyncClient:
     )
 
 
-def internal_headers(run_id: str, deadline: Deadline) -> dict[str, str]:
-    return {RUN_ID_HEADER: run_id, DEADLINE_HEADER: deadline.header_value()}
+def internal_headers(
+    run_id: str, deadline: Deadline, retry_budget: int | None = None
+) -> dict[str, str]:
+    """Run id, remaining deadline and the retry budget this hop may spend."""
+    return {RUN_ID_HEADER: run_id, **hop_headers(deadline, retry_budget)}
 
 
 def _detail(response: httpx.Response) -> str:
@@ -73,6 +77,7 @@ async def post_json(
     target: str,
     run_id: str,
     deadline: Deadline,
+    retry_budget: int | None = None,
 ) -> T:
     """POST `body`, retrying transient failures while the deadline allows, and parse the reply."""
     payload = body.model_dump_json().encode()
@@ -94,7 +99,7 @@ async def post_json(
                     content=payload,
                     headers={
                         "content-type": "application/json",
-                        **internal_headers(run_id, deadline),
+                        **internal_headers(run_id, deadline, retry_budget),
                     },
                     timeout=max(0.001, deadline.remaining()),
                 )

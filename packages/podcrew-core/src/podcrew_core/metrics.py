@@ -53,6 +53,11 @@ LLM_TOKENS = Counter(
     "LLM tokens by model, stage and token type (input, output, cache_read, cache_creation).",
     ["model", "stage", "type"],
 )
+LLM_COST = Counter(
+    "podcrew_llm_cost_usd",
+    "LLM spend in US dollars at the configured price table, by model and stage.",
+    ["model", "stage"],
+)
 TOOL_CALLS = Counter(
     "podcrew_tool_calls",
     "Research tool calls by tool and outcome.",

@@ -16,6 +16,8 @@ MIN_SUBQUESTIONS = 2
 MAX_SUBQUESTIONS = 6
 MAX_QUESTION_CHARS = 4000
 
+Tier = Literal["economy", "standard", "premium"]
+
 Question = Annotated[
     str, StringConstraints(strip_whitespace=True, min_length=3, max_length=MAX_QUESTION_CHARS)
 ]
@@ -50,9 +52,11 @@ class Usage(_Wire):
     cache_creation_input_tokens: int = 0
     cache_read_input_tokens: int = 0
     llm_calls: int = 0
+    cost_usd: float = Field(default=0.0, description="Cost at the configured price table.")
 
     def __add__(self, other: Usage) -> Usage:
         return Usage(
+            cost_usd=self.cost_usd + other.cost_usd,
             input_tokens=self.input_tokens + other.input_tokens,
             output_tokens=self.output_tokens + other.output_tokens,
             cache_creation_input_tokens=self.cache_creation_input_tokens
@@ -83,6 +87,10 @@ class RunCreate(_Wire):
         ge=MIN_SUBQUESTIONS,
         le=MAX_SUBQUESTIONS,
         description="Upper bound on how many sub-questions the planner may fan out.",
+    )
+    tier: Tier = Field(
+        default="standard",
+        description="Model tier: economy (cheapest models), standard, premium (strongest).",
     )
 
 
@@ -128,6 +136,7 @@ class Run(_Wire):
     status: RunStatus
     question: str
     max_subquestions: int = 4
+    tier: Tier = "standard"
     created_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None
@@ -192,6 +201,7 @@ class ResearchRequest(_Wire):
     question: str = Field(description="The run's original question, for context.")
     sub_question: str = Field(min_length=3, max_length=500)
     max_steps: int | None = Field(default=None, ge=1, le=20)
+    model: str | None = Field(default=None, description="Model to use (default: the agent's).")
 
 
 class ToolCall(_Wire):
@@ -210,6 +220,7 @@ class ResearchResponse(_Wire):
     steps: int
     usage: Usage
     model: str
+    retries: int = Field(default=0, description="LLM retries this call spent of its budget.")
 
 
 class ResearchedSection(_Wire):
@@ -224,6 +235,7 @@ class WriteRequest(_Wire):
     question: str
     sections: list[ResearchedSection]
     unresearched: list[str] = Field(default_factory=list)
+    model: str | None = Field(default=None, description="Model to use (default: the agent's).")
 
 
 class WriteResponse(_Wire):
@@ -231,6 +243,7 @@ class WriteResponse(_Wire):
     sources: list[SourceRef]
     usage: Usage
     model: str
+    retries: int = 0
 
 
 class WriteDelta(_Wire):

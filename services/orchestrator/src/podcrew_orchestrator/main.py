@@ -88,7 +88,6 @@ def create_worker_app(
         keys = Keys(settings.key_prefix)
         pipeline = Pipeline(
             provider=provider,
-            plan_model=llm_settings.plan_model,
             research=ResearchClient(http, settings.research_url),
             writer=WriterClient(http, settings.writer_url),
         )
@@ -97,6 +96,7 @@ def create_worker_app(
             RunStore(redis, keys, settings.run_ttl_s),
             RunQueue(redis, keys, settings.consumer_name),
             pipeline,
+            llm_settings,
         )
 
         async def redis_ready() -> None:

@@ -17,7 +17,9 @@ from podcrew_core.deadline import Deadline
 from podcrew_core.errors import PodcrewError, UpstreamError
 from podcrew_core.llm import LLMProvider, LLMRequest, Message, Stage, output_tool, structured
 from podcrew_core.llm.protocol import PLAN_TOOL, plan_message
+from podcrew_core.llm.settings import StageModels
 from podcrew_core.metrics import FANOUT_WIDTH
+from podcrew_core.resilience import RetryBudget
 from podcrew_core.schemas import (
     EventType,
     Plan,
@@ -57,33 +59,45 @@ class Outcome:
     usage: Usage = field(default_factory=Usage)
 
 
+@dataclass(frozen=True)
+class RunSpec:
+    """What the pipeline needs to know about one run."""
+
+    run_id: str
+    question: str
+    max_subquestions: int
+    models: StageModels
+    deadline: Deadline
+    budget: RetryBudget
+
+
 @dataclass
 class Pipeline:
     provider: LLMProvider
-    plan_model: str
     research: ResearchClient
     writer: WriterClient
 
-    async def run(
-        self,
-        run_id: str,
-        question: str,
-        max_subquestions: int,
-        deadline: Deadline,
-        emit: EventSink,
-        outcome: Outcome,
-    ) -> None:
-        plan = await self._plan(question, max_subquestions, outcome)
+    async def run(self, spec: RunSpec, emit: EventSink, outcome: Outcome) -> None:
+        """Plan, research in parallel, write. The caller scopes `spec.deadline` and
+        `spec.budget` over this task, so the planner's own LLM calls obey them too."""
+        plan = await self._plan(spec, outcome)
         outcome.sub_questions = plan.sub_questions
         await emit(EventType.RUN_PLANNED, {"sub_questions": plan.sub_questions})
         FANOUT_WIDTH.observe(len(plan.sub_questions))
 
+        # Each parallel call may spend an equal share of the retries left; what they report
+        # spending comes off the run's budget, so the whole fan-out stays within it.
+        share = spec.budget.remaining // len(plan.sub_questions)
         results = await asyncio.gather(
             *(
-                self._research(run_id, question, index, sub, deadline, emit)
+                self._research(spec, index, sub, share, emit)
                 for index, sub in enumerate(plan.sub_questions)
             )
         )
+        for response in results:
+            if response is not None:
+                spec.budget.remaining -= response.retries
+                spec.budget.spent += response.retries
         sections: list[ResearchedSection] = []
         unresearched: list[str] = []
         for sub, response in zip(plan.sub_questions, results, strict=True):
@@ -96,40 +110,46 @@ class Pipeline:
             raise NothingResearched("every research call failed; see the research.finished events")
 
         write = WriteRequest(
-            run_id=run_id, question=question, sections=sections, unresearched=unresearched
+            run_id=spec.run_id,
+            question=spec.question,
+            sections=sections,
+            unresearched=unresearched,
+            model=spec.models.write,
         )
-        report = await self._write(write, deadline, emit)
+        report = await self._write(write, spec, emit)
+        spec.budget.spent += report.retries
         outcome.usage += report.usage
         outcome.result = RunResult(
             report=report.report, sources=report.sources, unresearched=unresearched
         )
 
-    async def _plan(self, question: str, max_subquestions: int, outcome: Outcome) -> Plan:
+    async def _plan(self, spec: RunSpec, outcome: Outcome) -> Plan:
         request = LLMRequest(
             stage=Stage.PLAN,
-            model=self.plan_model,
+            model=spec.models.plan,
             system=PLANNER_PROMPT,
-            messages=[Message(role="user", content=plan_message(question, max_subquestions))],
+            messages=[
+                Message(role="user", content=plan_message(spec.question, spec.max_subquestions))
+            ],
             max_tokens=1024,
         )
         plan, response = await structured(self.provider, request, PLAN_TOOL_SPEC, Plan)
         outcome.usage += response.usage
-        return Plan(sub_questions=plan.sub_questions[:max_subquestions])
+        return Plan(sub_questions=plan.sub_questions[: spec.max_subquestions])
 
     async def _research(
-        self,
-        run_id: str,
-        question: str,
-        index: int,
-        sub_question: str,
-        deadline: Deadline,
-        emit: EventSink,
+        self, spec: RunSpec, index: int, sub_question: str, retry_budget: int, emit: EventSink
     ) -> ResearchResponse | None:
         """One sub-question; a failure is reported in events and returns None, never raises."""
         await emit(EventType.RESEARCH_STARTED, {"index": index, "sub_question": sub_question})
-        body = ResearchRequest(run_id=run_id, question=question, sub_question=sub_question)
+        body = ResearchRequest(
+            run_id=spec.run_id,
+            question=spec.question,
+            sub_question=sub_question,
+            model=spec.models.research,
+        )
         try:
-            response = await self.research.research(body, deadline)
+            response = await self.research.research(body, spec.deadline, retry_budget)
         except PodcrewError as exc:
             log.warning("research_failed", index=index, error=exc.slug, detail=exc.detail)
             await emit(
@@ -148,11 +168,9 @@ class Pipeline:
         )
         return response
 
-    async def _write(
-        self, body: WriteRequest, deadline: Deadline, emit: EventSink
-    ) -> WriteResponse:
+    async def _write(self, body: WriteRequest, spec: RunSpec, emit: EventSink) -> WriteResponse:
         await emit(EventType.WRITER_STARTED, {"sections": len(body.sections)})
-        async for item in self.writer.stream(body, deadline):
+        async for item in self.writer.stream(body, spec.deadline, spec.budget.remaining):
             if isinstance(item, WriteResponse):
                 return item
             await emit(EventType.WRITER_DELTA, {"text": item})

@@ -72,6 +72,7 @@ async def create_run(
         status=RunStatus.QUEUED,
         question=body.question,
         max_subquestions=body.max_subquestions,
+        tier=body.tier,
         created_at=datetime.now(UTC),
     )
     bind_run(run.id)

@@ -17,12 +17,14 @@ from typing import Any
 import structlog
 from prometheus_client import Gauge
 
-from podcrew_core.deadline import Deadline
+from podcrew_core.deadline import Deadline, deadline_scope
 from podcrew_core.errors import PodcrewError
+from podcrew_core.llm import LLMSettings
 from podcrew_core.logging import bind_run
 from podcrew_core.metrics import RUN_DURATION, RUNS_FINISHED
+from podcrew_core.resilience import RetryBudget, retry_budget_scope
 from podcrew_core.schemas import EventType, Run, RunError, RunStatus
-from podcrew_orchestrator.pipeline import Outcome, Pipeline
+from podcrew_orchestrator.pipeline import Outcome, Pipeline, RunSpec
 from podcrew_orchestrator.queue import Delivery, RunQueue
 from podcrew_orchestrator.settings import OrchestratorSettings
 from podcrew_orchestrator.store import RunStore
@@ -50,8 +52,10 @@ class Worker:
         store: RunStore,
         queue: RunQueue,
         pipeline: Pipeline,
+        llm: LLMSettings,
     ) -> None:
         self.settings = settings
+        self.llm = llm
         self.store = store
         self.queue = queue
         self.pipeline = pipeline
@@ -205,15 +209,21 @@ class Worker:
         return True
 
     async def _pipeline(self, run: Run, outcome: Outcome) -> None:
-        deadline = Deadline.after(self.settings.run_deadline_s)
+        spec = RunSpec(
+            run_id=run.id,
+            question=run.question,
+            max_subquestions=run.max_subquestions,
+            models=self.llm.models(run.tier),
+            deadline=Deadline.after(self.settings.run_deadline_s),
+            budget=RetryBudget(self.llm.retry_budget),
+        )
 
         async def emit(event: EventType, data: dict[str, Any]) -> object:
             return await self.store.publish(run.id, event, data)
 
-        async with asyncio.timeout(self.settings.run_deadline_s):
-            await self.pipeline.run(
-                run.id, run.question, run.max_subquestions, deadline, emit, outcome
-            )
+        with deadline_scope(spec.deadline), retry_budget_scope(spec.budget):
+            async with asyncio.timeout(self.settings.run_deadline_s):
+                await self.pipeline.run(spec, emit, outcome)
 
     async def _watch_cancel(
         self, run_id: str, work: asyncio.Task[None], flag: asyncio.Event
@@ -234,9 +244,10 @@ class Worker:
         run.sub_questions = outcome.sub_questions or run.sub_questions
         run.result = outcome.result
         run.usage = outcome.usage
+        run.cost_usd = outcome.usage.cost_usd
         run.error = error
         event = EventType.RUN_SUCCEEDED if status is RunStatus.SUCCEEDED else EventType.RUN_FAILED
-        data: dict[str, Any] = {"usage": run.usage.model_dump()}
+        data: dict[str, Any] = {"usage": run.usage.model_dump(), "cost_usd": run.cost_usd}
         if error:
             data["error"] = error.model_dump()
         if await self.store.transition(run, event, data):

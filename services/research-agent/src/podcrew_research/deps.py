@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from podcrew_core.llm import LLMSettings
 from podcrew_research.admission import Slots
 from podcrew_research.loop import Researcher
 from podcrew_research.settings import ResearchSettings
@@ -14,6 +15,11 @@ from podcrew_research.settings import ResearchSettings
 def get_settings(request: Request) -> ResearchSettings:
     settings: ResearchSettings = request.app.state.settings
     return settings
+
+
+def get_llm_settings(request: Request) -> LLMSettings:
+    llm: LLMSettings = request.app.state.llm_settings
+    return llm
 
 
 def get_researcher(request: Request) -> Researcher:
@@ -27,5 +33,6 @@ def get_slots(request: Request) -> Slots:
 
 
 SettingsDep = Annotated[ResearchSettings, Depends(get_settings)]
+LLMSettingsDep = Annotated[LLMSettings, Depends(get_llm_settings)]
 ResearcherDep = Annotated[Researcher, Depends(get_researcher)]
 SlotsDep = Annotated[Slots, Depends(get_slots)]

@@ -117,6 +117,7 @@ class Researcher:
         question: str,
         deadline: Deadline,
         max_steps: int | None = None,
+        model: str | None = None,
     ) -> ResearchResponse:
         """Answer `sub_question` (in the context of `question`) before `deadline`.
 
@@ -124,7 +125,7 @@ class Researcher:
         `InvalidModelOutput` when the model's findings do not validate; tool failures are
         told to the model instead.
         """
-        session = _Session(self, sub_question, question, deadline)
+        session = _Session(self, sub_question, question, deadline, model or self.model)
         return await session.run(max_steps or self.limits.max_steps)
 
 
@@ -133,7 +134,12 @@ class _Session:
     the tools have shown (the only ones findings may cite)."""
 
     def __init__(
-        self, researcher: Researcher, sub_question: str, question: str, deadline: Deadline
+        self,
+        researcher: Researcher,
+        sub_question: str,
+        question: str,
+        deadline: Deadline,
+        model: str,
     ) -> None:
         self.agent = researcher
         self.sub_question = sub_question
@@ -144,7 +150,8 @@ class _Session:
         self.usage = Usage()
         self.tool_calls: list[ToolCall] = []
         self.sources: dict[str, Source] = {}
-        self.model = researcher.model
+        self.requested_model = model
+        self.model = model
 
     @property
     def over_budget(self) -> bool:
@@ -153,7 +160,7 @@ class _Session:
     def request(self, choice: ToolChoice) -> LLMRequest:
         return LLMRequest(
             stage=Stage.RESEARCH,
-            model=self.agent.model,
+            model=self.requested_model,
             system=SYSTEM_PROMPT,
             messages=list(self.messages),
             tools=[*(t.spec for t in self.agent.tools.values()), FINDINGS_TOOL_SPEC],

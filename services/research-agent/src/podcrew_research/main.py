@@ -40,11 +40,11 @@ def egress_policy(settings: ResearchSettings) -> EgressPolicy:
 def create_app(settings: ResearchSettings | None = None) -> FastAPI:
     """Build the research agent. Resources are created in the lifespan, not here."""
     settings = settings or ResearchSettings()
+    llm_settings = LLMSettings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_logging("research-agent", settings.log_level)
-        llm_settings = LLMSettings()
         # Indexing reads and tokenizes the whole corpus: keep it off the event loop.
         kb = await asyncio.to_thread(KnowledgeBase.load, settings.corpus_dir)
         async with AsyncExitStack() as stack:
@@ -82,5 +82,6 @@ def create_app(settings: ResearchSettings | None = None) -> FastAPI:
         max_body_bytes=settings.max_body_bytes,
     )
     app.state.settings = settings
+    app.state.llm_settings = llm_settings
     app.include_router(router)
     return app

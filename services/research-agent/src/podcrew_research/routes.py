@@ -7,14 +7,11 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from podcrew_core.app import JSONBody
-from podcrew_core.deadline import DEADLINE_HEADER, Deadline
 from podcrew_core.errors import PROBLEM_CONTENT_TYPE
+from podcrew_core.hop import hop_scope, read_hop
 from podcrew_core.logging import bind_run
 from podcrew_core.schemas import ResearchRequest, ResearchResponse
-from podcrew_research.deps import ResearcherDep, SettingsDep, SlotsDep
-
-# Less time than this cannot cover even one LLM call: refuse instead of starting.
-MIN_REMAINING_S = 0.05
+from podcrew_research.deps import LLMSettingsDep, ResearcherDep, SettingsDep, SlotsDep
 
 
 def _problem(description: str) -> dict[str, Any]:
@@ -40,20 +37,26 @@ async def research(
     body: ResearchRequest,
     request: Request,
     settings: SettingsDep,
+    llm: LLMSettingsDep,
     researcher: ResearcherDep,
     slots: SlotsDep,
 ) -> ResearchResponse:
     """Answer `sub_question` with findings and their sources, within the caller's deadline
     (`x-podcrew-deadline-ms`, else the service default)."""
-    deadline = Deadline.from_header(
-        request.headers.get(DEADLINE_HEADER), settings.default_deadline_s
-    )
-    deadline.require(MIN_REMAINING_S, "research")
     bind_run(body.run_id)
-    async with slots.hold(deadline):
-        return await researcher.research(
-            sub_question=body.sub_question,
-            question=body.question,
-            deadline=deadline,
-            max_steps=body.max_steps,
-        )
+    hop = read_hop(
+        request.headers,
+        default_deadline_s=settings.default_deadline_s,
+        default_retry_budget=llm.retry_budget,
+        what="research",
+    )
+    with hop_scope(hop):
+        async with slots.hold(hop.deadline):
+            response = await researcher.research(
+                sub_question=body.sub_question,
+                question=body.question,
+                deadline=hop.deadline,
+                max_steps=body.max_steps,
+                model=body.model,
+            )
+        return response.model_copy(update={"retries": hop.budget.spent})

@@ -11,8 +11,8 @@ from fastapi import APIRouter, Depends, Request
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from podcrew_core.app import JSONBody
-from podcrew_core.deadline import DEADLINE_HEADER, Deadline
 from podcrew_core.errors import PodcrewError
+from podcrew_core.hop import Hop, hop_scope, read_hop
 from podcrew_core.llm import LLMProvider, LLMSettings
 from podcrew_core.schemas import WriteDelta, WriteRequest, WriteResponse
 from podcrew_writer import compose
@@ -21,22 +21,27 @@ from podcrew_writer.settings import WriterSettings
 router = APIRouter(prefix="/v1", tags=["writer"])
 log = structlog.get_logger(__name__)
 
-_MIN_TIME_S = 0.05
-
 
 def get_provider(request: Request) -> LLMProvider:
     provider: LLMProvider = request.app.state.provider
     return provider
 
 
+def _hop(request: Request) -> Hop:
+    settings: WriterSettings = request.app.state.settings
+    llm: LLMSettings = request.app.state.llm_settings
+    return read_hop(
+        request.headers,
+        default_deadline_s=settings.default_deadline_s,
+        default_retry_budget=llm.retry_budget,
+        what="writing the report",
+    )
+
+
 def _draft(request: Request, body: WriteRequest) -> compose.Draft:
     settings: WriterSettings = request.app.state.settings
     llm: LLMSettings = request.app.state.llm_settings
-    deadline = Deadline.from_header(
-        request.headers.get(DEADLINE_HEADER), settings.default_deadline_s
-    )
-    deadline.require(_MIN_TIME_S, "writing the report")
-    return compose.prepare(body, llm.write_model, settings.max_tokens)
+    return compose.prepare(body, body.model or llm.write_model, settings.max_tokens)
 
 
 Provider = Annotated[LLMProvider, Depends(get_provider)]
@@ -44,7 +49,9 @@ Provider = Annotated[LLMProvider, Depends(get_provider)]
 
 @router.post("/write", dependencies=[JSONBody], summary="Write the report in one response")
 async def write(request: Request, body: WriteRequest, provider: Provider) -> WriteResponse:
-    return await compose.write(provider, _draft(request, body))
+    with hop_scope(_hop(request)) as hop:
+        response = await compose.write(provider, _draft(request, body))
+    return response.model_copy(update={"retries": hop.budget.spent})
 
 
 @router.post(
@@ -57,13 +64,21 @@ async def write(request: Request, body: WriteRequest, provider: Provider) -> Wri
 async def write_stream(
     request: Request, body: WriteRequest, provider: Provider
 ) -> EventSourceResponse:
+    hop = _hop(request)  # refused here, before the stream starts, if the deadline is too close
     draft = _draft(request, body)
+    return EventSourceResponse(_events(provider, draft, hop), ping=15)
 
-    async def events() -> AsyncIterator[ServerSentEvent]:
+
+async def _events(
+    provider: LLMProvider, draft: compose.Draft, hop: Hop
+) -> AsyncIterator[ServerSentEvent]:
+    # The scope is entered here because the stream runs after the route has returned.
+    with hop_scope(hop):
         try:
             async for item in compose.write_stream(provider, draft):
                 if isinstance(item, WriteResponse):
-                    yield ServerSentEvent(data=item.model_dump_json(), event="done")
+                    done = item.model_copy(update={"retries": hop.budget.spent})
+                    yield ServerSentEvent(data=done.model_dump_json(), event="done")
                 else:
                     yield ServerSentEvent(
                         data=WriteDelta(text=item).model_dump_json(), event="delta"
@@ -71,5 +86,3 @@ async def write_stream(
         except PodcrewError as exc:
             log.warning("write_stream_failed", error=exc.slug, detail=exc.detail)
             yield ServerSentEvent(data=orjson.dumps(exc.to_problem()).decode(), event="error")
-
-    return EventSourceResponse(events(), ping=15)

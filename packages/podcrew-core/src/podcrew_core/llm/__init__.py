@@ -20,14 +20,39 @@ from podcrew_core.llm.types import (
 
 
 def create_provider(settings: LLMSettings) -> LLMProvider:
-    """Build the configured provider, metered; called from a lifespan, never at import."""
+    """Build the configured provider: priced and metered per attempt, retried and guarded
+    by a circuit breaker. Called from a lifespan, never at import."""
     from podcrew_core.llm.metered import MeteredProvider
+    from podcrew_core.llm.resilient import ResilientProvider
+    from podcrew_core.resilience import CircuitBreaker
 
+    inner: LLMProvider
     if settings.provider == "offline":
         from podcrew_core.llm.offline import OfflineProvider
 
-        return MeteredProvider(OfflineProvider(latency_s=settings.offline_latency_s))
-    raise ValueError(f"unknown LLM provider {settings.provider!r}")  # pragma: no cover
+        inner = OfflineProvider(latency_s=settings.offline_latency_s)
+    elif settings.provider == "simulated":
+        from podcrew_core.llm.anthropic import AnthropicProvider
+
+        inner = AnthropicProvider(
+            settings, base_url=settings.simulator_url, api_key="simulated", name="simulated"
+        )
+    else:
+        from podcrew_core.llm.anthropic import AnthropicProvider
+
+        inner = AnthropicProvider(settings)
+    breaker = CircuitBreaker(
+        upstream=f"llm-{inner.name}",
+        consecutive_failures=settings.breaker_consecutive_failures,
+        failure_rate=settings.breaker_failure_rate,
+        min_calls=settings.breaker_min_calls,
+        window_s=settings.breaker_window_s,
+        open_s=settings.breaker_open_s,
+        half_open_probes=settings.breaker_half_open_probes,
+    )
+    return ResilientProvider(
+        MeteredProvider(inner, settings.price_table()), breaker, settings.max_attempts
+    )
 
 
 __all__ = [

@@ -25,7 +25,9 @@ class ResearchClient:
         self.http = http
         self.url = base_url.rstrip("/") + "/v1/research"
 
-    async def research(self, body: ResearchRequest, deadline: Deadline) -> ResearchResponse:
+    async def research(
+        self, body: ResearchRequest, deadline: Deadline, retry_budget: int
+    ) -> ResearchResponse:
         return await post_json(
             self.http,
             self.url,
@@ -34,6 +36,7 @@ class ResearchClient:
             target="research-agent",
             run_id=body.run_id,
             deadline=deadline,
+            retry_budget=retry_budget,
         )
 
 
@@ -43,10 +46,13 @@ class WriterClient:
         self.url = base_url.rstrip("/") + "/v1/write/stream"
 
     async def stream(
-        self, body: WriteRequest, deadline: Deadline
+        self, body: WriteRequest, deadline: Deadline, retry_budget: int
     ) -> AsyncIterator[str | WriteResponse]:
         """Text deltas as the writer produces them, then the final `WriteResponse`."""
-        headers = {"content-type": "application/json", **internal_headers(body.run_id, deadline)}
+        headers = {
+            "content-type": "application/json",
+            **internal_headers(body.run_id, deadline, retry_budget),
+        }
         try:
             async with aconnect_sse(
                 self.http,

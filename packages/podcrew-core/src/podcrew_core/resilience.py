@@ -1,0 +1,186 @@
+"""Failure handling for calls to an upstream that can fail: the retry policy (constants and
+pure functions), a per-run retry budget, and a circuit breaker.
+
+Why the breaker is hand-written: pybreaker serialises every call through one RLock, and
+aiobreaker is unmaintained; neither has a failure-rate window or a bounded number of
+half-open probes. This one holds no lock while the protected call runs (asyncio runs its
+bookkeeping between awaits, so none is needed).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+from prometheus_client import Counter, Gauge
+
+from podcrew_core.errors import CircuitOpen, LLMError
+
+# --- retry policy -----------------------------------------------------------------------
+
+INITIAL_RETRY_DELAY_S = 0.5
+MAX_RETRY_DELAY_S = 8.0
+MAX_RETRY_AFTER_S = 60.0  # upstream advice beyond this is treated as "give up"
+
+LLM_RETRIES = Counter(
+    "podcrew_llm_retries",
+    "LLM calls retried, by the reason of the failed attempt (HTTP status or error kind).",
+    ["reason"],
+)
+BREAKER_STATE = Gauge(
+    "podcrew_circuit_breaker_state",
+    "Circuit breaker state per upstream: 0 closed, 1 half-open, 2 open.",
+    ["upstream"],
+)
+BREAKER_OPENED = Counter(
+    "podcrew_circuit_breaker_opened",
+    "Times a circuit breaker opened, per upstream.",
+    ["upstream"],
+)
+
+
+def should_retry(error: BaseException) -> bool:
+    """Retry only what can succeed when repeated: 429, 529, 5xx, connection errors, timeouts."""
+    return isinstance(error, LLMError) and error.retryable
+
+
+def retry_delay_s(attempt: int, retry_after_s: float | None, rng: random.Random) -> float:
+    """Seconds to wait before retry number `attempt` (0-based).
+
+    The upstream's `retry-after` wins when it gives one; otherwise exponential backoff with
+    full jitter, so a crowd of clients that failed together does not retry together.
+    """
+    if retry_after_s is not None:
+        return max(0.0, retry_after_s)
+    ceiling = min(MAX_RETRY_DELAY_S, INITIAL_RETRY_DELAY_S * 2**attempt)
+    return rng.uniform(0.0, ceiling)
+
+
+# --- retry budget -------------------------------------------------------------------------
+
+
+@dataclass
+class RetryBudget:
+    """Retries one run may still spend, across all its LLM calls in this process.
+
+    A run's budget crosses hops as a header (`x-podcrew-retry-budget`): the orchestrator
+    splits what is left among the calls it fans out and subtracts what each reports back,
+    so a fault storm costs at most the budget, however wide the fan-out.
+    """
+
+    remaining: int
+    spent: int = 0
+
+    def try_spend(self) -> bool:
+        if self.remaining <= 0:
+            return False
+        self.remaining -= 1
+        self.spent += 1
+        return True
+
+
+_budget: ContextVar[RetryBudget | None] = ContextVar("podcrew_retry_budget", default=None)
+
+
+def current_retry_budget() -> RetryBudget | None:
+    return _budget.get()
+
+
+@contextmanager
+def retry_budget_scope(budget: RetryBudget) -> Iterator[RetryBudget]:
+    token = _budget.set(budget)
+    try:
+        yield budget
+    finally:
+        _budget.reset(token)
+
+
+# --- circuit breaker ---------------------------------------------------------------------
+
+
+class BreakerState(IntEnum):
+    CLOSED = 0
+    HALF_OPEN = 1
+    OPEN = 2
+
+
+@dataclass
+class CircuitBreaker:
+    """Opens after `consecutive_failures` in a row, or when at least `min_calls` calls in the
+    last `window_s` failed at `failure_rate` or more; stays open `open_s`, then lets at most
+    `half_open_probes` calls through; one success closes it, one failure re-opens it."""
+
+    upstream: str
+    consecutive_failures: int = 5
+    failure_rate: float = 0.5
+    min_calls: int = 10
+    window_s: float = 30.0
+    open_s: float = 15.0
+    half_open_probes: int = 1
+    clock: Callable[[], float] = time.monotonic
+    state: BreakerState = BreakerState.CLOSED
+    _streak: int = 0
+    _calls: deque[tuple[float, bool]] = field(default_factory=deque)
+    _opened_at: float = 0.0
+    _probes: int = 0
+
+    def __post_init__(self) -> None:
+        BREAKER_STATE.labels(self.upstream).set(self.state)
+
+    def _set(self, state: BreakerState) -> None:
+        if state is BreakerState.OPEN and self.state is not BreakerState.OPEN:
+            BREAKER_OPENED.labels(self.upstream).inc()
+            self._opened_at = self.clock()
+        if state is BreakerState.HALF_OPEN:
+            self._probes = 0
+        if state is BreakerState.CLOSED:
+            self._streak = 0
+            self._calls.clear()
+        self.state = state
+        BREAKER_STATE.labels(self.upstream).set(state)
+
+    def before_call(self) -> None:
+        """Admit a call or fail fast with `CircuitOpen`."""
+        if self.state is BreakerState.OPEN:
+            if self.clock() - self._opened_at < self.open_s:
+                raise self._open_error()
+            self._set(BreakerState.HALF_OPEN)
+        if self.state is BreakerState.HALF_OPEN:
+            if self._probes >= self.half_open_probes:
+                raise self._open_error()
+            self._probes += 1
+
+    def _open_error(self) -> CircuitOpen:
+        wait = max(0.0, self.open_s - (self.clock() - self._opened_at))
+        return CircuitOpen(
+            f"{self.upstream} failed repeatedly; calls fail fast for another {wait:.1f}s",
+            retry_after_s=wait,
+            headers={"Retry-After": str(max(1, round(wait)))},
+        )
+
+    def record(self, ok: bool) -> None:
+        """The outcome of an admitted call."""
+        if self.state is BreakerState.HALF_OPEN:
+            self._set(BreakerState.CLOSED if ok else BreakerState.OPEN)
+            return
+        now = self.clock()
+        self._calls.append((now, ok))
+        while self._calls and now - self._calls[0][0] > self.window_s:
+            self._calls.popleft()
+        self._streak = 0 if ok else self._streak + 1
+        failures = sum(1 for _, good in self._calls if not good)
+        if self._streak >= self.consecutive_failures or (
+            len(self._calls) >= self.min_calls and failures / len(self._calls) >= self.failure_rate
+        ):
+            self._set(BreakerState.OPEN)
+
+    def release(self) -> None:
+        """An admitted call ended without an outcome (cancelled): free its probe slot."""
+        if self.state is BreakerState.HALF_OPEN and self._probes > 0:
+            self._probes -= 1
