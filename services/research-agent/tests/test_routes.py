@@ -99,7 +99,7 @@ def test_metrics_expose_tool_calls_and_queue_depth(client: TestClient) -> None:
     client.post("/v1/research", json=BODY)
     text = client.get("/metrics").text
     assert 'podcrew_tool_calls_total{outcome="ok",tool="kb_search"}' in text
-    assert "podcrew_research_queue_depth 0.0" in text
+    assert 'podcrew_admission_queue_depth{service="research-agent"} 0.0' in text
     assert 'podcrew_llm_requests_total{model="claude-haiku-4-5"' in text
 
 

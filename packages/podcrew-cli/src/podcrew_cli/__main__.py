@@ -30,6 +30,8 @@ def _config(args: argparse.Namespace) -> StackConfig:
         writer_port=args.writer_port,
         redis_port=args.redis_port,
         workers=args.workers,
+        llm=args.llm,
+        simulator_port=args.simulator_port,
         data_dir=Path(args.data_dir) if args.data_dir else None,
     )
 
@@ -95,14 +97,33 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("--writer-port", type=int, default=8102)
         p.add_argument("--redis-port", type=int, default=6390)
         p.add_argument("--workers", type=int, default=1)
+        p.add_argument(
+            "--llm",
+            choices=["offline", "simulated"],
+            default="offline",
+            help="simulated: also start the simulated Messages API and use the Anthropic SDK",
+        )
+        p.add_argument("--simulator-port", type=int, default=8200)
         p.add_argument("--data-dir", help="where Redis data and logs go (default: a temp dir)")
         if name == "demo":
             p.add_argument("question", nargs="?", default=DEMO_QUESTION)
+    p = sub.add_parser(
+        "simulate-llm",
+        help="serve podcrew's simulated Anthropic Messages API (PODCREW_SIM_* settings)",
+    )
+    p.add_argument("--host", help="interface (default PODCREW_SIM_HOST or 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (default PODCREW_SIM_PORT or 8200)")
     p = sub.add_parser("ask", help="ask a running stack")
     p.add_argument("question")
     p.add_argument("--api-url", default=os.environ.get("PODCREW_API_URL", "http://127.0.0.1:8000"))
     args = parser.parse_args(argv)
     console = Console()
+    if args.command == "simulate-llm":
+        from podcrew_core.llm.simulator import SimulatorSettings, run_simulator
+
+        overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v}
+        run_simulator(SimulatorSettings(**overrides))
+        return
     if args.command == "up":
         code = _up(args, console)
     elif args.command == "demo":

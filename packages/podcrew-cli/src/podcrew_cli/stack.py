@@ -63,6 +63,8 @@ class StackConfig:
     research_port: int = 8101
     writer_port: int = 8102
     redis_port: int = 6390
+    simulator_port: int = 8200
+    llm: str = "offline"  # or "simulated": start podcrew's simulated Messages API too
     workers: int = 1
     data_dir: Path | None = None
     env: dict[str, str] = field(default_factory=dict)
@@ -75,12 +77,17 @@ class StackConfig:
             "research_port": free_port(),
             "writer_port": free_port(),
             "redis_port": free_port(),
+            "simulator_port": free_port(),
         }
         return cls(**{**ports, **overrides})  # type: ignore[arg-type]
 
     @property
     def api_url(self) -> str:
         return f"http://{LOOPBACK}:{self.api_port}"
+
+    @property
+    def simulator_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.simulator_port}"
 
     @property
     def redis_url(self) -> str:
@@ -167,8 +174,13 @@ class Stack:
             "PODCREW_RESEARCH_PORT": str(c.research_port),
             "PODCREW_WRITER_HOST": LOOPBACK,
             "PODCREW_WRITER_PORT": str(c.writer_port),
+            "PODCREW_SIM_HOST": LOOPBACK,
+            "PODCREW_SIM_PORT": str(c.simulator_port),
             "PYTHONUNBUFFERED": "1",
         }
+        if c.llm == "simulated":
+            env["PODCREW_LLM_PROVIDER"] = "simulated"
+            env["PODCREW_LLM_SIMULATOR_URL"] = c.simulator_url
         env.update(c.env)
         env.update(extra)
         return env
@@ -199,6 +211,14 @@ class Stack:
         ]
         services = [
             Service("redis", redis_argv, dict(os.environ), None, self.data_dir / "redis.log"),
+        ]
+        if c.llm == "simulated":
+            simulator = self._service(
+                "llm-simulator", [py, "-m", "podcrew_cli", "simulate-llm"], None
+            )
+            simulator.health_url = f"{c.simulator_url}/healthz"
+            services.append(simulator)
+        services += [
             self._service("research-agent", [py, "-m", "podcrew_research"], c.research_port),
             self._service("writer-agent", [py, "-m", "podcrew_writer"], c.writer_port),
             self._service("api", [py, "-m", "podcrew_orchestrator", "api"], c.api_port),

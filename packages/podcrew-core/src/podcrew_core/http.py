@@ -41,9 +41,12 @@ class _RetryableStatus(Exception):
         self.response = response
 
 
-def create_http_client(max_connections: int = 200) -> httpx.AsyncClient:
+def create_http_client(
+    max_connections: int = 200, headers: dict[str, str] | None = None
+) -> httpx.AsyncClient:
     """The process's one client for internal calls; created in the lifespan, closed there."""
     return httpx.AsyncClient(
+        headers=headers,
         limits=httpx.Limits(
             max_connections=max_connections, max_keepalive_connections=max_connections
         ),

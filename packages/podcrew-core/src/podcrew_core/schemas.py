@@ -78,6 +78,16 @@ class Usage(_Wire):
 # --- public API -------------------------------------------------------------------------
 
 
+class RunBudget(_Wire):
+    """Limits of one run; unset fields take the server's defaults (which are also the caps)."""
+
+    max_tokens: int | None = Field(default=None, ge=1, description="Tokens over all LLM calls.")
+    max_cost_usd: float | None = Field(default=None, gt=0, description="Spend over all calls.")
+    deadline_s: float | None = Field(
+        default=None, gt=0, le=3600, description="Seconds from start to result."
+    )
+
+
 class RunCreate(_Wire):
     """Body of `POST /v1/runs`."""
 
@@ -92,6 +102,18 @@ class RunCreate(_Wire):
         default="standard",
         description="Model tier: economy (cheapest models), standard, premium (strongest).",
     )
+    thread_id: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9._-]{1,128}$",
+        description="Continue a conversation: the planner sees this thread's earlier turns.",
+    )
+    callback_url: str | None = Field(
+        default=None,
+        max_length=2000,
+        pattern=r"^https?://",
+        description="POSTed the final run, signed with HMAC-SHA256, when the run ends.",
+    )
+    budget: RunBudget = Field(default_factory=RunBudget)
 
 
 class Source(_Wire):
@@ -134,9 +156,14 @@ class Run(_Wire):
 
     id: str
     status: RunStatus
+    tenant: str = "default"
     question: str
     max_subquestions: int = 4
     tier: Tier = "standard"
+    thread_id: str | None = None
+    callback_url: str | None = None
+    budget: RunBudget = Field(default_factory=RunBudget)
+    cached: bool = Field(default=False, description="Answered from the result cache.")
     created_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None
@@ -156,6 +183,8 @@ class RunAccepted(_Wire):
 
 class EventType(StrEnum):
     RUN_QUEUED = "run.queued"
+    RUN_REQUEUED = "run.requeued"
+    CACHE_HIT = "cache.hit"
     RUN_STARTED = "run.started"
     RUN_PLANNED = "run.planned"
     RESEARCH_STARTED = "research.started"

@@ -19,6 +19,17 @@ class ServiceSettings(BaseSettings):
         default="INFO", description="Lowest level written to the JSON log on stderr."
     )
     max_body_bytes: int = Field(default=256 * 1024, ge=1024, description="Largest accepted body.")
+    max_concurrency: int = Field(
+        default=256, ge=1, description="Requests served at once; the rest wait for a slot."
+    )
+    max_queue: int = Field(
+        default=512,
+        ge=0,
+        description="Requests that may wait for a slot; beyond this, 503 with Retry-After.",
+    )
+    max_queue_wait_s: float = Field(
+        default=10.0, ge=0, description="Longest wait for a slot before 503 (or the deadline)."
+    )
     graceful_shutdown_s: float = Field(
         default=20.0, ge=0, description="How long in-flight requests may finish after SIGTERM."
     )

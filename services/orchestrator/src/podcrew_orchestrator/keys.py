@@ -26,3 +26,21 @@ class Keys:
 
     def events(self, run_id: str) -> str:
         return f"{self.prefix}:run:{run_id}:events"
+
+    def rate(self, tenant: str) -> str:
+        return f"{self.prefix}:tenant:{tenant}:rate"
+
+    def active(self, tenant: str) -> str:
+        return f"{self.prefix}:tenant:{tenant}:active"
+
+    def idempotency(self, tenant: str, key: str) -> str:
+        return f"{self.prefix}:tenant:{tenant}:idem:{key}"
+
+    def coalesce(self, tenant: str, digest: str) -> str:
+        return f"{self.prefix}:tenant:{tenant}:inflight:{digest}"
+
+    def result_cache(self, digest: str) -> str:
+        return f"{self.prefix}:cache:result:{digest}"
+
+    def thread(self, tenant: str, thread_id: str) -> str:
+        return f"{self.prefix}:tenant:{tenant}:thread:{thread_id}"

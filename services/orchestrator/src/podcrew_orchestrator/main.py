@@ -9,9 +9,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import httpx
+import structlog
 from fastapi import FastAPI
 
+from podcrew_core.admission import Admission
 from podcrew_core.app import ReadinessCheck, create_service_app
+from podcrew_core.auth import KeyRing, ServiceTokenSettings, service_auth_header
 from podcrew_core.http import create_http_client
 from podcrew_core.llm import LLMSettings, create_provider
 from podcrew_core.logging import configure_logging
@@ -20,13 +23,17 @@ from podcrew_core.settings import RedisSettings
 from podcrew_orchestrator import routes
 from podcrew_orchestrator.clients.agents import ResearchClient, WriterClient
 from podcrew_orchestrator.keys import Keys
+from podcrew_orchestrator.limits import TenantLimiter
 from podcrew_orchestrator.pipeline import Pipeline
 from podcrew_orchestrator.queue import RunQueue
 from podcrew_orchestrator.settings import OrchestratorSettings
 from podcrew_orchestrator.store import RunStore
+from podcrew_orchestrator.submit import Submissions
 from podcrew_orchestrator.worker import Worker
 
 VERSION = "0.1.0"
+
+log = structlog.get_logger(__name__)
 
 
 def create_app(
@@ -39,8 +46,26 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_logging("orchestrator-api", settings.log_level)
+        if not settings.api_keys:
+            log.warning(
+                "auth_disabled",
+                detail="no API keys configured: every caller is "
+                "tenant 'default'; configure PODCREW_ORCHESTRATOR_API_KEYS",
+            )
         redis = create_redis(redis_settings)
-        app.state.store = RunStore(redis, Keys(settings.key_prefix), settings.run_ttl_s)
+        keys = Keys(settings.key_prefix)
+        store = RunStore(redis, keys, settings.run_ttl_s)
+        limiter = TenantLimiter(
+            redis, keys, max_run_age_s=settings.run_deadline_s * settings.max_deliveries
+        )
+        app.state.store = store
+        app.state.submissions = Submissions(redis, keys, store, limiter, settings)
+        app.state.admission = Admission(
+            "api", settings.max_concurrency, settings.max_queue, settings.max_queue_wait_s
+        )
+        app.state.streams = Admission(
+            "api-streams", settings.max_event_streams, max_queue=0, max_wait_s=0
+        )
 
         async def redis_ready() -> None:
             await redis.ping()
@@ -59,6 +84,8 @@ def create_app(
         description="Submit research questions, follow their progress, fetch cited reports.",
     )
     app.state.settings = settings
+    app.state.llm_settings = LLMSettings()
+    app.state.keyring = KeyRing(settings.api_keys)
     app.include_router(routes.router)
     return app
 
@@ -83,7 +110,10 @@ def create_worker_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_logging("orchestrator-worker", settings.log_level)
         redis = create_redis(redis_settings)
-        http = create_http_client(settings.http_max_connections)
+        http = create_http_client(
+            settings.http_max_connections,
+            headers=service_auth_header(ServiceTokenSettings().service_token),
+        )
         provider = create_provider(llm_settings)
         keys = Keys(settings.key_prefix)
         pipeline = Pipeline(

@@ -69,6 +69,7 @@ class RunSpec:
     models: StageModels
     deadline: Deadline
     budget: RetryBudget
+    history: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -129,7 +130,10 @@ class Pipeline:
             model=spec.models.plan,
             system=PLANNER_PROMPT,
             messages=[
-                Message(role="user", content=plan_message(spec.question, spec.max_subquestions))
+                Message(
+                    role="user",
+                    content=plan_message(spec.question, spec.max_subquestions, spec.history),
+                )
             ],
             max_tokens=1024,
         )

@@ -2,24 +2,30 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
+import structlog
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
+from podcrew_core.admission import Admission
 from podcrew_core.app import JSONBody
+from podcrew_core.auth import KeyRing, presented_key
 from podcrew_core.errors import PROBLEM_CONTENT_TYPE, Conflict, RunNotFound
+from podcrew_core.llm import LLMSettings
 from podcrew_core.logging import bind_run
 from podcrew_core.schemas import EventType, Run, RunAccepted, RunCreate, RunStatus
+from podcrew_orchestrator.estimate import Estimate, estimate
 from podcrew_orchestrator.settings import OrchestratorSettings
 from podcrew_orchestrator.store import RunStore
+from podcrew_orchestrator.submit import Submissions
 
 router = APIRouter(prefix="/v1", tags=["runs"])
 
 SSE_BLOCK_MS = 15_000
+DEFAULT_TENANT = "default"
 _PROBLEM: dict[str, Any] = {"content": {PROBLEM_CONTENT_TYPE: {}}}
 
 
@@ -33,13 +39,37 @@ def get_settings(request: Request) -> OrchestratorSettings:
     return settings
 
 
+def get_submissions(request: Request) -> Submissions:
+    submissions: Submissions = request.app.state.submissions
+    return submissions
+
+
+def get_tenant(request: Request) -> str:
+    """The tenant of the presented API key (401 otherwise); `default` when auth is off."""
+    keyring: KeyRing = request.app.state.keyring
+    if not keyring:
+        return DEFAULT_TENANT
+    tenant = keyring.tenant(presented_key(request))
+    structlog.contextvars.bind_contextvars(tenant=tenant)
+    return tenant
+
+
+def get_admission(request: Request) -> Admission:
+    admission: Admission = request.app.state.admission
+    return admission
+
+
 Store = Annotated[RunStore, Depends(get_store)]
 Settings = Annotated[OrchestratorSettings, Depends(get_settings)]
+Tenant = Annotated[str, Depends(get_tenant)]
+Slots = Annotated[Admission, Depends(get_admission)]
+SubmissionsDep = Annotated[Submissions, Depends(get_submissions)]
 
 
-async def _load(store: RunStore, run_id: str) -> Run:
+async def _load(store: RunStore, run_id: str, tenant: str) -> Run:
+    """The run, if it exists and belongs to `tenant`; another tenant's run does not exist."""
     run = await store.get(run_id)
-    if run is None:
+    if run is None or run.tenant != tenant:
         raise RunNotFound(f"no run with id {run_id!r}")
     return run
 
@@ -53,44 +83,70 @@ async def _load(store: RunStore, run_id: str) -> Run:
         200: {"model": Run, "description": "The run finished within `wait` seconds."},
         202: {"model": RunAccepted, "description": "Accepted; poll `Location` for the result."},
         400: _PROBLEM,
+        401: _PROBLEM,
+        409: _PROBLEM,
         413: _PROBLEM,
         415: _PROBLEM,
         422: _PROBLEM,
+        429: _PROBLEM,
+        503: _PROBLEM,
     },
 )
 async def create_run(
     body: RunCreate,
+    tenant: Tenant,
     store: Store,
     settings: Settings,
+    submissions: SubmissionsDep,
+    slots: Slots,
     response: Response,
     wait: Annotated[
         float, Query(ge=0, le=600, description="Seconds to wait for the result before 202.")
     ] = 0,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            max_length=200,
+            pattern=r"^[\x21-\x7e]+$",
+            description="Same key and body: the same run. Same key, other body: 409.",
+        ),
+    ] = None,
 ) -> Run | RunAccepted:
-    run = Run(
-        id=f"run_{uuid.uuid4().hex}",
-        status=RunStatus.QUEUED,
-        question=body.question,
-        max_subquestions=body.max_subquestions,
-        tier=body.tier,
-        created_at=datetime.now(UTC),
-    )
-    bind_run(run.id)
-    await store.create(run)
-    response.headers["Location"] = f"/v1/runs/{run.id}"
-    if wait > 0 and await store.wait_final(run.id, min(wait, settings.max_wait_s)):
-        response.status_code = 200
-        return await _load(store, run.id)
+    async with slots.hold():
+        submitted = await submissions.submit(tenant, body, idempotency_key)
+        run = submitted.run
+        bind_run(run.id)
+        response.headers["Location"] = f"/v1/runs/{run.id}"
+        if run.status.terminal:
+            response.status_code = 200
+            return run
+        if wait > 0 and await store.wait_final(run.id, min(wait, settings.max_wait_s)):
+            response.status_code = 200
+            return await _load(store, run.id, tenant)
+    if not submitted.created:
+        response.status_code = 200 if run.status.terminal else 202
     return RunAccepted(id=run.id, status=run.status)
+
+
+@router.post(
+    "/estimate",
+    dependencies=[JSONBody],
+    summary="Expected tokens and cost of a question, before running it",
+    responses={400: _PROBLEM, 401: _PROBLEM, 415: _PROBLEM, 422: _PROBLEM},
+)
+async def estimate_run(body: RunCreate, tenant: Tenant, request: Request) -> Estimate:
+    llm: LLMSettings = request.app.state.llm_settings
+    return estimate(body, llm)
 
 
 @router.get(
     "/runs/{run_id}",
     summary="A run's status, result, usage and cost",
-    responses={404: _PROBLEM},
+    responses={401: _PROBLEM, 404: _PROBLEM},
 )
-async def get_run(run_id: str, store: Store) -> Run:
-    return await _load(store, run_id)
+async def get_run(run_id: str, tenant: Tenant, store: Store) -> Run:
+    return await _load(store, run_id, tenant)
 
 
 @router.delete(
@@ -98,14 +154,14 @@ async def get_run(run_id: str, store: Store) -> Run:
     summary="Cancel a queued or running run",
     responses={404: _PROBLEM, 409: _PROBLEM},
 )
-async def cancel_run(run_id: str, store: Store) -> Run:
-    run = await _load(store, run_id)
+async def cancel_run(run_id: str, tenant: Tenant, store: Store) -> Run:
+    run = await _load(store, run_id, tenant)
     if run.status.terminal:
         raise Conflict(f"run {run_id} already {run.status.value}", run_status=run.status.value)
     run.status = RunStatus.CANCELLED
     run.finished_at = datetime.now(UTC)
     if not await store.transition(run, EventType.RUN_CANCELLED, {"reason": "cancelled by client"}):
-        run = await _load(store, run_id)
+        run = await _load(store, run_id, tenant)
         raise Conflict(f"run {run_id} already {run.status.value}", run_status=run.status.value)
     return run
 
@@ -118,27 +174,35 @@ async def cancel_run(run_id: str, store: Store) -> Run:
 )
 async def run_events(
     run_id: str,
+    tenant: Tenant,
     store: Store,
+    request: Request,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
 ) -> EventSourceResponse:
-    await _load(store, run_id)
+    await _load(store, run_id, tenant)
+    streams: Admission = request.app.state.streams
+    streams.check_capacity()
     after = last_event_id if last_event_id and _valid_id(last_event_id) else "0"
 
     async def stream() -> AsyncIterator[ServerSentEvent]:
-        cursor = after
-        while True:
-            events = await store.read_events(run_id, cursor, block_ms=SSE_BLOCK_MS)
-            for event in events:
-                yield ServerSentEvent(data=event.data, event=event.type, id=event.id)
-                cursor = event.id
-                if event.terminal:
-                    return
-            if not events:
-                status = await store.status(run_id)
-                if status is None:  # the run expired while we watched
-                    return
+        async with streams.hold():
+            async for event in _follow(store, run_id, after):
+                yield event
 
     return EventSourceResponse(stream(), ping=10, send_timeout=30)
+
+
+async def _follow(store: RunStore, run_id: str, after: str) -> AsyncIterator[ServerSentEvent]:
+    cursor = after
+    while True:
+        events = await store.read_events(run_id, cursor, block_ms=SSE_BLOCK_MS)
+        for event in events:
+            yield ServerSentEvent(data=event.data, event=event.type, id=event.id)
+            cursor = event.id
+            if event.terminal:
+                return
+        if not events and await store.status(run_id) is None:
+            return  # the run expired while we watched
 
 
 def _valid_id(value: str) -> bool:

@@ -8,7 +8,9 @@ import socket
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from podcrew_core.auth import ApiKey
 from podcrew_core.settings import ServiceSettings
+from podcrew_orchestrator.limits import TenantLimits
 
 
 def _default_consumer() -> str:
@@ -19,6 +21,9 @@ class OrchestratorSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="PODCREW_ORCHESTRATOR_", extra="ignore")
 
     port: int = Field(default=8000, ge=1, le=65535, description="API port (api mode).")
+    max_concurrency: int = Field(
+        default=512, ge=1, description="Run submissions (and their waits) served at once."
+    )
     worker_port: int = Field(
         default=8001, ge=1, le=65535, description="Health and metrics port (worker mode)."
     )
@@ -54,6 +59,49 @@ class OrchestratorSettings(ServiceSettings):
     trim_interval_s: float = Field(
         default=60.0, gt=0, description="How often a worker trims acknowledged queue entries."
     )
+    api_keys: list[ApiKey] = Field(
+        default_factory=list,
+        description='JSON list of {"tenant", "sha256"}: the SHA-256 hex of each API key and '
+        "its tenant. Empty: the API is open and every run belongs to tenant `default` (local "
+        "use only; a warning is logged).",
+    )
+    tenant_limits: dict[str, TenantLimits] = Field(
+        default_factory=dict,
+        description="JSON: limits per tenant (requests_per_minute, burst, concurrent_runs, "
+        "daily_tokens, daily_cost_usd); tenants not listed get default_tenant_limits.",
+    )
+    default_tenant_limits: TenantLimits = Field(
+        default_factory=TenantLimits, description="JSON: limits of a tenant not listed."
+    )
+    daily_spend_cap_usd: float = Field(
+        default=500.0, ge=0, description="Spend of all tenants together in a UTC day."
+    )
+    max_run_tokens: int = Field(
+        default=500_000, ge=1, description="Largest token budget a run may ask for (and default)."
+    )
+    max_run_cost_usd: float = Field(
+        default=5.0, gt=0, description="Largest cost budget a run may ask for (and default)."
+    )
+    idempotency_ttl_s: int = Field(
+        default=24 * 3600, ge=60, description="How long an Idempotency-Key is remembered."
+    )
+    coalesce: bool = Field(
+        default=True,
+        description="Identical concurrent questions of one tenant share one execution.",
+    )
+    result_cache_ttl_s: int = Field(
+        default=3600, ge=0, description="How long a result answers an identical question (0: off)."
+    )
+    thread_ttl_s: int = Field(default=7 * 24 * 3600, ge=60, description="Lifetime of a thread.")
+    thread_max_turns: int = Field(
+        default=10, ge=1, le=100, description="Previous turns of a thread given to the planner."
+    )
+    max_event_streams: int = Field(
+        default=2000, ge=1, description="SSE streams one api process serves at once."
+    )
     http_max_connections: int = Field(
         default=256, ge=1, description="Pool size of the client to the agents."
     )
+
+    def limits_for(self, tenant: str) -> TenantLimits:
+        return self.tenant_limits.get(tenant, self.default_tenant_limits)

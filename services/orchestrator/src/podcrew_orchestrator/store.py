@@ -16,11 +16,13 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
-from podcrew_core.schemas import EventType, Run, RunStatus
+from podcrew_core.schemas import EventType, Run, RunResult, RunStatus
 from podcrew_orchestrator.keys import Keys
 
 # Why Lua: the check "is this run already final?" and the write must be one atomic step,
 # across every worker and API replica; MULTI cannot branch on what it reads.
+# KEYS: run hash, run events, the tenant's active-run set. ARGV: status, run JSON, event type,
+# event JSON, TTL s, max events, run id.
 _TRANSITION = """
 local current = redis.call('HGET', KEYS[1], 'status')
 if not current then return 0 end
@@ -29,10 +31,14 @@ redis.call('HSET', KEYS[1], 'status', ARGV[1], 'data', ARGV[2])
 redis.call('EXPIRE', KEYS[1], ARGV[5])
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', 'type', ARGV[3], 'data', ARGV[4])
 redis.call('EXPIRE', KEYS[2], ARGV[5])
+if ARGV[1] == 'succeeded' or ARGV[1] == 'failed' or ARGV[1] == 'cancelled' then
+  redis.call('ZREM', KEYS[3], ARGV[7])
+end
 return 1
 """
 
 MAX_EVENTS_PER_RUN = 20_000
+THREAD_ANSWER_CHARS = 2_000  # what the planner needs of an earlier answer, not all of it
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +79,22 @@ class RunStore:
             pipe.xadd(self.keys.queue, {"run_id": run.id})
             await pipe.execute()
 
+    async def create_finished(
+        self, run: Run, events: list[tuple[EventType, dict[str, Any]]]
+    ) -> None:
+        """Record a run that is final from the start (answered from the cache): no queue entry."""
+        stream = self.keys.events(run.id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(
+                self.keys.run(run.id), mapping={"status": run.status, "data": run.model_dump_json()}
+            )
+            pipe.expire(self.keys.run(run.id), self.ttl_s)
+            pipe.xadd(stream, {"type": EventType.RUN_QUEUED.value, "data": event_payload(run.id)})
+            for event, data in events:
+                pipe.xadd(stream, {"type": event.value, "data": event_payload(run.id, data)})
+            pipe.expire(stream, self.ttl_s)
+            await pipe.execute()
+
     async def get(self, run_id: str) -> Run | None:
         data = await self.redis.hget(self.keys.run(run_id), "data")
         return Run.model_validate_json(data) if data else None
@@ -86,7 +108,7 @@ class RunStore:
     ) -> bool:
         """Store `run` and append `event`, unless the stored run is already final."""
         done = await self._transition(
-            keys=[self.keys.run(run.id), self.keys.events(run.id)],
+            keys=[self.keys.run(run.id), self.keys.events(run.id), self.keys.active(run.tenant)],
             args=[
                 run.status.value,
                 run.model_dump_json(),
@@ -94,6 +116,7 @@ class RunStore:
                 event_payload(run.id, data),
                 self.ttl_s,
                 MAX_EVENTS_PER_RUN,
+                run.id,
             ],
         )
         return bool(done)
@@ -112,6 +135,27 @@ class RunStore:
             pipe.expire(events, self.ttl_s)
             entry_id, _ = await pipe.execute()
         return str(entry_id)
+
+    async def cache_result(self, digest: str, result: RunResult, ttl_s: int) -> None:
+        await self.redis.set(self.keys.result_cache(digest), result.model_dump_json(), ex=ttl_s)
+
+    async def thread_history(
+        self, tenant: str, thread_id: str, turns: int
+    ) -> list[tuple[str, str]]:
+        raw: list[Any] = await self.redis.lrange(self.keys.thread(tenant, thread_id), -turns, -1)
+        return [(t["q"], t["a"]) for t in map(orjson.loads, raw)]
+
+    async def append_thread(
+        self, tenant: str, thread_id: str, question: str, answer: str, turns: int, ttl_s: int
+    ) -> None:
+        """Add a turn; the thread keeps its last `turns` turns and lives `ttl_s` past the last."""
+        key = self.keys.thread(tenant, thread_id)
+        turn = orjson.dumps({"q": question, "a": answer[:THREAD_ANSWER_CHARS]}).decode()
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.rpush(key, turn)
+            pipe.ltrim(key, -turns, -1)
+            pipe.expire(key, ttl_s)
+            await pipe.execute()
 
     async def read_events(
         self, run_id: str, after: str, *, block_ms: int | None, count: int = 200

@@ -23,11 +23,12 @@ from podcrew_core.llm import LLMSettings
 from podcrew_core.logging import bind_run
 from podcrew_core.metrics import RUN_DURATION, RUNS_FINISHED
 from podcrew_core.resilience import RetryBudget, retry_budget_scope
-from podcrew_core.schemas import EventType, Run, RunError, RunStatus
+from podcrew_core.schemas import EventType, Run, RunError, RunResult, RunStatus
 from podcrew_orchestrator.pipeline import Outcome, Pipeline, RunSpec
 from podcrew_orchestrator.queue import Delivery, RunQueue
 from podcrew_orchestrator.settings import OrchestratorSettings
 from podcrew_orchestrator.store import RunStore
+from podcrew_orchestrator.submit import run_digest
 
 RUNS_IN_FLIGHT = Gauge("podcrew_worker_runs_in_flight", "Runs this worker is executing now.")
 QUEUE_LAG = Gauge("podcrew_queue_lag_entries", "Run-queue entries not yet delivered to any worker.")
@@ -189,9 +190,9 @@ class Worker:
             log.info("run_cancelled")
             return True
         except TimeoutError:
+            deadline_s = run.budget.deadline_s or self.settings.run_deadline_s
             error = RunError(
-                type="deadline-exceeded",
-                detail=f"the run did not finish within {self.settings.run_deadline_s:.0f}s",
+                type="deadline-exceeded", detail=f"the run did not finish within {deadline_s:.0f}s"
             )
             await self._finish(run, RunStatus.FAILED, outcome, error)
         except PodcrewError as exc:
@@ -209,21 +210,45 @@ class Worker:
         return True
 
     async def _pipeline(self, run: Run, outcome: Outcome) -> None:
+        deadline_s = run.budget.deadline_s or self.settings.run_deadline_s
+        history = (
+            await self.store.thread_history(
+                run.tenant, run.thread_id, self.settings.thread_max_turns
+            )
+            if run.thread_id
+            else []
+        )
         spec = RunSpec(
             run_id=run.id,
             question=run.question,
             max_subquestions=run.max_subquestions,
             models=self.llm.models(run.tier),
-            deadline=Deadline.after(self.settings.run_deadline_s),
+            deadline=Deadline.after(deadline_s),
             budget=RetryBudget(self.llm.retry_budget),
+            history=history,
         )
 
         async def emit(event: EventType, data: dict[str, Any]) -> object:
             return await self.store.publish(run.id, event, data)
 
         with deadline_scope(spec.deadline), retry_budget_scope(spec.budget):
-            async with asyncio.timeout(self.settings.run_deadline_s):
+            async with asyncio.timeout(deadline_s):
                 await self.pipeline.run(spec, emit, outcome)
+
+    async def _remember(self, run: Run, result: RunResult) -> None:
+        """Feed the result cache and the run's thread."""
+        s = self.settings
+        if run.thread_id:
+            await self.store.append_thread(
+                run.tenant,
+                run.thread_id,
+                run.question,
+                result.report,
+                s.thread_max_turns,
+                s.thread_ttl_s,
+            )
+        elif s.result_cache_ttl_s and not result.unresearched:
+            await self.store.cache_result(run_digest(run), result, s.result_cache_ttl_s)
 
     async def _watch_cancel(
         self, run_id: str, work: asyncio.Task[None], flag: asyncio.Event
@@ -251,6 +276,8 @@ class Worker:
         if error:
             data["error"] = error.model_dump()
         if await self.store.transition(run, event, data):
+            if run.result is not None and status is RunStatus.SUCCEEDED:
+                await self._remember(run, run.result)
             RUNS_FINISHED.labels(status.value).inc()
             RUN_DURATION.labels(status.value).observe(
                 (run.finished_at - run.created_at).total_seconds()

@@ -6,8 +6,8 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from podcrew_core.admission import Admission
 from podcrew_core.llm import LLMSettings
-from podcrew_research.admission import Slots
 from podcrew_research.loop import Researcher
 from podcrew_research.settings import ResearchSettings
 
@@ -27,12 +27,12 @@ def get_researcher(request: Request) -> Researcher:
     return researcher
 
 
-def get_slots(request: Request) -> Slots:
-    slots: Slots = request.app.state.slots
+def get_slots(request: Request) -> Admission:
+    slots: Admission = request.app.state.slots
     return slots
 
 
 SettingsDep = Annotated[ResearchSettings, Depends(get_settings)]
 LLMSettingsDep = Annotated[LLMSettings, Depends(get_llm_settings)]
 ResearcherDep = Annotated[Researcher, Depends(get_researcher)]
-SlotsDep = Annotated[Slots, Depends(get_slots)]
+SlotsDep = Annotated[Admission, Depends(get_slots)]

@@ -6,13 +6,14 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
+from podcrew_core.admission import Admission
 from podcrew_core.app import Readiness, create_service_app
+from podcrew_core.auth import ServiceTokenSettings, require_service_token
 from podcrew_core.llm import LLMSettings, Stage, create_provider
 from podcrew_core.logging import configure_logging
 from podcrew_research import __version__
-from podcrew_research.admission import Slots
 from podcrew_research.loop import LoopLimits, Researcher
 from podcrew_research.routes import router
 from podcrew_research.settings import ResearchSettings
@@ -62,7 +63,12 @@ def create_app(settings: ResearchSettings | None = None) -> FastAPI:
                     max_output_tokens=settings.llm_max_output_tokens,
                 ),
             )
-            app.state.slots = Slots(settings.max_concurrency)
+            app.state.slots = Admission(
+                "research-agent",
+                settings.max_concurrency,
+                settings.max_queue,
+                settings.max_queue_wait_s,
+            )
 
             async def kb_loaded() -> None:
                 if len(kb) == 0:
@@ -83,5 +89,6 @@ def create_app(settings: ResearchSettings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.llm_settings = llm_settings
-    app.include_router(router)
+    service_token = ServiceTokenSettings().service_token
+    app.include_router(router, dependencies=[Depends(require_service_token(service_token))])
     return app

@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
+from podcrew_core.admission import Admission
 from podcrew_core.app import create_service_app
+from podcrew_core.auth import ServiceTokenSettings, require_service_token
 from podcrew_core.llm import LLMSettings, create_provider
 from podcrew_core.logging import configure_logging
 from podcrew_writer import routes
@@ -25,6 +27,9 @@ def create_app(settings: WriterSettings | None = None) -> FastAPI:
         configure_logging("writer-agent", settings.log_level)
         provider = create_provider(llm_settings)
         app.state.provider = provider
+        app.state.slots = Admission(
+            "writer-agent", settings.max_concurrency, settings.max_queue, settings.max_queue_wait_s
+        )
         try:
             yield
         finally:
@@ -39,5 +44,6 @@ def create_app(settings: WriterSettings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.llm_settings = llm_settings
-    app.include_router(routes.router)
+    service_token = ServiceTokenSettings().service_token
+    app.include_router(routes.router, dependencies=[Depends(require_service_token(service_token))])
     return app

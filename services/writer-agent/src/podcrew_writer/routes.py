@@ -10,6 +10,7 @@ import structlog
 from fastapi import APIRouter, Depends, Request
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
+from podcrew_core.admission import Admission
 from podcrew_core.app import JSONBody
 from podcrew_core.errors import PodcrewError
 from podcrew_core.hop import Hop, hop_scope, read_hop
@@ -50,7 +51,8 @@ Provider = Annotated[LLMProvider, Depends(get_provider)]
 @router.post("/write", dependencies=[JSONBody], summary="Write the report in one response")
 async def write(request: Request, body: WriteRequest, provider: Provider) -> WriteResponse:
     with hop_scope(_hop(request)) as hop:
-        response = await compose.write(provider, _draft(request, body))
+        async with _slots(request).hold(hop.deadline):
+            response = await compose.write(provider, _draft(request, body))
     return response.model_copy(update={"retries": hop.budget.spent})
 
 
@@ -66,23 +68,39 @@ async def write_stream(
 ) -> EventSourceResponse:
     hop = _hop(request)  # refused here, before the stream starts, if the deadline is too close
     draft = _draft(request, body)
-    return EventSourceResponse(_events(provider, draft, hop), ping=15)
+    slots = _slots(request)
+    slots.check_capacity()  # a full writer says 503 up front rather than in the stream
+    return EventSourceResponse(_events(provider, draft, hop, slots), ping=15)
+
+
+def _slots(request: Request) -> Admission:
+    slots: Admission = request.app.state.slots
+    return slots
 
 
 async def _events(
-    provider: LLMProvider, draft: compose.Draft, hop: Hop
+    provider: LLMProvider,
+    draft: compose.Draft,
+    hop: Hop,
+    slots: Admission,
 ) -> AsyncIterator[ServerSentEvent]:
-    # The scope is entered here because the stream runs after the route has returned.
+    # The scopes are entered here because the stream runs after the route has returned.
     with hop_scope(hop):
         try:
-            async for item in compose.write_stream(provider, draft):
-                if isinstance(item, WriteResponse):
-                    done = item.model_copy(update={"retries": hop.budget.spent})
-                    yield ServerSentEvent(data=done.model_dump_json(), event="done")
-                else:
-                    yield ServerSentEvent(
-                        data=WriteDelta(text=item).model_dump_json(), event="delta"
-                    )
+            async with slots.hold(hop.deadline):
+                async for item in _stream(provider, draft, hop):
+                    yield item
         except PodcrewError as exc:
             log.warning("write_stream_failed", error=exc.slug, detail=exc.detail)
             yield ServerSentEvent(data=orjson.dumps(exc.to_problem()).decode(), event="error")
+
+
+async def _stream(
+    provider: LLMProvider, draft: compose.Draft, hop: Hop
+) -> AsyncIterator[ServerSentEvent]:
+    async for item in compose.write_stream(provider, draft):
+        if isinstance(item, WriteResponse):
+            done = item.model_copy(update={"retries": hop.budget.spent})
+            yield ServerSentEvent(data=done.model_dump_json(), event="done")
+        else:
+            yield ServerSentEvent(data=WriteDelta(text=item).model_dump_json(), event="delta")

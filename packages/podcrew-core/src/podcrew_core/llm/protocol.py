@@ -46,8 +46,16 @@ FETCH_URL_SPEC = ToolSpec(
 )
 
 
-def plan_message(question: str, max_subquestions: int) -> str:
-    return f"{_QUESTION} {question}\n{_MAX_SUB} {max_subquestions}"
+def plan_message(
+    question: str, max_subquestions: int, history: list[tuple[str, str]] | None = None
+) -> str:
+    """The planner's input; `history` is the thread's earlier (question, answer) turns."""
+    lines = [f"{_QUESTION} {question}", f"{_MAX_SUB} {max_subquestions}"]
+    if history:
+        lines.append("Earlier in this conversation (oldest first):")
+        for asked, answered in history:
+            lines += [f"- Asked: {asked}", f"  Answered: {answered}"]
+    return "\n".join(lines)
 
 
 def research_message(sub_question: str, question: str) -> str:

@@ -1,0 +1,95 @@
+"""Per-tenant limits shared by every API replica through Redis.
+
+Requests per minute use GCRA (the generic cell rate algorithm): one key per tenant holding
+the "theoretical arrival time", updated atomically in Lua with Redis' own clock, so every
+replica sees one limit and clock skew between pods does not matter. Concurrent runs are a
+sorted set of the tenant's unfinished runs; the final status transition removes a run (see
+store.py), and entries older than any run can live are swept, so a lost update cannot leak
+capacity for ever.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+from pydantic import BaseModel, Field
+from redis.asyncio import Redis
+
+from podcrew_core.errors import PodcrewError
+from podcrew_orchestrator.keys import Keys
+
+
+class TenantLimits(BaseModel):
+    requests_per_minute: int = Field(default=120, ge=1, description="Run submissions a minute.")
+    burst: int = Field(default=20, ge=1, description="Submissions allowed at once above the rate.")
+    concurrent_runs: int = Field(default=20, ge=1, description="Unfinished runs at once.")
+    daily_tokens: int = Field(default=5_000_000, ge=0, description="Tokens a UTC day.")
+    daily_cost_usd: float = Field(default=50.0, ge=0, description="Spend a UTC day.")
+
+
+class RateLimited(PodcrewError):
+    status = 429
+    slug = "rate-limited"
+    title = "Too many requests"
+
+
+# KEYS[1] tenant's GCRA key. ARGV: emission interval ms, burst. Returns {allowed, wait_ms}.
+_GCRA = """
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+local interval = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+local allow_at = tat + interval - burst * interval
+if now < allow_at then return {0, allow_at - now} end
+local new_tat = tat + interval
+redis.call('SET', KEYS[1], new_tat, 'PX', math.ceil(new_tat - now) + 1000)
+return {1, 0}
+"""
+
+# KEYS[1] tenant's active-run set. ARGV: run id, now ms, limit, stale-before ms.
+_ADMIT = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[4])
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+return 1
+"""
+
+
+class TenantLimiter:
+    def __init__(self, redis: Redis, keys: Keys, max_run_age_s: float) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.max_run_age_s = max_run_age_s
+        self._gcra = redis.register_script(_GCRA)
+        self._admit = redis.register_script(_ADMIT)
+
+    async def check_rate(self, tenant: str, limits: TenantLimits) -> None:
+        interval_ms = 60_000 / limits.requests_per_minute
+        allowed, wait_ms = await self._gcra(
+            keys=[self.keys.rate(tenant)], args=[interval_ms, limits.burst]
+        )
+        if not allowed:
+            wait_s = max(1, math.ceil(float(wait_ms) / 1000))
+            raise RateLimited(
+                f"tenant {tenant} is over {limits.requests_per_minute} runs a minute",
+                headers={"Retry-After": str(wait_s)},
+            )
+
+    async def admit_run(self, tenant: str, run_id: str, limits: TenantLimits) -> None:
+        now_ms = int(time.time() * 1000)
+        stale_ms = now_ms - int(self.max_run_age_s * 1000)
+        admitted = await self._admit(
+            keys=[self.keys.active(tenant)],
+            args=[run_id, now_ms, limits.concurrent_runs, stale_ms],
+        )
+        if not admitted:
+            raise RateLimited(
+                f"tenant {tenant} already has {limits.concurrent_runs} unfinished runs",
+                headers={"Retry-After": "5"},
+            )
+
+    async def release_run(self, tenant: str, run_id: str) -> None:
+        await self.redis.zrem(self.keys.active(tenant), run_id)

@@ -1,0 +1,176 @@
+"""Accepting a run: idempotency, coalescing, the result cache, then tenant limits.
+
+Order matters. An `Idempotency-Key` is reserved first (same key + same body → the same
+run; a different body → 409), then an identical question already running for the tenant is
+joined (coalescing), then a cached result answers at once; only a run that will really
+execute is charged against the tenant's rate and concurrency limits and enqueued.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import orjson
+import structlog
+from prometheus_client import Counter
+from redis.asyncio import Redis
+
+from podcrew_core.errors import Conflict, PodcrewError
+from podcrew_core.schemas import EventType, Run, RunBudget, RunCreate, RunResult, RunStatus
+from podcrew_orchestrator.keys import Keys
+from podcrew_orchestrator.limits import TenantLimiter
+from podcrew_orchestrator.settings import OrchestratorSettings
+from podcrew_orchestrator.store import RunStore
+
+CACHE_REQUESTS = Counter(
+    "podcrew_cache_requests",
+    "Cache lookups by cache (result, kb_search, fetch_url) and outcome (hit, miss).",
+    ["cache", "outcome"],
+)
+RUNS_COALESCED = Counter(
+    "podcrew_runs_coalesced", "Submissions joined to an identical run already in progress."
+)
+
+log = structlog.get_logger(__name__)
+
+
+def body_digest(body: RunCreate) -> str:
+    canonical = orjson.dumps(body.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(canonical).hexdigest()
+
+
+def run_digest(run: Run) -> str:
+    """What makes two runs the same work: tenant, question (case and spacing aside), shape."""
+    normal = " ".join(run.question.lower().split())
+    key = f"{run.tenant}\n{normal}\n{run.max_subquestions}\n{run.tier}"
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    run: Run
+    created: bool  # False: an existing run answers (idempotent replay or coalesced)
+
+
+class Submissions:
+    def __init__(
+        self,
+        redis: Redis,
+        keys: Keys,
+        store: RunStore,
+        limiter: TenantLimiter,
+        settings: OrchestratorSettings,
+    ) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.store = store
+        self.limiter = limiter
+        self.settings = settings
+
+    def _budget(self, asked: RunBudget) -> RunBudget:
+        s = self.settings
+        return RunBudget(
+            max_tokens=min(asked.max_tokens or s.max_run_tokens, s.max_run_tokens),
+            max_cost_usd=min(asked.max_cost_usd or s.max_run_cost_usd, s.max_run_cost_usd),
+            deadline_s=min(asked.deadline_s or s.run_deadline_s, s.run_deadline_s),
+        )
+
+    async def submit(self, tenant: str, body: RunCreate, idempotency_key: str | None) -> Submitted:
+        run = Run(
+            id=f"run_{uuid.uuid4().hex}",
+            status=RunStatus.QUEUED,
+            tenant=tenant,
+            question=body.question,
+            max_subquestions=body.max_subquestions,
+            tier=body.tier,
+            thread_id=body.thread_id,
+            callback_url=body.callback_url,
+            budget=self._budget(body.budget),
+            created_at=datetime.now(UTC),
+        )
+        idem_key = self.keys.idempotency(tenant, idempotency_key) if idempotency_key else None
+        if idem_key is not None:
+            existing = await self._reserve_idempotency(idem_key, run.id, body_digest(body))
+            if existing is not None:
+                return Submitted(existing, created=False)
+        try:
+            return await self._submit(tenant, body, run)
+        except PodcrewError:
+            if idem_key is not None:  # nothing was accepted: the same key may be retried
+                await self.redis.delete(idem_key)
+            raise
+
+    async def _reserve_idempotency(self, key: str, run_id: str, digest: str) -> Run | None:
+        """None when the key is new (now reserved for `run_id`); else the run it names."""
+        value = orjson.dumps({"run_id": run_id, "digest": digest}).decode()
+        if await self.redis.set(key, value, nx=True, ex=self.settings.idempotency_ttl_s):
+            return None
+        raw = await self.redis.get(key)
+        if raw is None:  # expired between the two calls: reserve again
+            return await self._reserve_idempotency(key, run_id, digest)
+        held = orjson.loads(raw)
+        if held["digest"] != digest:
+            raise Conflict(
+                "this Idempotency-Key was used with a different request body",
+                run_id=held["run_id"],
+            )
+        existing = await self.store.get(held["run_id"])
+        if existing is None:
+            raise Conflict("this Idempotency-Key names a run that is being created; retry")
+        return existing
+
+    async def _submit(self, tenant: str, body: RunCreate, run: Run) -> Submitted:
+        digest = run_digest(run)
+        coalesce_key = self.keys.coalesce(tenant, digest)
+        if self.settings.coalesce and body.callback_url is None:
+            joined = await self._join(coalesce_key, run)
+            if joined is not None:
+                RUNS_COALESCED.inc()
+                return Submitted(joined, created=False)
+        if self.settings.result_cache_ttl_s and body.thread_id is None:
+            cached = await self.redis.get(self.keys.result_cache(digest))
+            CACHE_REQUESTS.labels("result", "hit" if cached else "miss").inc()
+            if cached:
+                return Submitted(await self._answer_from_cache(run, str(cached)), created=True)
+        limits = self.settings.limits_for(tenant)
+        await self.limiter.check_rate(tenant, limits)
+        await self.limiter.admit_run(tenant, run.id, limits)
+        try:
+            await self.store.create(run)
+        except BaseException:
+            await self.limiter.release_run(tenant, run.id)
+            raise
+        return Submitted(run, created=True)
+
+    async def _join(self, key: str, run: Run) -> Run | None:
+        """The unfinished identical run to join, or None after claiming the key for `run`."""
+        ttl = int(self.settings.run_deadline_s * self.settings.max_deliveries) + 60
+        for _ in range(3):
+            if await self.redis.set(key, run.id, nx=True, ex=ttl):
+                return None
+            other_id = await self.redis.get(key)
+            other = await self.store.get(str(other_id)) if other_id else None
+            if other is not None and not other.status.terminal:
+                return other
+            # The holder finished (or vanished): take the key over and run anew.
+            await self.redis.delete(key)
+        return None
+
+    async def _answer_from_cache(self, run: Run, cached: str) -> Run:
+        now = datetime.now(UTC)
+        run.result = RunResult.model_validate_json(cached)
+        run.status = RunStatus.SUCCEEDED
+        run.cached = True
+        run.started_at = run.finished_at = now
+        await self.store.create_finished(
+            run,
+            [
+                (EventType.CACHE_HIT, {"cache": "result"}),
+                (EventType.RUN_SUCCEEDED, {"cached": True, "usage": run.usage.model_dump()}),
+            ],
+        )
+        log.info("run_answered_from_cache", run_id=run.id)
+        return run

@@ -1,0 +1,169 @@
+"""Tenants, keys, rate limits, idempotency, coalescing, caches, threads, estimates."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import httpx
+import pytest
+
+from podcrew_core.auth import hash_key
+
+pytestmark = pytest.mark.integration
+
+ACME, GLOBEX = "acme-key-0123456789", "globex-key-0123456789"
+
+
+@pytest.fixture(scope="module")
+def tenants_stack() -> Any:
+    from podcrew_cli.stack import Stack, StackConfig
+
+    keys = [
+        {"tenant": "acme", "sha256": hash_key(ACME)},
+        {"tenant": "globex", "sha256": hash_key(GLOBEX)},
+    ]
+    limits = {"globex": {"requests_per_minute": 60, "burst": 2, "concurrent_runs": 50}}
+    config = StackConfig.on_free_ports(
+        env={
+            "PODCREW_ORCHESTRATOR_API_KEYS": json.dumps(keys),
+            "PODCREW_ORCHESTRATOR_TENANT_LIMITS": json.dumps(limits),
+            "PODCREW_SERVICE_TOKEN": "internal-token-for-tests",
+            "PODCREW_LLM_OFFLINE_LATENCY_S": "0.05",
+        }
+    )
+    with Stack(config) as stack:
+        yield stack
+
+
+def _client(stack: Any, key: str | None = None, header: str = "authorization") -> httpx.Client:
+    headers = {}
+    if key:
+        headers = {header: f"Bearer {key}" if header == "authorization" else key}
+    return httpx.Client(base_url=stack.config.api_url, headers=headers, timeout=60)
+
+
+def test_missing_or_wrong_key_is_401_problem(tenants_stack: Any) -> None:
+    for client in (_client(tenants_stack), _client(tenants_stack, "not-a-key")):
+        with client:
+            response = client.post("/v1/runs", json={"question": "What is Python?"})
+        assert response.status_code == 401
+        assert response.headers["content-type"] == "application/problem+json"
+        assert response.headers["www-authenticate"].startswith("Bearer")
+
+
+def test_runs_are_visible_only_to_their_tenant(tenants_stack: Any) -> None:
+    with (
+        _client(tenants_stack, ACME) as acme,
+        _client(tenants_stack, GLOBEX, "x-api-key") as globex,
+    ):
+        run = acme.post("/v1/runs?wait=30", json={"question": "What is a Python tuple?"}).json()
+        assert run["status"] == "succeeded" and run["tenant"] == "acme"
+        for path in (f"/v1/runs/{run['id']}", f"/v1/runs/{run['id']}/events"):
+            assert globex.get(path).status_code == 404
+            assert acme.get(path).status_code == 200
+        assert globex.delete(f"/v1/runs/{run['id']}").status_code == 404
+
+
+def test_internal_endpoints_refuse_callers_without_the_service_token(tenants_stack: Any) -> None:
+    body = {"run_id": "r", "question": "What is Python?", "sub_question": "What is Python?"}
+    url = f"http://127.0.0.1:{tenants_stack.config.research_port}/v1/research"
+    assert httpx.post(url, json=body).status_code == 401
+    wrong = httpx.post(url, json=body, headers={"authorization": "Bearer nope"})
+    assert wrong.status_code == 401
+    ok = httpx.post(
+        url, json=body, headers={"authorization": "Bearer internal-token-for-tests"}, timeout=30
+    )
+    assert ok.status_code == 200
+
+
+def test_rate_limit_is_429_with_retry_after(tenants_stack: Any) -> None:
+    with _client(tenants_stack, GLOBEX) as globex:
+        codes = [
+            globex.post("/v1/runs", json={"question": f"What is Python feature {i}?"})
+            for i in range(6)
+        ]
+    limited = [r for r in codes if r.status_code == 429]
+    assert limited, [r.status_code for r in codes]
+    assert int(limited[0].headers["retry-after"]) >= 1
+    assert limited[0].json()["type"].endswith("/rate-limited")
+
+
+def test_idempotency_key_returns_the_same_run_and_409_on_another_body(tenants_stack: Any) -> None:
+    with _client(tenants_stack, ACME) as acme:
+        headers = {"Idempotency-Key": f"k-{time.time_ns()}"}
+        first = acme.post("/v1/runs", json={"question": "What is a Python set?"}, headers=headers)
+        again = acme.post("/v1/runs", json={"question": "What is a Python set?"}, headers=headers)
+        other = acme.post("/v1/runs", json={"question": "What is a Python dict?"}, headers=headers)
+    assert first.status_code == 202
+    assert again.json()["id"] == first.json()["id"]
+    assert other.status_code == 409
+    assert other.json()["type"].endswith("/conflict")
+
+
+def test_identical_concurrent_questions_are_coalesced(tenants_stack: Any) -> None:
+    question = {"question": f"How does Python's import system work {time.time_ns()}?"}
+    with _client(tenants_stack, ACME) as acme:
+        first = acme.post("/v1/runs", json=question).json()["id"]
+        second = acme.post("/v1/runs", json=question).json()["id"]
+    assert first == second
+
+
+def test_a_repeated_question_is_answered_from_the_result_cache(tenants_stack: Any) -> None:
+    question = {"question": f"What is a Python list comprehension {time.time_ns()}?"}
+    with _client(tenants_stack, ACME) as acme:
+        first = acme.post("/v1/runs?wait=30", json=question).json()
+        assert first["status"] == "succeeded" and not first["cached"]
+        second = acme.post("/v1/runs", json=question)
+        assert second.status_code == 200
+        cached = second.json()
+        assert cached["cached"] and cached["id"] != first["id"]
+        assert cached["result"] == first["result"]
+        kinds = [
+            line
+            for line in acme.get(f"/v1/runs/{cached['id']}/events").text.splitlines()
+            if line.startswith("event:")
+        ]
+    assert kinds == ["event: run.queued", "event: cache.hit", "event: run.succeeded"]
+    metrics = httpx.get(f"{tenants_stack.config.api_url}/metrics").text
+    assert 'podcrew_cache_requests_total{cache="result",outcome="hit"}' in metrics
+
+
+def test_thread_gives_the_planner_earlier_turns(tenants_stack: Any) -> None:
+    thread = f"t-{time.time_ns()}"
+    with _client(tenants_stack, ACME) as acme:
+        first = acme.post(
+            "/v1/runs?wait=30",
+            json={"question": "What is a Python generator?", "thread_id": thread},
+        ).json()
+        second = acme.post(
+            "/v1/runs?wait=30",
+            json={"question": "How is it different from a list?", "thread_id": thread},
+        ).json()
+    assert first["status"] == second["status"] == "succeeded"
+    import redis
+
+    r = redis.Redis(port=tenants_stack.config.redis_port, decode_responses=True)
+    turns = [json.loads(t) for t in r.lrange(f"podcrew:tenant:acme:thread:{thread}", 0, -1)]
+    r.close()
+    assert [t["q"] for t in turns] == [
+        "What is a Python generator?",
+        "How is it different from a list?",
+    ]
+
+
+def test_estimate_gives_a_token_and_cost_range(tenants_stack: Any) -> None:
+    with _client(tenants_stack, ACME) as acme:
+        cheap = acme.post(
+            "/v1/estimate",
+            json={"question": "What is Python?", "max_subquestions": 2, "tier": "economy"},
+        ).json()
+        dear = acme.post(
+            "/v1/estimate",
+            json={"question": "What is Python?", "max_subquestions": 6, "tier": "premium"},
+        ).json()
+    assert 0 < cheap["tokens"]["low"] <= cheap["tokens"]["high"]
+    assert 0 < cheap["cost_usd"]["low"] <= cheap["cost_usd"]["high"]
+    assert dear["cost_usd"]["high"] > cheap["cost_usd"]["high"]
+    assert dear["models"]["write"] == "claude-opus-4-5"
