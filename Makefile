@@ -5,7 +5,10 @@ SHELL := /bin/bash
 UV ?= $(shell command -v uv 2>/dev/null || echo "$(HOME)/.local/bin/uv")
 PYTEST_ARGS ?=
 
-.PHONY: help setup run up test test-unit test-integration lint format clean
+.PHONY: help setup run up test test-unit test-integration test-containers lint format clean images base-image
+
+BASE_IMAGE ?= python:3.12-slim
+IMAGE_TAG ?= dev
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
@@ -26,10 +29,19 @@ test: setup ## Run every test (unit, then integration with real redis-server and
 	$(UV) run --frozen pytest $(PYTEST_ARGS)
 
 test-unit: setup ## Only the fast unit tests
-	$(UV) run --frozen pytest -m "not integration" $(PYTEST_ARGS)
+	$(UV) run --frozen pytest -m "not integration and not containers" $(PYTEST_ARGS)
 
 test-integration: setup ## Only the integration tests
 	$(UV) run --frozen pytest -m integration $(PYTEST_ARGS)
+
+test-containers: setup ## Build the images and run the whole pipeline as containers (needs Docker)
+	$(UV) run --frozen pytest -m containers $(PYTEST_ARGS)
+
+images: ## Build the service images (BASE_IMAGE=podcrew/base:bookworm where no registry is reachable)
+	scripts/build-images.sh --base-image $(BASE_IMAGE) --tag $(IMAGE_TAG)
+
+base-image: ## Build the air-gapped Python base from Debian packages (debootstrap + docker import)
+	scripts/build-base-image.sh
 
 lint: setup ## ruff, mypy --strict and the import-linter contracts
 	$(UV) run --frozen ruff check .

@@ -11,7 +11,9 @@ from pathlib import Path
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings
 
+from podcrew_core.auth import ServiceTokenSettings
 from podcrew_core.llm.settings import LLMSettings
+from podcrew_core.llm.simulator import SimulatorSettings
 from podcrew_core.settings import RedisSettings
 from podcrew_orchestrator.settings import OrchestratorSettings
 from podcrew_research.settings import ResearchSettings
@@ -23,6 +25,8 @@ SECTIONS: list[tuple[str, type[BaseSettings], str]] = [
     ("Orchestrator", OrchestratorSettings, "api and worker modes"),
     ("Research agent", ResearchSettings, "research-agent"),
     ("Writer agent", WriterSettings, "writer-agent"),
+    ("Internal service token", ServiceTokenSettings, "orchestrator worker and the agents"),
+    ("Simulated Messages API", SimulatorSettings, "podcrew simulate-llm"),
 ]
 HEADER = """# Configuration
 
