@@ -13,7 +13,7 @@ from podcrew_core.auth import hash_key
 
 pytestmark = pytest.mark.integration
 
-ACME, GLOBEX = "acme-key-0123456789", "globex-key-0123456789"
+ACME, GLOBEX, TINY = "acme-key-0123456789", "globex-key-0123456789", "tiny-key-0123456789"
 
 
 @pytest.fixture(scope="module")
@@ -23,8 +23,12 @@ def tenants_stack() -> Any:
     keys = [
         {"tenant": "acme", "sha256": hash_key(ACME)},
         {"tenant": "globex", "sha256": hash_key(GLOBEX)},
+        {"tenant": "tiny", "sha256": hash_key(TINY)},
     ]
-    limits = {"globex": {"requests_per_minute": 60, "burst": 2, "concurrent_runs": 50}}
+    limits = {
+        "globex": {"requests_per_minute": 60, "burst": 2, "concurrent_runs": 50},
+        "tiny": {"daily_tokens": 5000},
+    }
     config = StackConfig.on_free_ports(
         env={
             "PODCREW_ORCHESTRATOR_API_KEYS": json.dumps(keys),
@@ -167,3 +171,33 @@ def test_estimate_gives_a_token_and_cost_range(tenants_stack: Any) -> None:
     assert 0 < cheap["cost_usd"]["low"] <= cheap["cost_usd"]["high"]
     assert dear["cost_usd"]["high"] > cheap["cost_usd"]["high"]
     assert dear["models"]["write"] == "claude-opus-4-5"
+
+
+def test_run_token_budget_ends_the_run_with_a_reason_and_the_partial_result(
+    tenants_stack: Any,
+) -> None:
+    body = {
+        "question": f"How do Python generators work {time.time_ns()}?",
+        "budget": {"max_tokens": 1500},
+    }
+    with _client(tenants_stack, ACME) as acme:
+        run = acme.post("/v1/runs?wait=30", json=body).json()
+    assert run["status"] == "failed"
+    assert run["error"]["type"] == "budget-exceeded"
+    assert "1500 tokens" in run["error"]["detail"]
+    # Whatever was found before the stop is kept (which stage hits the cap depends on timing;
+    # the partial report itself is unit-tested in test_pipeline.py).
+    if run["result"] is not None:
+        assert "stopped early" in run["result"]["report"]
+
+
+def test_tenant_daily_cap_refuses_further_llm_calls(tenants_stack: Any) -> None:
+    with _client(tenants_stack, TINY) as tiny:
+        first = tiny.post("/v1/runs?wait=30", json={"question": "What is a Python module?"}).json()
+        second = tiny.post(
+            "/v1/runs?wait=30", json={"question": "What is a Python package?"}
+        ).json()
+    assert first["status"] in ("succeeded", "failed")
+    assert second["status"] == "failed"
+    assert second["error"]["type"] == "budget-exceeded"
+    assert "tenant tiny" in second["error"]["detail"]

@@ -15,6 +15,7 @@ from podcrew_core.resilience import RetryBudget
 from podcrew_core.schemas import (
     EventType,
     Finding,
+    ResearchedSection,
     ResearchRequest,
     ResearchResponse,
     Source,
@@ -108,3 +109,29 @@ async def test_a_failed_sub_question_does_not_fail_the_run() -> None:
 async def test_every_sub_question_failing_fails_the_run_with_a_reason() -> None:
     with pytest.raises(NothingResearched):
         await _run(fail={0, 1, 2})
+
+
+def test_partial_result_keeps_the_findings_with_numbered_sources() -> None:
+    source = Source(id="kb:a#1", title="A")
+    outcome = Outcome(
+        question="Q?",
+        sections=[
+            ResearchedSection(sub_question="S1?", findings=[Finding(claim="c1", source=source)]),
+            ResearchedSection(
+                sub_question="S2?",
+                findings=[
+                    Finding(claim="c2", source=source),
+                    Finding(claim="c3", source=Source(id="kb:b#1", title="B")),
+                ],
+            ),
+        ],
+        unresearched=["S3?"],
+    )
+    result = outcome.partial("the run used 10 of its 5 tokens")
+    assert result is not None
+    assert "stopped early: the run used 10 of its 5 tokens" in result.report
+    assert "- c1 [1]" in result.report and "- c2 [1]" in result.report
+    assert "- c3 [2]" in result.report
+    assert [ref.number for ref in result.sources] == [1, 2]
+    assert result.unresearched == ["S3?"]
+    assert Outcome(question="Q?").partial("x") is None

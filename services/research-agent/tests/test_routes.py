@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from podcrew_cli.stack import free_port
 from podcrew_core.errors import PROBLEM_BASE, PROBLEM_CONTENT_TYPE
 from podcrew_research.main import create_app
 from podcrew_research.settings import ResearchSettings
@@ -20,7 +21,9 @@ BODY = {
 
 
 @pytest.fixture
-def client() -> Iterator[TestClient]:
+def client(monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
+    # A port nothing listens on: these tests need no Redis (no budget header is sent).
+    monkeypatch.setenv("PODCREW_REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")
     with TestClient(create_app(ResearchSettings(max_concurrency=4))) as test_client:
         yield test_client
 
@@ -89,10 +92,13 @@ def test_unparseable_deadline_is_problem_400(client: TestClient) -> None:
     problem(response, 400, "bad-request")
 
 
-def test_ready_once_the_knowledge_base_is_loaded(client: TestClient) -> None:
+def test_not_ready_while_redis_is_unreachable(client: TestClient) -> None:
+    # No Redis listens in unit tests: the knowledge base is loaded, Redis is not reachable.
     response = client.get("/readyz")
-    assert response.status_code == 200
-    assert response.json() == {"status": "ready", "checks": ["kb"]}
+    assert response.status_code == 503
+    problem = response.json()
+    assert set(problem["checks"]) == {"redis"}
+    assert "kb" not in problem["checks"]
 
 
 def test_metrics_expose_tool_calls_and_queue_depth(client: TestClient) -> None:

@@ -7,6 +7,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from podcrew_core.budget import BUDGET_HEADER, BudgetLimits, BudgetScope, Ledger, budget_scope
 from podcrew_core.deadline import DEADLINE_HEADER, RETRY_BUDGET_HEADER, Deadline, deadline_scope
 from podcrew_core.errors import BadRequest
 from podcrew_core.resilience import RetryBudget, retry_budget_scope
@@ -19,12 +20,17 @@ MIN_REMAINING_S = 0.05
 class Hop:
     deadline: Deadline
     budget: RetryBudget
+    limits: BudgetLimits | None = None
 
 
-def hop_headers(deadline: Deadline, retry_budget: int | None = None) -> dict[str, str]:
+def hop_headers(
+    deadline: Deadline, retry_budget: int | None = None, limits: BudgetLimits | None = None
+) -> dict[str, str]:
     headers = {DEADLINE_HEADER: deadline.header_value()}
     if retry_budget is not None:
         headers[RETRY_BUDGET_HEADER] = str(max(0, retry_budget))
+    if limits is not None:
+        headers[BUDGET_HEADER] = limits.header()
     return headers
 
 
@@ -45,11 +51,15 @@ def read_hop(
         retries = int(raw)
     else:
         raise BadRequest(f"{RETRY_BUDGET_HEADER} must be a non-negative integer")
-    return Hop(deadline, RetryBudget(retries))
+    raw_limits = headers.get(BUDGET_HEADER)
+    limits = BudgetLimits.from_header(raw_limits) if raw_limits else None
+    return Hop(deadline, RetryBudget(retries), limits)
 
 
 @contextmanager
-def hop_scope(hop: Hop) -> Iterator[Hop]:
-    """Make the hop's deadline and budget the ones every LLM call in this task obeys."""
-    with deadline_scope(hop.deadline), retry_budget_scope(hop.budget):
+def hop_scope(hop: Hop, ledger: Ledger | None = None) -> Iterator[Hop]:
+    """Make the hop's deadline, retry budget and spend limits the ones every LLM call in
+    this task obeys (spend limits only where a ledger is at hand)."""
+    scope = BudgetScope(ledger, hop.limits) if ledger and hop.limits else None
+    with deadline_scope(hop.deadline), retry_budget_scope(hop.budget), budget_scope(scope):
         yield hop

@@ -15,8 +15,9 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from podcrew_core.budget import BudgetExceeded, BudgetLimits
 from podcrew_core.deadline import RUN_ID_HEADER, Deadline
-from podcrew_core.errors import DeadlineExceeded, UpstreamError, UpstreamTimeout
+from podcrew_core.errors import DeadlineExceeded, PodcrewError, UpstreamError, UpstreamTimeout
 from podcrew_core.hop import hop_headers
 from podcrew_core.metrics import HTTP_CLIENT_DURATION, HTTP_CLIENT_REQUESTS
 
@@ -55,10 +56,13 @@ def create_http_client(
 
 
 def internal_headers(
-    run_id: str, deadline: Deadline, retry_budget: int | None = None
+    run_id: str,
+    deadline: Deadline,
+    retry_budget: int | None = None,
+    limits: BudgetLimits | None = None,
 ) -> dict[str, str]:
-    """Run id, remaining deadline and the retry budget this hop may spend."""
-    return {RUN_ID_HEADER: run_id, **hop_headers(deadline, retry_budget)}
+    """Run id, remaining deadline, the retry budget this hop may spend, and spend limits."""
+    return {RUN_ID_HEADER: run_id, **hop_headers(deadline, retry_budget, limits)}
 
 
 def _detail(response: httpx.Response) -> str:
@@ -71,6 +75,21 @@ def _detail(response: httpx.Response) -> str:
     return response.text[:200]
 
 
+def _upstream_error(target: str, response: httpx.Response) -> PodcrewError:
+    """The error a hop answered with; budget and deadline errors keep their meaning, since
+    they end the run for the same reason, whichever hop ran into them."""
+    detail = _detail(response)
+    try:
+        kind = str(response.json().get("type", ""))
+    except (ValueError, AttributeError):
+        kind = ""
+    if kind.endswith("/" + BudgetExceeded.slug):
+        return BudgetExceeded(detail)
+    if kind.endswith("/" + DeadlineExceeded.slug):
+        return DeadlineExceeded(f"{target}: {detail}")
+    return UpstreamError(f"{target} answered {response.status_code}: {detail}")
+
+
 async def post_json(
     client: httpx.AsyncClient,
     url: str,
@@ -81,6 +100,7 @@ async def post_json(
     run_id: str,
     deadline: Deadline,
     retry_budget: int | None = None,
+    limits: BudgetLimits | None = None,
 ) -> T:
     """POST `body`, retrying transient failures while the deadline allows, and parse the reply."""
     payload = body.model_dump_json().encode()
@@ -102,7 +122,7 @@ async def post_json(
                     content=payload,
                     headers={
                         "content-type": "application/json",
-                        **internal_headers(run_id, deadline, retry_budget),
+                        **internal_headers(run_id, deadline, retry_budget, limits),
                     },
                     timeout=max(0.001, deadline.remaining()),
                 )
@@ -110,7 +130,7 @@ async def post_json(
                     raise _RetryableStatus(response)
         if response.status_code >= 400:
             outcome = f"http_{response.status_code // 100}xx"
-            raise UpstreamError(f"{target} answered {response.status_code}: {_detail(response)}")
+            raise _upstream_error(target, response)
         try:
             parsed = response_model.model_validate_json(response.content)
         except ValidationError as exc:

@@ -1,18 +1,25 @@
 """JSON log lines through structlog, for podcrew's own loggers and the stdlib's alike.
 
-Every line carries a timestamp, level, service and whatever is bound in the context
-(`run_id` above all), so one `grep run_id` follows a run across every process.
+Every line carries a timestamp, level, service, whatever is bound in the context (`run_id`
+above all, so one `grep run_id` follows a run across every process) and, inside a trace, the
+current `trace_id` and `span_id`, so a log line leads to its trace and back. Each run ends
+with one `run_audit` line: who ran it, how it ended, what it called and what it cost.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import structlog
+from opentelemetry import trace
 from structlog.types import EventDict, WrappedLogger
+
+if TYPE_CHECKING:
+    from podcrew_core.schemas import Run
 
 REDACTED = "[redacted]"
 _SECRET_KEYS = frozenset({"authorization", "api_key", "x-api-key", "password", "token", "secret"})
@@ -23,6 +30,15 @@ def _redact(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
     for key in list(event):
         if key.lower() in _SECRET_KEYS:
             event[key] = REDACTED
+    return event
+
+
+def add_trace_context(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
+    """The current span's trace and span ids (W3C hex), when a trace is active."""
+    context = trace.get_current_span().get_span_context()
+    if context.is_valid:
+        event.setdefault("trace_id", format(context.trace_id, "032x"))
+        event.setdefault("span_id", format(context.span_id, "016x"))
     return event
 
 
@@ -43,6 +59,7 @@ def configure_logging(service: str, level: str = "INFO") -> None:
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         add_service,
+        add_trace_context,
         _redact,
     ]
     structlog.configure(
@@ -70,8 +87,42 @@ def configure_logging(service: str, level: str = "INFO") -> None:
         logging.getLogger(name).propagate = True
     # Per-request lines come from podcrew's own middleware and metrics, not uvicorn's.
     logging.getLogger("uvicorn.access").disabled = True
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    for noisy in ("httpx", "httpx2"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def bind_run(run_id: str) -> None:
     structlog.contextvars.bind_contextvars(run_id=run_id)
+
+
+def current_run_id() -> str | None:
+    """The run this task works for, as bound for logging (by `bind_run` or the middleware)."""
+    run_id = structlog.contextvars.get_contextvars().get("run_id")
+    return str(run_id) if run_id else None
+
+
+def log_run_audit(run: Run, tools: Mapping[str, int] | None = None) -> None:
+    """The one audit line of a run, written when it reaches its final state."""
+    usage = run.usage
+    duration_s = (run.finished_at - run.created_at).total_seconds() if run.finished_at else None
+    structlog.get_logger("podcrew.audit").info(
+        "run_audit",
+        run_id=run.id,
+        tenant=run.tenant,
+        status=run.status.value,
+        error_type=run.error.type if run.error else None,
+        tier=run.tier,
+        cached=run.cached,
+        attempts=run.attempts,
+        thread_id=run.thread_id,
+        tools=dict(sorted((tools or {}).items())),
+        tool_calls=sum((tools or {}).values()),
+        llm_calls=usage.llm_calls,
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+        cache_read_tokens=usage.cache_read_input_tokens,
+        cache_creation_tokens=usage.cache_creation_input_tokens,
+        total_tokens=usage.total_tokens,
+        cost_usd=round(run.cost_usd or usage.cost_usd, 6),
+        duration_s=round(duration_s, 3) if duration_s is not None else None,
+    )

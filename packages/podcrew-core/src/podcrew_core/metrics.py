@@ -1,15 +1,65 @@
 """Prometheus metrics shared by every service (one `podcrew_` prefix, base units).
 
-Labels are bounded: routes are templates, never raw paths; run ids never appear.
+Labels are bounded: routes are templates, never raw paths; run ids, trace ids and prompts
+never appear. The LLM metrics are also exported under the OpenTelemetry GenAI semantic
+conventions' names (`gen_ai.client.token.usage` → `gen_ai_client_token_usage`, …) so GenAI
+dashboards built for those conventions work unchanged.
+
+Several uvicorn workers per pod: when `PROMETHEUS_MULTIPROC_DIR` is set before the process
+starts, prometheus-client keeps every value in a memory-mapped file per process and
+`/metrics` merges them (`collect_latest`). Every gauge states how to merge: `livesum` for
+"how many right now" gauges, `livemax` for values every process reads from one shared source
+(queue depth from Redis) or where the worst process matters (breaker state).
 """
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+import os
+from typing import Final
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+MULTIPROC_DIR_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"
 
 # HTTP hops take milliseconds; LLM calls and whole runs take up to minutes.
 HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 LLM_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120, 180, 300, 600)
+# Redis answers in well under a millisecond on a healthy network; blocking reads wait seconds.
+REDIS_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 15)
+# The GenAI conventions' advised boundaries for token counts (powers of 4).
+TOKEN_BUCKETS = tuple(4.0**n for n in range(14))
+
+
+def multiprocess_enabled() -> bool:
+    """True when prometheus-client runs in multiprocess mode (several workers per pod)."""
+    return bool(os.environ.get(MULTIPROC_DIR_ENV))
+
+
+def collect_latest() -> bytes:
+    """The exposition text: this process's registry, or every worker's merged in
+    multiprocess mode (a fresh registry per scrape, as prometheus-client prescribes)."""
+    if not multiprocess_enabled():
+        return generate_latest()
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    return generate_latest(registry)
+
+
+def mark_process_dead(pid: int | None = None) -> None:
+    """Drop a finished worker's `live*` gauges in multiprocess mode, so a restarted worker
+    does not leave its last in-flight count behind. No-op otherwise."""
+    if multiprocess_enabled():
+        multiprocess.mark_process_dead(  # type: ignore[no-untyped-call]
+            pid if pid is not None else os.getpid()
+        )
+
 
 HTTP_SERVER_REQUESTS = Counter(
     "podcrew_http_server_requests",
@@ -25,6 +75,7 @@ HTTP_SERVER_DURATION = Histogram(
 HTTP_SERVER_IN_FLIGHT = Gauge(
     "podcrew_http_server_requests_in_flight",
     "Inbound HTTP requests being served now.",
+    multiprocess_mode="livesum",
 )
 HTTP_CLIENT_REQUESTS = Counter(
     "podcrew_http_client_requests",
@@ -33,9 +84,21 @@ HTTP_CLIENT_REQUESTS = Counter(
 )
 HTTP_CLIENT_DURATION = Histogram(
     "podcrew_http_client_request_duration_seconds",
-    "Outbound HTTP request duration by target.",
+    "Outbound HTTP request duration by target (for a stream: to its last event).",
     ["target"],
     buckets=LLM_BUCKETS,
+)
+REDIS_COMMAND_DURATION = Histogram(
+    "podcrew_redis_command_duration_seconds",
+    "Redis command duration by command (MULTI: a transaction, PIPELINE: a pipeline), "
+    "client retries included; blocking reads (XREAD, XREADGROUP) include their wait.",
+    ["command"],
+    buckets=REDIS_BUCKETS,
+)
+REDIS_COMMAND_ERRORS = Counter(
+    "podcrew_redis_command_errors",
+    "Redis commands that failed, by command and error class.",
+    ["command", "error"],
 )
 LLM_REQUESTS = Counter(
     "podcrew_llm_requests",
@@ -48,6 +111,12 @@ LLM_DURATION = Histogram(
     ["provider", "model", "stage"],
     buckets=LLM_BUCKETS,
 )
+LLM_TIME_TO_FIRST_TOKEN = Histogram(
+    "podcrew_llm_time_to_first_token_seconds",
+    "Streamed LLM calls: time from the request to the first text delta.",
+    ["provider", "model", "stage"],
+    buckets=LLM_BUCKETS,
+)
 LLM_TOKENS = Counter(
     "podcrew_llm_tokens",
     "LLM tokens by model, stage and token type (input, output, cache_read, cache_creation).",
@@ -57,6 +126,37 @@ LLM_COST = Counter(
     "podcrew_llm_cost_usd",
     "LLM spend in US dollars at the configured price table, by model and stage.",
     ["model", "stage"],
+)
+GENAI_TOKEN_USAGE = Histogram(
+    "gen_ai_client_token_usage",
+    "OpenTelemetry GenAI gen_ai.client.token.usage: tokens per LLM call, by token type "
+    "(input includes cached input tokens).",
+    [
+        "gen_ai_operation_name",
+        "gen_ai_provider_name",
+        "gen_ai_token_type",
+        "gen_ai_request_model",
+        "gen_ai_response_model",
+    ],
+    buckets=TOKEN_BUCKETS,
+)
+GENAI_OPERATION_DURATION = Histogram(
+    "gen_ai_client_operation_duration_seconds",
+    "OpenTelemetry GenAI gen_ai.client.operation.duration; error_type is set on failures.",
+    [
+        "gen_ai_operation_name",
+        "gen_ai_provider_name",
+        "gen_ai_request_model",
+        "gen_ai_response_model",
+        "error_type",
+    ],
+    buckets=LLM_BUCKETS,
+)
+GENAI_TIME_TO_FIRST_CHUNK = Histogram(
+    "gen_ai_client_operation_time_to_first_chunk_seconds",
+    "OpenTelemetry GenAI gen_ai.client.operation.time_to_first_chunk (streamed calls).",
+    ["gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_request_model"],
+    buckets=LLM_BUCKETS,
 )
 TOOL_CALLS = Counter(
     "podcrew_tool_calls",
@@ -74,8 +174,29 @@ RUN_DURATION = Histogram(
     ["outcome"],
     buckets=LLM_BUCKETS,
 )
+RUN_COST = Counter(
+    "podcrew_run_cost_usd",
+    "Spend of finished runs in US dollars, by model tier (economy, standard, premium).",
+    ["tier"],
+)
+RUN_TOKENS = Counter(
+    "podcrew_run_tokens",
+    "Tokens of finished runs, by model tier.",
+    ["tier"],
+)
 FANOUT_WIDTH = Histogram(
     "podcrew_run_fanout_width",
     "Sub-questions researched in parallel per run.",
     buckets=(1, 2, 3, 4, 5, 6),
+)
+DAILY_SPEND = Gauge(
+    "podcrew_daily_spend_usd",
+    "LLM spend of all tenants so far in the current UTC day, as the budget ledger in Redis "
+    "counts it.",
+    multiprocess_mode="livemax",
+)
+DAILY_SPEND_CAP = Gauge(
+    "podcrew_daily_spend_cap_usd",
+    "The configured cap on all tenants' LLM spend in one UTC day.",
+    multiprocess_mode="livemax",
 )

@@ -1,19 +1,81 @@
-"""The asyncio Redis client, created once per process in the lifespan."""
+"""The asyncio Redis client, created once per process in the lifespan.
+
+Every command is timed and its failures counted, labelled by command name (a bounded set:
+Redis' own command names, never keys or arguments). A pipeline counts as one `PIPELINE`
+command and a transaction as one `MULTI`, which is what they cost on the wire.
+"""
 
 from __future__ import annotations
 
+import re
+import time
+from typing import Any
+
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from podcrew_core.metrics import REDIS_COMMAND_DURATION, REDIS_COMMAND_ERRORS
 from podcrew_core.settings import RedisSettings
+
+_COMMAND = re.compile(r"[A-Z][A-Z_ ]{0,31}")
+OTHER_COMMAND = "OTHER"
+
+
+def command_label(name: object) -> str:
+    """`XINFO GROUPS`, `EVALSHA`, …; anything that is not a command name becomes OTHER."""
+    text = name.decode("ascii", "replace") if isinstance(name, bytes) else str(name)
+    text = text.upper()
+    return text if _COMMAND.fullmatch(text) else OTHER_COMMAND
+
+
+def _observe(command: str, started: float, error: BaseException | None) -> None:
+    REDIS_COMMAND_DURATION.labels(command).observe(time.perf_counter() - started)
+    if error is not None:
+        REDIS_COMMAND_ERRORS.labels(command, error.__class__.__name__).inc()
+
+
+class InstrumentedPipeline(Pipeline):
+    async def execute(self, raise_on_error: bool = True) -> list[Any]:
+        if not self.command_stack and not self.watching:
+            return []
+        command = "MULTI" if self.is_transaction or self.explicit_transaction else "PIPELINE"
+        started = time.perf_counter()
+        try:
+            result = await super().execute(raise_on_error)
+        except Exception as exc:
+            _observe(command, started, exc)
+            raise
+        _observe(command, started, None)
+        return result
+
+
+class InstrumentedRedis(Redis):
+    """`redis.asyncio.Redis` with a latency histogram and an error counter per command."""
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        command = command_label(args[0]) if args else OTHER_COMMAND
+        started = time.perf_counter()
+        try:
+            result = await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
+        except Exception as exc:
+            _observe(command, started, exc)
+            raise
+        _observe(command, started, None)
+        return result
+
+    def pipeline(self, transaction: bool = True, shard_hint: str | None = None) -> Pipeline:
+        return InstrumentedPipeline(
+            self.connection_pool, self.response_callbacks, transaction, shard_hint
+        )
 
 
 def create_redis(settings: RedisSettings) -> Redis:
     """A pooled client that rides out a Redis restart: commands retry with jittered backoff."""
-    return Redis.from_url(
+    return InstrumentedRedis.from_url(
         settings.url.get_secret_value(),
         decode_responses=True,
         health_check_interval=15,

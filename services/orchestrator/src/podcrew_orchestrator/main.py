@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from podcrew_core.admission import Admission
 from podcrew_core.app import ReadinessCheck, create_service_app
 from podcrew_core.auth import KeyRing, ServiceTokenSettings, service_auth_header
+from podcrew_core.budget import Ledger
 from podcrew_core.http import create_http_client
 from podcrew_core.llm import LLMSettings, create_provider
 from podcrew_core.logging import configure_logging
@@ -127,6 +128,7 @@ def create_worker_app(
             RunQueue(redis, keys, settings.consumer_name),
             pipeline,
             llm_settings,
+            Ledger(redis, settings.key_prefix),
         )
 
         async def redis_ready() -> None:

@@ -13,6 +13,7 @@ from typing import Any
 
 import structlog
 
+from podcrew_core.budget import BudgetExceeded, BudgetLimits
 from podcrew_core.deadline import Deadline
 from podcrew_core.errors import PodcrewError, UpstreamError
 from podcrew_core.llm import LLMProvider, LLMRequest, Message, Stage, output_tool, structured
@@ -27,6 +28,7 @@ from podcrew_core.schemas import (
     ResearchRequest,
     ResearchResponse,
     RunResult,
+    SourceRef,
     Usage,
     WriteRequest,
     WriteResponse,
@@ -52,11 +54,47 @@ class NothingResearched(UpstreamError):
 
 @dataclass
 class Outcome:
-    """What a run produced; `usage` is filled in as the pipeline goes, even when it fails."""
+    """What a run produced; filled in as the pipeline goes, so a run that fails part-way
+    still has its usage and whatever it found."""
 
+    question: str = ""
     sub_questions: list[str] = field(default_factory=list)
+    sections: list[ResearchedSection] = field(default_factory=list)
+    unresearched: list[str] = field(default_factory=list)
     result: RunResult | None = None
     usage: Usage = field(default_factory=Usage)
+
+    def partial(self, reason: str) -> RunResult | None:
+        """A report composed without the model from the findings gathered so far."""
+        if not self.sections:
+            return None
+        numbers: dict[str, int] = {}
+        sources: list[SourceRef] = []
+        lines = [
+            f"# {self.question}",
+            "",
+            f"> This run stopped early: {reason}",
+            "",
+            "These are the findings gathered before it stopped.",
+            "",
+        ]
+        for section in self.sections:
+            lines += [f"## {section.sub_question}", ""]
+            for finding in section.findings:
+                n = numbers.get(finding.source.id)
+                if n is None:
+                    n = numbers[finding.source.id] = len(numbers) + 1
+                    sources.append(SourceRef(number=n, source=finding.source))
+                lines.append(f"- {finding.claim} [{n}]")
+            lines.append("")
+        lines += ["## Sources", ""]
+        lines += [
+            f"{ref.number}. {ref.source.title} ({ref.source.url or ref.source.id})"
+            for ref in sources
+        ]
+        return RunResult(
+            report="\n".join(lines) + "\n", sources=sources, unresearched=self.unresearched
+        )
 
 
 @dataclass(frozen=True)
@@ -70,6 +108,7 @@ class RunSpec:
     deadline: Deadline
     budget: RetryBudget
     history: list[tuple[str, str]] = field(default_factory=list)
+    limits: BudgetLimits | None = None
 
 
 @dataclass
@@ -81,6 +120,7 @@ class Pipeline:
     async def run(self, spec: RunSpec, emit: EventSink, outcome: Outcome) -> None:
         """Plan, research in parallel, write. The caller scopes `spec.deadline` and
         `spec.budget` over this task, so the planner's own LLM calls obey them too."""
+        outcome.question = spec.question
         plan = await self._plan(spec, outcome)
         outcome.sub_questions = plan.sub_questions
         await emit(EventType.RUN_PLANNED, {"sub_questions": plan.sub_questions})
@@ -96,18 +136,23 @@ class Pipeline:
             )
         )
         for response in results:
-            if response is not None:
+            if isinstance(response, ResearchResponse):
                 spec.budget.remaining -= response.retries
                 spec.budget.spent += response.retries
-        sections: list[ResearchedSection] = []
-        unresearched: list[str] = []
+        sections = outcome.sections
+        unresearched = outcome.unresearched
+        failures: list[PodcrewError] = []
         for sub, response in zip(plan.sub_questions, results, strict=True):
-            if response is None:
+            if isinstance(response, PodcrewError):
                 unresearched.append(sub)
+                failures.append(response)
                 continue
             outcome.usage += response.usage
             sections.append(ResearchedSection(sub_question=sub, findings=response.findings))
         if not sections:
+            budget = next((f for f in failures if f.slug == BudgetExceeded.slug), None)
+            if budget is not None:
+                raise BudgetExceeded(budget.detail)
             raise NothingResearched("every research call failed; see the research.finished events")
 
         write = WriteRequest(
@@ -143,8 +188,8 @@ class Pipeline:
 
     async def _research(
         self, spec: RunSpec, index: int, sub_question: str, retry_budget: int, emit: EventSink
-    ) -> ResearchResponse | None:
-        """One sub-question; a failure is reported in events and returns None, never raises."""
+    ) -> ResearchResponse | PodcrewError:
+        """One sub-question; a failure is reported in events and returned, never raised."""
         await emit(EventType.RESEARCH_STARTED, {"index": index, "sub_question": sub_question})
         body = ResearchRequest(
             run_id=spec.run_id,
@@ -153,14 +198,14 @@ class Pipeline:
             model=spec.models.research,
         )
         try:
-            response = await self.research.research(body, spec.deadline, retry_budget)
+            response = await self.research.research(body, spec.deadline, retry_budget, spec.limits)
         except PodcrewError as exc:
             log.warning("research_failed", index=index, error=exc.slug, detail=exc.detail)
             await emit(
                 EventType.RESEARCH_FINISHED,
                 {"index": index, "ok": False, "error": exc.slug, "detail": exc.detail},
             )
-            return None
+            return exc
         for call in response.tool_calls:
             await emit(
                 EventType.TOOL_CALLED,
@@ -174,7 +219,9 @@ class Pipeline:
 
     async def _write(self, body: WriteRequest, spec: RunSpec, emit: EventSink) -> WriteResponse:
         await emit(EventType.WRITER_STARTED, {"sections": len(body.sections)})
-        async for item in self.writer.stream(body, spec.deadline, spec.budget.remaining):
+        async for item in self.writer.stream(
+            body, spec.deadline, spec.budget.remaining, spec.limits
+        ):
             if isinstance(item, WriteResponse):
                 return item
             await emit(EventType.WRITER_DELTA, {"text": item})

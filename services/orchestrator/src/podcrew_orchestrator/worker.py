@@ -17,6 +17,7 @@ from typing import Any
 import structlog
 from prometheus_client import Gauge
 
+from podcrew_core.budget import BudgetLimits, BudgetScope, Ledger, budget_scope
 from podcrew_core.deadline import Deadline, deadline_scope
 from podcrew_core.errors import PodcrewError
 from podcrew_core.llm import LLMSettings
@@ -54,9 +55,11 @@ class Worker:
         queue: RunQueue,
         pipeline: Pipeline,
         llm: LLMSettings,
+        ledger: Ledger,
     ) -> None:
         self.settings = settings
         self.llm = llm
+        self.ledger = ledger
         self.store = store
         self.queue = queue
         self.pipeline = pipeline
@@ -194,8 +197,10 @@ class Worker:
             error = RunError(
                 type="deadline-exceeded", detail=f"the run did not finish within {deadline_s:.0f}s"
             )
+            outcome.result = outcome.result or outcome.partial(error.detail)
             await self._finish(run, RunStatus.FAILED, outcome, error)
         except PodcrewError as exc:
+            outcome.result = outcome.result or outcome.partial(exc.detail)
             await self._finish(
                 run, RunStatus.FAILED, outcome, RunError(type=exc.slug, detail=exc.detail)
             )
@@ -218,6 +223,16 @@ class Worker:
             if run.thread_id
             else []
         )
+        tenant = self.settings.limits_for(run.tenant)
+        limits = BudgetLimits(
+            run_id=run.id,
+            tenant=run.tenant,
+            max_tokens=run.budget.max_tokens or self.settings.max_run_tokens,
+            max_cost_usd=run.budget.max_cost_usd or self.settings.max_run_cost_usd,
+            tenant_daily_tokens=tenant.daily_tokens,
+            tenant_daily_cost_usd=tenant.daily_cost_usd,
+            global_daily_cost_usd=self.settings.daily_spend_cap_usd,
+        )
         spec = RunSpec(
             run_id=run.id,
             question=run.question,
@@ -226,12 +241,18 @@ class Worker:
             deadline=Deadline.after(deadline_s),
             budget=RetryBudget(self.llm.retry_budget),
             history=history,
+            limits=limits,
         )
 
         async def emit(event: EventType, data: dict[str, Any]) -> object:
             return await self.store.publish(run.id, event, data)
 
-        with deadline_scope(spec.deadline), retry_budget_scope(spec.budget):
+        budget = BudgetScope(self.ledger, limits)
+        with (
+            deadline_scope(spec.deadline),
+            retry_budget_scope(spec.budget),
+            budget_scope(budget),
+        ):
             async with asyncio.timeout(deadline_s):
                 await self.pipeline.run(spec, emit, outcome)
 

@@ -11,8 +11,11 @@ from fastapi import Depends, FastAPI
 from podcrew_core.admission import Admission
 from podcrew_core.app import Readiness, create_service_app
 from podcrew_core.auth import ServiceTokenSettings, require_service_token
+from podcrew_core.budget import Ledger
 from podcrew_core.llm import LLMSettings, Stage, create_provider
 from podcrew_core.logging import configure_logging
+from podcrew_core.redis import create_redis
+from podcrew_core.settings import RedisSettings
 from podcrew_research import __version__
 from podcrew_research.loop import LoopLimits, Researcher
 from podcrew_research.routes import router
@@ -49,6 +52,9 @@ def create_app(settings: ResearchSettings | None = None) -> FastAPI:
         # Indexing reads and tokenizes the whole corpus: keep it off the event loop.
         kb = await asyncio.to_thread(KnowledgeBase.load, settings.corpus_dir)
         async with AsyncExitStack() as stack:
+            redis = create_redis(RedisSettings())
+            stack.push_async_callback(redis.aclose)
+            app.state.ledger = Ledger(redis)
             provider = create_provider(llm_settings)
             stack.push_async_callback(provider.aclose)
             policy = egress_policy(settings)
@@ -74,8 +80,12 @@ def create_app(settings: ResearchSettings | None = None) -> FastAPI:
                 if len(kb) == 0:
                     raise RuntimeError("the knowledge base is empty")
 
+            async def redis_ready() -> None:
+                await redis.ping()
+
             readiness: Readiness = app.state.readiness
             readiness.checks["kb"] = kb_loaded
+            readiness.checks["redis"] = redis_ready
             yield
             readiness.draining = True
 

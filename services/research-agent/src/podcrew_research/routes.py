@@ -50,7 +50,7 @@ async def research(
         default_retry_budget=llm.retry_budget,
         what="research",
     )
-    with hop_scope(hop):
+    with hop_scope(hop, request.app.state.ledger):
         async with slots.hold(hop.deadline):
             response = await researcher.research(
                 sub_question=body.sub_question,

@@ -10,8 +10,11 @@ from fastapi import Depends, FastAPI
 from podcrew_core.admission import Admission
 from podcrew_core.app import create_service_app
 from podcrew_core.auth import ServiceTokenSettings, require_service_token
+from podcrew_core.budget import Ledger
 from podcrew_core.llm import LLMSettings, create_provider
 from podcrew_core.logging import configure_logging
+from podcrew_core.redis import create_redis
+from podcrew_core.settings import RedisSettings
 from podcrew_writer import routes
 from podcrew_writer.settings import WriterSettings
 
@@ -25,8 +28,15 @@ def create_app(settings: WriterSettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_logging("writer-agent", settings.log_level)
+        redis = create_redis(RedisSettings())
+        app.state.ledger = Ledger(redis)
         provider = create_provider(llm_settings)
         app.state.provider = provider
+
+        async def redis_ready() -> None:
+            await redis.ping()
+
+        app.state.readiness.checks["redis"] = redis_ready
         app.state.slots = Admission(
             "writer-agent", settings.max_concurrency, settings.max_queue, settings.max_queue_wait_s
         )
@@ -34,6 +44,7 @@ def create_app(settings: WriterSettings | None = None) -> FastAPI:
             yield
         finally:
             await provider.aclose()
+            await redis.aclose()
 
     app = create_service_app(
         title="podcrew writer agent",

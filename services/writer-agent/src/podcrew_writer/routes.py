@@ -12,6 +12,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from podcrew_core.admission import Admission
 from podcrew_core.app import JSONBody
+from podcrew_core.budget import Ledger
 from podcrew_core.errors import PodcrewError
 from podcrew_core.hop import Hop, hop_scope, read_hop
 from podcrew_core.llm import LLMProvider, LLMSettings
@@ -50,7 +51,7 @@ Provider = Annotated[LLMProvider, Depends(get_provider)]
 
 @router.post("/write", dependencies=[JSONBody], summary="Write the report in one response")
 async def write(request: Request, body: WriteRequest, provider: Provider) -> WriteResponse:
-    with hop_scope(_hop(request)) as hop:
+    with hop_scope(_hop(request), request.app.state.ledger) as hop:
         async with _slots(request).hold(hop.deadline):
             response = await compose.write(provider, _draft(request, body))
     return response.model_copy(update={"retries": hop.budget.spent})
@@ -70,7 +71,8 @@ async def write_stream(
     draft = _draft(request, body)
     slots = _slots(request)
     slots.check_capacity()  # a full writer says 503 up front rather than in the stream
-    return EventSourceResponse(_events(provider, draft, hop, slots), ping=15)
+    ledger: Ledger = request.app.state.ledger
+    return EventSourceResponse(_events(provider, draft, hop, slots, ledger), ping=15)
 
 
 def _slots(request: Request) -> Admission:
@@ -83,9 +85,10 @@ async def _events(
     draft: compose.Draft,
     hop: Hop,
     slots: Admission,
+    ledger: Ledger,
 ) -> AsyncIterator[ServerSentEvent]:
     # The scopes are entered here because the stream runs after the route has returned.
-    with hop_scope(hop):
+    with hop_scope(hop, ledger):
         try:
             async with slots.hold(hop.deadline):
                 async for item in _stream(provider, draft, hop):

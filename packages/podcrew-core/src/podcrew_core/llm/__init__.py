@@ -22,6 +22,7 @@ from podcrew_core.llm.types import (
 def create_provider(settings: LLMSettings) -> LLMProvider:
     """Build the configured provider: priced and metered per attempt, retried and guarded
     by a circuit breaker. Called from a lifespan, never at import."""
+    from podcrew_core.budget import BudgetedProvider
     from podcrew_core.llm.metered import MeteredProvider
     from podcrew_core.llm.resilient import ResilientProvider
     from podcrew_core.resilience import CircuitBreaker
@@ -50,8 +51,12 @@ def create_provider(settings: LLMSettings) -> LLMProvider:
         open_s=settings.breaker_open_s,
         half_open_probes=settings.breaker_half_open_probes,
     )
+    # Outside in: retries and the breaker, then the budget check for each attempt, then
+    # pricing and metering of what each attempt really cost.
     return ResilientProvider(
-        MeteredProvider(inner, settings.price_table()), breaker, settings.max_attempts
+        BudgetedProvider(MeteredProvider(inner, settings.price_table())),
+        breaker,
+        settings.max_attempts,
     )
 
 

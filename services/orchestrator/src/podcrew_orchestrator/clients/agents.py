@@ -8,6 +8,7 @@ import httpx
 import orjson
 from httpx_sse import aconnect_sse
 
+from podcrew_core.budget import BudgetExceeded, BudgetLimits
 from podcrew_core.deadline import Deadline
 from podcrew_core.errors import UpstreamError, UpstreamTimeout
 from podcrew_core.http import internal_headers, post_json
@@ -26,7 +27,11 @@ class ResearchClient:
         self.url = base_url.rstrip("/") + "/v1/research"
 
     async def research(
-        self, body: ResearchRequest, deadline: Deadline, retry_budget: int
+        self,
+        body: ResearchRequest,
+        deadline: Deadline,
+        retry_budget: int,
+        limits: BudgetLimits | None = None,
     ) -> ResearchResponse:
         return await post_json(
             self.http,
@@ -37,6 +42,7 @@ class ResearchClient:
             run_id=body.run_id,
             deadline=deadline,
             retry_budget=retry_budget,
+            limits=limits,
         )
 
 
@@ -46,12 +52,16 @@ class WriterClient:
         self.url = base_url.rstrip("/") + "/v1/write/stream"
 
     async def stream(
-        self, body: WriteRequest, deadline: Deadline, retry_budget: int
+        self,
+        body: WriteRequest,
+        deadline: Deadline,
+        retry_budget: int,
+        limits: BudgetLimits | None = None,
     ) -> AsyncIterator[str | WriteResponse]:
         """Text deltas as the writer produces them, then the final `WriteResponse`."""
         headers = {
             "content-type": "application/json",
-            **internal_headers(body.run_id, deadline, retry_budget),
+            **internal_headers(body.run_id, deadline, retry_budget, limits),
         }
         try:
             async with aconnect_sse(
@@ -75,7 +85,10 @@ class WriterClient:
                         yield WriteResponse.model_validate_json(sse.data)
                         return
                     elif sse.event == "error":
-                        detail = orjson.loads(sse.data).get("detail", "unknown error")
+                        problem = orjson.loads(sse.data)
+                        detail = problem.get("detail", "unknown error")
+                        if str(problem.get("type", "")).endswith("/" + BudgetExceeded.slug):
+                            raise BudgetExceeded(detail)
                         raise UpstreamError(f"writer-agent failed: {detail}")
         except httpx.TimeoutException as exc:
             raise UpstreamTimeout("writer-agent did not finish before the deadline") from exc

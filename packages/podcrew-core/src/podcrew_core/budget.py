@@ -1,0 +1,206 @@
+"""Token and cost budgets, enforced before every LLM call, in whichever process makes it.
+
+A run's spend is kept in Redis (`…:run:{id}:spend`), next to its tenant's spend for the UTC
+day and everyone's spend for the day. Every LLM call first checks all three against the
+limits the run carries (header `x-podcrew-budget`, set by the worker), then adds what it
+used. So the research calls of one run, on any number of agent replicas, share the run's
+remaining budget, and a tenant's daily cap holds across runs.
+
+A check and the charge after the call are not one atomic step: calls running in parallel
+may each pass the check and together overshoot by at most one call each. That is the price
+of not serialising a run's fan-out; the overshoot is bounded by the fan-out width times
+one call's `max_tokens`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from prometheus_client import Counter
+from pydantic import BaseModel, ValidationError
+from redis.asyncio import Redis
+
+from podcrew_core.errors import BadRequest, PodcrewError
+from podcrew_core.llm.base import LLMProvider
+from podcrew_core.llm.types import LLMRequest, LLMResponse, StreamEnd, StreamEvent
+from podcrew_core.schemas import Usage
+
+BUDGET_HEADER = "x-podcrew-budget"
+_MICRO = 1_000_000
+_DAY_TTL_S = 3 * 24 * 3600
+
+BUDGET_REFUSALS = Counter(
+    "podcrew_budget_exceeded",
+    "LLM calls refused because a budget was spent, by budget (run_tokens, run_cost, "
+    "tenant_tokens, tenant_cost, global_cost).",
+    ["budget"],
+)
+
+
+class BudgetExceeded(PodcrewError):
+    status = 402
+    slug = "budget-exceeded"
+    title = "Budget exceeded"
+    retryable: ClassVar[bool] = False
+
+
+class BudgetLimits(BaseModel):
+    """What one run may spend, and the daily caps that also bind it."""
+
+    run_id: str
+    tenant: str
+    max_tokens: int
+    max_cost_usd: float
+    tenant_daily_tokens: int
+    tenant_daily_cost_usd: float
+    global_daily_cost_usd: float
+
+    def header(self) -> str:
+        return self.model_dump_json()
+
+    @classmethod
+    def from_header(cls, value: str) -> BudgetLimits:
+        try:
+            return cls.model_validate_json(value)
+        except ValidationError as exc:
+            raise BadRequest(f"{BUDGET_HEADER} is not a valid budget") from exc
+
+
+def utc_day(now: float | None = None) -> str:
+    return time.strftime("%Y%m%d", time.gmtime(now))
+
+
+@dataclass(frozen=True)
+class Spend:
+    tokens: int = 0
+    cost_usd: float = 0.0
+
+
+class Ledger:
+    """Spend counters in Redis (integer micro-dollars, so increments stay exact)."""
+
+    def __init__(self, redis: Redis, prefix: str = "podcrew") -> None:
+        self.redis = redis
+        self.prefix = prefix
+
+    def _keys(self, limits: BudgetLimits) -> tuple[str, str, str]:
+        day = utc_day()
+        return (
+            f"{self.prefix}:run:{limits.run_id}:spend",
+            f"{self.prefix}:spend:{day}:tenant:{limits.tenant}",
+            f"{self.prefix}:spend:{day}:all",
+        )
+
+    async def spent(self, limits: BudgetLimits) -> tuple[Spend, Spend, Spend]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key in self._keys(limits):
+                pipe.hmget(key, ["tokens", "micro_usd"])
+            replies: list[Any] = await pipe.execute()
+        return tuple(  # type: ignore[return-value]
+            Spend(int(tokens or 0), int(micro or 0) / _MICRO) for tokens, micro in replies
+        )
+
+    async def check(self, limits: BudgetLimits) -> None:
+        """Refuse the next call if any budget is already spent."""
+        run, tenant, everyone = await self.spent(limits)
+        over = [
+            (
+                "run_tokens",
+                run.tokens >= limits.max_tokens,
+                f"the run used {run.tokens} of its {limits.max_tokens} tokens",
+            ),
+            (
+                "run_cost",
+                run.cost_usd >= limits.max_cost_usd,
+                f"the run spent ${run.cost_usd:.4f} of its ${limits.max_cost_usd:.4f}",
+            ),
+            (
+                "tenant_tokens",
+                tenant.tokens >= limits.tenant_daily_tokens,
+                f"tenant {limits.tenant} used its {limits.tenant_daily_tokens} tokens for today",
+            ),
+            (
+                "tenant_cost",
+                tenant.cost_usd >= limits.tenant_daily_cost_usd,
+                f"tenant {limits.tenant} spent its ${limits.tenant_daily_cost_usd:.2f} for today",
+            ),
+            (
+                "global_cost",
+                everyone.cost_usd >= limits.global_daily_cost_usd,
+                f"the daily spend cap of ${limits.global_daily_cost_usd:.2f} is reached",
+            ),
+        ]
+        for name, exceeded, detail in over:
+            if exceeded:
+                BUDGET_REFUSALS.labels(name).inc()
+                raise BudgetExceeded(detail, budget=name)
+
+    async def charge(self, limits: BudgetLimits, usage: Usage) -> None:
+        tokens, micro = usage.total_tokens, round(usage.cost_usd * _MICRO)
+        run_key, tenant_key, all_key = self._keys(limits)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key, ttl in (
+                (run_key, _DAY_TTL_S),
+                (tenant_key, _DAY_TTL_S),
+                (all_key, _DAY_TTL_S),
+            ):
+                pipe.hincrby(key, "tokens", tokens)
+                pipe.hincrby(key, "micro_usd", micro)
+                pipe.expire(key, ttl)
+            await pipe.execute()
+
+
+@dataclass(frozen=True)
+class BudgetScope:
+    ledger: Ledger
+    limits: BudgetLimits
+
+
+_scope: ContextVar[BudgetScope | None] = ContextVar("podcrew_budget", default=None)
+
+
+def current_budget() -> BudgetScope | None:
+    return _scope.get()
+
+
+@contextmanager
+def budget_scope(scope: BudgetScope | None) -> Iterator[None]:
+    token = _scope.set(scope)
+    try:
+        yield
+    finally:
+        _scope.reset(token)
+
+
+class BudgetedProvider:
+    """Checks the budgets in scope before each call and charges what the call used."""
+
+    def __init__(self, inner: LLMProvider) -> None:
+        self.inner = inner
+        self.name = inner.name
+
+    async def complete(self, request: LLMRequest) -> LLMResponse:
+        scope = current_budget()
+        if scope is not None:
+            await scope.ledger.check(scope.limits)
+        response = await self.inner.complete(request)
+        if scope is not None:
+            await scope.ledger.charge(scope.limits, response.usage)
+        return response
+
+    async def stream(self, request: LLMRequest) -> AsyncIterator[StreamEvent]:
+        scope = current_budget()
+        if scope is not None:
+            await scope.ledger.check(scope.limits)
+        async for event in self.inner.stream(request):
+            if isinstance(event, StreamEnd) and scope is not None:
+                await scope.ledger.charge(scope.limits, event.response.usage)
+            yield event
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
