@@ -5,7 +5,7 @@ SHELL := /bin/bash
 UV ?= $(shell command -v uv 2>/dev/null || echo "$(HOME)/.local/bin/uv")
 PYTEST_ARGS ?=
 
-.PHONY: help setup run up test test-unit test-integration test-containers lint format clean images base-image
+.PHONY: help setup run up test test-unit test-integration test-containers lint format clean images base-image chart-test kind dev
 
 BASE_IMAGE ?= python:3.12-slim
 IMAGE_TAG ?= dev
@@ -42,6 +42,15 @@ images: ## Build the service images (BASE_IMAGE=podcrew/base:bookworm where no r
 
 base-image: ## Build the air-gapped Python base from Debian packages (debootstrap + docker import)
 	scripts/build-base-image.sh
+
+chart-test: setup ## Lint, install (recorded) and validate the Helm chart for Kubernetes 1.31-1.35; no cluster needed
+	$(UV) run --frozen pytest tests/chart $(PYTEST_ARGS)
+
+kind: ## Create the local kind cluster (k8s/kind/cluster.yaml)
+	kind create cluster --config k8s/kind/cluster.yaml
+
+dev: ## Build, load and deploy to the kind cluster on every change (skaffold dev -p kind)
+	skaffold dev -p kind
 
 lint: setup ## ruff, mypy --strict and the import-linter contracts
 	$(UV) run --frozen ruff check .

@@ -14,6 +14,7 @@ from pydantic_settings import BaseSettings
 from podcrew_core.auth import ServiceTokenSettings
 from podcrew_core.llm.settings import LLMSettings
 from podcrew_core.llm.simulator import SimulatorSettings
+from podcrew_core.webhooks import WebhookSettings
 from podcrew_core.settings import RedisSettings
 from podcrew_orchestrator.settings import OrchestratorSettings
 from podcrew_research.settings import ResearchSettings
@@ -26,6 +27,7 @@ SECTIONS: list[tuple[str, type[BaseSettings], str]] = [
     ("Research agent", ResearchSettings, "research-agent"),
     ("Writer agent", WriterSettings, "writer-agent"),
     ("Internal service token", ServiceTokenSettings, "orchestrator worker and the agents"),
+    ("Completion webhooks", WebhookSettings, "orchestrator api and worker"),
     ("Simulated Messages API", SimulatorSettings, "podcrew simulate-llm"),
 ]
 HEADER = """# Configuration

@@ -14,14 +14,13 @@ import httpx
 import pytest
 
 from podcrew_core.deadline import Deadline
+from podcrew_core.egress import EgressPolicy, classify, parse_numeric_host
 from podcrew_core.errors import BlockedURL, ToolError
 from podcrew_research.tools.fetch_url import (
-    EgressPolicy,
     Fetcher,
-    classify,
+    FetchLimits,
     create_fetch_client,
     fetch_url_tool,
-    parse_numeric_host,
     wrap_untrusted,
 )
 
@@ -105,13 +104,16 @@ async def fetcher_factory(
     clients: list[httpx.AsyncClient] = []
 
     def build(
-        handler: Callable[[httpx.Request], httpx.Response] = refuse, **policy: Any
+        handler: Callable[[httpx.Request], httpx.Response] = refuse,
+        limits: FetchLimits | None = None,
+        **policy: Any,
     ) -> tuple[Fetcher, list[httpx.Request]]:
         seen: list[httpx.Request] = []
         rules = EgressPolicy(**policy)
         client = create_fetch_client(rules, make_transport(handler, seen))
         clients.append(client)
-        return Fetcher(client, rules, static_resolver(RESOLVER_TABLE)), seen
+        resolver = static_resolver(RESOLVER_TABLE)
+        return Fetcher(client, rules, resolver, limits=limits), seen
 
     yield build
     for client in clients:
@@ -234,7 +236,7 @@ async def test_redirect_loops_stop_at_the_limit(fetcher_factory: Any) -> None:
     def redirect(request: httpx.Request) -> httpx.Response:
         return httpx.Response(307, headers={"location": "/again"})
 
-    fetcher, seen = fetcher_factory(redirect, max_redirects=2)
+    fetcher, seen = fetcher_factory(redirect, FetchLimits(max_redirects=2))
     with pytest.raises(BlockedURL, match="redirects"):
         await fetcher.fetch("http://public.example/", Deadline.after(5))
     assert len(seen) == 3
@@ -307,7 +309,7 @@ async def test_body_is_read_only_up_to_the_byte_limit(fetcher_factory: Any) -> N
 
     fetcher, _ = fetcher_factory(
         lambda r: httpx.Response(200, headers={"content-type": "text/plain"}, content=body()),
-        max_bytes=2048,
+        FetchLimits(max_bytes=2048),
     )
     page = await fetcher.fetch("http://public.example/big", Deadline.after(5))
     assert len(page.text) == 2048
@@ -316,7 +318,9 @@ async def test_body_is_read_only_up_to_the_byte_limit(fetcher_factory: Any) -> N
 
 
 async def test_text_is_capped_for_the_model(fetcher_factory: Any) -> None:
-    fetcher, _ = fetcher_factory(lambda r: httpx.Response(200, text="x" * 500), max_chars=100)
+    fetcher, _ = fetcher_factory(
+        lambda r: httpx.Response(200, text="x" * 500), FetchLimits(max_chars=100)
+    )
     page = await fetcher.fetch("http://public.example/", Deadline.after(5))
     assert len(page.text) == 100
     assert page.truncated

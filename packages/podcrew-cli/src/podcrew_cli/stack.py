@@ -105,6 +105,8 @@ class Service:
     _log: IO[bytes] | None = None
 
     def start(self) -> None:
+        if self._log is not None:  # restarted after it exited on its own
+            self._log.close()
         self._log = self.log_path.open("ab")
         self.process = subprocess.Popen(  # noqa: S603 - argv is built here, never from input
             self.argv,

@@ -1,8 +1,18 @@
-"""Run an ASGI app under uvicorn with podcrew's defaults (uvloop, httptools, JSON logs)."""
+"""Run an ASGI app under uvicorn with podcrew's defaults (uvloop, httptools, JSON logs) and
+its shutdown sequence.
+
+On SIGTERM (or SIGINT) a service first reports not ready (`/readyz` 503) and keeps serving
+for `drain_delay_s`, so load balancers stop sending it traffic; then uvicorn stops
+accepting, in-flight requests get `graceful_shutdown_s` to finish (open SSE streams end
+with a `stream.closing` event the client resumes from), the lifespan shutdown runs (a
+worker hands its unfinished runs back to the queue), and the process exits 0.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import signal
+from types import FrameType
 
 import uvicorn
 from fastapi import FastAPI
@@ -17,10 +27,34 @@ def _after_graceful_shutdown(signum: int, _: object) -> None:
     process exits 0, which is what Kubernetes and the launcher read as clean."""
 
 
+class _Server(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, app: FastAPI, drain_delay_s: float) -> None:
+        super().__init__(config)
+        self._app = app
+        self._drain_delay_s = drain_delay_s
+        self._draining = False
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        readiness = getattr(self._app.state, "readiness", None)
+        if readiness is not None:
+            readiness.draining = True
+        if self._draining or self._drain_delay_s <= 0:
+            # A second signal, or no drain period: shut down now.
+            super().handle_exit(sig, frame)
+            return
+        self._draining = True
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            super().handle_exit(sig, frame)
+            return
+        loop.call_later(self._drain_delay_s, super().handle_exit, sig, frame)
+
+
 def serve(app: FastAPI, settings: ServiceSettings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _after_graceful_shutdown)
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
@@ -31,3 +65,4 @@ def serve(app: FastAPI, settings: ServiceSettings) -> None:
         timeout_graceful_shutdown=round(settings.graceful_shutdown_s),
         server_header=False,
     )
+    _Server(config, app, settings.drain_delay_s).run()

@@ -30,6 +30,12 @@ class ServiceSettings(BaseSettings):
     max_queue_wait_s: float = Field(
         default=10.0, ge=0, description="Longest wait for a slot before 503 (or the deadline)."
     )
+    drain_delay_s: float = Field(
+        default=0.0,
+        ge=0,
+        description="After SIGTERM, seconds to keep serving while /readyz fails (0 when a "
+        "preStop hook already waits, as in the chart).",
+    )
     graceful_shutdown_s: float = Field(
         default=20.0, ge=0, description="How long in-flight requests may finish after SIGTERM."
     )

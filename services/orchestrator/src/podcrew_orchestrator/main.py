@@ -11,16 +11,21 @@ from contextlib import asynccontextmanager
 import httpx
 import structlog
 from fastapi import FastAPI
+from redis.asyncio import Redis
 
 from podcrew_core.admission import Admission
 from podcrew_core.app import ReadinessCheck, create_service_app
 from podcrew_core.auth import KeyRing, ServiceTokenSettings, service_auth_header
-from podcrew_core.budget import Ledger
+from podcrew_core.budget import Ledger, utc_day
+from podcrew_core.egress import create_client
 from podcrew_core.http import create_http_client
 from podcrew_core.llm import LLMSettings, create_provider
 from podcrew_core.logging import configure_logging
+from podcrew_core.metrics import DAILY_SPEND, DAILY_SPEND_CAP
 from podcrew_core.redis import create_redis
 from podcrew_core.settings import RedisSettings
+from podcrew_core.tracing import configure_tracing
+from podcrew_core.webhooks import WebhookSender, WebhookSettings
 from podcrew_orchestrator import routes
 from podcrew_orchestrator.clients.agents import ResearchClient, WriterClient
 from podcrew_orchestrator.keys import Keys
@@ -33,6 +38,7 @@ from podcrew_orchestrator.submit import Submissions
 from podcrew_orchestrator.worker import Worker
 
 VERSION = "0.1.0"
+SPEND_GAUGE_INTERVAL_S = 15.0
 
 log = structlog.get_logger(__name__)
 
@@ -47,6 +53,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_logging("orchestrator-api", settings.log_level)
+        configure_tracing("orchestrator-api")
         if not settings.api_keys:
             log.warning(
                 "auth_disabled",
@@ -60,7 +67,9 @@ def create_app(
             redis, keys, max_run_age_s=settings.run_deadline_s * settings.max_deliveries
         )
         app.state.store = store
-        app.state.submissions = Submissions(redis, keys, store, limiter, settings)
+        app.state.submissions = Submissions(
+            redis, keys, store, limiter, settings, webhooks=bool(WebhookSettings().secret)
+        )
         app.state.admission = Admission(
             "api", settings.max_concurrency, settings.max_queue, settings.max_queue_wait_s
         )
@@ -72,9 +81,12 @@ def create_app(
             await redis.ping()
 
         app.state.readiness.checks["redis"] = redis_ready
+        DAILY_SPEND_CAP.set(settings.daily_spend_cap_usd)
+        spend = asyncio.create_task(_export_daily_spend(redis, settings.key_prefix))
         try:
             yield
         finally:
+            spend.cancel()
             await redis.aclose()
 
     app = create_service_app(
@@ -89,6 +101,18 @@ def create_app(
     app.state.keyring = KeyRing(settings.api_keys)
     app.include_router(routes.router)
     return app
+
+
+async def _export_daily_spend(redis: Redis, prefix: str) -> None:
+    """Keep `podcrew_daily_spend_usd` at the budget ledger's spend of all tenants today
+    (`Ledger`'s `{prefix}:spend:{day}:all`), for the alerts on the daily cap."""
+    while True:
+        try:
+            micro = await redis.hget(f"{prefix}:spend:{utc_day()}:all", "micro_usd")
+            DAILY_SPEND.set(int(micro or 0) / 1_000_000)
+        except Exception:  # Redis away: keep the last value, try again next tick
+            log.debug("daily_spend_unavailable", exc_info=True)
+        await asyncio.sleep(SPEND_GAUGE_INTERVAL_S)
 
 
 def _agent_check(http: httpx.AsyncClient, base_url: str) -> ReadinessCheck:
@@ -110,6 +134,7 @@ def create_worker_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_logging("orchestrator-worker", settings.log_level)
+        configure_tracing("orchestrator-worker")
         redis = create_redis(redis_settings)
         http = create_http_client(
             settings.http_max_connections,
@@ -122,6 +147,13 @@ def create_worker_app(
             research=ResearchClient(http, settings.research_url),
             writer=WriterClient(http, settings.writer_url),
         )
+        webhook_settings = WebhookSettings()
+        webhook_client = create_client(webhook_settings.policy())
+        sender = (
+            WebhookSender.from_settings(webhook_settings, webhook_client)
+            if webhook_settings.secret
+            else None
+        )
         worker = Worker(
             settings,
             RunStore(redis, keys, settings.run_ttl_s),
@@ -129,6 +161,7 @@ def create_worker_app(
             pipeline,
             llm_settings,
             Ledger(redis, settings.key_prefix),
+            sender,
         )
 
         async def redis_ready() -> None:
@@ -143,7 +176,9 @@ def create_worker_app(
             yield
         finally:
             app.state.readiness.draining = True
+            await worker.drain(settings.graceful_shutdown_s)
             consumer.cancel()
+            await webhook_client.aclose()
             with contextlib.suppress(asyncio.CancelledError):
                 await consumer
             await provider.aclose()

@@ -33,7 +33,8 @@ from podcrew_core.schemas import (
     WriteRequest,
     WriteResponse,
 )
-from podcrew_orchestrator.clients.agents import ResearchClient, WriterClient
+from podcrew_core.tracing import invoke_agent_span
+from podcrew_orchestrator.clients.agents import WRITER_AGENT, ResearchClient, WriterClient
 
 EventSink = Callable[[EventType, dict[str, Any]], Awaitable[object]]
 
@@ -63,6 +64,7 @@ class Outcome:
     unresearched: list[str] = field(default_factory=list)
     result: RunResult | None = None
     usage: Usage = field(default_factory=Usage)
+    tool_calls: dict[str, int] = field(default_factory=dict)  # by tool name, for the audit
 
     def partial(self, reason: str) -> RunResult | None:
         """A report composed without the model from the findings gathered so far."""
@@ -137,6 +139,8 @@ class Pipeline:
         )
         for response in results:
             if isinstance(response, ResearchResponse):
+                for call in response.tool_calls:
+                    outcome.tool_calls[call.name] = outcome.tool_calls.get(call.name, 0) + 1
                 spec.budget.remaining -= response.retries
                 spec.budget.spent += response.retries
         sections = outcome.sections
@@ -219,10 +223,13 @@ class Pipeline:
 
     async def _write(self, body: WriteRequest, spec: RunSpec, emit: EventSink) -> WriteResponse:
         await emit(EventType.WRITER_STARTED, {"sections": len(body.sections)})
-        async for item in self.writer.stream(
-            body, spec.deadline, spec.budget.remaining, spec.limits
-        ):
-            if isinstance(item, WriteResponse):
-                return item
-            await emit(EventType.WRITER_DELTA, {"text": item})
+        # The span is opened here, not in the client's generator: the pipeline returns at
+        # the result without draining the generator, which then closes in another context.
+        with invoke_agent_span(WRITER_AGENT, remote=True, run_id=spec.run_id):
+            async for item in self.writer.stream(
+                body, spec.deadline, spec.budget.remaining, spec.limits
+            ):
+                if isinstance(item, WriteResponse):
+                    return item
+                await emit(EventType.WRITER_DELTA, {"text": item})
         raise UpstreamError("writer-agent closed the stream without a result")  # pragma: no cover

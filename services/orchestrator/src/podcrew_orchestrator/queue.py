@@ -12,7 +12,8 @@ Semantics (what a worker may assume and what it must do):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from redis.asyncio import Redis
@@ -20,12 +21,20 @@ from redis.exceptions import ResponseError
 
 from podcrew_orchestrator.keys import Keys
 
+# Fields of a queue entry that carry the submitter's trace context (W3C trace context).
+TRACE_FIELDS = ("traceparent", "tracestate")
+
 
 @dataclass(frozen=True, slots=True)
 class Delivery:
     entry_id: str
     run_id: str
     deliveries: int
+    trace_context: Mapping[str, str] = field(default_factory=dict)
+
+
+def _trace_context(fields: Mapping[str, str]) -> dict[str, str]:
+    return {k: fields[k] for k in TRACE_FIELDS if k in fields}
 
 
 def _next_id(entry_id: str) -> str:
@@ -61,7 +70,11 @@ class RunQueue:
         if not reply:
             return []
         _, entries = reply[0]
-        return [Delivery(eid, f.get("run_id", ""), 1) for eid, f in entries if f is not None]
+        return [
+            Delivery(eid, f.get("run_id", ""), 1, _trace_context(f))
+            for eid, f in entries
+            if f is not None
+        ]
 
     async def reclaim(self, min_idle_s: float, count: int) -> list[Delivery]:
         """Take over entries whose worker stopped heartbeating, with their delivery counts."""
@@ -83,7 +96,10 @@ class RunQueue:
         if not entries:
             return []
         counts = await self.delivery_counts([eid for eid, _ in entries])
-        return [Delivery(eid, f.get("run_id", ""), counts.get(eid, 1)) for eid, f in entries]
+        return [
+            Delivery(eid, f.get("run_id", ""), counts.get(eid, 1), _trace_context(f))
+            for eid, f in entries
+        ]
 
     async def delivery_counts(self, entry_ids: list[str]) -> dict[str, int]:
         lo, hi = min(entry_ids, key=_id_key), max(entry_ids, key=_id_key)
@@ -110,6 +126,15 @@ class RunQueue:
 
     async def ack(self, entry_id: str) -> None:
         await self.redis.xack(self.keys.queue, self.keys.group, entry_id)
+
+    async def requeue(self, delivery: Delivery) -> None:
+        """Put a run back at the end of the queue and acknowledge its current entry."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            # The new entry keeps the run's trace context: its next attempt joins the trace.
+            entry: dict[Any, Any] = {"run_id": delivery.run_id, **delivery.trace_context}
+            pipe.xadd(self.keys.queue, entry)
+            pipe.xack(self.keys.queue, self.keys.group, delivery.entry_id)
+            await pipe.execute()
 
     async def dead_letter(self, delivery: Delivery, reason: str) -> None:
         """Move an entry to the dead-letter stream and acknowledge it, in one transaction."""
@@ -152,6 +177,27 @@ class RunQueue:
             )
             lag = len(undelivered)
         return int(lag), int(group["pending"])
+
+    async def oldest_ages(self) -> tuple[float, float]:
+        """Seconds since the oldest undelivered and the oldest pending entry were enqueued
+        (0 when there is none), from the millisecond part of their ids, on Redis' clock."""
+        groups = await self.redis.xinfo_groups(self.keys.queue)
+        group = next((g for g in groups if g["name"] == self.keys.group), None)
+        if group is None:
+            return 0.0, 0.0
+        first: Any = await self.redis.xrange(
+            self.keys.queue, min=_next_id(group["last-delivered-id"]), max="+", count=1
+        )
+        summary = await self.redis.xpending(self.keys.queue, self.keys.group)
+        seconds, micros = await self.redis.time()
+        now_ms = int(seconds) * 1000 + int(micros) // 1000
+
+        def age(entry_id: str | None) -> float:
+            return max(0.0, (now_ms - _id_key(entry_id)[0]) / 1000) if entry_id else 0.0
+
+        return age(first[0][0] if first else None), age(
+            summary["min"] if summary["pending"] else None
+        )
 
 
 def _id_key(entry_id: str) -> tuple[int, int]:

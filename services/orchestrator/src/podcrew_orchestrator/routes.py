@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
+import anyio
+import orjson
 import structlog
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from sse_starlette import EventSourceResponse, ServerSentEvent
@@ -15,7 +18,7 @@ from podcrew_core.app import JSONBody
 from podcrew_core.auth import KeyRing, presented_key
 from podcrew_core.errors import PROBLEM_CONTENT_TYPE, Conflict, RunNotFound
 from podcrew_core.llm import LLMSettings
-from podcrew_core.logging import bind_run
+from podcrew_core.logging import bind_run, log_run_audit
 from podcrew_core.schemas import EventType, Run, RunAccepted, RunCreate, RunStatus
 from podcrew_orchestrator.estimate import Estimate, estimate
 from podcrew_orchestrator.settings import OrchestratorSettings
@@ -25,6 +28,8 @@ from podcrew_orchestrator.submit import Submissions
 router = APIRouter(prefix="/v1", tags=["runs"])
 
 SSE_BLOCK_MS = 15_000
+SSE_CLOSE_GRACE_S = 2.0  # time for the closing event to reach the client
+SSE_RETRY_MS = 500
 DEFAULT_TENANT = "default"
 _PROBLEM: dict[str, Any] = {"content": {PROBLEM_CONTENT_TYPE: {}}}
 
@@ -158,11 +163,15 @@ async def cancel_run(run_id: str, tenant: Tenant, store: Store) -> Run:
     run = await _load(store, run_id, tenant)
     if run.status.terminal:
         raise Conflict(f"run {run_id} already {run.status.value}", run_status=run.status.value)
+    was_queued = run.status is RunStatus.QUEUED
     run.status = RunStatus.CANCELLED
     run.finished_at = datetime.now(UTC)
     if not await store.transition(run, EventType.RUN_CANCELLED, {"reason": "cancelled by client"}):
         run = await _load(store, run_id, tenant)
         raise Conflict(f"run {run_id} already {run.status.value}", run_status=run.status.value)
+    if was_queued:  # a running run is audited by its worker, with what it spent
+        bind_run(run.id)
+        log_run_audit(run)
     return run
 
 
@@ -184,25 +193,52 @@ async def run_events(
     streams.check_capacity()
     after = last_event_id if last_event_id and _valid_id(last_event_id) else "0"
 
+    shutdown = anyio.Event()  # set by sse-starlette when the server starts shutting down
+
     async def stream() -> AsyncIterator[ServerSentEvent]:
         async with streams.hold():
-            async for event in _follow(store, run_id, after):
+            async for event in _follow(store, run_id, after, shutdown):
                 yield event
 
-    return EventSourceResponse(stream(), ping=10, send_timeout=30)
+    return EventSourceResponse(
+        stream(),
+        ping=10,
+        send_timeout=30,
+        shutdown_event=shutdown,
+        shutdown_grace_period=SSE_CLOSE_GRACE_S,
+    )
 
 
-async def _follow(store: RunStore, run_id: str, after: str) -> AsyncIterator[ServerSentEvent]:
+async def _follow(
+    store: RunStore, run_id: str, after: str, shutdown: anyio.Event
+) -> AsyncIterator[ServerSentEvent]:
+    """The run's events from `after` on; on server shutdown, a final `stream.closing` event
+    (with no id, so the client's Last-Event-ID still names the last real event) tells the
+    client to reconnect — to another replica — and resume without a gap."""
     cursor = after
-    while True:
-        events = await store.read_events(run_id, cursor, block_ms=SSE_BLOCK_MS)
-        for event in events:
-            yield ServerSentEvent(data=event.data, event=event.type, id=event.id)
-            cursor = event.id
-            if event.terminal:
+    stop = asyncio.ensure_future(shutdown.wait())
+    try:
+        while True:
+            read = asyncio.ensure_future(store.read_events(run_id, cursor, block_ms=SSE_BLOCK_MS))
+            await asyncio.wait({read, stop}, return_when=asyncio.FIRST_COMPLETED)
+            if not read.done():
+                read.cancel()
+                yield ServerSentEvent(
+                    data=orjson.dumps({"reason": "server shutting down", "resume": True}).decode(),
+                    event="stream.closing",
+                    retry=SSE_RETRY_MS,
+                )
                 return
-        if not events and await store.status(run_id) is None:
-            return  # the run expired while we watched
+            events = read.result()
+            for event in events:
+                yield ServerSentEvent(data=event.data, event=event.type, id=event.id)
+                cursor = event.id
+                if event.terminal:
+                    return
+            if not events and await store.status(run_id) is None:
+                return  # the run expired while we watched
+    finally:
+        stop.cancel()
 
 
 def _valid_id(value: str) -> bool:

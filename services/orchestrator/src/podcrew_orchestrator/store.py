@@ -17,6 +17,7 @@ import orjson
 from redis.asyncio import Redis
 
 from podcrew_core.schemas import EventType, Run, RunResult, RunStatus
+from podcrew_core.tracing import inject_context
 from podcrew_orchestrator.keys import Keys
 
 # Why Lua: the check "is this run already final?" and the write must be one atomic step,
@@ -76,7 +77,9 @@ class RunStore:
             pipe.expire(self.keys.run(run.id), self.ttl_s)
             pipe.xadd(events, {"type": EventType.RUN_QUEUED.value, "data": event_payload(run.id)})
             pipe.expire(events, self.ttl_s)
-            pipe.xadd(self.keys.queue, {"run_id": run.id})
+            # The submitter's trace context travels with the entry: the worker's spans join it.
+            entry: dict[Any, Any] = {"run_id": run.id, **inject_context()}
+            pipe.xadd(self.keys.queue, entry)
             await pipe.execute()
 
     async def create_finished(

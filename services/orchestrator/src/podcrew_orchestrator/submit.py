@@ -18,8 +18,12 @@ import structlog
 from prometheus_client import Counter
 from redis.asyncio import Redis
 
+from podcrew_core.egress import parse_url
 from podcrew_core.errors import Conflict, PodcrewError
+from podcrew_core.logging import log_run_audit
 from podcrew_core.schemas import EventType, Run, RunBudget, RunCreate, RunResult, RunStatus
+from podcrew_core.tracing import current_trace_id
+from podcrew_core.webhooks import WebhooksNotConfigured
 from podcrew_orchestrator.keys import Keys
 from podcrew_orchestrator.limits import TenantLimiter
 from podcrew_orchestrator.settings import OrchestratorSettings
@@ -63,7 +67,10 @@ class Submissions:
         store: RunStore,
         limiter: TenantLimiter,
         settings: OrchestratorSettings,
+        *,
+        webhooks: bool = False,
     ) -> None:
+        self.webhooks = webhooks
         self.redis = redis
         self.keys = keys
         self.store = store
@@ -79,6 +86,12 @@ class Submissions:
         )
 
     async def submit(self, tenant: str, body: RunCreate, idempotency_key: str | None) -> Submitted:
+        if body.callback_url is not None:
+            if not self.webhooks:
+                raise WebhooksNotConfigured(
+                    "this installation sends no webhooks: PODCREW_WEBHOOK_SECRET is not set"
+                )
+            parse_url(body.callback_url)  # refuse a malformed URL now; addresses at delivery
         run = Run(
             id=f"run_{uuid.uuid4().hex}",
             status=RunStatus.QUEUED,
@@ -90,6 +103,7 @@ class Submissions:
             callback_url=body.callback_url,
             budget=self._budget(body.budget),
             created_at=datetime.now(UTC),
+            trace_id=current_trace_id(),
         )
         idem_key = self.keys.idempotency(tenant, idempotency_key) if idempotency_key else None
         if idem_key is not None:
@@ -173,4 +187,5 @@ class Submissions:
             ],
         )
         log.info("run_answered_from_cache", run_id=run.id)
+        log_run_audit(run)  # the run ends here: no worker will see it
         return run

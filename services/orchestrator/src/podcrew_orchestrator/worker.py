@@ -21,21 +21,44 @@ from podcrew_core.budget import BudgetLimits, BudgetScope, Ledger, budget_scope
 from podcrew_core.deadline import Deadline, deadline_scope
 from podcrew_core.errors import PodcrewError
 from podcrew_core.llm import LLMSettings
-from podcrew_core.logging import bind_run
-from podcrew_core.metrics import RUN_DURATION, RUNS_FINISHED
+from podcrew_core.logging import bind_run, log_run_audit
+from podcrew_core.metrics import RUN_COST, RUN_DURATION, RUN_TOKENS, RUNS_FINISHED
 from podcrew_core.resilience import RetryBudget, retry_budget_scope
 from podcrew_core.schemas import EventType, Run, RunError, RunResult, RunStatus
+from podcrew_core.tracing import extract_context, invoke_agent_span
+from podcrew_core.webhooks import WebhookSender
 from podcrew_orchestrator.pipeline import Outcome, Pipeline, RunSpec
 from podcrew_orchestrator.queue import Delivery, RunQueue
 from podcrew_orchestrator.settings import OrchestratorSettings
 from podcrew_orchestrator.store import RunStore
 from podcrew_orchestrator.submit import run_digest
 
-RUNS_IN_FLIGHT = Gauge("podcrew_worker_runs_in_flight", "Runs this worker is executing now.")
-QUEUE_LAG = Gauge("podcrew_queue_lag_entries", "Run-queue entries not yet delivered to any worker.")
-QUEUE_PENDING = Gauge(
-    "podcrew_queue_pending_entries", "Run-queue entries delivered but not yet acknowledged."
+RUNS_IN_FLIGHT = Gauge(
+    "podcrew_worker_runs_in_flight",
+    "Runs this worker is executing now.",
+    multiprocess_mode="livesum",
 )
+# Every worker reads the same numbers from Redis: merge processes with max, not sum.
+QUEUE_LAG = Gauge(
+    "podcrew_queue_lag_entries",
+    "Run-queue entries not yet delivered to any worker.",
+    multiprocess_mode="livemax",
+)
+QUEUE_PENDING = Gauge(
+    "podcrew_queue_pending_entries",
+    "Run-queue entries delivered but not yet acknowledged.",
+    multiprocess_mode="livemax",
+)
+QUEUE_OLDEST_AGE = Gauge(
+    "podcrew_queue_oldest_age_seconds",
+    "Age of the oldest run-queue entry by state: undelivered (waiting for a worker) or "
+    "pending (delivered, not yet acknowledged); 0 when there is none.",
+    ["state"],
+    multiprocess_mode="livemax",
+)
+# Depth and age are autoscaling and alerting signals: refreshed far more often than trimming.
+QUEUE_METRICS_INTERVAL_S = 5.0
+ORCHESTRATOR_AGENT = "orchestrator"
 
 CANCEL_POLL_S = 0.5
 READ_BLOCK_MS = 1000
@@ -56,7 +79,10 @@ class Worker:
         pipeline: Pipeline,
         llm: LLMSettings,
         ledger: Ledger,
+        webhooks: WebhookSender | None = None,
     ) -> None:
+        self.webhooks = webhooks
+        self._deliveries: set[asyncio.Task[None]] = set()
         self.settings = settings
         self.llm = llm
         self.ledger = ledger
@@ -66,10 +92,48 @@ class Worker:
         self.held: dict[str, Delivery] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._slot_freed = asyncio.Event()
+        self._intake_open = True
+        self._intake_closed = asyncio.Event()
+        self._unstarted: list[Delivery] = []  # read after intake closed: handed back as well
 
     @property
     def free_slots(self) -> int:
         return self.settings.worker_concurrency - len(self.held)
+
+    async def drain(self, grace_s: float) -> None:
+        """Graceful shutdown: take no new runs, give the running ones `grace_s` to finish,
+        then hand the rest back to the queue (a new entry, the old one acknowledged, the run
+        `queued` again with a `run.requeued` event) so another worker starts them at once
+        instead of after `claim_min_idle_s`. Heartbeats go on meanwhile."""
+        self._intake_open = False
+        self._slot_freed.set()
+        # Let a read in flight return first, so it cannot pick up the runs handed back.
+        await asyncio.wait_for(self._intake_closed.wait(), READ_BLOCK_MS / 1000 + 1)
+        running = [t for t in self._tasks if not t.done()]
+        if running:
+            log.info("worker_draining", runs=len(running), grace_s=grace_s)
+            await asyncio.wait(running, timeout=grace_s)
+        unfinished = {**dict(self.held), **{d.entry_id: d for d in self._unstarted}}
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._deliveries:  # let webhooks in flight finish within what is left of the grace
+            await asyncio.wait(self._deliveries, timeout=max(1.0, grace_s))
+        for delivery in unfinished.values():
+            try:
+                await self._hand_back(delivery)
+            except Exception:  # Redis away: the entry stays pending and will be reclaimed
+                log.warning("hand_back_failed", run_id=delivery.run_id, exc_info=True)
+
+    async def _hand_back(self, delivery: Delivery) -> None:
+        run = await self.store.get(delivery.run_id)
+        if run is None or run.status.terminal:
+            await self.queue.ack(delivery.entry_id)
+            return
+        run.status = RunStatus.QUEUED
+        await self.store.transition(run, EventType.RUN_REQUEUED, {"reason": "worker shutting down"})
+        await self.queue.requeue(delivery)
+        log.info("run_handed_back", run_id=delivery.run_id)
 
     async def run(self) -> None:
         """Consume until cancelled; then cancel in-flight runs without acknowledging them."""
@@ -79,6 +143,7 @@ class Worker:
             self._every(min(5.0, min_idle / 2), self._reclaim),
             self._every(min_idle / 3, self._heartbeat),
             self._every(self.settings.trim_interval_s, self._housekeeping),
+            self._every(QUEUE_METRICS_INTERVAL_S, self._queue_metrics),
             self._consume(),
         ]
         try:
@@ -99,7 +164,7 @@ class Worker:
                 log.warning("worker_step_failed", step=step.__name__, exc_info=True)
 
     async def _consume(self) -> None:
-        while True:
+        while self._intake_open:
             if self.free_slots <= 0:
                 self._slot_freed.clear()
                 await self._slot_freed.wait()
@@ -114,31 +179,55 @@ class Worker:
                 continue
             for delivery in deliveries:
                 self._start(delivery)
+        self._intake_closed.set()
+        await asyncio.Event().wait()  # intake closed: idle until cancelled
 
     async def _reclaim(self) -> None:
-        if self.free_slots > 0:
+        if self._intake_open and self.free_slots > 0:
             for delivery in await self.queue.reclaim(
                 self.settings.claim_min_idle_s, self.free_slots
             ):
-                log.info("run_reclaimed", run_id=delivery.run_id, deliveries=delivery.deliveries)
-                self._start(delivery)
+                self._start(delivery)  # logged as run_reclaimed in its trace (_traced)
 
     async def _heartbeat(self) -> None:
         await self.queue.heartbeat(list(self.held))
 
     async def _housekeeping(self) -> None:
         await self.queue.trim()
+
+    async def _queue_metrics(self) -> None:
         lag, pending = await self.queue.depth()
         QUEUE_LAG.set(lag)
         QUEUE_PENDING.set(pending)
+        undelivered_age, pending_age = await self.queue.oldest_ages()
+        QUEUE_OLDEST_AGE.labels("undelivered").set(undelivered_age)
+        QUEUE_OLDEST_AGE.labels("pending").set(pending_age)
 
     def _start(self, delivery: Delivery) -> None:
+        if not self._intake_open:  # read while shutting down: handed back with the rest
+            self._unstarted.append(delivery)
+            return
         if delivery.entry_id in self.held:
             return
         self.held[delivery.entry_id] = delivery
-        task = asyncio.create_task(self._handle(delivery), name=f"run-{delivery.run_id}")
+        task = asyncio.create_task(self._traced(delivery), name=f"run-{delivery.run_id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _traced(self, delivery: Delivery) -> None:
+        """`_handle` in the run's trace: the span continues the context the api stored with
+        the queue entry, so api, worker and agents share one trace id."""
+        bind_run(delivery.run_id)
+        with invoke_agent_span(
+            ORCHESTRATOR_AGENT,
+            remote=False,
+            run_id=delivery.run_id,
+            context=extract_context(delivery.trace_context),
+            attributes={"podcrew.run.attempt": delivery.deliveries},
+        ):
+            if delivery.deliveries > 1:
+                log.info("run_reclaimed", deliveries=delivery.deliveries)
+            await self._handle(delivery)
 
     async def _handle(self, delivery: Delivery) -> None:
         RUNS_IN_FLIGHT.inc()
@@ -191,6 +280,10 @@ class Worker:
             if not cancelled_by_client.is_set():
                 raise
             log.info("run_cancelled")
+            self._notify(run.model_copy(update={"status": RunStatus.CANCELLED}))
+            run.status, run.finished_at = RunStatus.CANCELLED, _now()
+            run.usage, run.cost_usd = outcome.usage, outcome.usage.cost_usd
+            log_run_audit(run, outcome.tool_calls)
             return True
         except TimeoutError:
             deadline_s = run.budget.deadline_s or self.settings.run_deadline_s
@@ -256,6 +349,27 @@ class Worker:
             async with asyncio.timeout(deadline_s):
                 await self.pipeline.run(spec, emit, outcome)
 
+    def _notify(self, run: Run) -> None:
+        """POST the final run to its callback URL, in the background: a slow receiver must
+        not hold up the queue. Retries happen inside `deliver`."""
+        if run.callback_url is None or self.webhooks is None:
+            return
+        task = asyncio.create_task(self._deliver(run), name=f"webhook-{run.id}")
+        self._deliveries.add(task)
+        task.add_done_callback(self._deliveries.discard)
+
+    async def _deliver(self, run: Run) -> None:
+        assert self.webhooks is not None
+        assert run.callback_url is not None
+        result = await self.webhooks.deliver(run.callback_url, run.model_dump_json().encode())
+        log.info(
+            "webhook_delivered" if result.delivered else "webhook_failed",
+            outcome=result.outcome,
+            attempts=result.attempts,
+            status=result.status,
+            error=result.error,
+        )
+
     async def _remember(self, run: Run, result: RunResult) -> None:
         """Feed the result cache and the run's thread."""
         s = self.settings
@@ -299,6 +413,7 @@ class Worker:
         if await self.store.transition(run, event, data):
             if run.result is not None and status is RunStatus.SUCCEEDED:
                 await self._remember(run, run.result)
+            self._notify(run)
             RUNS_FINISHED.labels(status.value).inc()
             RUN_DURATION.labels(status.value).observe(
                 (run.finished_at - run.created_at).total_seconds()
@@ -309,3 +424,6 @@ class Worker:
                 error=error.type if error else None,
                 tokens=run.usage.total_tokens,
             )
+            RUN_COST.labels(run.tier).inc(run.cost_usd)
+            RUN_TOKENS.labels(run.tier).inc(run.usage.total_tokens)
+            log_run_audit(run, outcome.tool_calls)

@@ -44,6 +44,7 @@ from podcrew_core.schemas import (
     ToolCall,
     Usage,
 )
+from podcrew_core.tracing import execute_tool_span, mark_failed
 from podcrew_research.tools import Tool
 
 T = TypeVar("T")
@@ -261,30 +262,34 @@ class _Session:
         results = 0
         error: str | None = None
         outcome = "ok"
-        try:
-            if tool is None:
-                outcome = "rejected"
-                raise ToolError(
-                    f"unknown tool {use.name!r}; available: {', '.join(self.agent.tools)}, "
-                    f"{protocol.FINDINGS_TOOL}"
-                )
-            if position >= MAX_TOOL_USES_PER_STEP:
-                outcome = "rejected"
-                raise ToolError(f"at most {MAX_TOOL_USES_PER_STEP} tool calls run per turn")
-            output = await tool.run(dict(use.input), self.deadline)
-            content, results = output.content, len(output.sources)
-            for source in output.sources:
-                self.sources.setdefault(source.id, source)
-        except ToolError as exc:
-            if outcome == "ok":
-                outcome = "blocked" if isinstance(exc, BlockedURL) else "error"
-            error = exc.detail
-        except Exception:  # a bug in a tool must not end the research: the model hears of it
-            log.exception("tool_crashed", tool=use.name)
-            outcome = "error"
-            error = "the tool failed unexpectedly"
-        duration_ms = (time.perf_counter() - started) * 1000
-        TOOL_CALLS.labels(label, outcome).inc()
+        with execute_tool_span(label, use.id) as span:
+            try:
+                if tool is None:
+                    outcome = "rejected"
+                    raise ToolError(
+                        f"unknown tool {use.name!r}; available: {', '.join(self.agent.tools)}, "
+                        f"{protocol.FINDINGS_TOOL}"
+                    )
+                if position >= MAX_TOOL_USES_PER_STEP:
+                    outcome = "rejected"
+                    raise ToolError(f"at most {MAX_TOOL_USES_PER_STEP} tool calls run per turn")
+                output = await tool.run(dict(use.input), self.deadline)
+                content, results = output.content, len(output.sources)
+                for source in output.sources:
+                    self.sources.setdefault(source.id, source)
+            except ToolError as exc:
+                if outcome == "ok":
+                    outcome = "blocked" if isinstance(exc, BlockedURL) else "error"
+                error = exc.detail
+            except Exception:  # a bug in a tool must not end the research: the model hears of it
+                log.exception("tool_crashed", tool=use.name)
+                outcome = "error"
+                error = "the tool failed unexpectedly"
+            duration_ms = (time.perf_counter() - started) * 1000
+            TOOL_CALLS.labels(label, outcome).inc()
+            if outcome != "ok":
+                mark_failed(span, outcome, error)
+            span.set_attribute("podcrew.tool.results", results)
         self.tool_calls.append(
             ToolCall(
                 name=use.name,

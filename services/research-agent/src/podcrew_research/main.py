@@ -12,17 +12,19 @@ from podcrew_core.admission import Admission
 from podcrew_core.app import Readiness, create_service_app
 from podcrew_core.auth import ServiceTokenSettings, require_service_token
 from podcrew_core.budget import Ledger
+from podcrew_core.egress import EgressPolicy
 from podcrew_core.llm import LLMSettings, Stage, create_provider
 from podcrew_core.logging import configure_logging
 from podcrew_core.redis import create_redis
 from podcrew_core.settings import RedisSettings
+from podcrew_core.tracing import configure_tracing
 from podcrew_research import __version__
 from podcrew_research.loop import LoopLimits, Researcher
 from podcrew_research.routes import router
 from podcrew_research.settings import ResearchSettings
 from podcrew_research.tools.fetch_url import (
-    EgressPolicy,
     Fetcher,
+    FetchLimits,
     create_fetch_client,
     fetch_url_tool,
 )
@@ -34,10 +36,16 @@ def egress_policy(settings: ResearchSettings) -> EgressPolicy:
     return EgressPolicy(
         allow_private=settings.fetch_allow_private,
         allowed_hosts=tuple(settings.fetch_allowed_hosts),
+        timeout_s=settings.fetch_timeout_s,
+    )
+
+
+def fetch_limits(settings: ResearchSettings) -> FetchLimits:
+    """How far fetch_url follows a page and how much it reads, as the settings say."""
+    return FetchLimits(
         max_redirects=settings.fetch_max_redirects,
         max_bytes=settings.fetch_max_bytes,
         max_chars=settings.fetch_max_chars,
-        timeout_s=settings.fetch_timeout_s,
     )
 
 
@@ -49,6 +57,7 @@ def create_app(settings: ResearchSettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_logging("research-agent", settings.log_level)
+        configure_tracing("research-agent")
         # Indexing reads and tokenizes the whole corpus: keep it off the event loop.
         kb = await asyncio.to_thread(KnowledgeBase.load, settings.corpus_dir)
         async with AsyncExitStack() as stack:
@@ -59,9 +68,10 @@ def create_app(settings: ResearchSettings | None = None) -> FastAPI:
             stack.push_async_callback(provider.aclose)
             policy = egress_policy(settings)
             client = await stack.enter_async_context(create_fetch_client(policy))
+            fetcher = Fetcher(client, policy, limits=fetch_limits(settings))
             app.state.researcher = Researcher(
                 provider,
-                [kb_search_tool(kb), fetch_url_tool(Fetcher(client, policy))],
+                [kb_search_tool(kb), fetch_url_tool(fetcher)],
                 model=llm_settings.model_for(Stage.RESEARCH),
                 limits=LoopLimits(
                     max_steps=settings.max_steps,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
 
 import httpx
@@ -12,6 +14,7 @@ from podcrew_core.budget import BudgetExceeded, BudgetLimits
 from podcrew_core.deadline import Deadline
 from podcrew_core.errors import UpstreamError, UpstreamTimeout
 from podcrew_core.http import internal_headers, post_json
+from podcrew_core.metrics import HTTP_CLIENT_DURATION, HTTP_CLIENT_REQUESTS
 from podcrew_core.schemas import (
     ResearchRequest,
     ResearchResponse,
@@ -19,6 +22,10 @@ from podcrew_core.schemas import (
     WriteRequest,
     WriteResponse,
 )
+from podcrew_core.tracing import invoke_agent_span
+
+RESEARCH_AGENT = "research-agent"
+WRITER_AGENT = "writer-agent"
 
 
 class ResearchClient:
@@ -33,17 +40,23 @@ class ResearchClient:
         retry_budget: int,
         limits: BudgetLimits | None = None,
     ) -> ResearchResponse:
-        return await post_json(
-            self.http,
-            self.url,
-            body,
-            ResearchResponse,
-            target="research-agent",
+        with invoke_agent_span(
+            RESEARCH_AGENT,
+            remote=True,
             run_id=body.run_id,
-            deadline=deadline,
-            retry_budget=retry_budget,
-            limits=limits,
-        )
+            attributes={"gen_ai.request.model": body.model} if body.model else None,
+        ):
+            return await post_json(
+                self.http,
+                self.url,
+                body,
+                ResearchResponse,
+                target=RESEARCH_AGENT,
+                run_id=body.run_id,
+                deadline=deadline,
+                retry_budget=retry_budget,
+                limits=limits,
+            )
 
 
 class WriterClient:
@@ -58,7 +71,21 @@ class WriterClient:
         retry_budget: int,
         limits: BudgetLimits | None = None,
     ) -> AsyncIterator[str | WriteResponse]:
-        """Text deltas as the writer produces them, then the final `WriteResponse`."""
+        """Text deltas as the writer produces them, then the final `WriteResponse`.
+
+        Counted and timed like `post_json` calls (target `writer-agent`), to the last event.
+        """
+        started = time.perf_counter()
+        recorded = False
+
+        def record(outcome: str) -> None:
+            # Once, and before the final yield: the consumer stops reading at the result.
+            nonlocal recorded
+            if not recorded:
+                recorded = True
+                HTTP_CLIENT_REQUESTS.labels(WRITER_AGENT, outcome).inc()
+                HTTP_CLIENT_DURATION.labels(WRITER_AGENT).observe(time.perf_counter() - started)
+
         headers = {
             "content-type": "application/json",
             **internal_headers(body.run_id, deadline, retry_budget, limits),
@@ -73,6 +100,7 @@ class WriterClient:
                 timeout=httpx.Timeout(max(0.001, deadline.remaining()), connect=2.0),
             ) as source:
                 if source.response.status_code >= 400:
+                    record(f"http_{source.response.status_code // 100}xx")
                     await source.response.aread()
                     raise UpstreamError(
                         f"writer-agent answered {source.response.status_code}: "
@@ -82,16 +110,26 @@ class WriterClient:
                     if sse.event == "delta":
                         yield WriteDelta.model_validate_json(sse.data).text
                     elif sse.event == "done":
-                        yield WriteResponse.model_validate_json(sse.data)
+                        result = WriteResponse.model_validate_json(sse.data)
+                        record("ok")
+                        yield result
                         return
                     elif sse.event == "error":
+                        record("error")
                         problem = orjson.loads(sse.data)
                         detail = problem.get("detail", "unknown error")
                         if str(problem.get("type", "")).endswith("/" + BudgetExceeded.slug):
                             raise BudgetExceeded(detail)
                         raise UpstreamError(f"writer-agent failed: {detail}")
         except httpx.TimeoutException as exc:
+            record("timeout")
             raise UpstreamTimeout("writer-agent did not finish before the deadline") from exc
         except httpx.HTTPError as exc:
+            record("connection_error")
             raise UpstreamError(f"writer-agent unreachable: {exc.__class__.__name__}") from exc
+        except BaseException as exc:
+            cancelled = isinstance(exc, asyncio.CancelledError | GeneratorExit)
+            record("cancelled" if cancelled else "error")
+            raise
+        record("error")
         raise UpstreamError("writer-agent closed the stream without a result")
