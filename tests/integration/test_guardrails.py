@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
+from httpx_sse import connect_sse
 
 from podcrew_core.auth import hash_key
 
@@ -201,3 +202,26 @@ def test_tenant_daily_cap_refuses_further_llm_calls(tenants_stack: Any) -> None:
     assert second["status"] == "failed"
     assert second["error"]["type"] == "budget-exceeded"
     assert "tenant tiny" in second["error"]["detail"]
+
+
+def test_tool_results_are_cached_and_the_hit_is_visible(tenants_stack: Any) -> None:
+    question = f"What does the Python with statement do {time.time_ns()}?"
+    with _client(tenants_stack, ACME) as acme:
+        runs = [
+            acme.post(
+                "/v1/runs?wait=30",
+                json={"question": question, "thread_id": f"tc-{i}-{time.time_ns()}"},
+            ).json()
+            for i in range(2)
+        ]
+        assert [r["status"] for r in runs] == ["succeeded", "succeeded"]
+        calls = []
+        for run in runs:
+            with connect_sse(acme, "GET", f"/v1/runs/{run['id']}/events") as source:
+                calls.append(
+                    [json.loads(e.data) for e in source.iter_sse() if e.event == "tool.called"]
+                )
+    assert calls[0] and not any(c["cached"] for c in calls[0])
+    assert calls[1] and all(c["cached"] for c in calls[1])
+    metrics = httpx.get(f"http://127.0.0.1:{tenants_stack.config.research_port}/metrics").text
+    assert 'podcrew_cache_requests_total{cache="kb_search",outcome="hit"}' in metrics

@@ -112,3 +112,27 @@ def test_run_delivered_too_often_is_dead_lettered_and_failed(make_stack: Any) ->
     dead = r.xrange("podcrew:runs:dead")
     assert [d[1]["run_id"] for d in dead] == [run_id]
     r.close()
+
+
+def test_cancelling_a_run_cancels_the_research_calls_underneath(make_stack: Any) -> None:
+    stack = make_stack(env={"PODCREW_LLM_OFFLINE_LATENCY_S": "2.0"})
+    research_metrics = f"http://127.0.0.1:{stack.config.research_port}/metrics"
+
+    def cancelled_calls() -> float:
+        for line in httpx.get(research_metrics).text.splitlines():
+            if line.startswith("podcrew_llm_requests_total{") and 'outcome="cancelled"' in line:
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+    with httpx.Client(base_url=stack.config.api_url, timeout=30) as client:
+        run_id = client.post(
+            "/v1/runs", json={"question": "How do Python generators work?"}
+        ).json()["id"]
+        _wait_for_event(client, run_id, "research.started")
+        time.sleep(0.3)  # the research agents are now inside their first (2 s) LLM call
+        assert client.delete(f"/v1/runs/{run_id}").status_code == 200
+        deadline = time.monotonic() + 10
+        while cancelled_calls() == 0:
+            assert time.monotonic() < deadline, "the research calls ran on after the cancel"
+            time.sleep(0.1)
+        assert client.get(f"/v1/runs/{run_id}").json()["status"] == "cancelled"

@@ -240,6 +240,7 @@ class ToolCall(_Wire):
     results: int = 0
     error: str | None = None
     duration_ms: float = 0.0
+    cached: bool = Field(default=False, description="Answered from the tool-result cache.")
 
 
 class ResearchResponse(_Wire):

@@ -47,6 +47,8 @@ PLAN_TOOL_SPEC = output_tool(PLAN_TOOL, "Submit the research plan.", Plan)
 
 log = structlog.get_logger(__name__)
 
+_TOOL_EVENT_FIELDS = {"name", "input", "ok", "results", "cached"}
+
 
 class NothingResearched(UpstreamError):
     slug = "nothing-researched"
@@ -213,7 +215,10 @@ class Pipeline:
         for call in response.tool_calls:
             await emit(
                 EventType.TOOL_CALLED,
-                {"index": index, **call.model_dump(include={"name", "input", "ok", "results"})},
+                {
+                    "index": index,
+                    **call.model_dump(include={"name", "input", "ok", "results", "cached"}),
+                },
             )
         await emit(
             EventType.RESEARCH_FINISHED,

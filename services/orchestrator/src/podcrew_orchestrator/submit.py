@@ -21,6 +21,7 @@ from redis.asyncio import Redis
 from podcrew_core.egress import parse_url
 from podcrew_core.errors import Conflict, PodcrewError
 from podcrew_core.logging import log_run_audit
+from podcrew_core.metrics import CACHE_REQUESTS
 from podcrew_core.schemas import EventType, Run, RunBudget, RunCreate, RunResult, RunStatus
 from podcrew_core.tracing import current_trace_id
 from podcrew_core.webhooks import WebhooksNotConfigured
@@ -29,11 +30,6 @@ from podcrew_orchestrator.limits import TenantLimiter
 from podcrew_orchestrator.settings import OrchestratorSettings
 from podcrew_orchestrator.store import RunStore
 
-CACHE_REQUESTS = Counter(
-    "podcrew_cache_requests",
-    "Cache lookups by cache (result, kb_search, fetch_url) and outcome (hit, miss).",
-    ["cache", "outcome"],
-)
 RUNS_COALESCED = Counter(
     "podcrew_runs_coalesced", "Submissions joined to an identical run already in progress."
 )

@@ -260,6 +260,7 @@ class _Session:
         started = time.perf_counter()
         content = ""
         results = 0
+        cached = False
         error: str | None = None
         outcome = "ok"
         with execute_tool_span(label, use.id) as span:
@@ -275,6 +276,7 @@ class _Session:
                     raise ToolError(f"at most {MAX_TOOL_USES_PER_STEP} tool calls run per turn")
                 output = await tool.run(dict(use.input), self.deadline)
                 content, results = output.content, len(output.sources)
+                cached = output.cached
                 for source in output.sources:
                     self.sources.setdefault(source.id, source)
             except ToolError as exc:
@@ -298,6 +300,7 @@ class _Session:
                 results=results,
                 error=error,
                 duration_ms=round(duration_ms, 3),
+                cached=cached,
             )
         )
         if error is not None:

@@ -22,6 +22,7 @@ from podcrew_research import __version__
 from podcrew_research.loop import LoopLimits, Researcher
 from podcrew_research.routes import router
 from podcrew_research.settings import ResearchSettings
+from podcrew_research.tools.cache import cached
 from podcrew_research.tools.fetch_url import (
     Fetcher,
     FetchLimits,
@@ -71,7 +72,10 @@ def create_app(settings: ResearchSettings | None = None) -> FastAPI:
             fetcher = Fetcher(client, policy, limits=fetch_limits(settings))
             app.state.researcher = Researcher(
                 provider,
-                [kb_search_tool(kb), fetch_url_tool(fetcher)],
+                [
+                    cached(kb_search_tool(kb), redis, settings.tool_cache_ttl_s),
+                    cached(fetch_url_tool(fetcher), redis, settings.tool_cache_ttl_s),
+                ],
                 model=llm_settings.model_for(Stage.RESEARCH),
                 limits=LoopLimits(
                     max_steps=settings.max_steps,

@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from podcrew_core.app import JSONBody
+from podcrew_core.disconnect import unless_disconnected
 from podcrew_core.errors import PROBLEM_CONTENT_TYPE
 from podcrew_core.hop import hop_scope, read_hop
 from podcrew_core.logging import bind_run
@@ -52,11 +53,14 @@ async def research(
     )
     with hop_scope(hop, request.app.state.ledger):
         async with slots.hold(hop.deadline):
-            response = await researcher.research(
-                sub_question=body.sub_question,
-                question=body.question,
-                deadline=hop.deadline,
-                max_steps=body.max_steps,
-                model=body.model,
+            response = await unless_disconnected(
+                request,
+                researcher.research(
+                    sub_question=body.sub_question,
+                    question=body.question,
+                    deadline=hop.deadline,
+                    max_steps=body.max_steps,
+                    model=body.model,
+                ),
             )
         return response.model_copy(update={"retries": hop.budget.spent})

@@ -45,6 +45,12 @@ class ResearchSettings(ServiceSettings):
         description="Research calls served at once; the rest wait for a slot (the queue depth "
         "the autoscaler watches) until their deadline.",
     )
+    tool_cache_ttl_s: int = Field(
+        default=900,
+        ge=0,
+        description="How long a kb_search or fetch_url result is reused for the same input, "
+        "from Redis (0: no cache).",
+    )
     default_deadline_s: float = Field(
         default=60.0,
         gt=0,

@@ -15,6 +15,7 @@ from podcrew_core.llm import LLMSettings, create_provider
 from podcrew_core.logging import configure_logging
 from podcrew_core.redis import create_redis
 from podcrew_core.settings import RedisSettings
+from podcrew_core.tracing import configure_tracing
 from podcrew_writer import routes
 from podcrew_writer.settings import WriterSettings
 
@@ -28,6 +29,7 @@ def create_app(settings: WriterSettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_logging("writer-agent", settings.log_level)
+        configure_tracing("writer-agent")
         redis = create_redis(RedisSettings())
         app.state.ledger = Ledger(redis)
         provider = create_provider(llm_settings)

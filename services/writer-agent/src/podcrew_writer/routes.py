@@ -13,6 +13,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from podcrew_core.admission import Admission
 from podcrew_core.app import JSONBody
 from podcrew_core.budget import Ledger
+from podcrew_core.disconnect import unless_disconnected
 from podcrew_core.errors import PodcrewError
 from podcrew_core.hop import Hop, hop_scope, read_hop
 from podcrew_core.llm import LLMProvider, LLMSettings
@@ -53,7 +54,9 @@ Provider = Annotated[LLMProvider, Depends(get_provider)]
 async def write(request: Request, body: WriteRequest, provider: Provider) -> WriteResponse:
     with hop_scope(_hop(request), request.app.state.ledger) as hop:
         async with _slots(request).hold(hop.deadline):
-            response = await compose.write(provider, _draft(request, body))
+            response = await unless_disconnected(
+                request, compose.write(provider, _draft(request, body))
+            )
     return response.model_copy(update={"retries": hop.budget.spent})
 
 

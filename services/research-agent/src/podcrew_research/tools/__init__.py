@@ -19,6 +19,7 @@ class ToolOutput:
 
     content: str
     sources: list[Source] = field(default_factory=list)
+    cached: bool = False
 
 
 ToolFn = Callable[[dict[str, Any], Deadline], Awaitable[ToolOutput]]

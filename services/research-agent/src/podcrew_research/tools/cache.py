@@ -1,0 +1,57 @@
+"""A Redis cache in front of a tool: the same tool with the same input within the TTL is
+answered from the cache. Best effort: a cache that cannot be reached is a miss, never an
+error, so a Redis outage slows research down but does not fail it."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import orjson
+import structlog
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from podcrew_core.deadline import Deadline
+from podcrew_core.metrics import CACHE_REQUESTS
+from podcrew_core.schemas import Source
+from podcrew_research.tools import Tool, ToolOutput
+
+log = structlog.get_logger(__name__)
+
+
+def cache_key(prefix: str, tool: str, arguments: dict[str, Any]) -> str:
+    canonical = orjson.dumps(arguments, option=orjson.OPT_SORT_KEYS)
+    return f"{prefix}:cache:tool:{tool}:{hashlib.sha256(canonical).hexdigest()}"
+
+
+def cached(tool: Tool, redis: Redis, ttl_s: int, prefix: str = "podcrew") -> Tool:
+    """`tool`, answered from Redis when it ran with the same input in the last `ttl_s`."""
+    if ttl_s <= 0:
+        return tool
+
+    async def run(arguments: dict[str, Any], deadline: Deadline) -> ToolOutput:
+        key = cache_key(prefix, tool.name, arguments)
+        try:
+            raw = await redis.get(key)
+        except RedisError:
+            log.warning("tool_cache_unavailable", tool=tool.name)
+            raw = None
+        if raw:
+            CACHE_REQUESTS.labels(tool.name, "hit").inc()
+            data = orjson.loads(raw)
+            return ToolOutput(
+                content=data["content"],
+                sources=[Source.model_validate(s) for s in data["sources"]],
+                cached=True,
+            )
+        CACHE_REQUESTS.labels(tool.name, "miss").inc()
+        output = await tool.run(arguments, deadline)
+        record = {"content": output.content, "sources": [s.model_dump() for s in output.sources]}
+        try:
+            await redis.set(key, orjson.dumps(record), ex=ttl_s)
+        except RedisError:
+            log.warning("tool_cache_unavailable", tool=tool.name)
+        return output
+
+    return Tool(spec=tool.spec, run=run)
