@@ -21,7 +21,7 @@ from podcrew_research.settings import ResearchSettings
 from podcrew_writer.settings import WriterSettings
 
 SECTIONS: list[tuple[str, type[BaseSettings], str]] = [
-    ("Every process that uses Redis", RedisSettings, "orchestrator api and worker"),
+    ("Redis", RedisSettings, "orchestrator api and worker, research agent, writer agent"),
     ("LLM layer", LLMSettings, "orchestrator worker, research agent, writer agent"),
     ("Orchestrator", OrchestratorSettings, "api and worker modes"),
     ("Research agent", ResearchSettings, "research-agent"),

@@ -19,10 +19,16 @@ from podcrew_core.deadline import Deadline
 from podcrew_core.errors import Overloaded
 
 IN_FLIGHT = Gauge(
-    "podcrew_admission_in_flight", "Requests holding a work slot, by service.", ["service"]
+    "podcrew_admission_in_flight",
+    "Requests holding a work slot, by service.",
+    ["service"],
+    multiprocess_mode="livesum",
 )
 QUEUE_DEPTH = Gauge(
-    "podcrew_admission_queue_depth", "Requests waiting for a work slot, by service.", ["service"]
+    "podcrew_admission_queue_depth",
+    "Requests waiting for a work slot, by service.",
+    ["service"],
+    multiprocess_mode="livesum",
 )
 REJECTED = Counter(
     "podcrew_admission_rejected",
@@ -51,6 +57,8 @@ class Admission:
         self._depth = QUEUE_DEPTH.labels(service)
         self._in_flight.set(0)
         self._depth.set(0)
+        for reason in ("queue_full", "wait_timeout"):  # exported at 0, so rates are never empty
+            REJECTED.labels(service, reason)
 
     @property
     def waiting(self) -> int:

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 import structlog
 from fastapi import Depends, FastAPI, Request, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from podcrew_core.deadline import RUN_ID_HEADER
@@ -27,7 +27,10 @@ from podcrew_core.metrics import (
     HTTP_SERVER_DURATION,
     HTTP_SERVER_IN_FLIGHT,
     HTTP_SERVER_REQUESTS,
+    collect_latest,
+    mark_process_dead,
 )
+from podcrew_core.tracing import flush_tracing, instrument_app
 
 ReadinessCheck = Callable[[], Awaitable[None]]
 _UNTRACKED = frozenset({"/metrics", "/healthz", "/readyz"})
@@ -134,10 +137,21 @@ def create_service_app(
     description: str = "",
 ) -> FastAPI:
     """A FastAPI app with podcrew's health, readiness, metrics and error handling."""
-    app = FastAPI(title=title, version=version, description=description, lifespan=lifespan)
+
+    @asynccontextmanager
+    async def observed_lifespan(app: FastAPI) -> AsyncIterator[None]:
+        try:
+            async with lifespan(app):
+                yield
+        finally:
+            flush_tracing()  # the spans of the last requests
+            mark_process_dead()  # this worker's in-flight gauges (multiprocess mode)
+
+    app = FastAPI(title=title, version=version, description=description, lifespan=observed_lifespan)
     app.state.readiness = Readiness()
     install_problem_handlers(app)
     app.add_middleware(ObservabilityMiddleware, max_body_bytes=max_body_bytes)
+    instrument_app(app)  # server spans, when tracing is configured (podcrew_core.tracing)
 
     @app.get("/healthz", tags=["ops"], summary="Liveness: the process is serving")
     async def healthz() -> dict[str, str]:
@@ -157,6 +171,6 @@ def create_service_app(
 
     @app.get("/metrics", tags=["ops"], summary="Prometheus metrics", include_in_schema=False)
     async def metrics() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        return Response(collect_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return app

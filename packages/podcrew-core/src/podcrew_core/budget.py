@@ -59,6 +59,7 @@ class BudgetLimits(BaseModel):
     tenant_daily_tokens: int
     tenant_daily_cost_usd: float
     global_daily_cost_usd: float
+    key_prefix: str = "podcrew"  # the worker's Redis key prefix, so every hop counts alike
 
     def header(self) -> str:
         return self.model_dump_json()
@@ -84,16 +85,15 @@ class Spend:
 class Ledger:
     """Spend counters in Redis (integer micro-dollars, so increments stay exact)."""
 
-    def __init__(self, redis: Redis, prefix: str = "podcrew") -> None:
+    def __init__(self, redis: Redis) -> None:
         self.redis = redis
-        self.prefix = prefix
 
     def _keys(self, limits: BudgetLimits) -> tuple[str, str, str]:
-        day = utc_day()
+        day, prefix = utc_day(), limits.key_prefix
         return (
-            f"{self.prefix}:run:{limits.run_id}:spend",
-            f"{self.prefix}:spend:{day}:tenant:{limits.tenant}",
-            f"{self.prefix}:spend:{day}:all",
+            f"{prefix}:run:{limits.run_id}:spend",
+            f"{prefix}:spend:{day}:tenant:{limits.tenant}",
+            f"{prefix}:spend:{day}:all",
         )
 
     async def spent(self, limits: BudgetLimits) -> tuple[Spend, Spend, Spend]:

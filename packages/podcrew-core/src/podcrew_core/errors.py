@@ -14,6 +14,8 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
@@ -114,6 +116,12 @@ class Overloaded(PodcrewError):
     status = 503
     slug = "overloaded"
     title = "Service overloaded"
+
+
+class StateStoreUnavailable(PodcrewError):
+    status = 503
+    slug = "state-store-unavailable"
+    title = "State store unavailable"
 
 
 class NotReady(PodcrewError):
@@ -299,6 +307,15 @@ def install_problem_handlers(app: FastAPI) -> None:
         error = cls(str(exc.detail), headers=dict(exc.headers or {}))
         return problem_response(error, request.url.path)
 
+    async def on_store_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        # Redis restarting or failing over: the request may succeed in a moment. A handled
+        # 503 (not the catch-all 500 path) also keeps the client's connection alive.
+        log.warning("state_store_unavailable", path=request.url.path, error=type(exc).__name__)
+        error = StateStoreUnavailable(
+            "the state store is unavailable for a moment; retry", headers={"Retry-After": "1"}
+        )
+        return problem_response(error, request.url.path)
+
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled_error", path=request.url.path)
         return problem_response(
@@ -308,4 +325,6 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(PodcrewError, on_podcrew_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_exception)
+    for store_error in (RedisConnectionError, RedisTimeoutError):
+        app.add_exception_handler(store_error, on_store_unavailable)
     app.add_exception_handler(Exception, on_unexpected)

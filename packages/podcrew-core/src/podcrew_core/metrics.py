@@ -200,3 +200,8 @@ DAILY_SPEND_CAP = Gauge(
     "The configured cap on all tenants' LLM spend in one UTC day.",
     multiprocess_mode="livemax",
 )
+CACHE_REQUESTS = Counter(
+    "podcrew_cache_requests",
+    "Cache lookups by cache (result, kb_search, fetch_url) and outcome (hit, miss).",
+    ["cache", "outcome"],
+)

@@ -16,6 +16,7 @@ from redis.asyncio.client import Pipeline
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from podcrew_core.metrics import REDIS_COMMAND_DURATION, REDIS_COMMAND_ERRORS
@@ -34,7 +35,8 @@ def command_label(name: object) -> str:
 
 def _observe(command: str, started: float, error: BaseException | None) -> None:
     REDIS_COMMAND_DURATION.labels(command).observe(time.perf_counter() - started)
-    if error is not None:
+    # NOSCRIPT is how EVALSHA asks for a script's first load (redis-py loads it and retries).
+    if error is not None and not isinstance(error, NoScriptError):
         REDIS_COMMAND_ERRORS.labels(command, error.__class__.__name__).inc()
 
 
@@ -80,6 +82,7 @@ def create_redis(settings: RedisSettings) -> Redis:
         decode_responses=True,
         health_check_interval=15,
         socket_connect_timeout=2.0,
-        retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries=5),
+        # About 5 s of retries: long enough to ride out a Redis restart or failover.
+        retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries=9),
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
     )

@@ -37,6 +37,7 @@ BREAKER_STATE = Gauge(
     "podcrew_circuit_breaker_state",
     "Circuit breaker state per upstream: 0 closed, 1 half-open, 2 open.",
     ["upstream"],
+    multiprocess_mode="livemax",  # several workers: the worst breaker shows
 )
 BREAKER_OPENED = Counter(
     "podcrew_circuit_breaker_opened",
@@ -132,6 +133,7 @@ class CircuitBreaker:
 
     def __post_init__(self) -> None:
         BREAKER_STATE.labels(self.upstream).set(self.state)
+        BREAKER_OPENED.labels(self.upstream)  # exported at 0 until it first opens
 
     def _set(self, state: BreakerState) -> None:
         if state is BreakerState.OPEN and self.state is not BreakerState.OPEN:

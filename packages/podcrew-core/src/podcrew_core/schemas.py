@@ -81,8 +81,12 @@ class Usage(_Wire):
 class RunBudget(_Wire):
     """Limits of one run; unset fields take the server's defaults (which are also the caps)."""
 
-    max_tokens: int | None = Field(default=None, ge=1, description="Tokens over all LLM calls.")
-    max_cost_usd: float | None = Field(default=None, gt=0, description="Spend over all calls.")
+    max_tokens: int | None = Field(
+        default=None, ge=1, le=10**12, description="Tokens over all LLM calls."
+    )
+    max_cost_usd: float | None = Field(
+        default=None, gt=0, le=1e9, description="Spend over all calls."
+    )
     deadline_s: float | None = Field(
         default=None, gt=0, le=3600, description="Seconds from start to result."
     )

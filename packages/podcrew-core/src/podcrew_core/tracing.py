@@ -180,9 +180,14 @@ def current_trace_id() -> str | None:
 # --- GenAI spans ---------------------------------------------------------------------------
 
 
+def mark_failed(span: Span, error_type: str, detail: str | None = None) -> None:
+    """Set `error.type` and the error status on a span (a bounded type, a short detail)."""
+    span.set_attribute(ERROR_TYPE, error_type)
+    span.set_status(Status(StatusCode.ERROR, (detail or error_type)[:200]))
+
+
 def record_error(span: Span, error: BaseException, error_type: str | None = None) -> None:
-    span.set_attribute(ERROR_TYPE, error_type or error.__class__.__name__)
-    span.set_status(Status(StatusCode.ERROR, str(error)[:200]))
+    mark_failed(span, error_type or error.__class__.__name__, str(error))
 
 
 @contextmanager

@@ -38,7 +38,7 @@ from podcrew_orchestrator.submit import Submissions
 from podcrew_orchestrator.worker import Worker
 
 VERSION = "0.1.0"
-SPEND_GAUGE_INTERVAL_S = 15.0
+SPEND_GAUGE_INTERVAL_S = 5.0
 
 log = structlog.get_logger(__name__)
 
@@ -160,7 +160,7 @@ def create_worker_app(
             RunQueue(redis, keys, settings.consumer_name),
             pipeline,
             llm_settings,
-            Ledger(redis, settings.key_prefix),
+            Ledger(redis),
             sender,
         )
 
@@ -172,6 +172,19 @@ def create_worker_app(
         checks["research-agent"] = _agent_check(http, settings.research_url)
         checks["writer-agent"] = _agent_check(http, settings.writer_url)
         consumer = asyncio.create_task(worker.run(), name="worker")
+
+        async def consuming() -> None:
+            # A worker whose consumer loop died must not look healthy while runs pile up.
+            if consumer.done():
+                raise RuntimeError(f"the queue consumer stopped: {consumer.exception()!r}")
+
+        checks["consumer"] = consuming
+        consumer.add_done_callback(
+            lambda task: (
+                task.cancelled()
+                or log.error("queue_consumer_stopped", error=repr(task.exception()))
+            )
+        )
         try:
             yield
         finally:

@@ -133,12 +133,19 @@ class Pipeline:
         # Each parallel call may spend an equal share of the retries left; what they report
         # spending comes off the run's budget, so the whole fan-out stays within it.
         share = spec.budget.remaining // len(plan.sub_questions)
-        results = await asyncio.gather(
-            *(
-                self._research(spec, index, sub, share, emit)
-                for index, sub in enumerate(plan.sub_questions)
-            )
-        )
+        tasks = [
+            asyncio.ensure_future(self._research(spec, index, sub, share, emit))
+            for index, sub in enumerate(plan.sub_questions)
+        ]
+        try:
+            results = await asyncio.gather(*tasks)
+        except BaseException:
+            # gather leaves the others running when one fails: stop them, so nothing is
+            # published for this run after its final event.
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
         for response in results:
             if isinstance(response, ResearchResponse):
                 for call in response.tool_calls:

@@ -217,9 +217,10 @@ async def _follow(
     client to reconnect — to another replica — and resume without a gap."""
     cursor = after
     stop = asyncio.ensure_future(shutdown.wait())
+    block_ms: int | None = None  # first a look without waiting: a finished run ends at once
     try:
         while True:
-            read = asyncio.ensure_future(store.read_events(run_id, cursor, block_ms=SSE_BLOCK_MS))
+            read = asyncio.ensure_future(store.read_events(run_id, cursor, block_ms=block_ms))
             await asyncio.wait({read, stop}, return_when=asyncio.FIRST_COMPLETED)
             if not read.done():
                 read.cancel()
@@ -235,8 +236,13 @@ async def _follow(
                 cursor = event.id
                 if event.terminal:
                     return
-            if not events and await store.status(run_id) is None:
-                return  # the run expired while we watched
+            if not events:
+                status = await store.status(run_id)
+                # Expired, or final with nothing after the client's Last-Event-ID: the
+                # final event is written with the status, so nothing more will come.
+                if status is None or status.terminal:
+                    return
+            block_ms = SSE_BLOCK_MS
     finally:
         stop.cancel()
 

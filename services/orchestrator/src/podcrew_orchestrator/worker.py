@@ -16,6 +16,7 @@ from typing import Any
 
 import structlog
 from prometheus_client import Gauge
+from redis.exceptions import RedisError
 
 from podcrew_core.budget import BudgetLimits, BudgetScope, Ledger, budget_scope
 from podcrew_core.deadline import Deadline, deadline_scope
@@ -137,7 +138,15 @@ class Worker:
 
     async def run(self) -> None:
         """Consume until cancelled; then cancel in-flight runs without acknowledging them."""
-        await self.queue.ensure_group()
+        delay = 0.1
+        while True:  # Redis may still be starting: wait for it rather than die unseen
+            try:
+                await self.queue.ensure_group()
+                break
+            except RedisError:
+                log.warning("queue_unavailable", retry_in_s=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
         min_idle = self.settings.claim_min_idle_s
         loops = [
             self._every(min(5.0, min_idle / 2), self._reclaim),
@@ -292,6 +301,10 @@ class Worker:
             )
             outcome.result = outcome.result or outcome.partial(error.detail)
             await self._finish(run, RunStatus.FAILED, outcome, error)
+        except RedisError:
+            # The state store blinked: the run did nothing wrong. Leave the entry pending;
+            # it is reclaimed and run again once Redis is back.
+            raise
         except PodcrewError as exc:
             outcome.result = outcome.result or outcome.partial(exc.detail)
             await self._finish(
@@ -325,6 +338,7 @@ class Worker:
             tenant_daily_tokens=tenant.daily_tokens,
             tenant_daily_cost_usd=tenant.daily_cost_usd,
             global_daily_cost_usd=self.settings.daily_spend_cap_usd,
+            key_prefix=self.settings.key_prefix,
         )
         spec = RunSpec(
             run_id=run.id,

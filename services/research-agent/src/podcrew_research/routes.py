@@ -27,6 +27,8 @@ router = APIRouter(prefix="/v1", tags=["research"])
     summary="Research one sub-question with the tool loop",
     dependencies=[JSONBody],
     responses={
+        400: _problem("The body is not valid JSON, or a hop header is malformed"),
+        401: _problem("No valid service token"),
         415: _problem("The body is not JSON"),
         422: _problem("The body does not match ResearchRequest"),
         502: _problem("The model failed or returned invalid findings"),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, Any
 
 import orjson
 import structlog
@@ -50,7 +50,24 @@ def _draft(request: Request, body: WriteRequest) -> compose.Draft:
 Provider = Annotated[LLMProvider, Depends(get_provider)]
 
 
-@router.post("/write", dependencies=[JSONBody], summary="Write the report in one response")
+_PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"description": text, **_PROBLEM}
+    for code, text in (
+        (400, "The body is not valid JSON, or a hop header is malformed"),
+        (401, "No valid service token"),
+        (402, "A budget is spent"),
+        (415, "The body is not JSON"),
+        (422, "The body does not match WriteRequest"),
+        (503, "No writer slot freed up in time"),
+        (504, "The deadline expired, or was too close to start"),
+    )
+}
+
+
+@router.post(
+    "/write", dependencies=[JSONBody], summary="Write the report in one response", responses=_ERRORS
+)
 async def write(request: Request, body: WriteRequest, provider: Provider) -> WriteResponse:
     with hop_scope(_hop(request), request.app.state.ledger) as hop:
         async with _slots(request).hold(hop.deadline):
@@ -64,8 +81,15 @@ async def write(request: Request, body: WriteRequest, provider: Provider) -> Wri
     "/write/stream",
     dependencies=[JSONBody],
     summary="Write the report as Server-Sent Events",
-    response_description="`delta` events with text, then one `done` event (a WriteResponse) "
-    "or one `error` event (problem details).",
+    response_class=EventSourceResponse,
+    responses={
+        200: {
+            "description": "`delta` events with text, then one `done` event (a "
+            "WriteResponse) or one `error` event (problem details).",
+            "content": {"text/event-stream": {}},
+        },
+        **_ERRORS,
+    },
 )
 async def write_stream(
     request: Request, body: WriteRequest, provider: Provider

@@ -1,0 +1,19 @@
+{{/* The components that can autoscale, as (dict "component" ... "values" ...) entries. */}}
+{{- define "podcrew.scalables" -}}
+{{- $out := list }}
+{{- $out = append $out (dict "component" "api" "key" "api") }}
+{{- $out = append $out (dict "component" "worker" "key" "worker") }}
+{{- $out = append $out (dict "component" "research-agent" "key" "researchAgent") }}
+{{- $out = append $out (dict "component" "writer-agent" "key" "writerAgent") }}
+{{- toJson $out }}
+{{- end }}
+
+{{/* Label matchers of one component's series as scraped through its ServiceMonitor. */}}
+{{- define "podcrew.promSelector" -}}
+namespace="{{ .root.Release.Namespace }}",service="{{ include "podcrew.componentName" . }}"
+{{- end }}
+
+{{/* Service-wide p95 of the component's /v1 routes, 0 when idle (no NaN for the scaler). */}}
+{{- define "podcrew.p95Query" -}}
+histogram_quantile(0.95, sum by (le) (rate(podcrew_http_server_request_duration_seconds_bucket{ {{- include "podcrew.promSelector" . }},route=~"/v1/.+"}[{{ .root.Values.autoscaling.rateWindow }}]))) > 0 or vector(0)
+{{- end }}

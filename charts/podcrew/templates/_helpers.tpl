@@ -1,0 +1,282 @@
+{{/*
+Naming and labels, after the helpers `helm create` writes and argo-helm's component-aware
+`_common.tpl`. Selectors use only name, instance and component: never the version or chart,
+which change on upgrade while a Deployment's selector is immutable.
+*/}}
+
+{{- define "podcrew.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Fully qualified app name, trimmed to 63 characters (the DNS label limit). */}}
+{{- define "podcrew.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "podcrew.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Name of one component's objects: (dict "root" $ "component" "worker"). */}}
+{{- define "podcrew.componentName" -}}
+{{- printf "%s-%s" (include "podcrew.fullname" .root | trunc 50 | trimSuffix "-") .component | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Selector labels of the whole release (every podcrew pod). */}}
+{{- define "podcrew.releaseSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "podcrew.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* Selector labels of one component: (dict "root" $ "component" "api"). */}}
+{{- define "podcrew.selectorLabels" -}}
+{{ include "podcrew.releaseSelectorLabels" .root }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{/* Every label of one component's objects: (dict "root" $ "component" "api"). */}}
+{{- define "podcrew.labels" -}}
+helm.sh/chart: {{ include "podcrew.chart" .root }}
+{{ include "podcrew.selectorLabels" . }}
+app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+app.kubernetes.io/part-of: podcrew
+{{- with .root.Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{- define "podcrew.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "podcrew.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* Image reference: (dict "root" $ "image" .Values.x.image). Empty tag: the appVersion. */}}
+{{- define "podcrew.image" -}}
+{{- $tag := .image.tag | default .root.Chart.AppVersion | toString }}
+{{- if .image.digest }}
+{{- printf "%s:%s@%s" .image.repository $tag .image.digest }}
+{{- else }}
+{{- printf "%s:%s" .image.repository $tag }}
+{{- end }}
+{{- end }}
+
+{{/*
+The engine that scales a component: "keda", "hpa" or "none".
+(dict "root" $ "values" .Values.worker)
+*/}}
+{{- define "podcrew.scaler" -}}
+{{- $a := .values.autoscaling }}
+{{- if not $a.enabled }}none
+{{- else }}{{ $a.mode | default .root.Values.autoscaling.mode }}
+{{- end }}
+{{- end }}
+
+{{/* HPA behavior of a component: its own, else the global one. */}}
+{{- define "podcrew.behavior" -}}
+{{- toYaml (.values.autoscaling.behavior | default .root.Values.autoscaling.behavior) }}
+{{- end }}
+
+{{/* Redis */}}
+{{- define "podcrew.redis.host" -}}
+{{- include "podcrew.componentName" (dict "root" . "component" "redis") }}
+{{- end }}
+
+{{- define "podcrew.redis.secretName" -}}
+{{- .Values.redis.auth.existingSecret | default (include "podcrew.componentName" (dict "root" . "component" "redis")) }}
+{{- end }}
+
+{{/* host:port KEDA's redis-streams scaler connects to. */}}
+{{- define "podcrew.redis.address" -}}
+{{- if .Values.redis.enabled }}
+{{- printf "%s.%s.svc:%d" (include "podcrew.redis.host" .) .Release.Namespace (int .Values.redis.port) }}
+{{- else }}
+{{- required "externalRedis.address (host:port) is needed for KEDA's redis-streams scaler" .Values.externalRedis.address }}
+{{- end }}
+{{- end }}
+
+{{/*
+The run queue: stream "<keyPrefix>:runs", consumer group "workers" (docs/architecture.md).
+*/}}
+{{- define "podcrew.runStream" -}}
+{{- printf "%s:runs" .Values.orchestrator.config.key_prefix }}
+{{- end }}
+
+{{/*
+Redis environment of every podcrew service (the api and worker keep runs there, the agents the
+spend ledger and the tool cache): REDIS_PASSWORD first, so $(REDIS_PASSWORD) expands.
+*/}}
+{{- define "podcrew.redis.env" -}}
+{{- if .Values.redis.enabled }}
+{{- if .Values.redis.auth.enabled }}
+- name: REDIS_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "podcrew.redis.secretName" . }}
+      key: {{ .Values.redis.auth.secretKey }}
+- name: PODCREW_REDIS_URL
+  value: {{ printf "redis://:$(REDIS_PASSWORD)@%s:%d/%d" (include "podcrew.redis.host" .) (int .Values.redis.port) (int .Values.redis.database) | quote }}
+{{- else }}
+- name: PODCREW_REDIS_URL
+  value: {{ printf "redis://%s:%d/%d" (include "podcrew.redis.host" .) (int .Values.redis.port) (int .Values.redis.database) | quote }}
+{{- end }}
+{{- else if .Values.externalRedis.existingSecret }}
+- name: PODCREW_REDIS_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.externalRedis.existingSecret }}
+      key: {{ .Values.externalRedis.existingSecretKey }}
+{{- else }}
+- name: PODCREW_REDIS_URL
+  value: {{ required "redis.enabled is false: set externalRedis.url or externalRedis.existingSecret" .Values.externalRedis.url | quote }}
+{{- end }}
+{{- end }}
+
+{{/*
+A settings map as environment: (dict "prefix" "PODCREW_RESEARCH_" "config" .Values.researchAgent.config).
+`key` becomes PREFIX + KEY; null is left out (the service's own default applies); strings go
+as they are, everything else as JSON, which is how pydantic-settings reads numbers, booleans,
+lists and maps (and keeps 1000000 from turning into 1e+06).
+*/}}
+{{- define "podcrew.settingsEnv" -}}
+{{- $prefix := .prefix }}
+{{- range $key, $value := .config }}
+{{- if not (kindIs "invalid" $value) }}
+{{ printf "%s%s" $prefix (upper $key) }}: {{ (ternary $value (toJson $value) (kindIs "string" $value)) | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* LLM */}}
+{{- define "podcrew.llm.simulatorUrl" -}}
+{{- if .Values.llm.simulator.enabled }}
+{{- printf "http://%s:%d" (include "podcrew.componentName" (dict "root" . "component" "llm-simulator")) (int .Values.llm.simulator.port) }}
+{{- else }}
+{{- required "llm.provider is simulated and llm.simulator.enabled is false: set llm.simulator.url" .Values.llm.simulator.url }}
+{{- end }}
+{{- end }}
+
+{{- define "podcrew.llm.simulatorEnabled" -}}
+{{- if and (eq .Values.llm.provider "simulated") .Values.llm.simulator.enabled }}true{{- end }}
+{{- end }}
+
+{{/* Non-secret LLM settings, for the ConfigMaps of the worker and the agents. */}}
+{{- define "podcrew.llm.config" -}}
+PODCREW_LLM_PROVIDER: {{ .Values.llm.provider | quote }}
+{{- include "podcrew.settingsEnv" (dict "prefix" "PODCREW_LLM_" "config" .Values.llm.config) }}
+{{- if eq .Values.llm.provider "simulated" }}
+PODCREW_LLM_SIMULATOR_URL: {{ include "podcrew.llm.simulatorUrl" . | quote }}
+{{- else if and (eq .Values.llm.provider "anthropic") .Values.llm.anthropic.baseUrl }}
+ANTHROPIC_BASE_URL: {{ .Values.llm.anthropic.baseUrl | quote }}
+{{- end }}
+{{- end }}
+
+{{/* Secret LLM settings: the Anthropic key from an existing Secret, read by the SDK itself. */}}
+{{- define "podcrew.llm.env" -}}
+{{- if eq .Values.llm.provider "anthropic" }}
+- name: ANTHROPIC_API_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ required "llm.provider is anthropic: set llm.anthropic.existingSecret to a Secret holding the API key" .Values.llm.anthropic.existingSecret }}
+      key: {{ .Values.llm.anthropic.secretKey }}
+{{- end }}
+{{- end }}
+
+{{/* The token the worker presents to the agents and the agents require. */}}
+{{- define "podcrew.serviceToken.secretName" -}}
+{{- .Values.serviceToken.existingSecret | default (include "podcrew.componentName" (dict "root" . "component" "service-token")) }}
+{{- end }}
+
+{{- define "podcrew.serviceToken.env" -}}
+{{- if .Values.serviceToken.enabled }}
+- name: PODCREW_SERVICE_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "podcrew.serviceToken.secretName" . }}
+      key: {{ .Values.serviceToken.secretKey }}
+{{- end }}
+{{- end }}
+
+{{/* Secret environment of the agents. */}}
+{{- define "podcrew.agent.env" -}}
+{{ include "podcrew.redis.env" . }}
+{{- include "podcrew.llm.env" . }}
+{{- include "podcrew.serviceToken.env" . }}
+{{- end }}
+
+{{/*
+Completion webhooks, read by the api (are they on?) and the worker (it sends them): the
+settings for the ConfigMap, and the signing secret from an existing Secret. Nothing when off.
+*/}}
+{{- define "podcrew.webhooks.config" -}}
+{{- if .Values.webhooks.enabled }}
+{{- include "podcrew.settingsEnv" (dict "prefix" "PODCREW_WEBHOOK_" "config" .Values.webhooks.config) }}
+{{- end }}
+{{- end }}
+
+{{- define "podcrew.webhooks.env" -}}
+{{- if .Values.webhooks.enabled }}
+- name: PODCREW_WEBHOOK_SECRET
+  valueFrom:
+    secretKeyRef:
+      name: {{ required "webhooks.enabled is true: set webhooks.existingSecret to a Secret holding the signing secret (at least 16 characters); the chart never takes it as a value" .Values.webhooks.existingSecret }}
+      key: {{ .Values.webhooks.secretKey }}
+{{- end }}
+{{- end }}
+
+{{/* OpenTelemetry environment: (dict "root" $ "component" "api"). */}}
+{{- define "podcrew.otel.config" -}}
+{{- $o := .root.Values.otel }}
+OTEL_SERVICE_NAME: {{ printf "podcrew-%s" .component | quote }}
+OTEL_RESOURCE_ATTRIBUTES: {{ printf "service.namespace=podcrew,deployment.environment.name=%s%s" .root.Release.Namespace (ternary (printf ",%s" $o.resourceAttributes) "" (ne $o.resourceAttributes "")) | quote }}
+{{- if $o.enabled }}
+OTEL_SDK_DISABLED: "false"
+OTEL_EXPORTER_OTLP_ENDPOINT: {{ $o.endpoint | quote }}
+OTEL_EXPORTER_OTLP_PROTOCOL: {{ $o.protocol | quote }}
+OTEL_TRACES_SAMPLER: {{ $o.sampler | quote }}
+OTEL_TRACES_SAMPLER_ARG: {{ $o.samplerArg | quote }}
+OTEL_PROPAGATORS: {{ $o.propagators | quote }}
+{{- else }}
+OTEL_SDK_DISABLED: "true"
+{{- end }}
+{{- end }}
+
+{{/*
+Refuse shutdown timings Kubernetes would cut short: the kubelet's grace period covers the
+preStop sleep and then the process's own graceful shutdown.
+(dict "name" "api" "values" .Values.api)
+*/}}
+{{- define "podcrew.checkShutdown" -}}
+{{- $v := .values }}
+{{- if ge (add (int $v.preStopSleepSeconds) (int (ceil $v.gracefulShutdownSeconds))) (int $v.terminationGracePeriodSeconds) }}
+{{- fail (printf "%s: preStopSleepSeconds (%v) + gracefulShutdownSeconds (%v) must be less than terminationGracePeriodSeconds (%v)" .name $v.preStopSleepSeconds $v.gracefulShutdownSeconds $v.terminationGracePeriodSeconds) }}
+{{- end }}
+{{- end }}
+
+{{/* The component's topology spread: its own, else the default spread over nodes. */}}
+{{- define "podcrew.topologySpread" -}}
+{{- if .values.topologySpreadConstraints }}
+{{- toYaml .values.topologySpreadConstraints }}
+{{- else if .root.Values.defaultTopologySpread }}
+- maxSkew: 1
+  topologyKey: kubernetes.io/hostname
+  whenUnsatisfiable: ScheduleAnyway
+  labelSelector:
+    matchLabels:
+      {{- include "podcrew.selectorLabels" (dict "root" .root "component" .component) | nindent 6 }}
+  matchLabelKeys:
+    - pod-template-hash
+{{- end }}
+{{- end }}
