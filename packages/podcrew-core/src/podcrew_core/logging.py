@@ -9,6 +9,7 @@ with one `run_audit` line: who ran it, how it ended, what it called and what it 
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -22,15 +23,51 @@ if TYPE_CHECKING:
     from podcrew_core.schemas import Run
 
 REDACTED = "[redacted]"
-_SECRET_KEYS = frozenset({"authorization", "api_key", "x-api-key", "password", "token", "secret"})
+_SECRET_KEYS = frozenset(
+    {"authorization", "api_key", "x-api-key", "password", "token", "secret", "service_token"}
+)
+# Values that must not reach a log whatever field carries them: API keys and bearer tokens,
+# e-mail addresses, phone numbers. Patterns err towards redacting too much.
+_SENSITIVE = re.compile(
+    r"(?P<key>\b(?:sk|pk|rk)-[A-Za-z0-9_-]{16,}|\bAKIA[0-9A-Z]{16}\b"
+    r"|(?i:bearer)\s+[A-Za-z0-9._~+/=-]{8,}|\bgh[pousr]_[A-Za-z0-9]{20,})"
+    r"|(?P<email>\b[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\b)"
+    r"|(?P<phone>(?<![\w.:-])(?!\d{4}-\d\d-\d\d|\d{13}-\d)\+?\d[\d ().-]{7,}\d(?![\w.:-]))"
+)
+
+
+def redact_text(text: str) -> str:
+    """`text` with API keys, bearer tokens, e-mail addresses and phone numbers masked."""
+    return _SENSITIVE.sub(lambda m: f"[{m.lastgroup}]", text)
+
+
+def _scrub(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, dict):
+        return {
+            k: REDACTED if str(k).lower() in _SECRET_KEYS else _scrub(v) for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [_scrub(v) for v in value]
+    return value
 
 
 def _redact(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
-    """Never log a secret, whatever field it was passed in."""
+    """Never log a secret or personal data, whatever field it was passed in."""
     for key in list(event):
         if key.lower() in _SECRET_KEYS:
             event[key] = REDACTED
+        elif key not in _TRUSTED_FIELDS:
+            event[key] = _scrub(event[key])
     return event
+
+
+# Fields podcrew itself writes (ids, timestamps): never personal data, and redacting them
+# (a timestamp looks like a phone number to a regex) would break correlation.
+_TRUSTED_FIELDS = frozenset(
+    {"timestamp", "level", "logger", "service", "run_id", "trace_id", "span_id", "tenant"}
+)
 
 
 def add_trace_context(_: WrappedLogger, __: str, event: EventDict) -> EventDict:

@@ -4,6 +4,7 @@ error, so a Redis outage slows research down but does not fail it."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from typing import Any
 
@@ -19,6 +20,9 @@ from podcrew_research.tools import Tool, ToolOutput
 
 log = structlog.get_logger(__name__)
 
+# The cache is an optimisation: never wait on it longer than this.
+CACHE_TIMEOUT_S = 0.25
+
 
 def cache_key(prefix: str, tool: str, arguments: dict[str, Any]) -> str:
     canonical = orjson.dumps(arguments, option=orjson.OPT_SORT_KEYS)
@@ -33,8 +37,9 @@ def cached(tool: Tool, redis: Redis, ttl_s: int, prefix: str = "podcrew") -> Too
     async def run(arguments: dict[str, Any], deadline: Deadline) -> ToolOutput:
         key = cache_key(prefix, tool.name, arguments)
         try:
-            raw = await redis.get(key)
-        except RedisError:
+            async with asyncio.timeout(CACHE_TIMEOUT_S):
+                raw = await redis.get(key)
+        except (RedisError, TimeoutError):
             log.warning("tool_cache_unavailable", tool=tool.name)
             raw = None
         if raw:
@@ -49,8 +54,9 @@ def cached(tool: Tool, redis: Redis, ttl_s: int, prefix: str = "podcrew") -> Too
         output = await tool.run(arguments, deadline)
         record = {"content": output.content, "sources": [s.model_dump() for s in output.sources]}
         try:
-            await redis.set(key, orjson.dumps(record), ex=ttl_s)
-        except RedisError:
+            async with asyncio.timeout(CACHE_TIMEOUT_S):
+                await redis.set(key, orjson.dumps(record), ex=ttl_s)
+        except (RedisError, TimeoutError):
             log.warning("tool_cache_unavailable", tool=tool.name)
         return output
 
