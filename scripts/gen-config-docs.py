@@ -14,8 +14,8 @@ from pydantic_settings import BaseSettings
 from podcrew_core.auth import ServiceTokenSettings
 from podcrew_core.llm.settings import LLMSettings
 from podcrew_core.llm.simulator import SimulatorSettings
-from podcrew_core.webhooks import WebhookSettings
 from podcrew_core.settings import RedisSettings
+from podcrew_core.webhooks import WebhookSettings
 from podcrew_orchestrator.settings import OrchestratorSettings
 from podcrew_research.settings import ResearchSettings
 from podcrew_writer.settings import WriterSettings
