@@ -157,3 +157,43 @@ def test_breaker_opens_fails_fast_then_recovers(make_stack: Any) -> None:
     _faults(stack, rate_500=0.0)
     time.sleep(2.1)
     assert _run(stack)["status"] == "succeeded"
+
+
+def test_llm_calls_never_outlive_the_run_deadline(make_stack: Any) -> None:
+    # Every call would take 30 s; the run may take 2 s. The SDK's own defaults would wait
+    # up to 10 minutes per attempt.
+    stack = _stack(make_stack, PODCREW_SIM_LATENCY_S="30", PODCREW_SIM_TTFT_S="30")
+    started = time.monotonic()
+    with httpx.Client(base_url=stack.config.api_url, timeout=40) as client:
+        response = client.post(
+            "/v1/runs?wait=30", json={"question": QUESTION, "budget": {"deadline_s": 2}}
+        )
+    elapsed = time.monotonic() - started
+    run = response.json()
+    assert run["status"] == "failed"
+    assert run["error"]["type"] in ("deadline-exceeded", "llm-timeout")
+    assert elapsed < 2 + 3, f"the run outlived its 2 s deadline by {elapsed - 2:.1f} s"
+
+
+def test_a_stream_error_reaches_the_sse_client_as_a_final_event(make_stack: Any) -> None:
+    # Each research call makes two 1 s LLM calls in parallel with the others; 1.5 s after they
+    # start, every research request has reached the server, so a fault switched on then hits
+    # only the writer's streamed call, which drops its connection mid-stream.
+    stack = _stack(make_stack, PODCREW_SIM_LATENCY_S="1.0", PODCREW_LLM_MAX_ATTEMPTS="1")
+    with httpx.Client(base_url=stack.config.api_url, timeout=30) as client:
+        run_id = client.post("/v1/runs", json={"question": QUESTION}).json()["id"]
+        seen: list[str] = []
+        with connect_sse(client, "GET", f"/v1/runs/{run_id}/events") as source:
+            for sse in source.iter_sse():
+                seen.append(sse.event)
+                if sse.event == "research.started" and seen.count("research.started") == 1:
+                    time.sleep(1.5)
+                    _faults(stack, rate_drop=1.0)
+        # The loop ended by itself: the server closed the stream after the final event.
+    assert seen[-1] == "run.failed"
+    assert "writer.started" in seen
+    run = httpx.get(f"{stack.config.api_url}/v1/runs/{run_id}").json()
+    assert run["status"] == "failed"
+    assert "writer" in run["error"]["detail"] or run["error"]["type"].startswith("llm")
+    streamed = [c for c in _calls(stack) if c["stream"]]
+    assert [c["fault"] for c in streamed] == ["drop"]

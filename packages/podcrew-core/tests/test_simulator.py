@@ -610,3 +610,34 @@ async def test_unknown_route_is_a_404_in_the_apis_shape(sim: anthropic.AsyncAnth
     assert isinstance(caught.value.body, dict)
     assert caught.value.body["error"]["type"] == "not_found_error"
     assert caught.value.request_id is not None
+
+
+async def test_anthropic_provider_honours_the_sdk_environment(
+    launcher: Launcher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`ANTHROPIC_BASE_URL` and `ANTHROPIC_API_KEY` alone point podcrew's provider at a
+    gateway: here, the simulator."""
+    from podcrew_core.llm import LLMRequest, LLMSettings, Message, Stage, create_provider
+    from podcrew_core.llm.protocol import KB_SEARCH_SPEC, research_message
+
+    base_url = await asyncio.to_thread(launcher.start, SimulatorSettings())
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", base_url)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test-key-from-env")
+    provider = create_provider(LLMSettings(provider="anthropic"))
+    try:
+        request = LLMRequest(
+            stage=Stage.RESEARCH,
+            model="claude-haiku-4-5",
+            system="You research.",
+            messages=[Message(role="user", content=research_message("What is a generator?", "Q?"))],
+            tools=[KB_SEARCH_SPEC],
+        )
+        response = await provider.complete(request)
+    finally:
+        await provider.aclose()
+    assert response.tool_uses()[0].name == "kb_search"
+    assert response.usage.cost_usd > 0  # priced by the metered layer
+    client = anthropic.AsyncAnthropic(base_url=base_url, api_key="x", max_retries=0)
+    calls = await sim_calls(client)
+    await client.close()
+    assert len(calls) == 1 and calls[0]["model"] == "claude-haiku-4-5"
