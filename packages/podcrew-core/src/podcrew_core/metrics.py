@@ -176,13 +176,14 @@ RUN_DURATION = Histogram(
 )
 RUN_COST = Counter(
     "podcrew_run_cost_usd",
-    "Spend of finished runs in US dollars, by model tier (economy, standard, premium).",
-    ["tier"],
+    "Spend of finished runs in US dollars, by model tier (economy, standard, premium) and "
+    "tenant class (a bounded grouping of tenants set in their limits, never the tenant).",
+    ["tier", "tenant_class"],
 )
 RUN_TOKENS = Counter(
     "podcrew_run_tokens",
-    "Tokens of finished runs, by model tier.",
-    ["tier"],
+    "Tokens of finished runs, by model tier and tenant class.",
+    ["tier", "tenant_class"],
 )
 FANOUT_WIDTH = Histogram(
     "podcrew_run_fanout_width",

@@ -21,6 +21,11 @@ from podcrew_orchestrator.keys import Keys
 
 
 class TenantLimits(BaseModel):
+    tenant_class: str = Field(
+        default="standard",
+        pattern=r"^[a-z0-9-]{1,32}$",
+        description="Group of tenants in cost metrics (a label: keep the set of classes small).",
+    )
     requests_per_minute: int = Field(default=120, ge=1, description="Run submissions a minute.")
     burst: int = Field(default=20, ge=1, description="Submissions allowed at once above the rate.")
     concurrent_runs: int = Field(default=20, ge=1, description="Unfinished runs at once.")

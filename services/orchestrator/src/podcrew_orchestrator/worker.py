@@ -438,6 +438,7 @@ class Worker:
                 error=error.type if error else None,
                 tokens=run.usage.total_tokens,
             )
-            RUN_COST.labels(run.tier).inc(run.cost_usd)
-            RUN_TOKENS.labels(run.tier).inc(run.usage.total_tokens)
+            tenant_class = self.settings.limits_for(run.tenant).tenant_class
+            RUN_COST.labels(run.tier, tenant_class).inc(run.cost_usd)
+            RUN_TOKENS.labels(run.tier, tenant_class).inc(run.usage.total_tokens)
             log_run_audit(run, outcome.tool_calls)
