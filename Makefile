@@ -5,13 +5,13 @@ SHELL := /bin/bash
 UV ?= $(shell command -v uv 2>/dev/null || echo "$(HOME)/.local/bin/uv")
 PYTEST_ARGS ?=
 
-.PHONY: help setup run up test test-unit test-integration test-containers lint format clean images base-image chart-test kind dev
+.PHONY: help setup run up test test-unit test-integration test-containers lint format clean images base-image chart-test kind-up kind-down deploy e2e dev
 
 BASE_IMAGE ?= python:3.12-slim
 IMAGE_TAG ?= dev
 
 help: ## Show this help
-	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
 
 $(UV):
 	python3 -m pip install --user --quiet uv || python3 -m pip install --user --quiet --break-system-packages uv
@@ -46,8 +46,17 @@ base-image: ## Build the air-gapped Python base from Debian packages (debootstra
 chart-test: setup ## Lint, install (recorded) and validate the Helm chart for Kubernetes 1.31-1.35; no cluster needed
 	$(UV) run --frozen pytest tests/chart $(PYTEST_ARGS)
 
-kind: ## Create the local kind cluster (k8s/kind/cluster.yaml)
-	kind create cluster --config k8s/kind/cluster.yaml
+kind-up: ## Create the local kind cluster (k8s/kind/cluster.yaml)
+	kind get clusters | grep -qx podcrew || kind create cluster --config k8s/kind/cluster.yaml
+
+kind-down: ## Delete the local kind cluster
+	kind delete cluster --name podcrew
+
+deploy: ## Install or upgrade podcrew on the current cluster with the kind values
+	helm upgrade --install podcrew charts/podcrew -n podcrew --create-namespace -f k8s/examples/values-kind.yaml --wait
+
+e2e: ## On kind with add-ons: install, ask a question, check scaling reacts to load (needs Docker, kind, helm, registry access)
+	scripts/e2e.sh
 
 dev: ## Build, load and deploy to the kind cluster on every change (skaffold dev -p kind)
 	skaffold dev -p kind
