@@ -8,7 +8,7 @@
 #                       scripts/build-base-image.sh)
 #   --tag TAG           image tag (default dev)
 #   --prefix PREFIX     repository prefix (default podcrew, giving podcrew/<service>:TAG)
-#   SERVICE...          a subset of: orchestrator research-agent writer-agent
+#   SERVICE...          a subset of: orchestrator research-agent writer-agent operator
 # Env: DOCKER_BUILD_ARGS  extra arguments for every `docker build` (e.g. --no-cache)
 #
 # Builds use the host network (`--network host`): the daemon may run without a bridge, and
@@ -33,7 +33,7 @@ while [ $# -gt 0 ]; do
     *) SERVICES+=("$1"); shift ;;
   esac
 done
-[ ${#SERVICES[@]} -gt 0 ] || SERVICES=(orchestrator research-agent writer-agent)
+[ ${#SERVICES[@]} -gt 0 ] || SERVICES=(orchestrator research-agent writer-agent operator)
 
 for service in "${SERVICES[@]}"; do
   [ -f "services/$service/Dockerfile" ] || { echo "build-images: no services/$service/Dockerfile" >&2; exit 2; }

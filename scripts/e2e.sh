@@ -45,14 +45,15 @@ helm upgrade --install keda kedacore/keda -n keda --create-namespace \
 
 step "images"
 scripts/build-images.sh --prefix "$PREFIX" --tag "$TAG"
-for image in orchestrator research-agent writer-agent; do
+for image in orchestrator research-agent writer-agent operator; do
   kind load docker-image --name "$CLUSTER" "$PREFIX/$image:$TAG"
 done
 
 step "podcrew"
 helm upgrade --install podcrew charts/podcrew -n "$NS" --create-namespace \
   -f k8s/examples/values-kind.yaml --set orchestrator.image.tag="$TAG" \
-  --set researchAgent.image.tag="$TAG" --set writerAgent.image.tag="$TAG" --wait --timeout 10m
+  --set researchAgent.image.tag="$TAG" --set writerAgent.image.tag="$TAG" \
+  --set operator.image.tag="$TAG" --wait --timeout 10m
 helm test podcrew -n "$NS" --logs
 
 step "a question"

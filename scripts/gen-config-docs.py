@@ -16,6 +16,7 @@ from podcrew_core.llm.settings import LLMSettings
 from podcrew_core.llm.simulator import SimulatorSettings
 from podcrew_core.settings import RedisSettings
 from podcrew_core.webhooks import WebhookSettings
+from podcrew_operator.settings import OperatorSettings
 from podcrew_orchestrator.settings import OrchestratorSettings
 from podcrew_research.settings import ResearchSettings
 from podcrew_writer.settings import WriterSettings
@@ -28,6 +29,7 @@ SECTIONS: list[tuple[str, type[BaseSettings], str]] = [
     ("Writer agent", WriterSettings, "writer-agent"),
     ("Internal service token", ServiceTokenSettings, "orchestrator worker and the agents"),
     ("Completion webhooks", WebhookSettings, "orchestrator api and worker"),
+    ("Operator", OperatorSettings, "podcrew-operator"),
     ("Simulated Messages API", SimulatorSettings, "podcrew simulate-llm"),
 ]
 HEADER = """# Configuration

@@ -53,6 +53,11 @@ RESOURCES: tuple[tuple[str, str, str, bool], ...] = (
     ("monitoring.coreos.com/v1", "prometheusrules", "PrometheusRule", True),
     ("keda.sh/v1alpha1", "scaledobjects", "ScaledObject", True),
     ("keda.sh/v1alpha1", "triggerauthentications", "TriggerAuthentication", True),
+    ("rbac.authorization.k8s.io/v1", "roles", "Role", True),
+    ("rbac.authorization.k8s.io/v1", "rolebindings", "RoleBinding", True),
+    ("rbac.authorization.k8s.io/v1", "clusterroles", "ClusterRole", False),
+    ("rbac.authorization.k8s.io/v1", "clusterrolebindings", "ClusterRoleBinding", False),
+    ("apiextensions.k8s.io/v1", "customresourcedefinitions", "CustomResourceDefinition", False),
 )
 CRD_SCHEMAS = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"): "servicemonitor.json",
@@ -315,12 +320,14 @@ class RecordingAPIServer:
 
 @dataclass
 class Release:
-    """What one `helm install` sent to the cluster, plus its test hooks and NOTES."""
+    """What one `helm install` sent to the cluster, plus its test hooks and NOTES. The CRDs
+    Helm installs from `crds/` (never templated, so without release labels) are kept apart."""
 
     objects: list[dict[str, Any]]
     hooks: list[dict[str, Any]]
     notes: str
     values: dict[str, Any]
+    crds: list[dict[str, Any]] = field(default_factory=list)
 
     def all(self) -> list[dict[str, Any]]:
         return self.objects + self.hooks
@@ -389,7 +396,9 @@ class HelmEngine:
                 burst_limit=1000,
             ) as cfg:
                 cfg.install(str(CHART_DIR), RELEASE, values, namespace=NAMESPACE, timeout=60)
-            objects = self.server.applied()
+            applied = self.server.applied()
+        crds = [o for o in applied if o["kind"] == "CustomResourceDefinition"]
+        objects = [o for o in applied if o["kind"] != "CustomResourceDefinition"]
         rendered = self.render(values)
         hooks = [
             doc
@@ -399,7 +408,7 @@ class HelmEngine:
             if doc
         ]
         notes = next((text for path, text in rendered.items() if path.endswith("NOTES.txt")), "")
-        return Release(objects=objects, hooks=hooks, notes=notes, values=values)
+        return Release(objects=objects, hooks=hooks, notes=notes, values=values, crds=crds)
 
     def release(self, values_file: str, kube_version: str = KUBE_VERSIONS[0]) -> Release:
         """Install of one ci/ values file, cached for the session."""

@@ -14,7 +14,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "podcrew"
-EXAMPLES = sorted((ROOT / "k8s" / "examples").glob("*.yaml"))
+# Chart values examples (k8s/examples/agentrun.yaml is an AgentRun, tested in tests/operator).
+EXAMPLES = sorted((ROOT / "k8s" / "examples").glob("values-*.yaml"))
 
 
 def _skaffold() -> dict[str, Any]:
@@ -43,6 +44,7 @@ def test_skaffold_builds_every_image_the_chart_runs() -> None:
         values["orchestrator"]["image"]["repository"],
         values["researchAgent"]["image"]["repository"],
         values["writerAgent"]["image"]["repository"],
+        values["operator"]["image"]["repository"],
     }
     for section in [config, *[p for p in config["profiles"] if "build" in p]]:
         artifacts = section["build"]["artifacts"]

@@ -38,19 +38,21 @@ AIR_GAPPED_BASE = "podcrew/base:bookworm"
 # Another base (python:3.12-slim where a registry is reachable) is used as given, not built.
 BASE_IMAGE = os.environ.get("PODCREW_BASE_IMAGE", AIR_GAPPED_BASE)
 TAG = "containers-test"
-SERVICES = ("orchestrator", "research-agent", "writer-agent")
+SERVICES = ("orchestrator", "research-agent", "writer-agent", "operator")
 MEMBERS = (
     "podcrew_core",
     "podcrew_cli",
     "podcrew_orchestrator",
     "podcrew_research",
     "podcrew_writer",
+    "podcrew_operator",
 )
 # Which workspace members each image may contain, and nothing else.
 EXPECTED_MEMBERS = {
     "orchestrator": {"podcrew_core", "podcrew_cli", "podcrew_orchestrator"},
     "research-agent": {"podcrew_core", "podcrew_research"},
     "writer-agent": {"podcrew_core", "podcrew_writer"},
+    "operator": {"podcrew_core", "podcrew_operator"},
 }
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 HARDENING = [

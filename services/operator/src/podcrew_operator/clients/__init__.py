@@ -1,0 +1,1 @@
+"""Typed HTTP clients: the orchestrator's public API and the Kubernetes API."""
