@@ -154,6 +154,7 @@ def test_values_defaults_are_the_operators_defaults() -> None:
     from pathlib import Path
 
     import yaml
+
     from podcrew_operator.settings import OperatorSettings
 
     values = yaml.safe_load(

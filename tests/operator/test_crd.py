@@ -15,10 +15,10 @@ from typing import Any, get_args
 
 import pytest
 import yaml
-from podcrew_operator.resource import API_VERSION, KIND, PLURAL, AgentRunSpec
-from podcrew_operator.status import SUBMITTED, Condition, merge_conditions, run_fields
 
 from podcrew_core.schemas import MAX_QUESTION_CHARS, Run, RunResult, RunStatus, Tier, Usage
+from podcrew_operator.resource import API_VERSION, KIND, PLURAL, AgentRunSpec
+from podcrew_operator.status import SUBMITTED, Condition, merge_conditions, run_fields
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "k8s" / "examples" / "agentrun.yaml"

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+
 from podcrew_operator.clients.kubernetes import KubernetesClient
 from podcrew_operator.driver import (
     Runtime,

@@ -7,6 +7,7 @@ from typing import Any
 
 import kopf
 import pytest
+
 from podcrew_operator.clients.kubernetes import KubernetesClient
 from podcrew_operator.clients.orchestrator import OrchestratorClient
 from podcrew_operator.driver import Runtime

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from podcrew_operator.clients.kubernetes import Connection, KubernetesClient, ObjectRef
 from podcrew_operator.errors import ConfigMapNotOwned, KubernetesUnavailable, ObjectGone
 

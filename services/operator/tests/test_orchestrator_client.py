@@ -8,6 +8,8 @@ from typing import Any
 
 import httpx
 import pytest
+
+from podcrew_core.schemas import Run, RunCreate, RunStatus
 from podcrew_operator.clients.orchestrator import OrchestratorClient, create_http_client
 from podcrew_operator.errors import (
     OrchestratorRejected,
@@ -16,8 +18,6 @@ from podcrew_operator.errors import (
     RunLost,
 )
 from podcrew_operator.settings import OperatorSettings
-
-from podcrew_core.schemas import Run, RunCreate, RunStatus
 
 BODY = RunCreate(question="What is a generator?")
 

@@ -6,6 +6,8 @@ import json
 from datetime import UTC, datetime
 
 import pytest
+
+from podcrew_core.schemas import Run, RunResult, RunStatus, Source, SourceRef
 from podcrew_operator.report import (
     MAX_REPORT_BYTES,
     REPORT_KEY,
@@ -14,8 +16,6 @@ from podcrew_operator.report import (
     fit_report,
     is_owned_by,
 )
-
-from podcrew_core.schemas import Run, RunResult, RunStatus, Source, SourceRef
 
 AGENTRUN = {"metadata": {"name": "q1", "namespace": "ns", "uid": "uid-1"}}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from podcrew_operator.errors import InvalidSpec
 from podcrew_operator.resource import (
     MAX_NAME_CHARS,

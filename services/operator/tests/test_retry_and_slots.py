@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 import pytest
+
 from podcrew_operator.retry import MAX_RETRY_AFTER_S, delay_s, next_poll_s
 from podcrew_operator.slots import Slots
 

@@ -6,9 +6,10 @@ import importlib
 import sys
 
 import pytest
+from pydantic import ValidationError
+
 from podcrew_operator.__main__ import main
 from podcrew_operator.settings import OperatorSettings
-from pydantic import ValidationError
 
 
 def test_env_prefix_and_secret(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from podcrew_core.schemas import Run, RunError, RunResult, RunStatus, Usage
 from podcrew_operator.status import (
     FINISHED,
     SUBMITTED,
@@ -15,8 +16,6 @@ from podcrew_operator.status import (
     progress_condition,
     run_fields,
 )
-
-from podcrew_core.schemas import Run, RunError, RunResult, RunStatus, Usage
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
