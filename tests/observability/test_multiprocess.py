@@ -94,16 +94,23 @@ def test_counts_from_every_worker_are_merged(writer_with_workers: tuple[str, Pat
     from prometheus_client import multiprocess
 
     # Both workers served some of them: each process's own file holds only its share.
-    per_process = []
-    for path in sorted(multiproc.glob("counter_*.db")):
-        counted = 0.0
-        for metric in multiprocess.MultiProcessCollector.merge([str(path)], accumulate=False):
-            for sample in metric.samples:
-                if sample.name == "podcrew_http_server_requests_total" and (
-                    sample.labels.get("route") == "unmatched"
-                ):
-                    counted += sample.value
-        per_process.append(counted)
+    def shares() -> list[float]:
+        per_process = []
+        for path in sorted(multiproc.glob("counter_*.db")):
+            counted = 0.0
+            for metric in multiprocess.MultiProcessCollector.merge([str(path)], accumulate=False):
+                for sample in metric.samples:
+                    if sample.name == "podcrew_http_server_requests_total" and (
+                        sample.labels.get("route") == "unmatched"
+                    ):
+                        counted += sample.value
+            per_process.append(counted)
+        return per_process
+
+    # A request is counted just after its response is sent: give the last one a moment.
+    deadline = time.monotonic() + 2
+    while sum(per_process := shares()) < REQUESTS and time.monotonic() < deadline:
+        time.sleep(0.02)
     assert sum(per_process) == REQUESTS
     assert sum(1 for n in per_process if n) == WORKERS, per_process
 
