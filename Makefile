@@ -5,7 +5,7 @@ SHELL := /bin/bash
 UV ?= $(shell command -v uv 2>/dev/null || echo "$(HOME)/.local/bin/uv")
 PYTEST_ARGS ?=
 
-.PHONY: help setup run up test test-unit test-integration test-containers lint format clean images base-image chart-test kind-up kind-down deploy e2e dev
+.PHONY: help setup run up test test-unit test-integration test-containers lint format clean images base-image chart-test kind-up kind-down deploy e2e dev bench
 
 BASE_IMAGE ?= python:3.12-slim
 IMAGE_TAG ?= dev
@@ -60,6 +60,9 @@ e2e: ## On kind with add-ons: install, ask a question, check scaling reacts to l
 
 dev: ## Build, load and deploy to the kind cluster on every change (skaffold dev -p kind)
 	skaffold dev -p kind
+
+bench: setup ## Benchmark the stack on loopback against a conventional baseline (~6-9 min); results in bench/results/
+	$(UV) run --frozen python -m bench $(BENCH_ARGS)
 
 lint: setup ## ruff, mypy --strict and the import-linter contracts
 	$(UV) run --frozen ruff check .

@@ -75,11 +75,19 @@ class InstrumentedRedis(Redis):
         )
 
 
+MAX_CONNECTIONS = 8192
+
+
 def create_redis(settings: RedisSettings) -> Redis:
     """A pooled client that rides out a Redis restart: commands retry with jittered backoff."""
     return InstrumentedRedis.from_url(
         settings.url.get_secret_value(),
         decode_responses=True,
+        # Every waiting `?wait=` request and every open event stream holds a connection for
+        # its blocking read, so the pool must outgrow what admission control lets in (the
+        # api's max_concurrency plus max_event_streams); redis-py's default of 100 made the
+        # api answer 503 past 100 waiters under load (found by `make bench`).
+        max_connections=MAX_CONNECTIONS,
         health_check_interval=15,
         socket_connect_timeout=2.0,
         # About 5 s of retries: long enough to ride out a Redis restart or failover.

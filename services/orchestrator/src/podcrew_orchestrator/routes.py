@@ -11,6 +11,7 @@ import anyio
 import orjson
 import structlog
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from redis.exceptions import RedisError
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from podcrew_core.admission import Admission
@@ -224,13 +225,15 @@ async def _follow(
             await asyncio.wait({read, stop}, return_when=asyncio.FIRST_COMPLETED)
             if not read.done():
                 read.cancel()
-                yield ServerSentEvent(
-                    data=orjson.dumps({"reason": "server shutting down", "resume": True}).decode(),
-                    event="stream.closing",
-                    retry=SSE_RETRY_MS,
-                )
+                yield _closing("server shutting down")
                 return
-            events = read.result()
+            try:
+                events = read.result()
+            except RedisError:
+                # The store is unreachable for longer than its retries: end the stream the
+                # way a shutdown does, so the client resumes from its Last-Event-ID.
+                yield _closing("state store unavailable")
+                return
             for event in events:
                 yield ServerSentEvent(data=event.data, event=event.type, id=event.id)
                 cursor = event.id
@@ -245,6 +248,16 @@ async def _follow(
             block_ms = SSE_BLOCK_MS
     finally:
         stop.cancel()
+
+
+def _closing(reason: str) -> ServerSentEvent:
+    """The last event of a stream the server ends early; it has no id, so the client's
+    Last-Event-ID still names the last real event and a reconnect resumes without a gap."""
+    return ServerSentEvent(
+        data=orjson.dumps({"reason": reason, "resume": True}).decode(),
+        event="stream.closing",
+        retry=SSE_RETRY_MS,
+    )
 
 
 def _valid_id(value: str) -> bool:

@@ -1,0 +1,1 @@
+"""The conventional single-service implementation podcrew is compared with (see app.py)."""

@@ -1,0 +1,214 @@
+"""`python -m bench.hopbench`: what one LLM hop costs with each HTTP client, in isolation.
+
+Starts podcrew's simulated Messages API (alone, on loopback) and sends it the same research
+request with several clients, one call at a time and then `--concurrency` at once. For each
+call: the client's elapsed time minus the simulator's own duration for that call (matched by
+the `request-id` it answers with) is the hop overhead (both HTTP stacks and the loopback),
+and the client process's CPU time per call is what the client stack costs. The simulator's
+server stack is the same for every client, so the differences are the clients'.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+
+from bench import analysis
+from podcrew_cli.stack import LOOPBACK, free_port
+
+REQUEST: dict[str, Any] = {
+    "model": "claude-haiku-4-5",
+    "max_tokens": 1024,
+    "system": [
+        {
+            "type": "text",
+            "text": "You are a research agent.",
+            "cache_control": {"type": "ephemeral"},
+        }
+    ],
+    "messages": [
+        {
+            "role": "user",
+            "content": "Sub-question: What are the mechanics of Python generators?\n"
+            "Original question: How do Python generators work?",
+        }
+    ],
+    "tools": [
+        {
+            "name": "kb_search",
+            "description": "Search the knowledge base.",
+            "input_schema": {
+                "type": "object",
+                "properties": {"query": {"type": "string"}, "k": {"type": "integer"}},
+                "required": ["query"],
+            },
+        },
+        {
+            "name": "submit_findings",
+            "description": "Submit your findings.",
+            "input_schema": {
+                "type": "object",
+                "properties": {"findings": {"type": "array", "items": {"type": "object"}}},
+                "required": ["findings"],
+            },
+            "cache_control": {"type": "ephemeral"},
+        },
+    ],
+}
+HEADERS = {
+    "x-api-key": "simulated",
+    "anthropic-version": "2023-06-01",
+    "content-type": "application/json",
+}
+
+Call = Callable[[], Awaitable[str]]  # returns the simulator's request id
+
+
+async def clients(url: str) -> dict[str, tuple[Call, Callable[[], Awaitable[None]]]]:
+    import aiohttp
+    import anthropic
+    import httpx2
+
+    body = json.dumps(REQUEST).encode()
+    out: dict[str, tuple[Call, Callable[[], Awaitable[None]]]] = {}
+
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1000))
+
+    async def aiohttp_call() -> str:
+        async with session.post(f"{url}/v1/messages", data=body, headers=HEADERS) as r:
+            await r.read()
+            return r.headers["request-id"]
+
+    out["aiohttp (raw)"] = (aiohttp_call, session.close)
+
+    for name, module in (("httpx (raw)", httpx), ("httpx2 (raw)", httpx2)):
+        limits = module.Limits(max_connections=1000, max_keepalive_connections=1000)
+        client = module.AsyncClient(limits=limits)
+
+        def make(c: Any) -> Call:
+            async def call() -> str:
+                r = await c.post(f"{url}/v1/messages", content=body, headers=HEADERS)
+                return str(r.headers["request-id"])
+
+            return call
+
+        out[name] = (make(client), client.aclose)
+
+    for name, http in (
+        (
+            "anthropic SDK over httpx2 (podcrew today)",
+            httpx2.AsyncClient(
+                limits=httpx2.Limits(max_connections=1000, max_keepalive_connections=1000)
+            ),
+        ),
+        (
+            "anthropic SDK over aiohttp (DefaultAioHttpClient)",
+            anthropic.DefaultAioHttpClient(
+                limits=httpx2.Limits(max_connections=1000, max_keepalive_connections=1000)
+            ),
+        ),
+    ):
+        sdk = anthropic.AsyncAnthropic(
+            base_url=url, api_key="simulated", max_retries=0, http_client=http
+        )
+
+        def make_sdk(s: Any) -> Call:
+            async def call() -> str:
+                raw = await s.messages.with_raw_response.create(**REQUEST)
+                await raw.parse()
+                return str(raw.headers["request-id"])
+
+            return call
+
+        out[name] = (make_sdk(sdk), http.aclose)
+    return out
+
+
+async def measure(url: str, calls: int, concurrency: int) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    async with httpx.AsyncClient(base_url=url) as admin:
+        for name, (call, close) in (await clients(url)).items():
+            for _ in range(20):  # warm-up: connections, first-call paths
+                await call()
+            for mode, width in (("sequential", 1), (f"{concurrency} at once", concurrency)):
+                await admin.delete("/_sim/calls")
+                elapsed: dict[str, float] = {}
+
+                async def one(call: Call = call, elapsed: dict[str, float] = elapsed) -> None:
+                    started = time.perf_counter()
+                    request_id = await call()
+                    elapsed[request_id] = time.perf_counter() - started
+
+                cpu_before = time.process_time()
+                for _ in range(calls // width):
+                    await asyncio.gather(*(one() for _ in range(width)))
+                cpu = time.process_time() - cpu_before
+                server = {c["id"]: c["duration_s"] for c in (await admin.get("/_sim/calls")).json()}
+                overhead = [t - server[i] for i, t in elapsed.items() if i in server]
+                results.setdefault(name, {})[mode] = {
+                    "hop_overhead_ms": analysis.summary(overhead, 1000),
+                    "client_cpu_ms_per_call": round(1000 * cpu / max(1, len(elapsed)), 3),
+                }
+            await close()
+    return results
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.hopbench", description=__doc__)
+    parser.add_argument("--calls", type=int, default=400)
+    parser.add_argument("--concurrency", type=int, default=10)
+    parser.add_argument("--latency", type=float, default=0.0, help="simulated seconds per call")
+    args = parser.parse_args()
+    port = free_port()
+    env = {
+        **os.environ,
+        "PODCREW_SIM_PORT": str(port),
+        "PODCREW_SIM_HOST": LOOPBACK,
+        "PODCREW_SIM_LATENCY_S": str(args.latency),
+        "PODCREW_SIM_LOG_LEVEL": "WARNING",
+    }
+    sim = subprocess.Popen(
+        [sys.executable, "-m", "podcrew_cli", "simulate-llm"], env=env, stdout=subprocess.DEVNULL
+    )
+    url = f"http://{LOOPBACK}:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/healthz").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline or sim.poll() is not None:
+                raise RuntimeError("simulator did not start")
+            time.sleep(0.1)
+        try:
+            import uvloop
+
+            results = uvloop.run(measure(url, args.calls, args.concurrency))
+        except ImportError:  # pragma: no cover
+            results = asyncio.run(measure(url, args.calls, args.concurrency))
+    finally:
+        sim.terminate()
+        sim.wait(10)
+    print("| client | mode | hop overhead p50 (ms) | p95 | client CPU ms/call |")
+    print("|---|---|---|---|---|")
+    for name, modes in results.items():
+        for mode, r in modes.items():
+            h, cpu = r["hop_overhead_ms"], r["client_cpu_ms_per_call"]
+            print(f"| {name} | {mode} | {h['p50']:.2f} | {h['p95']:.2f} | {cpu:.2f} |")
+    print(json.dumps(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
