@@ -22,6 +22,7 @@ from prometheus_client import REGISTRY
 from pydantic import ValidationError
 
 from podcrew_core.egress import EgressGuard, EgressPolicy, create_client
+from podcrew_core.resilience import backoff_s, retry_after_s, should_retry_status
 from podcrew_core.webhooks import (
     DELIVERY_HEADER,
     SIGNATURE_HEADER,
@@ -29,9 +30,6 @@ from podcrew_core.webhooks import (
     WebhookSender,
     WebhookSettings,
     WebhooksNotConfigured,
-    backoff_s,
-    retry_after_s,
-    should_retry_status,
     sign,
     signature_header,
     verify,

@@ -9,6 +9,7 @@ bookkeeping between awaits, so none is needed).
 
 from __future__ import annotations
 
+import email.utils
 import random
 import time
 from collections import deque
@@ -51,16 +52,46 @@ def should_retry(error: BaseException) -> bool:
     return isinstance(error, LLMError) and error.retryable
 
 
-def retry_delay_s(attempt: int, retry_after_s: float | None, rng: random.Random) -> float:
-    """Seconds to wait before retry number `attempt` (0-based).
+def should_retry_status(status: int) -> bool:
+    """Retry only HTTP answers that can change on a second try: 408, 429 and 5xx."""
+    return status in (408, 429) or 500 <= status <= 599
 
-    The upstream's `retry-after` wins when it gives one; otherwise exponential backoff with
-    full jitter, so a crowd of clients that failed together does not retry together.
-    """
-    if retry_after_s is not None:
-        return max(0.0, retry_after_s)
-    ceiling = min(MAX_RETRY_DELAY_S, INITIAL_RETRY_DELAY_S * 2**attempt)
-    return rng.uniform(0.0, ceiling)
+
+def retry_after_s(value: str | None, now: float) -> float | None:
+    """Seconds a `Retry-After` header asks for (delta-seconds or HTTP-date), or None."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - now)
+
+
+def backoff_s(
+    attempt: int,
+    retry_after: float | None,
+    *,
+    base_s: float,
+    max_s: float,
+    rng: random.Random,
+) -> float:
+    """Seconds to wait before retry number `attempt` (0-based): the upstream's `Retry-After`
+    when it gave one, else exponential backoff with full jitter capped at `max_s`, so a crowd
+    of clients that failed together does not retry together."""
+    if retry_after is not None:
+        return max(0.0, retry_after)
+    return rng.uniform(0.0, min(max_s, base_s * 2**attempt))
+
+
+def retry_delay_s(attempt: int, retry_after_s: float | None, rng: random.Random) -> float:
+    """Seconds to wait before LLM retry number `attempt` (0-based)."""
+    return backoff_s(
+        attempt, retry_after_s, base_s=INITIAL_RETRY_DELAY_S, max_s=MAX_RETRY_DELAY_S, rng=rng
+    )
 
 
 # --- retry budget -------------------------------------------------------------------------

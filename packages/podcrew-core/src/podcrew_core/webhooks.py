@@ -29,7 +29,6 @@ final rejection.
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import hashlib
 import hmac
 import random
@@ -53,6 +52,7 @@ from podcrew_core.egress import (
     system_resolver,
 )
 from podcrew_core.errors import BadRequest, BlockedURL
+from podcrew_core.resilience import backoff_s, retry_after_s, should_retry_status
 
 log = structlog.get_logger(__name__)
 
@@ -142,43 +142,6 @@ def verify(
         return False
     expected = sign(secret, timestamp, body)
     return hmac.compare_digest(expected.encode(), digest.encode())
-
-
-# --- retry policy ---------------------------------------------------------------------------
-
-
-def should_retry_status(status: int) -> bool:
-    """Retry only answers that can change on a second try: 408, 429 and 5xx."""
-    return status in (408, 429) or 500 <= status <= 599
-
-
-def retry_after_s(value: str | None, now: float) -> float | None:
-    """Seconds a `Retry-After` header asks for (delta-seconds or HTTP-date), or None."""
-    if value is None:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - now)
-
-
-def backoff_s(
-    attempt: int,
-    retry_after: float | None,
-    *,
-    base_s: float,
-    max_s: float,
-    rng: random.Random,
-) -> float:
-    """Seconds to wait before retry number `attempt` (0-based): the receiver's `Retry-After`
-    when it gave one, else exponential backoff with full jitter capped at `max_s`."""
-    if retry_after is not None:
-        return retry_after
-    return rng.uniform(0.0, min(max_s, base_s * 2**attempt))
 
 
 def _status_label(status: int) -> str:

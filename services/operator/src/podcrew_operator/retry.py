@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import random
 
-from podcrew_core.webhooks import backoff_s, retry_after_s, should_retry_status
+from podcrew_core.resilience import backoff_s, retry_after_s, should_retry_status
 
 __all__ = ["MAX_RETRY_AFTER_S", "delay_s", "next_poll_s", "retry_after_s", "should_retry_status"]
 
