@@ -37,6 +37,8 @@ def test_sensitive_values_are_masked(text: str, kind: str) -> None:
         "HTTP 429 after 2 attempts",
         "finished 2026-11-23T15:31:38.073318Z",
         "entry 1795447982564-0",
+        "Cannot connect to host 127.0.0.1:8081",
+        "peer 10.244.12.130 reset the connection",
     ],
 )
 def test_ordinary_text_is_left_alone(text: str) -> None:

@@ -641,3 +641,267 @@ async def test_anthropic_provider_honours_the_sdk_environment(
     calls = await sim_calls(client)
     await client.close()
     assert len(calls) == 1 and calls[0]["model"] == "claude-haiku-4-5"
+
+
+# --- podcrew's provider, over aiohttp -----------------------------------------------------
+
+
+@pytest.fixture
+async def start_provider(launcher: Launcher) -> AsyncIterator[Callable[..., Awaitable[Any]]]:
+    """Starts a simulator; returns podcrew's `AnthropicProvider` for it and an SDK client."""
+    from podcrew_core.llm import LLMSettings
+    from podcrew_core.llm.anthropic import AnthropicProvider
+
+    opened: list[Any] = []
+
+    async def start(
+        llm: dict[str, Any] | None = None, **settings: Any
+    ) -> tuple[AnthropicProvider, anthropic.AsyncAnthropic]:
+        base_url = await asyncio.to_thread(launcher.start, SimulatorSettings(**settings))
+        provider = AnthropicProvider(LLMSettings(**(llm or {})), base_url=base_url, api_key="k")
+        client = anthropic.AsyncAnthropic(base_url=base_url, api_key="k", max_retries=0)
+        opened.extend([provider, client])
+        return provider, client
+
+    yield start
+    for item in opened:
+        await (item.aclose() if hasattr(item, "aclose") else item.close())
+
+
+def _llm_request(content: str, *, tools: bool) -> Any:
+    from podcrew_core.llm import LLMRequest, Message, Stage
+
+    return LLMRequest(
+        stage=Stage.RESEARCH if tools else Stage.WRITE,
+        model=MODEL,
+        system="You answer.",
+        messages=[Message(role="user", content=content)],
+        tools=[KB_SEARCH_SPEC, FETCH_URL_SPEC] if tools else [],
+        max_tokens=2048,
+    )
+
+
+@pytest.mark.parametrize("tools", [False, True], ids=["text", "tool_use"])
+async def test_provider_reads_what_the_sdks_models_and_message_stream_read(
+    start_provider: Callable[..., Awaitable[Any]], tools: bool
+) -> None:
+    """Read as JSON, a reply and a stream accumulated by podcrew give the message (text,
+    tool input, stop reason, every usage count) that the SDK's `Message` and `MessageStream`
+    give for the same call."""
+    from podcrew_core.llm import StreamEnd, TextDelta
+    from podcrew_core.llm.anthropic import from_json, to_params
+
+    provider, client = await start_provider()
+    content = RESEARCH["content"] if tools else WRITE["content"]
+    request = _llm_request(content, tools=tools)
+    await provider.complete(request)  # the prompt cache is written once, then read by all
+    plain = await client.messages.create(**to_params(request))
+    got_plain = await provider.complete(request)
+    assert got_plain.model_copy(update={"latency_s": 0.0}) == from_json(
+        plain.model_dump(mode="json"), 0.0
+    )
+    async with client.messages.stream(**to_params(request)) as reference:
+        final = await reference.get_final_message()
+    expected = from_json(final.model_dump(mode="json"), 0.0)
+
+    events = [event async for event in provider.stream(request)]
+    deltas = [e.text for e in events if isinstance(e, TextDelta)]
+    [end] = [e for e in events if isinstance(e, StreamEnd)]
+    assert events[-1] is end
+    got = end.response
+    assert got.latency_s > 0
+    assert got.model_copy(update={"latency_s": 0.0}) == expected
+    assert got.usage.cache_read_input_tokens > 0 and got.usage.output_tokens > 1
+    assert "".join(deltas) == got.content[0].text
+    assert len(deltas) >= (1 if tools else 4)
+    if tools:
+        assert got.stop_reason == "tool_use"
+        assert got.tool_uses()[0].input == {"query": SUB_QUESTION, "k": 5}
+
+
+async def test_provider_reports_a_dropped_stream_as_unavailable(
+    start_provider: Callable[..., Awaitable[Any]],
+) -> None:
+    from podcrew_core.errors import LLMUnavailable
+
+    provider, _ = await start_provider(rate_drop=1.0)
+    received = []
+
+    async def read() -> None:
+        async for event in provider.stream(_llm_request(WRITE["content"], tools=False)):
+            received.append(event)
+
+    with pytest.raises(LLMUnavailable, match="the LLM stream broke"):
+        await read()
+    assert received, "the stream broke off before any delta"
+
+
+async def test_provider_errors_keep_their_meaning_over_aiohttp(
+    start_provider: Callable[..., Awaitable[Any]],
+) -> None:
+    from podcrew_core.errors import LLMRateLimited, LLMTimeout, LLMUnavailable
+    from podcrew_core.llm import LLMSettings
+    from podcrew_core.llm.anthropic import AnthropicProvider
+
+    request = _llm_request(RESEARCH["content"], tools=True)
+    provider, client = await start_provider(rate_429=1.0, retry_after_s=2)
+    with pytest.raises(LLMRateLimited) as limited:
+        await provider.complete(request)
+    assert limited.value.retry_after_s == 2.0
+    await set_faults(client, rate_429=0.0, rate_slow=1.0, slow_s=1.0)
+    impatient, _ = await start_provider({"call_timeout_s": 0.2}, rate_slow=1.0, slow_s=1.0)
+    started = time.perf_counter()
+    with pytest.raises(LLMTimeout):
+        await impatient.complete(request)
+    assert time.perf_counter() - started < 0.9
+    nowhere = AnthropicProvider(LLMSettings(), base_url="http://127.0.0.1:9", api_key="k")
+    try:
+        with pytest.raises(LLMUnavailable):  # refused: unreachable, not a timeout
+            await nowhere.complete(request)
+    finally:
+        await nowhere.aclose()
+
+
+def test_streamed_usage_is_overwritten_by_the_counts_message_delta_reports() -> None:
+    """`message_delta` usage is cumulative: present counts replace `message_start`'s, absent
+    or null ones leave them, as the SDK's accumulator does."""
+    from podcrew_core.llm.anthropic import StreamedMessage
+
+    start_usage = {
+        "input_tokens": 10,
+        "output_tokens": 1,
+        "cache_creation_input_tokens": 7,
+        "cache_read_input_tokens": 3,
+    }
+    message = StreamedMessage()
+    texts = [
+        message.add(event)
+        for event in [
+            {
+                "type": "message_start",
+                "message": {
+                    "id": "msg_1",
+                    "type": "message",
+                    "role": "assistant",
+                    "model": MODEL,
+                    "content": [],
+                    "stop_reason": None,
+                    "stop_sequence": None,
+                    "usage": start_usage,
+                },
+            },
+            {
+                "type": "content_block_start",
+                "index": 0,
+                "content_block": {"type": "text", "text": ""},
+            },
+            {
+                "type": "content_block_delta",
+                "index": 0,
+                "delta": {"type": "text_delta", "text": "Hi"},
+            },
+            {"type": "content_block_stop", "index": 0},
+            {
+                "type": "content_block_start",
+                "index": 1,
+                "content_block": {"type": "tool_use", "id": "t1", "name": "kb_search", "input": {}},
+            },
+            {
+                "type": "content_block_delta",
+                "index": 1,
+                "delta": {"type": "input_json_delta", "partial_json": '{"query": "gen'},
+            },
+            {
+                "type": "content_block_delta",
+                "index": 1,
+                "delta": {"type": "input_json_delta", "partial_json": 'erators"}'},
+            },
+            {"type": "content_block_stop", "index": 1},
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": "max_tokens", "stop_sequence": None},
+                "usage": {"output_tokens": 42, "input_tokens": 12, "cache_read_input_tokens": None},
+            },
+            {"type": "message_stop"},
+        ]
+    ]
+    assert [t for t in texts if t is not None] == ["Hi"]
+    response = message.response(0.1)
+    assert response.text() == "Hi" and response.stop_reason == "max_tokens"
+    assert response.tool_uses()[0].input == {"query": "generators"}
+    usage = response.usage
+    assert (usage.input_tokens, usage.output_tokens) == (12, 42)
+    assert (usage.cache_creation_input_tokens, usage.cache_read_input_tokens) == (7, 3)
+    assert usage.llm_calls == 1
+
+
+async def test_an_error_event_mid_stream_fails_the_call_as_the_sdk_reports_it() -> None:
+    """The API's `error` event ends a stream with the error the SDK's own stream raises."""
+    from aiohttp import web
+
+    from podcrew_core.llm import LLMSettings, TextDelta
+    from podcrew_core.llm.anthropic import AnthropicProvider, map_error, to_params
+
+    error = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
+    start = {
+        "type": "message_start",
+        "message": {
+            "id": "msg_1",
+            "type": "message",
+            "role": "assistant",
+            "model": MODEL,
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {"input_tokens": 5, "output_tokens": 1},
+        },
+    }
+    block = {
+        "type": "content_block_start",
+        "index": 0,
+        "content_block": {"type": "text", "text": ""},
+    }
+    delta = {
+        "type": "content_block_delta",
+        "index": 0,
+        "delta": {"type": "text_delta", "text": "Hi"},
+    }
+
+    async def messages(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await response.prepare(request)
+        for event in (start, block, delta, error):
+            await response.write(f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode())
+        await response.write_eof()
+        return response
+
+    app = web.Application()
+    app.router.add_post("/v1/messages", messages)
+    runner = web.AppRunner(app, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+    provider = AnthropicProvider(LLMSettings(), base_url=url, api_key="k")
+    client = anthropic.AsyncAnthropic(base_url=url, api_key="k", max_retries=0)
+    request = _llm_request(WRITE["content"], tools=False)
+    received: list[Any] = []
+
+    async def read() -> None:
+        async for event in provider.stream(request):
+            received.append(event)
+
+    try:
+        with pytest.raises(anthropic.APIStatusError) as sdk:
+            async with client.messages.stream(**to_params(request)) as stream:
+                await stream.get_final_message()
+        expected = map_error(sdk.value)
+        with pytest.raises(type(expected)) as caught:
+            await read()
+    finally:
+        await provider.aclose()
+        await client.close()
+        await runner.cleanup()
+    assert received == [TextDelta(text="Hi")]
+    assert caught.value.detail == expected.detail
+    assert caught.value.upstream_status == expected.upstream_status

@@ -63,8 +63,9 @@ class Readiness:
 
 
 class ObservabilityMiddleware:
-    """Counts and times every request by route template, binds the run id for logging, and
-    refuses bodies over the size limit before the app reads them.
+    """Counts and times every request by route template, binds the run id for logging,
+    refuses bodies over the size limit before the app reads them, and says in a
+    `Server-Timing: app;dur=<ms>` header how long the app took to start its answer.
 
     Written as raw ASGI rather than `BaseHTTPMiddleware`, which would buffer streaming (SSE)
     responses and add a task per request.
@@ -95,6 +96,13 @@ class ObservabilityMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                # How long the app took before answering (for a plain JSON answer: all of
+                # it), so a caller can tell its hop's own cost from the work behind it.
+                elapsed_ms = (time.perf_counter() - started) * 1000
+                message["headers"] = [
+                    *message.get("headers", ()),
+                    (b"server-timing", b"app;dur=%.3f" % elapsed_ms),
+                ]
             await send(message)
 
         HTTP_SERVER_IN_FLIGHT.inc()
@@ -110,7 +118,7 @@ class ObservabilityMiddleware:
                 HTTP_SERVER_DURATION.labels(method, template).observe(time.perf_counter() - started)
 
 
-def get_readiness(request: Request) -> Readiness:
+async def get_readiness(request: Request) -> Readiness:
     readiness: Readiness = request.app.state.readiness
     return readiness
 

@@ -82,11 +82,35 @@ class Spend:
     cost_usd: float = 0.0
 
 
+# One command per check and per charge, whatever the number of counters: a pipeline of
+# three HMGETs, or of nine HINCRBY/EXPIREs, cost the agents several times the CPU of one
+# EVALSHA (redis-py builds and parses every command of a pipeline), on every LLM call.
+_SPENT = """
+local out = {}
+for i, key in ipairs(KEYS) do
+  local counts = redis.call('HMGET', key, 'tokens', 'micro_usd')
+  out[2 * i - 1] = counts[1] or 0
+  out[2 * i] = counts[2] or 0
+end
+return out
+"""
+_CHARGE = """
+for _, key in ipairs(KEYS) do
+  redis.call('HINCRBY', key, 'tokens', ARGV[1])
+  redis.call('HINCRBY', key, 'micro_usd', ARGV[2])
+  redis.call('EXPIRE', key, ARGV[3])
+end
+return 1
+"""
+
+
 class Ledger:
     """Spend counters in Redis (integer micro-dollars, so increments stay exact)."""
 
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
+        self._spent = redis.register_script(_SPENT)
+        self._charge = redis.register_script(_CHARGE)
 
     def _keys(self, limits: BudgetLimits) -> tuple[str, str, str]:
         day, prefix = utc_day(), limits.key_prefix
@@ -97,13 +121,12 @@ class Ledger:
         )
 
     async def spent(self, limits: BudgetLimits) -> tuple[Spend, Spend, Spend]:
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for key in self._keys(limits):
-                pipe.hmget(key, ["tokens", "micro_usd"])
-            replies: list[Any] = await pipe.execute()
-        return tuple(  # type: ignore[return-value]
-            Spend(int(tokens or 0), int(micro or 0) / _MICRO) for tokens, micro in replies
+        """What the run, its tenant today and everyone today have spent, in one round trip."""
+        counts: list[Any] = await self._spent(keys=self._keys(limits))
+        run, tenant, everyone = (
+            Spend(int(counts[i] or 0), int(counts[i + 1] or 0) / _MICRO) for i in (0, 2, 4)
         )
+        return run, tenant, everyone
 
     async def check(self, limits: BudgetLimits) -> None:
         """Refuse the next call if any budget is already spent."""
@@ -141,18 +164,9 @@ class Ledger:
                 raise BudgetExceeded(detail, budget=name)
 
     async def charge(self, limits: BudgetLimits, usage: Usage) -> None:
+        """Add a call's tokens and cost to all three counters, in one atomic round trip."""
         tokens, micro = usage.total_tokens, round(usage.cost_usd * _MICRO)
-        run_key, tenant_key, all_key = self._keys(limits)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for key, ttl in (
-                (run_key, _DAY_TTL_S),
-                (tenant_key, _DAY_TTL_S),
-                (all_key, _DAY_TTL_S),
-            ):
-                pipe.hincrby(key, "tokens", tokens)
-                pipe.hincrby(key, "micro_usd", micro)
-                pipe.expire(key, ttl)
-            await pipe.execute()
+        await self._charge(keys=self._keys(limits), args=(tokens, micro, _DAY_TTL_S))
 
 
 @dataclass(frozen=True)

@@ -27,12 +27,14 @@ _SECRET_KEYS = frozenset(
     {"authorization", "api_key", "x-api-key", "password", "token", "secret", "service_token"}
 )
 # Values that must not reach a log whatever field carries them: API keys and bearer tokens,
-# e-mail addresses, phone numbers. Patterns err towards redacting too much.
+# e-mail addresses, phone numbers. Patterns err towards redacting too much, except that an
+# IPv4 address (a peer in a connection error) is not a phone number.
 _SENSITIVE = re.compile(
     r"(?P<key>\b(?:sk|pk|rk)-[A-Za-z0-9_-]{16,}|\bAKIA[0-9A-Z]{16}\b"
     r"|(?i:bearer)\s+[A-Za-z0-9._~+/=-]{8,}|\bgh[pousr]_[A-Za-z0-9]{20,})"
     r"|(?P<email>\b[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\b)"
-    r"|(?P<phone>(?<![\w.:-])(?!\d{4}-\d\d-\d\d|\d{13}-\d)\+?\d[\d ().-]{7,}\d(?![\w.:-]))"
+    r"|(?P<phone>(?<![\w.:-])(?!\d{4}-\d\d-\d\d|\d{13}-\d|\d{1,3}(?:\.\d{1,3}){3}(?![\w.:-]))"
+    r"\+?\d[\d ().-]{7,}\d(?![\w.:-]))"
 )
 
 
@@ -53,13 +55,19 @@ def _scrub(value: Any) -> Any:
     return value
 
 
+# Values that cannot carry text: most fields of the lines written per LLM call are these.
+_PLAIN = frozenset({int, float, bool, type(None)})
+
+
 def _redact(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
     """Never log a secret or personal data, whatever field it was passed in."""
-    for key in list(event):
+    for key, value in event.items():  # values replaced in place: the keys do not change
+        if key in _TRUSTED_FIELDS:
+            continue
         if key.lower() in _SECRET_KEYS:
             event[key] = REDACTED
-        elif key not in _TRUSTED_FIELDS:
-            event[key] = _scrub(event[key])
+        elif type(value) not in _PLAIN:
+            event[key] = _scrub(value)
     return event
 
 
@@ -116,6 +124,12 @@ def configure_logging(service: str, level: str = "INFO") -> None:
             foreign_pre_chain=shared,
         )
     )
+    # No line shows where it was logged from, nor the thread or process: don't collect them
+    # for every record (the "Optimization" advice of the logging docs).
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(level.upper())

@@ -30,6 +30,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from podcrew_core.logging import current_run_id
 
 if TYPE_CHECKING:
+    import httpx
     from fastapi import FastAPI
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SpanExporter
@@ -127,11 +128,24 @@ def configure_tracing(service: str) -> bool:
     trace.set_tracer_provider(provider)
     _provider["sdk"] = provider
     os.environ.setdefault("OTEL_PYTHON_HTTPX_EXCLUDED_URLS", UNTRACED_URLS)
-    # Calls between podcrew services (and research fetches) carry `traceparent` and get
-    # client spans. The anthropic SDK uses httpx2, which this does not touch: LLM calls
-    # get GenAI `chat` spans from MeteredProvider instead.
+    # Research fetches (httpx's own transport) carry `traceparent` and get client spans; the
+    # internal client, on another transport, is instrumented where it is created
+    # (`instrument_http_client`). The anthropic SDK's client (httpx2) is not touched: LLM
+    # calls get GenAI `chat` spans from MeteredProvider instead.
     HTTPXClientInstrumentor().instrument()
     return True
+
+
+def instrument_http_client(client: httpx.AsyncClient) -> None:
+    """Client spans and `traceparent` for a client whose transport is not httpx's own
+    (`HTTPXClientInstrumentor().instrument()` patches only `httpx.AsyncHTTPTransport`).
+    No-op when tracing is off; before or after `configure_tracing` alike (the spans go to
+    the global tracer provider, whenever it is set)."""
+    if not tracing_enabled():
+        return
+    from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+
+    HTTPXClientInstrumentor.instrument_client(client)
 
 
 def flush_tracing(timeout_ms: int = 5000) -> None:

@@ -1,4 +1,7 @@
-"""Typed dependencies: how routes reach the resources the lifespan created."""
+"""Typed dependencies: how routes reach the resources the lifespan created.
+
+All `async def`: FastAPI runs a plain `def` dependency in a worker thread, and these only
+read an attribute, so a thread hop each would cost far more than the work."""
 
 from __future__ import annotations
 
@@ -12,22 +15,22 @@ from podcrew_research.loop import Researcher
 from podcrew_research.settings import ResearchSettings
 
 
-def get_settings(request: Request) -> ResearchSettings:
+async def get_settings(request: Request) -> ResearchSettings:
     settings: ResearchSettings = request.app.state.settings
     return settings
 
 
-def get_llm_settings(request: Request) -> LLMSettings:
+async def get_llm_settings(request: Request) -> LLMSettings:
     llm: LLMSettings = request.app.state.llm_settings
     return llm
 
 
-def get_researcher(request: Request) -> Researcher:
+async def get_researcher(request: Request) -> Researcher:
     researcher: Researcher = request.app.state.researcher
     return researcher
 
 
-def get_slots(request: Request) -> Admission:
+async def get_slots(request: Request) -> Admission:
     slots: Admission = request.app.state.slots
     return slots
 

@@ -25,7 +25,8 @@ router = APIRouter(prefix="/v1", tags=["writer"])
 log = structlog.get_logger(__name__)
 
 
-def get_provider(request: Request) -> LLMProvider:
+async def get_provider(request: Request) -> LLMProvider:
+    # async: FastAPI would run a plain `def` dependency in a worker thread.
     provider: LLMProvider = request.app.state.provider
     return provider
 
@@ -99,7 +100,10 @@ async def write_stream(
     slots = _slots(request)
     slots.check_capacity()  # a full writer says 503 up front rather than in the stream
     ledger: Ledger = request.app.state.ledger
-    return EventSourceResponse(_events(provider, draft, hop, slots, ledger), ping=15)
+    settings: WriterSettings = request.app.state.settings
+    return EventSourceResponse(
+        _events(provider, draft, hop, slots, ledger, settings.delta_flush_s), ping=15
+    )
 
 
 def _slots(request: Request) -> Admission:
@@ -113,12 +117,13 @@ async def _events(
     hop: Hop,
     slots: Admission,
     ledger: Ledger,
+    flush_s: float,
 ) -> AsyncIterator[ServerSentEvent]:
     # The scopes are entered here because the stream runs after the route has returned.
     with hop_scope(hop, ledger):
         try:
             async with slots.hold(hop.deadline):
-                async for item in _stream(provider, draft, hop):
+                async for item in _stream(provider, draft, hop, flush_s):
                     yield item
         except PodcrewError as exc:
             log.warning("write_stream_failed", error=exc.slug, detail=exc.detail)
@@ -126,9 +131,9 @@ async def _events(
 
 
 async def _stream(
-    provider: LLMProvider, draft: compose.Draft, hop: Hop
+    provider: LLMProvider, draft: compose.Draft, hop: Hop, flush_s: float
 ) -> AsyncIterator[ServerSentEvent]:
-    async for item in compose.write_stream(provider, draft):
+    async for item in compose.write_stream(provider, draft, flush_s=flush_s):
         if isinstance(item, WriteResponse):
             done = item.model_copy(update={"retries": hop.budget.spent})
             yield ServerSentEvent(data=done.model_dump_json(), event="done")

@@ -16,3 +16,11 @@ class WriterSettings(ServiceSettings):
     default_deadline_s: float = Field(
         default=120.0, gt=0, description="Deadline when the caller sends none."
     )
+    delta_flush_s: float = Field(
+        default=0.05,
+        ge=0,
+        le=5.0,
+        description="The report streams to the worker as at most one `delta` event per this "
+        "many seconds, each carrying the model's deltas since the last (0: one event per "
+        "model delta).",
+    )

@@ -5,6 +5,15 @@ where the run's deadline and retry budget and the circuit breaker are known. Eac
 timeout is the smaller of `call_timeout_s` and the time the run has left. System prompts
 and tool definitions carry `cache_control`, so repeated prefixes are read from the prompt
 cache.
+
+The SDK sends over aiohttp (`anthropic.DefaultAioHttpClient`, the `aiohttp` extra), whose
+HTTP stack costs a fraction of httpx2's CPU per request. The SDK builds and sends each
+request and raises its typed errors for error statuses; the answer is read as the API's JSON
+(`with_raw_response`, `with_streaming_response` and the SDK's SSE decoder) rather than as
+SDK models: building a model of the message, or of each of a stream's events plus the
+`MessageStream` snapshot of the whole message after every delta, was most of the writer
+agent's CPU and a fifth of each research call's. What is read is the same: text, tool input,
+stop reason and every usage count, as the SDK's accumulator puts them together.
 """
 
 from __future__ import annotations
@@ -15,6 +24,8 @@ from typing import Any
 
 import anthropic
 import httpx2
+import orjson
+from pydantic import ValidationError
 
 from podcrew_core.deadline import current_deadline
 from podcrew_core.errors import (
@@ -39,6 +50,7 @@ from podcrew_core.llm.types import (
     ToolUseBlock,
 )
 from podcrew_core.schemas import Usage
+from podcrew_core.tracing import tracing_enabled
 
 _CACHE = {"type": "ephemeral"}
 _MIN_CALL_S = 0.05
@@ -80,6 +92,15 @@ def map_error(exc: anthropic.APIError) -> LLMError:  # noqa: PLR0911 - one branc
     return LLMError(f"the LLM call failed: {exc}"[:500])
 
 
+def _stream_error(data: str, response: httpx2.Response) -> anthropic.APIStatusError:
+    try:
+        body: object = orjson.loads(data)
+        detail = f"{body}"
+    except orjson.JSONDecodeError:
+        body, detail = data, data or f"Error code: {response.status_code}"
+    return anthropic.APIStatusError(detail, response=response, body=body)
+
+
 def to_params(request: LLMRequest) -> dict[str, Any]:
     """podcrew's request → Messages API parameters, with cache breakpoints on the stable
     prefix (tool definitions, then the system prompt)."""
@@ -106,28 +127,98 @@ def to_params(request: LLMRequest) -> dict[str, Any]:
     return params
 
 
-def from_message(message: Any, latency_s: float) -> LLMResponse:
-    content: list[OutputBlock] = []
-    for block in message.content:
-        if block.type == "text":
-            content.append(TextBlock(text=block.text))
-        elif block.type == "tool_use":
-            content.append(ToolUseBlock(id=block.id, name=block.name, input=dict(block.input)))
-    usage = message.usage
-    stop = message.stop_reason if message.stop_reason in _STOP_REASONS else "end_turn"
-    return LLMResponse(
-        model=message.model,
-        content=content,
-        stop_reason=stop,
-        usage=Usage(
-            input_tokens=usage.input_tokens,
-            output_tokens=usage.output_tokens,
-            cache_creation_input_tokens=usage.cache_creation_input_tokens or 0,
-            cache_read_input_tokens=usage.cache_read_input_tokens or 0,
-            llm_calls=1,
-        ),
-        latency_s=latency_s,
-    )
+def from_json(message: dict[str, Any], latency_s: float) -> LLMResponse:
+    """A Messages API `message` object (as JSON) → podcrew's response. Content blocks other
+    than text and tool use (thinking, server tools) are left out."""
+    try:
+        content: list[OutputBlock] = []
+        for block in message["content"]:
+            kind = block["type"]
+            if kind == "text":
+                content.append(TextBlock(text=block["text"]))
+            elif kind == "tool_use":
+                content.append(
+                    ToolUseBlock(id=block["id"], name=block["name"], input=block["input"])
+                )
+        usage = message["usage"]
+        stop = message.get("stop_reason")
+        return LLMResponse(
+            model=message["model"],
+            content=content,
+            stop_reason=stop if stop in _STOP_REASONS else "end_turn",
+            usage=Usage(
+                input_tokens=usage["input_tokens"],
+                output_tokens=usage["output_tokens"],
+                cache_creation_input_tokens=usage.get("cache_creation_input_tokens") or 0,
+                cache_read_input_tokens=usage.get("cache_read_input_tokens") or 0,
+                llm_calls=1,
+            ),
+            latency_s=latency_s,
+        )
+    except (KeyError, TypeError, ValidationError) as exc:
+        raise LLMError(f"the LLM sent a message podcrew cannot read: {exc!r}"[:500]) from exc
+
+
+_USAGE_COUNTS = (
+    "input_tokens",
+    "output_tokens",
+    "cache_creation_input_tokens",
+    "cache_read_input_tokens",
+)
+
+
+class StreamedMessage:
+    """A message put together from its stream's events (as JSON), as the SDK's accumulator
+    does: text and tool input by content block, the model and usage from `message_start`,
+    then the stop reason and the counts of `message_delta`, which are cumulative, so they
+    replace the earlier ones (a count it leaves out or sends as null keeps its value)."""
+
+    def __init__(self) -> None:
+        self.message: dict[str, Any] | None = None
+        self.blocks: list[dict[str, Any]] = []
+        self.parts: list[list[str]] = []  # per block: its text, or its tool input's JSON
+
+    def add(self, event: dict[str, Any]) -> str | None:
+        """Take one event in; the text it adds to a text block, if any."""
+        kind = event["type"]
+        if kind == "content_block_delta":
+            delta = event["delta"]
+            index = event["index"]
+            if delta["type"] == "text_delta" and self.blocks[index]["type"] == "text":
+                text: str = delta["text"]
+                self.parts[index].append(text)
+                return text
+            if delta["type"] == "input_json_delta" and self.blocks[index]["type"] == "tool_use":
+                self.parts[index].append(delta["partial_json"])
+        elif kind == "content_block_start":
+            block = dict(event["content_block"])
+            self.blocks.append(block)
+            self.parts.append([block.pop("text", "")] if block["type"] == "text" else [])
+        elif kind == "message_start":
+            self.message = dict(event["message"])
+            self.message["usage"] = dict(self.message.get("usage") or {})
+        elif kind == "message_delta" and self.message is not None:
+            self.message["stop_reason"] = event["delta"].get("stop_reason")
+            usage = self.message["usage"]
+            for name, count in (event.get("usage") or {}).items():
+                if count is not None and name in _USAGE_COUNTS:
+                    usage[name] = count
+        return None
+
+    def response(self, latency_s: float) -> LLMResponse:
+        if self.message is None:
+            raise LLMError("the LLM stream ended before its message started")
+        for block, parts in zip(self.blocks, self.parts, strict=True):  # blocks are copies
+            if block["type"] == "text":
+                block["text"] = "".join(parts)
+            elif block["type"] == "tool_use" and parts:
+                try:
+                    block["input"] = orjson.loads("".join(parts))
+                except orjson.JSONDecodeError as exc:
+                    raise LLMError(
+                        f"the model streamed invalid JSON input for tool {block.get('name')}"
+                    ) from exc
+        return from_json({**self.message, "content": self.blocks}, latency_s)
 
 
 class AnthropicProvider:
@@ -144,15 +235,24 @@ class AnthropicProvider:
         self.name = name
         self._timeout_s = settings.call_timeout_s
         self._connect_s = settings.connect_timeout_s
-        self._http = httpx2.AsyncClient(
+        self._http = anthropic.DefaultAioHttpClient(
             limits=httpx2.Limits(
                 max_connections=settings.max_connections,
                 max_keepalive_connections=settings.max_connections,
             ),
+            # Each call passes its own timeout (`_timeout`); this only backs it up.
+            timeout=httpx2.Timeout(self._timeout_s, connect=self._connect_s),
+            follow_redirects=False,  # as httpx2's own client: an API endpoint never redirects
         )
         # api_key/base_url None → the SDK reads ANTHROPIC_API_KEY / ANTHROPIC_BASE_URL.
         self._client = anthropic.AsyncAnthropic(
-            api_key=api_key, base_url=base_url, max_retries=0, http_client=self._http
+            api_key=api_key,
+            base_url=base_url,
+            max_retries=0,
+            http_client=self._http,
+            # Without podcrew's tracing no span can be recorded or carried on, yet the SDK
+            # would still build each call's span attributes; with it, the SDK's spans stay.
+            open_telemetry=None if tracing_enabled() else False,
         )
 
     def _timeout(self) -> httpx2.Timeout:
@@ -169,27 +269,45 @@ class AnthropicProvider:
         timeout = self._timeout()
         started = time.perf_counter()
         try:
-            message = await self._client.messages.create(**to_params(request), timeout=timeout)
+            raw = await self._client.messages.with_raw_response.create(
+                **to_params(request), timeout=timeout
+            )
+            body = await raw.read()
         except anthropic.APIError as exc:
             raise map_error(exc) from exc
-        return from_message(message, time.perf_counter() - started)
+        try:
+            message = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise LLMError("the LLM answered with a body that is not JSON") from exc
+        return from_json(message, time.perf_counter() - started)
 
     async def stream(self, request: LLMRequest) -> AsyncIterator[StreamEvent]:
         timeout = self._timeout()
         started = time.perf_counter()
+        message = StreamedMessage()
         try:
-            async with self._client.messages.stream(
-                **to_params(request), timeout=timeout
-            ) as stream:
-                async for event in stream:
-                    if event.type == "text":
-                        yield TextDelta(text=event.text)
-                message = await stream.get_final_message()
+            async with self._client.messages.with_streaming_response.create(
+                **to_params(request), stream=True, timeout=timeout
+            ) as raw:  # leaving it closes the response, also when the consumer stops early
+                async for sse in anthropic.AsyncStream.raw_events(raw.http_response):
+                    # What the SDK's own stream skips, and its `error` event, raised as the
+                    # SDK raises it (a status error with the stream's status, 200).
+                    if sse.event is None or sse.event == "ping":
+                        continue
+                    if sse.event == "error":
+                        raise _stream_error(sse.data, raw.http_response)
+                    if not sse.data:
+                        continue
+                    text = message.add(orjson.loads(sse.data))
+                    if text is not None:
+                        yield TextDelta(text=text)
         except anthropic.APIError as exc:
             raise map_error(exc) from exc
         except httpx2.HTTPError as exc:  # a connection dropped mid-stream
             raise LLMUnavailable(f"the LLM stream broke: {exc.__class__.__name__}") from exc
-        yield StreamEnd(response=from_message(message, time.perf_counter() - started))
+        except (orjson.JSONDecodeError, KeyError, IndexError, TypeError) as exc:
+            raise LLMError(f"the LLM sent a stream event podcrew cannot read: {exc!r}") from exc
+        yield StreamEnd(response=message.response(time.perf_counter() - started))
 
     async def aclose(self) -> None:
         await self._client.close()

@@ -215,8 +215,10 @@ def kb_search_tool(kb: KnowledgeBase) -> Tool:
             query = KbSearchInput.model_validate(arguments)
         except ValidationError as exc:
             raise ToolError(f"invalid kb_search input: {exc.errors()[0]['msg']}") from exc
-        # BM25 over a few thousand passages takes well under a millisecond: run it inline
-        # rather than pay a thread hop.
+        # Inline, not in a thread: over the shipped corpus (~600 passages) a search takes
+        # ~0.03 ms (0.1 ms at worst), a fraction of what a hop to a worker thread and back
+        # costs, and the event loop is never held up for long. A corpus a hundred times
+        # larger would warrant `asyncio.to_thread` again.
         hits = kb.search(query.query, query.k)
         return ToolOutput(content=hits_json(hits), sources=[p.source for p, _ in hits])
 

@@ -1,0 +1,151 @@
+"""The budget ledger on a real redis-server: what a check reads, what a charge adds, and the
+one round trip each costs an LLM call."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+from redis.asyncio import Redis
+
+from podcrew_cli.stack import LOOPBACK, find_redis_server, free_port
+from podcrew_core.budget import (
+    BudgetedProvider,
+    BudgetExceeded,
+    BudgetLimits,
+    BudgetScope,
+    Ledger,
+    budget_scope,
+    utc_day,
+)
+from podcrew_core.llm import LLMRequest, Message, Stage
+from podcrew_core.llm.offline import OfflineProvider
+from podcrew_core.redis import create_redis
+from podcrew_core.schemas import Usage
+from podcrew_core.settings import RedisSettings
+
+
+@pytest.fixture(scope="module")
+def redis_url() -> Iterator[str]:
+    port = free_port()
+    process = subprocess.Popen(
+        [find_redis_server(), "--port", str(port), "--bind", LOOPBACK, "--save", ""],
+        stdout=subprocess.DEVNULL,
+    )
+    url = f"redis://{LOOPBACK}:{port}/0"
+    deadline = time.monotonic() + 10
+    import redis as sync_redis
+
+    with sync_redis.Redis.from_url(url) as probe:
+        while True:
+            try:
+                probe.ping()
+                break
+            except sync_redis.ConnectionError:
+                assert time.monotonic() < deadline, "redis-server did not start"
+                time.sleep(0.02)
+    yield url
+    process.terminate()
+    process.wait(10)
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[Redis]:
+    client = create_redis(RedisSettings(url=SecretStr(redis_url)))
+    await client.flushdb()
+    yield client
+    await client.aclose()
+
+
+def _limits(**overrides: Any) -> BudgetLimits:
+    values: dict[str, Any] = {
+        "run_id": "run-1",
+        "tenant": "acme",
+        "max_tokens": 1000,
+        "max_cost_usd": 1.0,
+        "tenant_daily_tokens": 5000,
+        "tenant_daily_cost_usd": 5.0,
+        "global_daily_cost_usd": 50.0,
+        "key_prefix": "t",
+    }
+    return BudgetLimits(**(values | overrides))
+
+
+async def test_a_charge_adds_to_the_run_the_tenant_and_everyone(redis: Redis) -> None:
+    ledger = Ledger(redis)
+    limits = _limits()
+    usage = Usage(input_tokens=100, output_tokens=20, cache_read_input_tokens=5, cost_usd=0.25)
+    await ledger.charge(limits, usage)
+    await ledger.charge(limits, usage)
+    await ledger.charge(_limits(run_id="run-2"), usage)
+
+    run, tenant, everyone = await ledger.spent(limits)
+    assert (run.tokens, run.cost_usd) == (250, 0.5)
+    assert (tenant.tokens, tenant.cost_usd) == (375, 0.75)
+    assert (everyone.tokens, everyone.cost_usd) == (375, 0.75)
+    day = utc_day()
+    assert await redis.hgetall("t:run:run-1:spend") == {"tokens": "250", "micro_usd": "500000"}
+    for key in ("t:run:run-1:spend", f"t:spend:{day}:tenant:acme", f"t:spend:{day}:all"):
+        assert 0 < await redis.ttl(key) <= 3 * 24 * 3600
+
+
+async def test_nothing_spent_reads_as_zero(redis: Redis) -> None:
+    run, tenant, everyone = await Ledger(redis).spent(_limits())
+    assert run.tokens == tenant.tokens == everyone.tokens == 0
+    assert run.cost_usd == tenant.cost_usd == everyone.cost_usd == 0.0
+
+
+@pytest.mark.parametrize(
+    ("limits", "budget"),
+    [
+        (_limits(max_tokens=120), "run_tokens"),
+        (_limits(max_cost_usd=0.25), "run_cost"),
+        (_limits(tenant_daily_tokens=100), "tenant_tokens"),
+        (_limits(tenant_daily_cost_usd=0.1), "tenant_cost"),
+        (_limits(global_daily_cost_usd=0.2), "global_cost"),
+    ],
+)
+async def test_a_check_refuses_once_a_budget_is_spent(
+    redis: Redis, limits: BudgetLimits, budget: str
+) -> None:
+    ledger = Ledger(redis)
+    await ledger.check(_limits())
+    await ledger.charge(limits, Usage(input_tokens=100, output_tokens=20, cost_usd=0.25))
+    with pytest.raises(BudgetExceeded) as refused:
+        await ledger.check(limits)
+    assert refused.value.extra["budget"] == budget
+
+
+async def test_each_llm_call_costs_one_round_trip_before_and_one_after(redis: Redis) -> None:
+    sent: list[str] = []
+    original = redis.execute_command
+
+    async def counting(*args: Any, **options: Any) -> Any:
+        sent.append(str(args[0]))
+        return await original(*args, **options)
+
+    redis.execute_command = counting  # type: ignore[method-assign]
+    provider = BudgetedProvider(OfflineProvider())
+    request = LLMRequest(
+        stage=Stage.WRITE,
+        model="claude-haiku-4-5",
+        system="Write.",
+        messages=[Message(role="user", content="Write about generators.")],
+    )
+    ledger = Ledger(redis)
+    with budget_scope(BudgetScope(ledger, _limits(max_tokens=10**6))):
+        response = await provider.complete(request)
+        await ledger.check(_limits(max_tokens=10**6))  # the scripts are loaded now
+        sent.clear()
+        await provider.complete(request)
+        assert sent == ["EVALSHA", "EVALSHA"]
+        sent.clear()
+        events = [event async for event in provider.stream(request)]
+        assert sent == ["EVALSHA", "EVALSHA"]
+    assert events
+    run, _, _ = await ledger.spent(_limits())
+    assert run.tokens == 3 * response.usage.total_tokens > 0

@@ -1,0 +1,284 @@
+"""The internal HTTP client: httpx's API over aiohttp, with httpx's timeouts, errors,
+streaming, connection limit and tracing, and `post_json`'s meaning of each failure."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import httpx
+import pytest
+from aiohttp import web
+from opentelemetry import trace
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+from pydantic import BaseModel
+
+from podcrew_core import tracing
+from podcrew_core.deadline import RUN_ID_HEADER, Deadline
+from podcrew_core.errors import UpstreamError, UpstreamTimeout
+from podcrew_core.http import create_http_client, post_json, server_time_s
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class Echo(BaseModel):
+    seen: dict[str, str]
+
+
+class Server:
+    """An aiohttp server on a free loopback port, one handler per path."""
+
+    def __init__(self) -> None:
+        self.app = web.Application()
+        self.runner: web.AppRunner | None = None
+        self.url = ""
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.release = asyncio.Event()
+
+    def route(self, method: str, path: str, handler: Handler) -> None:
+        self.app.router.add_route(method, path, handler)
+
+    async def start(self) -> None:
+        self.runner = web.AppRunner(self.app, handle_signals=False)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{port}"
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[Server]:
+    srv = Server()
+
+    async def echo(request: web.Request) -> web.Response:
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        return web.json_response({"seen": {**headers, "body": await request.text()}})
+
+    async def held(request: web.Request) -> web.Response:
+        srv.in_flight += 1
+        srv.max_in_flight = max(srv.max_in_flight, srv.in_flight)
+        try:
+            await srv.release.wait()
+        finally:
+            srv.in_flight -= 1
+        return web.json_response({"seen": {}})
+
+    async def slow(request: web.Request) -> web.Response:
+        await asyncio.sleep(1)
+        return web.json_response({"seen": {}})
+
+    async def hang_up(request: web.Request) -> web.Response:
+        assert request.transport is not None
+        request.transport.close()  # the peer goes away without answering
+        await asyncio.sleep(0.1)
+        return web.json_response({"seen": {}})
+
+    async def events(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(b"event: delta\ndata: one\n\n")
+        await srv.release.wait()  # the client must see the first event before this returns
+        await response.write(b"event: done\ndata: two\n\n")
+        await response.write_eof()
+        return response
+
+    srv.route("POST", "/echo", echo)
+    srv.route("GET", "/held", held)
+    srv.route("POST", "/slow", slow)
+    srv.route("POST", "/hang-up", hang_up)
+    srv.route("POST", "/events", events)
+    await srv.start()
+    yield srv
+    srv.release.set()
+    await srv.stop()
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    http = create_http_client(max_connections=2, headers={"authorization": "Bearer t0ken"})
+    yield http
+    await http.aclose()
+
+
+async def _post(
+    client: httpx.AsyncClient, url: str, deadline_s: float = 5.0, **kwargs: Any
+) -> Echo:
+    return await post_json(
+        client,
+        url,
+        Echo(seen={"k": "v"}),
+        Echo,
+        target="test-agent",
+        run_id="run-1",
+        deadline=Deadline.after(deadline_s),
+        **kwargs,
+    )
+
+
+async def test_post_json_sends_the_body_and_the_client_and_hop_headers(
+    server: Server, client: httpx.AsyncClient
+) -> None:
+    echoed = await _post(client, f"{server.url}/echo")
+    assert echoed.seen["body"] == '{"seen":{"k":"v"}}'
+    assert echoed.seen["authorization"] == "Bearer t0ken"
+    assert echoed.seen[RUN_ID_HEADER] == "run-1"
+    assert echoed.seen["content-type"] == "application/json"
+
+
+async def test_a_refused_connection_is_unreachable_not_a_timeout(
+    client: httpx.AsyncClient,
+) -> None:
+    with pytest.raises(httpx.ConnectError):
+        await client.get("http://127.0.0.1:9/nothing-listens")
+    with pytest.raises(UpstreamError, match="unreachable: ConnectError") as caught:
+        await _post(client, "http://127.0.0.1:9/research")
+    assert not isinstance(caught.value, UpstreamTimeout)
+
+
+async def test_a_peer_that_hangs_up_is_a_protocol_error(
+    server: Server, client: httpx.AsyncClient
+) -> None:
+    with pytest.raises(httpx.RemoteProtocolError):
+        await client.post(f"{server.url}/hang-up", content=b"{}")
+
+
+async def test_the_deadline_bounds_the_wait_for_an_answer(
+    server: Server, client: httpx.AsyncClient
+) -> None:
+    with pytest.raises(httpx.ReadTimeout):
+        await client.post(f"{server.url}/slow", content=b"{}", timeout=0.2)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(UpstreamTimeout):
+        await _post(client, f"{server.url}/slow", deadline_s=0.3)
+    assert loop.time() - started < 0.9
+
+
+async def test_a_stream_delivers_each_event_as_it_is_written(
+    server: Server, client: httpx.AsyncClient
+) -> None:
+    async with client.stream("POST", f"{server.url}/events", content=b"{}") as response:
+        assert response.headers["content-type"] == "text/event-stream"
+        lines = response.aiter_lines()
+        assert await asyncio.wait_for(anext(lines), 2) == "event: delta"
+        assert await anext(lines) == "data: one"
+        server.release.set()
+        rest = [line async for line in lines]
+    assert rest == ["", "event: done", "data: two", ""]
+
+
+async def test_connections_never_exceed_the_limit(
+    server: Server, client: httpx.AsyncClient
+) -> None:
+    calls = [asyncio.create_task(client.get(f"{server.url}/held")) for _ in range(5)]
+    await asyncio.sleep(0.3)
+    assert server.in_flight == 2  # the other three wait for a free connection
+    server.release.set()
+    responses = await asyncio.gather(*calls)
+    assert [r.status_code for r in responses] == [200] * 5
+    assert server.max_in_flight == 2
+
+
+async def test_calls_carry_the_trace_context_when_tracing_is_on(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+
+    parent = SpanContext(
+        trace_id=0x0AF7651916CD43DD8448EB211C80319C,
+        span_id=0xB7AD6B7169203331,
+        is_remote=False,
+        trace_flags=TraceFlags(TraceFlags.SAMPLED),
+    )
+    for name in (
+        "OTEL_SDK_DISABLED",
+        "OTEL_TRACES_EXPORTER",
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    plain = create_http_client()  # tracing off
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
+    assert tracing.tracing_enabled()
+    traced = create_http_client()
+    try:
+        with trace.use_span(NonRecordingSpan(parent)):
+            untraced_seen = (await plain.post(f"{server.url}/echo", json={})).json()["seen"]
+            traced_seen = (await traced.post(f"{server.url}/echo", json={})).json()["seen"]
+    finally:
+        HTTPXClientInstrumentor.uninstrument_client(traced)
+        await plain.aclose()
+        await traced.aclose()
+    assert "traceparent" not in untraced_seen
+    assert traced_seen["traceparent"].startswith("00-0af7651916cd43dd8448eb211c80319c-")
+
+
+async def test_a_service_says_how_long_its_app_took_and_the_caller_records_the_hop() -> None:
+    """The service app's `Server-Timing` reaches the caller, which records the hop's own
+    cost (its time minus the app's) per target."""
+    from contextlib import asynccontextmanager
+
+    from prometheus_client import REGISTRY
+
+    from podcrew_core.app import create_service_app
+
+    @asynccontextmanager
+    async def lifespan(_: object) -> AsyncIterator[None]:
+        yield
+
+    app = create_service_app(title="t", version="0", lifespan=lifespan)
+
+    @app.post("/echo")
+    async def echo() -> dict[str, dict[str, str]]:
+        await asyncio.sleep(0.2)
+        return {"seen": {}}
+
+    def hops() -> float:
+        labels = {"target": "timed"}
+        return (
+            REGISTRY.get_sample_value("podcrew_http_client_hop_overhead_seconds_count", labels)
+            or 0.0
+        )
+
+    def hop_sum() -> float:
+        labels = {"target": "timed"}
+        return (
+            REGISTRY.get_sample_value("podcrew_http_client_hop_overhead_seconds_sum", labels) or 0.0
+        )
+
+    before, before_sum = hops(), hop_sum()
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://t"
+    ) as client:
+        raw = await client.post("/echo")
+        app_s = server_time_s(raw)
+        assert app_s is not None and app_s >= 0.2  # the handler's sleep is inside it
+        await post_json(
+            client,
+            "/echo",
+            Echo(seen={}),
+            Echo,
+            target="timed",
+            run_id="run_1",
+            deadline=Deadline.after(5),
+        )
+    assert hops() == before + 1
+    assert 0 <= hop_sum() - before_sum < 0.2  # the hop's cost excludes the app's 200 ms
+
+
+def test_server_timing_is_read_by_name_and_unreadable_values_are_ignored() -> None:
+    def timing(value: str) -> float | None:
+        return server_time_s(httpx.Response(200, headers={"server-timing": value}))
+
+    assert timing("db;dur=3, app;dur=12.5") == 0.0125
+    assert timing('app;desc="x";dur=1') == 0.001
+    assert timing("app;dur=soon") is None
+    assert timing("cache;dur=1") is None
+    assert server_time_s(httpx.Response(200)) is None
