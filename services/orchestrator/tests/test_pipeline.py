@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import json
+import time
+from collections.abc import AsyncIterator, Collection, Sequence
 from typing import Any
 
 import httpx
@@ -27,8 +31,21 @@ from podcrew_core.schemas import (
 from podcrew_orchestrator.clients.agents import ResearchClient, WriterClient
 from podcrew_orchestrator.pipeline import NothingResearched, Outcome, Pipeline, RunSpec
 
+# The writer's stream: text deltas, each after a pause in seconds.
+Deltas = Sequence[tuple[float, str]]
 
-def _agents(fail: set[int]) -> httpx.MockTransport:
+
+def _writer_stream(deltas: Deltas, done: WriteResponse) -> AsyncIterator[bytes]:
+    async def stream() -> AsyncIterator[bytes]:
+        for pause_s, text in deltas:
+            await asyncio.sleep(pause_s)
+            yield f"event: delta\ndata: {json.dumps({'text': text})}\n\n".encode()
+        yield f"event: done\ndata: {done.model_dump_json()}\n\n".encode()
+
+    return stream()
+
+
+def _agents(fail: Collection[int], deltas: Deltas) -> httpx.MockTransport:
     calls = {"n": 0}
 
     def handle(request: httpx.Request) -> httpx.Response:
@@ -54,30 +71,42 @@ def _agents(fail: set[int]) -> httpx.MockTransport:
             return httpx.Response(200, content=response.model_dump_json())
         body_w = WriteRequest.model_validate_json(request.content)
         done = WriteResponse(
-            report="report [1]\n",
+            report="".join(text for _, text in deltas),
             sources=[SourceRef(number=1, source=body_w.sections[0].findings[0].source)],
             usage=Usage(input_tokens=7, output_tokens=3, llm_calls=1),
             model="w",
         )
-        deltas = [json.dumps({"text": t}) for t in ("report ", "[1]\n")]
-        sse = "".join(f"event: delta\ndata: {d}\n\n" for d in deltas)
-        sse += f"event: done\ndata: {done.model_dump_json()}\n\n"
-        return httpx.Response(200, text=sse, headers={"content-type": "text/event-stream"})
+        return httpx.Response(
+            200,
+            content=_writer_stream(deltas, done),
+            headers={"content-type": "text/event-stream"},
+        )
 
     return httpx.MockTransport(handle)
 
 
-async def _run(fail: set[int]) -> tuple[Outcome, list[tuple[EventType, dict[str, Any]]]]:
-    http = httpx.AsyncClient(transport=_agents(fail))
+Events = list[tuple[EventType, dict[str, Any]]]
+
+
+async def _run(
+    fail: Collection[int] = (),
+    deltas: Deltas = ((0.0, "report "), (0.0, "[1]\n")),
+    flush_s: float = 0.0,
+    emitted_at: list[float] | None = None,
+) -> tuple[Outcome, Events]:
+    http = httpx.AsyncClient(transport=_agents(fail, deltas))
     pipeline = Pipeline(
         provider=OfflineProvider(),
         research=ResearchClient(http, "http://research"),
         writer=WriterClient(http, "http://writer"),
+        writer_delta_flush_s=flush_s,
     )
-    events: list[tuple[EventType, dict[str, Any]]] = []
+    events: Events = []
 
     async def emit(kind: EventType, data: dict[str, Any]) -> None:
         events.append((kind, data))
+        if emitted_at is not None and kind is EventType.WRITER_DELTA:
+            emitted_at.append(time.monotonic())
 
     outcome = Outcome()
     try:
@@ -104,6 +133,34 @@ async def test_a_failed_sub_question_does_not_fail_the_run() -> None:
     assert [d["text"] for k, d in events if k is EventType.WRITER_DELTA] == ["report ", "[1]\n"]
     # plan (1 call) + two successful research calls (2 each) + writer (1)
     assert outcome.usage.llm_calls == 1 + 2 * 2 + 1
+
+
+def _delta_texts(events: Events) -> list[str]:
+    return [d["text"] for k, d in events if k is EventType.WRITER_DELTA]
+
+
+async def test_writer_deltas_are_published_in_batches_with_the_same_text() -> None:
+    deltas = [(0.005, f"word{n} ") for n in range(60)]
+    emitted_at: list[float] = []
+    started = time.monotonic()
+    outcome, events = await _run(deltas=deltas, flush_s=0.05, emitted_at=emitted_at)
+    elapsed = time.monotonic() - started
+    texts = _delta_texts(events)
+    assert "".join(texts) == "".join(t for _, t in deltas)
+    assert outcome.result is not None and outcome.result.report == "".join(texts)
+    # One event per 50 ms of writing (the stream takes >= 0.3 s), not one per delta.
+    assert 2 <= len(texts) <= elapsed / 0.05 + 1
+    assert len(texts) < len(deltas) / 3
+    # Only the rest, published when the stream ends, may follow its predecessor sooner.
+    gaps = [b - a for a, b in itertools.pairwise(emitted_at)]
+    assert all(gap >= 0.045 for gap in gaps[:-1]), gaps
+
+
+async def test_writer_text_is_published_while_the_writer_pauses() -> None:
+    # Text is held for the flush interval, not until the next delta comes.
+    deltas = [(0.0, "one "), (0.0, "two "), (0.5, "three")]
+    _, events = await _run(deltas=deltas, flush_s=0.05)
+    assert _delta_texts(events) == ["one two ", "three"]
 
 
 async def test_every_sub_question_failing_fails_the_run_with_a_reason() -> None:

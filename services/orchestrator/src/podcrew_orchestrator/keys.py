@@ -27,6 +27,9 @@ class Keys:
     def events(self, run_id: str) -> str:
         return f"{self.prefix}:run:{run_id}:events"
 
+    def hub_wake(self, reader: str) -> str:
+        return f"{self.prefix}:hub:{reader}:wake"
+
     def rate(self, tenant: str) -> str:
         return f"{self.prefix}:tenant:{tenant}:rate"
 

@@ -28,6 +28,7 @@ from podcrew_core.tracing import configure_tracing
 from podcrew_core.webhooks import WebhookSender, WebhookSettings
 from podcrew_orchestrator import routes
 from podcrew_orchestrator.clients.agents import ResearchClient, WriterClient
+from podcrew_orchestrator.hub import EventHub
 from podcrew_orchestrator.keys import Keys
 from podcrew_orchestrator.limits import TenantLimiter
 from podcrew_orchestrator.pipeline import Pipeline
@@ -67,6 +68,8 @@ def create_app(
             redis, keys, max_run_age_s=settings.run_deadline_s * settings.max_deliveries
         )
         app.state.store = store
+        hub = EventHub(redis, keys)  # one reader for every waiter and event stream
+        app.state.hub = hub
         app.state.submissions = Submissions(
             redis, keys, store, limiter, settings, webhooks=bool(WebhookSettings().secret)
         )
@@ -87,6 +90,7 @@ def create_app(
             yield
         finally:
             spend.cancel()
+            await hub.aclose()
             await redis.aclose()
 
     app = create_service_app(
@@ -146,6 +150,7 @@ def create_worker_app(
             provider=provider,
             research=ResearchClient(http, settings.research_url),
             writer=WriterClient(http, settings.writer_url),
+            writer_delta_flush_s=settings.writer_delta_flush_s,
         )
         webhook_settings = WebhookSettings()
         webhook_client = create_client(webhook_settings.policy())

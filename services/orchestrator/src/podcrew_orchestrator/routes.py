@@ -22,13 +22,13 @@ from podcrew_core.llm import LLMSettings
 from podcrew_core.logging import bind_run, log_run_audit
 from podcrew_core.schemas import EventType, Run, RunAccepted, RunCreate, RunStatus
 from podcrew_orchestrator.estimate import Estimate, estimate
+from podcrew_orchestrator.hub import EventHub
 from podcrew_orchestrator.settings import OrchestratorSettings
-from podcrew_orchestrator.store import RunStore
+from podcrew_orchestrator.store import RunEvent, RunStore
 from podcrew_orchestrator.submit import Submissions
 
 router = APIRouter(prefix="/v1", tags=["runs"])
 
-SSE_BLOCK_MS = 15_000
 SSE_CLOSE_GRACE_S = 2.0  # time for the closing event to reach the client
 SSE_RETRY_MS = 500
 DEFAULT_TENANT = "default"
@@ -38,6 +38,11 @@ _PROBLEM: dict[str, Any] = {"content": {PROBLEM_CONTENT_TYPE: {}}}
 def get_store(request: Request) -> RunStore:
     store: RunStore = request.app.state.store
     return store
+
+
+def get_hub(request: Request) -> EventHub:
+    hub: EventHub = request.app.state.hub
+    return hub
 
 
 def get_settings(request: Request) -> OrchestratorSettings:
@@ -66,6 +71,7 @@ def get_admission(request: Request) -> Admission:
 
 
 Store = Annotated[RunStore, Depends(get_store)]
+Hub = Annotated[EventHub, Depends(get_hub)]
 Settings = Annotated[OrchestratorSettings, Depends(get_settings)]
 Tenant = Annotated[str, Depends(get_tenant)]
 Slots = Annotated[Admission, Depends(get_admission)]
@@ -102,6 +108,7 @@ async def create_run(
     body: RunCreate,
     tenant: Tenant,
     store: Store,
+    hub: Hub,
     settings: Settings,
     submissions: SubmissionsDep,
     slots: Slots,
@@ -127,7 +134,7 @@ async def create_run(
         if run.status.terminal:
             response.status_code = 200
             return run
-        if wait > 0 and await store.wait_final(run.id, min(wait, settings.max_wait_s)):
+        if wait > 0 and await hub.wait_final(run.id, min(wait, settings.max_wait_s)):
             response.status_code = 200
             return await _load(store, run.id, tenant)
     if not submitted.created:
@@ -186,6 +193,7 @@ async def run_events(
     run_id: str,
     tenant: Tenant,
     store: Store,
+    hub: Hub,
     request: Request,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
 ) -> EventSourceResponse:
@@ -198,7 +206,7 @@ async def run_events(
 
     async def stream() -> AsyncIterator[ServerSentEvent]:
         async with streams.hold():
-            async for event in _follow(store, run_id, after, shutdown):
+            async for event in _follow(store, hub, run_id, after, shutdown):
                 yield event
 
     return EventSourceResponse(
@@ -211,43 +219,46 @@ async def run_events(
 
 
 async def _follow(
-    store: RunStore, run_id: str, after: str, shutdown: anyio.Event
+    store: RunStore, hub: EventHub, run_id: str, after: str, shutdown: anyio.Event
 ) -> AsyncIterator[ServerSentEvent]:
-    """The run's events from `after` on; on server shutdown, a final `stream.closing` event
-    (with no id, so the client's Last-Event-ID still names the last real event) tells the
-    client to reconnect — to another replica — and resume without a gap."""
-    cursor = after
-    stop = asyncio.ensure_future(shutdown.wait())
-    block_ms: int | None = None  # first a look without waiting: a finished run ends at once
+    """The run's events from `after` on, to its final event.
+
+    The hub rides out Redis errors, reading on from where it was. A stream the server ends
+    early (it is shutting down, or a read of the route's own failed after the Redis
+    client's retries) ends with a `stream.closing` event, so the client reconnects, to
+    another replica if need be, and resumes from its Last-Event-ID without a gap."""
     try:
-        while True:
-            read = asyncio.ensure_future(store.read_events(run_id, cursor, block_ms=block_ms))
-            await asyncio.wait({read, stop}, return_when=asyncio.FIRST_COMPLETED)
-            if not read.done():
-                read.cancel()
-                yield _closing("server shutting down")
-                return
+        # The status first: when it is final, the final event is already written, so what
+        # follows `after` now is all there will ever be (or nothing, for a client that
+        # already has the final event).
+        status = await store.status(run_id)
+        if status is None or status.terminal:
+            cursor = after
+            while events := await store.read_events(run_id, cursor):
+                for event in events:
+                    yield _sse(event)
+                    if event.terminal:
+                        return
+                cursor = events[-1].id
+            return
+        async with hub.subscribe(run_id, after) as subscription:
+            stop = asyncio.ensure_future(shutdown.wait())  # set by sse-starlette
+            stop.add_done_callback(lambda _: subscription.close())
             try:
-                events = read.result()
-            except RedisError:
-                # The store is unreachable for longer than its retries: end the stream the
-                # way a shutdown does, so the client resumes from its Last-Event-ID.
-                yield _closing("state store unavailable")
-                return
-            for event in events:
-                yield ServerSentEvent(data=event.data, event=event.type, id=event.id)
-                cursor = event.id
-                if event.terminal:
-                    return
-            if not events:
-                status = await store.status(run_id)
-                # Expired, or final with nothing after the client's Last-Event-ID: the
-                # final event is written with the status, so nothing more will come.
-                if status is None or status.terminal:
-                    return
-            block_ms = SSE_BLOCK_MS
-    finally:
-        stop.cancel()
+                while events := await subscription.next():
+                    for event in events:
+                        yield _sse(event)
+                        if event.terminal:
+                            return
+            finally:
+                stop.cancel()
+        yield _closing("server shutting down")
+    except RedisError:
+        yield _closing("state store unavailable")
+
+
+def _sse(event: RunEvent) -> ServerSentEvent:
+    return ServerSentEvent(data=event.data, event=event.type, id=event.id)
 
 
 def _closing(reason: str) -> ServerSentEvent:

@@ -33,7 +33,21 @@ class OrchestratorSettings(ServiceSettings):
     writer_url: str = Field(default="http://127.0.0.1:8102", description="Base URL of the writer.")
     key_prefix: str = Field(default="podcrew", description="Prefix of every Redis key.")
     worker_concurrency: int = Field(
-        default=32, ge=1, le=4096, description="Runs one worker process executes at once."
+        default=32,
+        ge=1,
+        le=4096,
+        description="Runs one worker process executes at once; the rest wait in the queue, "
+        "where the worker autoscaler sees them. A worker's runs share one event loop: keep "
+        "runs per second (this / a run's duration) times the CPU per run (~20-40 ms) well "
+        "under one core, or every await lags and calls time out (docs/benchmarks.md).",
+    )
+    writer_delta_flush_s: float = Field(
+        default=0.05,
+        ge=0,
+        le=5,
+        description="The writer's text is published as one `writer.delta` event per this "
+        "many seconds instead of one per model delta: the same text in ~10x fewer events "
+        "(0: one event per delta).",
     )
     consumer_name: str = Field(
         default_factory=_default_consumer,

@@ -106,6 +106,14 @@ class RunStore:
         status = await self.redis.hget(self.keys.run(run_id), "status")
         return RunStatus(str(status)) if status else None
 
+    async def statuses(self, run_ids: list[str]) -> list[RunStatus | None]:
+        """The status of each run (None: no such run), in one round trip."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for run_id in run_ids:
+                pipe.hget(self.keys.run(run_id), "status")
+            replies = await pipe.execute()
+        return [RunStatus(str(status)) if status else None for status in replies]
+
     async def transition(
         self, run: Run, event: EventType, data: dict[str, Any] | None = None
     ) -> bool:
@@ -160,28 +168,12 @@ class RunStore:
             pipe.expire(key, ttl_s)
             await pipe.execute()
 
-    async def read_events(
-        self, run_id: str, after: str, *, block_ms: int | None, count: int = 200
-    ) -> list[RunEvent]:
-        """Events after `after` ("0" for all), waiting up to `block_ms` for the first one."""
+    async def read_events(self, run_id: str, after: str, count: int = 200) -> list[RunEvent]:
+        """Events after `after` ("0" for all), at most `count`, without waiting for any.
+        (Waiting is `EventHub`'s: one reader per process for every waiter.)"""
         # redis-py types stream replies as a union of every shape; these are decoded strings.
-        reply: Any = await self.redis.xread(
-            {self.keys.events(run_id): after}, count=count, block=block_ms
-        )
+        reply: Any = await self.redis.xread({self.keys.events(run_id): after}, count=count)
         if not reply:
             return []
         _, entries = reply[0]
         return [RunEvent(id=eid, type=f["type"], data=f["data"]) for eid, f in entries]
-
-    async def wait_final(self, run_id: str, timeout_s: float) -> bool:
-        """Wait until the run's final event is written or `timeout_s` passes."""
-        deadline = time.monotonic() + timeout_s
-        after = "0"
-        while True:
-            remaining_ms = int((deadline - time.monotonic()) * 1000)
-            if remaining_ms <= 0:
-                return False
-            for event in await self.read_events(run_id, after, block_ms=remaining_ms):
-                if event.terminal:
-                    return True
-                after = event.id

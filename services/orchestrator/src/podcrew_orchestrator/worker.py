@@ -9,7 +9,6 @@ with that reason.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -61,6 +60,7 @@ QUEUE_OLDEST_AGE = Gauge(
 QUEUE_METRICS_INTERVAL_S = 5.0
 ORCHESTRATOR_AGENT = "orchestrator"
 
+# How often one read of every held run's status looks for runs a client cancelled.
 CANCEL_POLL_S = 0.5
 READ_BLOCK_MS = 1000
 
@@ -92,6 +92,9 @@ class Worker:
         self.pipeline = pipeline
         self.held: dict[str, Delivery] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        # The pipeline task of every run executing here, with the run id and the flag that
+        # tells `_execute` a client cancelled it: what `_cancel_cancelled` watches.
+        self._cancellable: dict[asyncio.Task[None], tuple[str, asyncio.Event]] = {}
         self._slot_freed = asyncio.Event()
         self._intake_open = True
         self._intake_closed = asyncio.Event()
@@ -153,6 +156,7 @@ class Worker:
             self._every(min_idle / 3, self._heartbeat),
             self._every(self.settings.trim_interval_s, self._housekeeping),
             self._every(QUEUE_METRICS_INTERVAL_S, self._queue_metrics),
+            self._every(CANCEL_POLL_S, self._cancel_cancelled),
             self._consume(),
         ]
         try:
@@ -282,7 +286,7 @@ class Worker:
         outcome = Outcome()
         cancelled_by_client = asyncio.Event()
         work = asyncio.create_task(self._pipeline(run, outcome))
-        watcher = asyncio.create_task(self._watch_cancel(run.id, work, cancelled_by_client))
+        self._cancellable[work] = (run.id, cancelled_by_client)
         try:
             await work
         except asyncio.CancelledError:
@@ -317,7 +321,7 @@ class Worker:
         else:
             await self._finish(run, RunStatus.SUCCEEDED, outcome, None)
         finally:
-            watcher.cancel()
+            self._cancellable.pop(work, None)
         return True
 
     async def _pipeline(self, run: Run, outcome: Outcome) -> None:
@@ -399,16 +403,22 @@ class Worker:
         elif s.result_cache_ttl_s and not result.unresearched:
             await self.store.cache_result(run_digest(run), result, s.result_cache_ttl_s)
 
-    async def _watch_cancel(
-        self, run_id: str, work: asyncio.Task[None], flag: asyncio.Event
-    ) -> None:
-        while not work.done():
-            await asyncio.sleep(CANCEL_POLL_S)
-            with contextlib.suppress(Exception):
-                if await self.store.status(run_id) == RunStatus.CANCELLED:
-                    flag.set()
-                    work.cancel()
-                    return
+    async def _cancel_cancelled(self) -> None:
+        """Stop the pipeline of every run here that a client cancelled (`DELETE` sets the
+        status). One pipelined read of all their statuses per tick: a poll per run cost
+        each run a status read twice a second, for as long as it ran."""
+        if not self._cancellable:
+            return
+        watched = list(self._cancellable.items())
+        try:
+            statuses = await self.store.statuses([run_id for _, (run_id, _) in watched])
+        except RedisError:  # Redis away for a moment: the next tick looks again
+            log.debug("cancel_poll_failed", exc_info=True)
+            return
+        for (work, (_, cancelled_by_client)), status in zip(watched, statuses, strict=True):
+            if status is RunStatus.CANCELLED and not work.done():
+                cancelled_by_client.set()
+                work.cancel()
 
     async def _finish(
         self, run: Run, status: RunStatus, outcome: Outcome, error: RunError | None

@@ -13,7 +13,7 @@ from httpx_sse import aconnect_sse
 from podcrew_core.budget import BudgetExceeded, BudgetLimits
 from podcrew_core.deadline import Deadline
 from podcrew_core.errors import UpstreamError, UpstreamTimeout
-from podcrew_core.http import internal_headers, post_json
+from podcrew_core.http import internal_headers, observe_hop, post_json
 from podcrew_core.metrics import HTTP_CLIENT_DURATION, HTTP_CLIENT_REQUESTS
 from podcrew_core.schemas import (
     ResearchRequest,
@@ -99,6 +99,8 @@ class WriterClient:
                 headers=headers,
                 timeout=httpx.Timeout(max(0.001, deadline.remaining()), connect=2.0),
             ) as source:
+                # For a stream the hop is what it adds before the answer starts.
+                observe_hop(WRITER_AGENT, source.response, time.perf_counter() - started)
                 if source.response.status_code >= 400:
                     record(f"http_{source.response.status_code // 100}xx")
                     await source.response.aread()

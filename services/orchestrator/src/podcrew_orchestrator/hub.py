@@ -1,0 +1,352 @@
+"""One Redis reader per api process for the events of every followed run: `EventHub`.
+
+Waiters (`POST /v1/runs?wait=`) and event streams (SSE) do not read Redis themselves: they
+subscribe to a run's events from a cursor, and a reader task that XREAD BLOCKs on every
+watched run stream at once, over a connection of its own, hands each new entry to the
+subscribers of its run. A reader watches at most `streams_per_reader` streams (512; more
+get another reader), which bounds what each XREAD sends and what Redis checks on every
+wake-up: a thousand open event streams cost two connections and two blocked reads instead
+of a thousand of each, and an event wakes only its own run's subscribers.
+
+Nothing is lost or seen twice. A reader keeps one cursor per stream and moves it only after
+handing entries out; after a Redis error it reconnects with backoff and reads on from the
+same cursors. A subscriber that joins a stream the reader has already read past, or whose
+bounded buffer overflows (a slow client), reads the gap itself with XRANGE from its own
+cursor, then goes on with what the reader hands it; it skips what it has already returned.
+
+A stream is watched only while someone subscribes to it, and a reader with nothing to watch
+holds no connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+from redis.typing import KeyT, StreamIdT
+
+from podcrew_core.resilience import backoff_s
+from podcrew_orchestrator.keys import Keys
+from podcrew_orchestrator.store import RunEvent
+
+# Shorter than redis-py's socket timeout (5 s by default), which would cut a longer block
+# with `TimeoutError: Timeout reading from ...`. A new stream is picked up at once anyway
+# (`_Reader.wake`): the block only bounds how long a reader reads streams nobody watches.
+READ_BLOCK_MS = 2_000
+# A read that has not returned this long after its block ran out is on a dead connection
+# (for when no socket timeout is configured): start over on a new one.
+READ_STALL_S = 5.0
+READ_COUNT = 100  # entries per stream per read
+STREAMS_PER_READER = 512
+# Events one subscriber may have waiting; beyond, they are dropped and re-read from Redis
+# when it gets there, so a slow client costs the api no more than this.
+MAX_BUFFERED = 200
+BACKFILL_COUNT = 200
+RECONNECT_BASE_S = 0.1
+RECONNECT_MAX_S = 5.0
+WAKE_TTL_S = 3600
+
+log = structlog.get_logger(__name__)
+
+
+def _order(entry_id: str) -> tuple[int, int]:
+    """A stream id as a comparable pair; `1700000000000` stands for `1700000000000-0`."""
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+class Subscription:
+    """One subscriber's view of one run's events after its cursor, from
+    `EventHub.subscribe`: call `next` for each batch, in order."""
+
+    def __init__(
+        self, redis: Redis, key: str, after: str, *, terminal_only: bool, max_buffered: int
+    ) -> None:
+        self.key = key
+        ms, seq = _order(after)
+        self.cursor = f"{ms}-{seq}"  # the last event returned (or skipped)
+        self._redis = redis
+        self._terminal_only = terminal_only
+        self._max_buffered = max_buffered
+        self._buffered: list[RunEvent] = []
+        self._backfill_to: str | None = None  # events up to here are read from Redis first
+        self._ready = asyncio.Event()
+        self._closed = False
+
+    @property
+    def buffered(self) -> int:
+        """Events handed over by the reader and waiting here, in memory."""
+        return len(self._buffered)
+
+    def close(self) -> None:
+        """End the subscription early (the server is shutting down): `next` returns []."""
+        self._closed = True
+        self._ready.set()
+
+    async def next(self) -> list[RunEvent]:
+        """The next events after the cursor, waiting for them; [] once closed.
+
+        Raises `RedisError` only when it has to read a gap itself and Redis is away."""
+        while not self._closed:
+            if self._backfill_to is not None:
+                events = await self._backfill(self._backfill_to)
+            elif self._buffered:
+                events, self._buffered = self._buffered, []
+            else:
+                self._ready.clear()
+                await self._ready.wait()
+                continue
+            after = _order(self.cursor)
+            events = [e for e in events if _order(e.id) > after]
+            if events:
+                self.cursor = events[-1].id
+            if self._terminal_only:
+                events = [e for e in events if e.terminal]
+            if events:
+                return events
+        return []
+
+    def joined_behind(self, reader_cursor: str) -> None:
+        """The reader has read the stream up to `reader_cursor`, past this cursor."""
+        self._backfill_to = reader_cursor
+
+    def deliver(self, events: list[RunEvent]) -> None:
+        """Called by the reader with the stream's next entries."""
+        if self._terminal_only:
+            events = [e for e in events if e.terminal]
+            if not events:
+                return
+        if len(self._buffered) + len(events) > self._max_buffered:
+            self._buffered.clear()
+            self._backfill_to = events[-1].id
+        else:
+            self._buffered.extend(events)
+        self._ready.set()
+
+    async def _backfill(self, upto: str) -> list[RunEvent]:
+        reply: Any = await self._redis.xrange(
+            self.key, min=f"({self.cursor}", max=upto, count=BACKFILL_COUNT
+        )
+        # Done once caught up: fewer than asked means nothing is left up to `upto` (or the
+        # stream expired). An overflow meanwhile has moved the mark on: keep going.
+        if len(reply) < BACKFILL_COUNT and self._backfill_to == upto:
+            self._backfill_to = None
+        return [RunEvent(id=eid, type=f["type"], data=f["data"]) for eid, f in reply]
+
+
+@dataclass(eq=False)
+class _Watch:
+    key: str
+    cursor: str  # the reader has handed out every entry up to here
+    reader: _Reader
+    subscribers: set[Subscription] = field(default_factory=set)
+
+
+class _Reader:
+    """XREAD BLOCK over its watched streams, on a connection of its own while it has any."""
+
+    def __init__(self, redis: Redis, wake_key: str, rng: random.Random) -> None:
+        self.redis = redis
+        self.wake_key = wake_key
+        self.watches: dict[str, _Watch] = {}
+        self._rng = rng
+        self._wake_cursor = "0-0"
+        self._blocked = False  # in a read that does not include streams added since
+        self._woken = False
+        self._active = asyncio.Event()
+        self._stopping = False
+        self.task = asyncio.create_task(self._run(), name=f"event-hub-{wake_key}")
+
+    def add(self, watch: _Watch) -> None:
+        self.watches[watch.key] = watch
+        self._active.set()
+
+    async def wake(self) -> None:
+        """Make a blocked read start over, to include the streams watched since it began.
+
+        Why a wake stream of the reader's own, included in every read, rather than
+        `CLIENT UNBLOCK` on the reader's connection id: it needs no more than the stream
+        commands podcrew's Redis user already has (CLIENT is an admin command), there is
+        no connection id to track across reconnects, and a wake cannot be missed: the
+        reader reads the wake stream from a cursor, so a wake that reaches Redis before
+        the read does still ends it at once.
+        """
+        if not self._blocked or self._woken:
+            return
+        self._woken = True
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.xadd(self.wake_key, {"wake": "1"}, maxlen=1, approximate=False)
+                pipe.expire(self.wake_key, WAKE_TTL_S)
+                await pipe.execute()
+        except RedisError:  # the reader fails too, and reads the current set when back
+            self._woken = False
+            log.debug("event_hub_wake_failed", exc_info=True)
+
+    async def stop(self) -> None:
+        """Stop reading for good."""
+        # Not by cancelling alone: redis-py (8.1) can swallow a cancellation that lands as
+        # a reply arrives, and carry on; the flag ends the loop after that read.
+        self._stopping = True
+        self._active.set()
+        self.task.cancel()
+        await asyncio.gather(self.task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        failures = 0
+        while not self._stopping:
+            if not self.watches:
+                self._active.clear()
+                await self._active.wait()
+                continue
+            try:
+                async with self.redis.client() as connection:  # released when idle
+                    while self.watches and not self._stopping:
+                        await self._read(connection)
+                        failures = 0
+            except (RedisError, TimeoutError) as exc:
+                # Redis restarting, failing over, or a dead connection: the cursors are
+                # where they were, so reading on from them loses and repeats nothing.
+                log.warning("event_hub_read_failed", error=repr(exc), failures=failures + 1)
+            except Exception:  # a bug; a reader that died would leave its subscribers hanging
+                log.exception("event_hub_read_crashed")
+            else:
+                continue
+            await asyncio.sleep(
+                backoff_s(
+                    failures, None, base_s=RECONNECT_BASE_S, max_s=RECONNECT_MAX_S, rng=self._rng
+                )
+            )
+            failures += 1
+
+    async def _read(self, connection: Redis) -> None:
+        streams: dict[KeyT, StreamIdT] = {k: w.cursor for k, w in self.watches.items()}
+        streams[self.wake_key] = self._wake_cursor
+        self._blocked, self._woken = True, False
+        try:
+            async with asyncio.timeout(READ_BLOCK_MS / 1000 + READ_STALL_S):
+                # redis-py types stream replies as a union of every shape; these are strings.
+                reply: Any = await connection.xread(streams, count=READ_COUNT, block=READ_BLOCK_MS)
+        finally:
+            self._blocked = False
+        for key, entries in reply or []:
+            if key == self.wake_key:
+                self._wake_cursor = entries[-1][0]
+                continue
+            watch = self.watches.get(key)
+            if watch is None:  # nobody watches it any more
+                continue
+            events = [RunEvent(id=eid, type=f["type"], data=f["data"]) for eid, f in entries]
+            watch.cursor = events[-1].id
+            for subscriber in watch.subscribers:
+                subscriber.deliver(events)
+
+
+class EventHub:
+    """Run events for the api's waiters and event streams, read once per process."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        keys: Keys,
+        *,
+        streams_per_reader: int = STREAMS_PER_READER,
+        max_buffered: int = MAX_BUFFERED,
+    ) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.streams_per_reader = streams_per_reader
+        self.max_buffered = max_buffered
+        self._name = secrets.token_hex(6)  # this process' wake streams
+        self._rng = random.Random()  # noqa: S311 - jitter, not cryptography
+        self._readers: list[_Reader] = []
+        self._watches: dict[str, _Watch] = {}
+
+    @property
+    def watched(self) -> int:
+        """Streams watched now."""
+        return len(self._watches)
+
+    @property
+    def connections(self) -> int:
+        """Readers, each with a connection of its own while it watches anything."""
+        return len(self._readers)
+
+    @asynccontextmanager
+    async def subscribe(
+        self, run_id: str, after: str = "0", *, terminal_only: bool = False
+    ) -> AsyncIterator[Subscription]:
+        """The run's events after `after` (a stream id; "0" for all), until the block exits.
+        `terminal_only`: only the run's final event is returned."""
+        subscription = Subscription(
+            self.redis,
+            self.keys.events(run_id),
+            after,
+            terminal_only=terminal_only,
+            max_buffered=self.max_buffered,
+        )
+        reader = self._watch(subscription)
+        try:
+            if reader is not None:
+                await reader.wake()
+            yield subscription
+        finally:
+            self._unwatch(subscription)
+
+    async def wait_final(self, run_id: str, timeout_s: float) -> bool:
+        """Wait until the run's final event is written or `timeout_s` passes."""
+        if timeout_s <= 0:
+            return False
+        async with self.subscribe(run_id, terminal_only=True) as final:
+            try:
+                async with asyncio.timeout(timeout_s):
+                    return bool(await final.next())
+            except TimeoutError:
+                return False
+
+    async def aclose(self) -> None:
+        """Stop reading; subscriptions still open end (their `next` returns [])."""
+        for watch in self._watches.values():
+            for subscription in watch.subscribers:
+                subscription.close()
+        await asyncio.gather(*(reader.stop() for reader in self._readers))
+        if self._readers:
+            try:
+                await self.redis.delete(*(r.wake_key for r in self._readers))
+            except RedisError:  # they expire on their own
+                log.debug("event_hub_cleanup_failed", exc_info=True)
+
+    def _watch(self, subscription: Subscription) -> _Reader | None:
+        """Add the subscriber; the reader that has to be woken for a new stream, if any."""
+        watch = self._watches.get(subscription.key)
+        if watch is not None:
+            if _order(subscription.cursor) < _order(watch.cursor):
+                subscription.joined_behind(watch.cursor)
+            watch.subscribers.add(subscription)
+            return None
+        reader = next((r for r in self._readers if len(r.watches) < self.streams_per_reader), None)
+        if reader is None:
+            wake_key = self.keys.hub_wake(f"{self._name}:{len(self._readers)}")
+            reader = _Reader(self.redis, wake_key, self._rng)
+            self._readers.append(reader)
+        watch = _Watch(subscription.key, subscription.cursor, reader, {subscription})
+        self._watches[watch.key] = watch
+        reader.add(watch)
+        return reader
+
+    def _unwatch(self, subscription: Subscription) -> None:
+        watch = self._watches.get(subscription.key)
+        if watch is None:
+            return
+        watch.subscribers.discard(subscription)
+        if not watch.subscribers:
+            del self._watches[watch.key]
+            del watch.reader.watches[watch.key]
