@@ -157,6 +157,44 @@ def histogram_totals(text: str, name: str, **labels: str) -> tuple[float, float]
     return total, count
 
 
+def histogram_buckets(text: str, name: str, **labels: str) -> dict[float, float]:
+    """Cumulative bucket counts (upper bound → count) of one histogram in a /metrics page,
+    summed over the series matching `labels`."""
+    buckets: dict[float, float] = defaultdict(float)
+    for family in text_string_to_metric_families(text):
+        if family.name != name:
+            continue
+        for sample in family.samples:
+            if sample.name != f"{name}_bucket":
+                continue
+            if any(sample.labels.get(k) != v for k, v in labels.items()):
+                continue
+            buckets[float(sample.labels["le"])] += sample.value
+    return dict(buckets)
+
+
+def bucket_quantile(
+    before: dict[float, float], after: dict[float, float], q: float
+) -> float | None:
+    """The q-quantile (0..1) of the observations made between two bucket readings,
+    interpolated linearly inside its bucket, as PromQL's `histogram_quantile` does."""
+    bounds = sorted(after)
+    counts = [after[b] - before.get(b, 0.0) for b in bounds]
+    if not counts or counts[-1] <= 0:
+        return None
+    rank = q * counts[-1]
+    lower_bound = lower_count = 0.0
+    for bound, count in zip(bounds, counts, strict=True):
+        if count >= rank:
+            if math.isinf(bound):
+                return lower_bound
+            inside = count - lower_count
+            fraction = (rank - lower_count) / inside if inside > 0 else 1.0
+            return lower_bound + (bound - lower_bound) * fraction
+        lower_bound, lower_count = bound, count
+    return None
+
+
 def mean_delta(before: tuple[float, float], after: tuple[float, float]) -> float | None:
     """Mean of the observations made between two (sum, count) readings."""
     count = after[1] - before[1]

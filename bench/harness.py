@@ -368,12 +368,25 @@ def level_summary(
     return result
 
 
+def _summed_buckets(page: dict[str, str], workers: list[str], target: str) -> dict[float, float]:
+    """The workers' `podcrew_http_client_hop_overhead_seconds` buckets for one target."""
+    total: dict[float, float] = defaultdict(float)
+    for worker in workers:
+        buckets = analysis.histogram_buckets(
+            page.get(worker, ""), "podcrew_http_client_hop_overhead_seconds", target=target
+        )
+        for bound, count in buckets.items():
+            total[bound] += count
+    return dict(total)
+
+
 def internal_hops(
     before: dict[str, str], after: dict[str, str], llm_lines: list[dict[str, Any]]
 ) -> dict[str, Any]:
-    """Means from the services' own histograms: what the worker measured for its calls to
-    an agent minus what the agent measured serving them (the hop: both HTTP stacks and the
-    loopback), and the agent's own time outside its LLM calls."""
+    """From the services' own histograms: what the worker measured for its calls to an agent
+    minus what the agent measured serving them (the hop: both HTTP stacks and the loopback),
+    as means and, per request (the caller's time minus the callee's `Server-Timing`), as
+    p50/p95 interpolated in the buckets; and the agent's own time outside its LLM calls."""
     workers = [n for n in after if n.startswith("worker-")]
 
     def client(target: str, page: dict[str, str]) -> tuple[float, float]:
@@ -409,6 +422,12 @@ def internal_hops(
             if c_mean is None or s_mean is None
             else round((c_mean - s_mean) * 1000, 3),
         }
+        hop_before = _summed_buckets(before, workers, target)
+        hop_after = _summed_buckets(after, workers, target)
+        p50 = analysis.bucket_quantile(hop_before, hop_after, 0.5)
+        p95 = analysis.bucket_quantile(hop_before, hop_after, 0.95)
+        entry["hop_overhead_p50"] = None if p50 is None else round(p50 * 1000, 3)
+        entry["hop_overhead_p95"] = None if p95 is None else round(p95 * 1000, 3)
         if s_mean is not None and requests > 0:
             entry["agent_time_outside_llm_mean"] = round((s_mean - llm_total / requests) * 1000, 3)
         out[target] = entry

@@ -37,9 +37,15 @@ def targets(result: dict[str, Any]) -> dict[str, Any]:
         llm = at10.get("llm_hop_overhead_ms", {}).get("all", {}).get("p50")
         out["a_llm_hop_overhead_p50_ms_at_10"] = _verdict(llm, MAX_HOP_MS)
         for target, hop in (at10.get("internal_hops_ms") or {}).items():
-            out[f"a_{target.replace('-', '_')}_hop_overhead_mean_ms_at_10"] = _verdict(
-                hop.get("hop_overhead_mean"), MAX_HOP_MS
-            )
+            name = target.replace("-", "_")
+            if hop.get("hop_overhead_p50") is not None:
+                out[f"a_{name}_hop_overhead_p50_ms_at_10"] = _verdict(
+                    hop["hop_overhead_p50"], MAX_HOP_MS
+                )
+            else:
+                out[f"a_{name}_hop_overhead_mean_ms_at_10"] = _verdict(
+                    hop.get("hop_overhead_mean"), MAX_HOP_MS
+                )
     cpu_levels = [r for r in podcrew if r["level"] >= TARGET_LEVEL_LATENCY]
     if cpu_levels:
         worst = max(cpu_levels, key=lambda r: r["cpu"]["ms_per_run"])
@@ -93,14 +99,15 @@ def render(result: dict[str, Any]) -> str:
     lines.append("")
     lines.append(
         "| system | conc. | runs ok/all | runs/s | e2e p50 | p95 | p99 (ms) | critical p50 "
-        "| e2e÷crit | LLM hop p50 (ms) | research hop mean (ms) | CPU ms/run | KiB/in-flight "
+        "| e2e÷crit | LLM hop p50 (ms) | research hop p50 (ms) | CPU ms/run | KiB/in-flight "
         "| errors |"
     )
     lines.append("|" + "---|" * 14)
     base_by_level = {r["level"]: r for r in result.get("baseline", [])}
     for row in [*result.get("podcrew", []), *result.get("baseline", [])]:
         hops = row.get("internal_hops_ms") or {}
-        research_hop = (hops.get("research-agent") or {}).get("hop_overhead_mean")
+        research = hops.get("research-agent") or {}
+        research_hop = research.get("hop_overhead_p50", research.get("hop_overhead_mean"))
         llm = (row.get("llm_hop_overhead_ms") or {}).get("all", {}).get("p50")
         rps = row["throughput"]["steady_rps"]
         speed = ""
