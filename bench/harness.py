@@ -271,6 +271,7 @@ def level_summary(
     metrics: tuple[dict[str, str], dict[str, str]] | None = None,
     events: dict[str, list[tuple[str, dict[str, Any]]]] | None = None,
     redis_growth_kib: float | None = None,
+    redis_commands: dict[str, int] | None = None,
 ) -> dict[str, Any]:
     runs = load["runs"]
     ok = [r for r in runs if r.get("ok")]
@@ -334,6 +335,12 @@ def level_summary(
     }
     if redis_growth_kib is not None:
         result["memory"]["redis_retained_kib_per_run"] = round(redis_growth_kib / completed, 2)
+    if redis_commands is not None:  # everything Redis served during the level, per run
+        by_command = sorted(redis_commands.items(), key=lambda kv: -kv[1])
+        result["redis_commands_per_run"] = {
+            "all": round(sum(redis_commands.values()) / completed, 2),
+            **{name: round(count / completed, 2) for name, count in by_command},
+        }
 
     if llm_lines is not None:
         tag_of = {r["run_id"]: r["tag"] for r in ok if r.get("run_id")}
@@ -443,6 +450,7 @@ def podcrew_level(ctx: Context, level: int) -> dict[str, Any]:
     ctx.logs.mark()
     metrics_before = scrape(stack)
     redis_before = ctx.redis_used_kib()
+    commands_before = ctx.redis_commands()
     sim_before = procstat.cpu_seconds(ctx.sim_pid)
     harness_before = procstat.cpu_seconds(os.getpid())
     sampler = procstat.Sampler(podcrew_pids(stack)).start()
@@ -462,6 +470,8 @@ def podcrew_level(ctx: Context, level: int) -> dict[str, Any]:
     sim_cpu = procstat.cpu_seconds(ctx.sim_pid) - sim_before
     harness_cpu = procstat.cpu_seconds(os.getpid()) - harness_before
     redis_growth = ctx.redis_used_kib() - redis_before
+    commands = Counter(ctx.redis_commands())
+    commands.subtract(commands_before)
     metrics_after = scrape(stack)
     calls = ctx.sim.get("/_bench/calls").json()
     lines = ctx.logs.llm_calls()
@@ -482,6 +492,7 @@ def podcrew_level(ctx: Context, level: int) -> dict[str, Any]:
         metrics=(metrics_before, metrics_after),
         events=events,
         redis_growth_kib=redis_growth,
+        redis_commands={k: v for k, v in commands.items() if v > 0},
     )
 
 
@@ -744,6 +755,11 @@ class Context:
 
     def redis_used_kib(self) -> float:
         return float(self.redis.info("memory")["used_memory"]) / 1024
+
+    def redis_commands(self) -> dict[str, int]:
+        """Commands Redis has served since it started, by command (`INFO commandstats`)."""
+        stats = self.redis.info("commandstats")
+        return {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in stats.items()}
 
 
 def warm_up(ctx: Context) -> None:

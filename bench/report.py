@@ -141,6 +141,10 @@ def render(result: dict[str, Any]) -> str:
             f"{busy['measured']:.2f}, simulator {busy['simulator']:.2f}, load generator "
             f"{busy['loadgen']:.2f}, other processes {busy['other_processes']:.2f}"
         )
+        commands = row.get("redis_commands_per_run")
+        if commands:
+            top = ", ".join(f"{k} {v:g}" for k, v in list(commands.items())[1:9])
+            lines.append(f"  Redis commands per run: {commands['all']:g} ({top})")
     timeline_rows = [r for r in result.get("podcrew", []) if r.get("timeline_ms")]
     if timeline_rows:
         lines.append("")

@@ -11,7 +11,7 @@ import re
 import time
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.client import Pipeline
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
@@ -75,22 +75,28 @@ class InstrumentedRedis(Redis):
         )
 
 
-MAX_CONNECTIONS = 8192
+# Connections per process. Nothing holds one for long any more (waiters and event streams
+# share the api's EventHub readers; a worker's blocking read holds one), so a small pool
+# serves hundreds of concurrent requests: a command waits up to POOL_TIMEOUT_S for a free
+# connection instead of opening another. An unbounded pool opened one per concurrent caller
+# under load (500 in the api at 500 concurrent runs), each with its buffers: most of the
+# api's and the agents' memory growth per in-flight run in `make bench`.
+MAX_CONNECTIONS = 64
+POOL_TIMEOUT_S = 10.0
 
 
 def create_redis(settings: RedisSettings) -> Redis:
-    """A pooled client that rides out a Redis restart: commands retry with jittered backoff."""
-    return InstrumentedRedis.from_url(
+    """A pooled client that rides out a Redis restart: commands retry with jittered backoff.
+    The URL's query string may size the pool (`?max_connections=128&timeout=5`)."""
+    pool = BlockingConnectionPool.from_url(
         settings.url.get_secret_value(),
         decode_responses=True,
-        # Every waiting `?wait=` request and every open event stream holds a connection for
-        # its blocking read, so the pool must outgrow what admission control lets in (the
-        # api's max_concurrency plus max_event_streams); redis-py's default of 100 made the
-        # api answer 503 past 100 waiters under load (found by `make bench`).
         max_connections=MAX_CONNECTIONS,
+        timeout=POOL_TIMEOUT_S,
         health_check_interval=15,
         socket_connect_timeout=2.0,
         # About 5 s of retries: long enough to ride out a Redis restart or failover.
         retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries=9),
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
     )
+    return InstrumentedRedis.from_pool(pool)

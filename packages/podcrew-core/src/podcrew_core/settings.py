@@ -48,5 +48,7 @@ class RedisSettings(BaseSettings):
 
     url: SecretStr = Field(
         default=SecretStr("redis://127.0.0.1:6379/0"),
-        description="Redis URL; may carry a password, so it is never logged.",
+        description="Redis URL; may carry a password, so it is never logged. Its query "
+        "string may size each process' connection pool: `?max_connections=64&timeout=10` "
+        "(the defaults) allows 64 connections and lets a command wait 10 s for a free one.",
     )
