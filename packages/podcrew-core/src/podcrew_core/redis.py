@@ -81,8 +81,8 @@ class InstrumentedRedis(Redis):
 # connection instead of opening another. An unbounded pool opened one per concurrent caller
 # under load (500 in the api at 500 concurrent runs), each with its buffers: most of the
 # api's and the agents' memory growth per in-flight run in `make bench`.
-MAX_CONNECTIONS = 64
-POOL_TIMEOUT_S = 10.0
+MAX_CONNECTIONS = 256
+POOL_TIMEOUT_S = 30.0
 
 
 def create_redis(settings: RedisSettings) -> Redis:

@@ -49,6 +49,6 @@ class RedisSettings(BaseSettings):
     url: SecretStr = Field(
         default=SecretStr("redis://127.0.0.1:6379/0"),
         description="Redis URL; may carry a password, so it is never logged. Its query "
-        "string may size each process' connection pool: `?max_connections=64&timeout=10` "
-        "(the defaults) allows 64 connections and lets a command wait 10 s for a free one.",
+        "string may size each process' connection pool: `?max_connections=256&timeout=30` "
+        "(the defaults) allows 256 connections and lets a command wait 30 s for a free one.",
     )
