@@ -225,6 +225,27 @@ def test_failed_probe_reopens_and_old_failures_age_out() -> None:
     assert rate.state is BreakerState.CLOSED
 
 
+def test_failure_rate_counts_only_the_window() -> None:
+    clock = Clock()
+    breaker = CircuitBreaker(
+        upstream="w",
+        consecutive_failures=100,
+        failure_rate=0.5,
+        min_calls=3,
+        window_s=10,
+        clock=clock,
+    )
+    breaker.record(ok=False)
+    breaker.record(ok=False)
+    clock.now += 11  # both failures age out
+    for _ in range(3):
+        breaker.record(ok=True)
+    assert breaker.state is BreakerState.CLOSED
+    for _ in range(3):
+        breaker.record(ok=False)  # 3 of the 6 calls in the window
+    assert breaker.state is BreakerState.OPEN
+
+
 async def test_breaker_holds_no_lock_while_calls_run() -> None:
     inner = Scripted(delay_s=0.2)
     provider = _provider(inner)

@@ -103,10 +103,12 @@ async def _run(
     )
     events: Events = []
 
-    async def emit(kind: EventType, data: dict[str, Any]) -> None:
-        events.append((kind, data))
-        if emitted_at is not None and kind is EventType.WRITER_DELTA:
-            emitted_at.append(time.monotonic())
+    async def emit(batch: Sequence[tuple[EventType, dict[str, Any]]]) -> None:
+        events.extend(batch)
+        if emitted_at is not None:
+            emitted_at.extend(
+                time.monotonic() for kind, _ in batch if kind is EventType.WRITER_DELTA
+            )
 
     outcome = Outcome()
     try:

@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, ClassVar
 
 from prometheus_client import Counter
@@ -32,7 +33,8 @@ from podcrew_core.schemas import Usage
 
 BUDGET_HEADER = "x-podcrew-budget"
 _MICRO = 1_000_000
-_DAY_TTL_S = 3 * 24 * 3600
+_SECONDS_PER_DAY = 86_400
+_DAY_TTL_S = 3 * _SECONDS_PER_DAY
 
 BUDGET_REFUSALS = Counter(
     "podcrew_budget_exceeded",
@@ -72,8 +74,16 @@ class BudgetLimits(BaseModel):
             raise BadRequest(f"{BUDGET_HEADER} is not a valid budget") from exc
 
 
+@lru_cache(maxsize=2)
+def _day_name(day: int) -> str:
+    return time.strftime("%Y%m%d", time.gmtime(day * _SECONDS_PER_DAY))
+
+
 def utc_day(now: float | None = None) -> str:
-    return time.strftime("%Y%m%d", time.gmtime(now))
+    """The UTC date of `now` (default: the current time) as `YYYYMMDD`. POSIX time has no
+    leap seconds, so the day is `now // 86400`; its name is formatted once per day, not on
+    each of the two ledger round trips of every LLM call."""
+    return _day_name(int((time.time() if now is None else now) // _SECONDS_PER_DAY))
 
 
 @dataclass(frozen=True)
@@ -131,37 +141,30 @@ class Ledger:
     async def check(self, limits: BudgetLimits) -> None:
         """Refuse the next call if any budget is already spent."""
         run, tenant, everyone = await self.spent(limits)
-        over = [
-            (
-                "run_tokens",
-                run.tokens >= limits.max_tokens,
-                f"the run used {run.tokens} of its {limits.max_tokens} tokens",
-            ),
-            (
-                "run_cost",
-                run.cost_usd >= limits.max_cost_usd,
-                f"the run spent ${run.cost_usd:.4f} of its ${limits.max_cost_usd:.4f}",
-            ),
-            (
-                "tenant_tokens",
-                tenant.tokens >= limits.tenant_daily_tokens,
-                f"tenant {limits.tenant} used its {limits.tenant_daily_tokens} tokens for today",
-            ),
-            (
-                "tenant_cost",
-                tenant.cost_usd >= limits.tenant_daily_cost_usd,
-                f"tenant {limits.tenant} spent its ${limits.tenant_daily_cost_usd:.2f} for today",
-            ),
-            (
-                "global_cost",
-                everyone.cost_usd >= limits.global_daily_cost_usd,
-                f"the daily spend cap of ${limits.global_daily_cost_usd:.2f} is reached",
-            ),
-        ]
-        for name, exceeded, detail in over:
-            if exceeded:
-                BUDGET_REFUSALS.labels(name).inc()
-                raise BudgetExceeded(detail, budget=name)
+        # Checked in this order; a refusal's detail is formatted only when one is refused.
+        if run.tokens >= limits.max_tokens:
+            name = "run_tokens"
+            detail = f"the run used {run.tokens} of its {limits.max_tokens} tokens"
+        elif run.cost_usd >= limits.max_cost_usd:
+            name = "run_cost"
+            detail = f"the run spent ${run.cost_usd:.4f} of its ${limits.max_cost_usd:.4f}"
+        elif tenant.tokens >= limits.tenant_daily_tokens:
+            name = "tenant_tokens"
+            detail = (
+                f"tenant {limits.tenant} used its {limits.tenant_daily_tokens} tokens for today"
+            )
+        elif tenant.cost_usd >= limits.tenant_daily_cost_usd:
+            name = "tenant_cost"
+            detail = (
+                f"tenant {limits.tenant} spent its ${limits.tenant_daily_cost_usd:.2f} for today"
+            )
+        elif everyone.cost_usd >= limits.global_daily_cost_usd:
+            name = "global_cost"
+            detail = f"the daily spend cap of ${limits.global_daily_cost_usd:.2f} is reached"
+        else:
+            return
+        BUDGET_REFUSALS.labels(name).inc()
+        raise BudgetExceeded(detail, budget=name)
 
     async def charge(self, limits: BudgetLimits, usage: Usage) -> None:
         """Add a call's tokens and cost to all three counters, in one atomic round trip."""

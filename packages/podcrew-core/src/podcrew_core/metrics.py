@@ -15,7 +15,7 @@ starts, prometheus-client keeps every value in a memory-mapped file per process 
 from __future__ import annotations
 
 import os
-from typing import Final
+from typing import Final, Generic, TypeVar
 
 from prometheus_client import (
     CollectorRegistry,
@@ -25,8 +25,11 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+from prometheus_client.metrics import MetricWrapperBase
 
 MULTIPROC_DIR_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"
+
+M = TypeVar("M", bound=MetricWrapperBase)
 
 # HTTP hops take milliseconds; LLM calls and whole runs take up to minutes.
 HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -215,3 +218,21 @@ CACHE_REQUESTS = Counter(
     "Cache lookups by cache (result, kb_search, fetch_url) and outcome (hit, miss).",
     ["cache", "outcome"],
 )
+
+
+class Children(Generic[M]):
+    """A metric's children by label values, kept in a dict: `metric.labels(...)` checks and
+    converts its arguments and takes the metric's lock on every call, and the hot paths
+    (every LLM call, Redis command and request) look up a dozen children each. Holds only
+    children the metric itself holds, so adds no label values; for metrics whose children
+    are never removed."""
+
+    def __init__(self, metric: M) -> None:
+        self._metric = metric
+        self._children: dict[tuple[str, ...], M] = {}
+
+    def __call__(self, *values: str) -> M:
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self._metric.labels(*values)
+        return child

@@ -19,11 +19,12 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from podcrew_core.metrics import REDIS_COMMAND_DURATION, REDIS_COMMAND_ERRORS
+from podcrew_core.metrics import REDIS_COMMAND_DURATION, REDIS_COMMAND_ERRORS, Children
 from podcrew_core.settings import RedisSettings
 
 _COMMAND = re.compile(r"[A-Z][A-Z_ ]{0,31}")
 OTHER_COMMAND = "OTHER"
+_DURATION = Children(REDIS_COMMAND_DURATION)  # one lookup per command: from a dict
 
 
 def command_label(name: object) -> str:
@@ -34,7 +35,7 @@ def command_label(name: object) -> str:
 
 
 def _observe(command: str, started: float, error: BaseException | None) -> None:
-    REDIS_COMMAND_DURATION.labels(command).observe(time.perf_counter() - started)
+    _DURATION(command).observe(time.perf_counter() - started)
     # NOSCRIPT is how EVALSHA asks for a script's first load (redis-py loads it and retries).
     if error is not None and not isinstance(error, NoScriptError):
         REDIS_COMMAND_ERRORS.labels(command, error.__class__.__name__).inc()

@@ -159,6 +159,7 @@ class CircuitBreaker:
     state: BreakerState = BreakerState.CLOSED
     _streak: int = 0
     _calls: deque[tuple[float, bool]] = field(default_factory=deque)
+    _failures: int = 0  # failures in `_calls`, kept as it changes: no pass over the window
     _opened_at: float = 0.0
     _probes: int = 0
 
@@ -175,6 +176,7 @@ class CircuitBreaker:
         if state is BreakerState.CLOSED:
             self._streak = 0
             self._calls.clear()
+            self._failures = 0
         self.state = state
         BREAKER_STATE.labels(self.upstream).set(state)
 
@@ -203,13 +205,16 @@ class CircuitBreaker:
             self._set(BreakerState.CLOSED if ok else BreakerState.OPEN)
             return
         now = self.clock()
-        self._calls.append((now, ok))
-        while self._calls and now - self._calls[0][0] > self.window_s:
-            self._calls.popleft()
+        calls = self._calls
+        calls.append((now, ok))
+        if not ok:
+            self._failures += 1
+        while calls and now - calls[0][0] > self.window_s:
+            if not calls.popleft()[1]:
+                self._failures -= 1
         self._streak = 0 if ok else self._streak + 1
-        failures = sum(1 for _, good in self._calls if not good)
         if self._streak >= self.consecutive_failures or (
-            len(self._calls) >= self.min_calls and failures / len(self._calls) >= self.failure_rate
+            len(calls) >= self.min_calls and self._failures / len(calls) >= self.failure_rate
         ):
             self._set(BreakerState.OPEN)
 

@@ -39,8 +39,13 @@ class RateLimited(PodcrewError):
     title = "Too many requests"
 
 
-# KEYS[1] tenant's GCRA key. ARGV: emission interval ms, burst. Returns {allowed, wait_ms}.
-_GCRA = """
+# Both limits in one step, one round trip per submission: first the rate (GCRA), then the
+# concurrent runs. A submission refused for concurrency has used up its place in the rate,
+# as when these were two steps.
+# KEYS: the tenant's GCRA key, the tenant's active-run set. ARGV: emission interval ms,
+# burst, run id, now ms, concurrent-run limit, stale-before ms.
+# Returns {1, 0} admitted, {0, wait_ms} over the rate, {-1, 0} at the concurrency limit.
+_ADMIT = """
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
 local interval = tonumber(ARGV[1])
@@ -51,15 +56,10 @@ local allow_at = tat + interval - burst * interval
 if now < allow_at then return {0, allow_at - now} end
 local new_tat = tat + interval
 redis.call('SET', KEYS[1], new_tat, 'PX', math.ceil(new_tat - now) + 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[6])
+if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[5]) then return {-1, 0} end
+redis.call('ZADD', KEYS[2], ARGV[4], ARGV[3])
 return {1, 0}
-"""
-
-# KEYS[1] tenant's active-run set. ARGV: run id, now ms, limit, stale-before ms.
-_ADMIT = """
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[4])
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then return 0 end
-redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
-return 1
 """
 
 
@@ -68,29 +68,32 @@ class TenantLimiter:
         self.redis = redis
         self.keys = keys
         self.max_run_age_s = max_run_age_s
-        self._gcra = redis.register_script(_GCRA)
         self._admit = redis.register_script(_ADMIT)
 
-    async def check_rate(self, tenant: str, limits: TenantLimits) -> None:
-        interval_ms = 60_000 / limits.requests_per_minute
-        allowed, wait_ms = await self._gcra(
-            keys=[self.keys.rate(tenant)], args=[interval_ms, limits.burst]
+    async def admit(self, tenant: str, run_id: str, limits: TenantLimits) -> None:
+        """Count a submission against the tenant's rate and hold one of its concurrent-run
+        places for `run_id`, or raise `RateLimited` (with Retry-After) for the first limit
+        it is over."""
+        now_ms = int(time.time() * 1000)
+        stale_ms = now_ms - int(self.max_run_age_s * 1000)
+        admitted, wait_ms = await self._admit(
+            keys=[self.keys.rate(tenant), self.keys.active(tenant)],
+            args=[
+                60_000 / limits.requests_per_minute,
+                limits.burst,
+                run_id,
+                now_ms,
+                limits.concurrent_runs,
+                stale_ms,
+            ],
         )
-        if not allowed:
+        if admitted == 0:
             wait_s = max(1, math.ceil(float(wait_ms) / 1000))
             raise RateLimited(
                 f"tenant {tenant} is over {limits.requests_per_minute} runs a minute",
                 headers={"Retry-After": str(wait_s)},
             )
-
-    async def admit_run(self, tenant: str, run_id: str, limits: TenantLimits) -> None:
-        now_ms = int(time.time() * 1000)
-        stale_ms = now_ms - int(self.max_run_age_s * 1000)
-        admitted = await self._admit(
-            keys=[self.keys.active(tenant)],
-            args=[run_id, now_ms, limits.concurrent_runs, stale_ms],
-        )
-        if not admitted:
+        if admitted < 0:
             raise RateLimited(
                 f"tenant {tenant} already has {limits.concurrent_runs} unfinished runs",
                 headers={"Retry-After": "5"},

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,7 +37,11 @@ from podcrew_core.schemas import (
 from podcrew_core.tracing import invoke_agent_span
 from podcrew_orchestrator.clients.agents import WRITER_AGENT, ResearchClient, WriterClient
 
-EventSink = Callable[[EventType, dict[str, Any]], Awaitable[object]]
+Event = tuple[EventType, dict[str, Any]]
+# Stores the events given, in order, in one step: the events the pipeline has in hand at
+# once (the plan and the research starts, a sub-question's tool calls and its end) cost one
+# round trip to the store, not one each.
+EventSink = Callable[[Sequence[Event]], Awaitable[object]]
 
 # The writer streams a report as ~150 deltas; one event each cost a Redis round trip and a
 # wake-up of every reader per delta (docs/benchmarks.md). Batched per 50 ms they are ~10x
@@ -141,7 +145,7 @@ class DeltaBatcher:
 
     async def add(self, text: str) -> None:
         if self._publisher is None:
-            await self._emit(EventType.WRITER_DELTA, {"text": text})
+            await self._emit([(EventType.WRITER_DELTA, {"text": text})])
             return
         if self._publisher.done():  # publishing failed (the store is away): fail now
             self._publisher.result()
@@ -179,7 +183,7 @@ class DeltaBatcher:
             text = "".join(self._parts)
             self._parts.clear()
             if text:
-                await self._emit(EventType.WRITER_DELTA, {"text": text})
+                await self._emit([(EventType.WRITER_DELTA, {"text": text})])
             if self._closing.is_set() and not self._parts:
                 return
 
@@ -197,7 +201,15 @@ class Pipeline:
         outcome.question = spec.question
         plan = await self._plan(spec, outcome)
         outcome.sub_questions = plan.sub_questions
-        await emit(EventType.RUN_PLANNED, {"sub_questions": plan.sub_questions})
+        await emit(
+            [
+                (EventType.RUN_PLANNED, {"sub_questions": plan.sub_questions}),
+                *(
+                    (EventType.RESEARCH_STARTED, {"index": index, "sub_question": sub})
+                    for index, sub in enumerate(plan.sub_questions)
+                ),
+            ]
+        )
         FANOUT_WIDTH.observe(len(plan.sub_questions))
 
         # Each parallel call may spend an equal share of the retries left; what they report
@@ -272,8 +284,8 @@ class Pipeline:
     async def _research(
         self, spec: RunSpec, index: int, sub_question: str, retry_budget: int, emit: EventSink
     ) -> ResearchResponse | PodcrewError:
-        """One sub-question; a failure is reported in events and returned, never raised."""
-        await emit(EventType.RESEARCH_STARTED, {"index": index, "sub_question": sub_question})
+        """One sub-question (its `research.started` is the caller's); a failure is reported
+        in events and returned, never raised."""
         body = ResearchRequest(
             run_id=spec.run_id,
             question=spec.question,
@@ -285,26 +297,29 @@ class Pipeline:
         except PodcrewError as exc:
             log.warning("research_failed", index=index, error=exc.slug, detail=exc.detail)
             await emit(
-                EventType.RESEARCH_FINISHED,
-                {"index": index, "ok": False, "error": exc.slug, "detail": exc.detail},
+                [
+                    (
+                        EventType.RESEARCH_FINISHED,
+                        {"index": index, "ok": False, "error": exc.slug, "detail": exc.detail},
+                    )
+                ]
             )
             return exc
-        for call in response.tool_calls:
-            await emit(
-                EventType.TOOL_CALLED,
-                {
-                    "index": index,
-                    **call.model_dump(include={"name", "input", "ok", "results", "cached"}),
-                },
+        events: list[Event] = [
+            (EventType.TOOL_CALLED, {"index": index, **call.model_dump(include=_TOOL_EVENT_FIELDS)})
+            for call in response.tool_calls
+        ]
+        events.append(
+            (
+                EventType.RESEARCH_FINISHED,
+                {"index": index, "ok": True, "findings": len(response.findings)},
             )
-        await emit(
-            EventType.RESEARCH_FINISHED,
-            {"index": index, "ok": True, "findings": len(response.findings)},
         )
+        await emit(events)
         return response
 
     async def _write(self, body: WriteRequest, spec: RunSpec, emit: EventSink) -> WriteResponse:
-        await emit(EventType.WRITER_STARTED, {"sections": len(body.sections)})
+        await emit([(EventType.WRITER_STARTED, {"sections": len(body.sections)})])
         # The span is opened here, not in the client's generator: the pipeline returns at
         # the result without draining the generator, which then closes in another context.
         with invoke_agent_span(WRITER_AGENT, remote=True, run_id=spec.run_id):

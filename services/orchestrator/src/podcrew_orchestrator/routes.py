@@ -34,28 +34,31 @@ SSE_RETRY_MS = 500
 DEFAULT_TENANT = "default"
 _PROBLEM: dict[str, Any] = {"content": {PROBLEM_CONTENT_TYPE: {}}}
 
+# The dependencies below are `async def` although they do not await: FastAPI runs a sync
+# dependency in the threadpool, a thread hop each per request for what is an attribute read.
 
-def get_store(request: Request) -> RunStore:
+
+async def get_store(request: Request) -> RunStore:
     store: RunStore = request.app.state.store
     return store
 
 
-def get_hub(request: Request) -> EventHub:
+async def get_hub(request: Request) -> EventHub:
     hub: EventHub = request.app.state.hub
     return hub
 
 
-def get_settings(request: Request) -> OrchestratorSettings:
+async def get_settings(request: Request) -> OrchestratorSettings:
     settings: OrchestratorSettings = request.app.state.settings
     return settings
 
 
-def get_submissions(request: Request) -> Submissions:
+async def get_submissions(request: Request) -> Submissions:
     submissions: Submissions = request.app.state.submissions
     return submissions
 
 
-def get_tenant(request: Request) -> str:
+async def get_tenant(request: Request) -> str:
     """The tenant of the presented API key (401 otherwise); `default` when auth is off."""
     keyring: KeyRing = request.app.state.keyring
     if not keyring:
@@ -65,7 +68,7 @@ def get_tenant(request: Request) -> str:
     return tenant
 
 
-def get_admission(request: Request) -> Admission:
+async def get_admission(request: Request) -> Admission:
     admission: Admission = request.app.state.admission
     return admission
 
@@ -89,6 +92,7 @@ async def _load(store: RunStore, run_id: str, tenant: str) -> Run:
 @router.post(
     "/runs",
     status_code=202,
+    response_model=Run | RunAccepted,
     dependencies=[JSONBody],
     summary="Submit a research question",
     responses={
@@ -125,7 +129,7 @@ async def create_run(
             description="Same key and body: the same run. Same key, other body: 409.",
         ),
     ] = None,
-) -> Run | RunAccepted:
+) -> Run | RunAccepted | Response:
     async with slots.hold():
         submitted = await submissions.submit(tenant, body, idempotency_key)
         run = submitted.run
@@ -135,11 +139,19 @@ async def create_run(
             response.status_code = 200
             return run
         if wait > 0 and await hub.wait_final(run.id, min(wait, settings.max_wait_s)):
-            response.status_code = 200
-            return await _load(store, run.id, tenant)
+            return await _final(store, run, tenant)
     if not submitted.created:
         response.status_code = 200 if run.status.terminal else 202
     return RunAccepted(id=run.id, status=run.status)
+
+
+async def _final(store: RunStore, run: Run, tenant: str) -> Response:
+    """The finished run as stored: its JSON is what serialising `Run` gives, so it is sent
+    as is rather than parsed, validated and serialised again (a Run with its report)."""
+    data = await store.get_json(run.id)
+    if data is None or run.tenant != tenant:
+        raise RunNotFound(f"no run with id {run.id!r}")
+    return Response(data, media_type="application/json", headers={"Location": f"/v1/runs/{run.id}"})
 
 
 @router.post(

@@ -146,8 +146,7 @@ class Submissions:
             if cached:
                 return Submitted(await self._answer_from_cache(run, str(cached)), created=True)
         limits = self.settings.limits_for(tenant)
-        await self.limiter.check_rate(tenant, limits)
-        await self.limiter.admit_run(tenant, run.id, limits)
+        await self.limiter.admit(tenant, run.id, limits)
         try:
             await self.store.create(run)
         except BaseException:

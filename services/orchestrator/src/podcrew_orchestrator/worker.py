@@ -9,7 +9,7 @@ with that reason.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -355,8 +355,8 @@ class Worker:
             limits=limits,
         )
 
-        async def emit(event: EventType, data: dict[str, Any]) -> object:
-            return await self.store.publish(run.id, event, data)
+        async def emit(events: Sequence[tuple[EventType, dict[str, Any]]]) -> object:
+            return await self.store.publish_many(run.id, events)
 
         budget = BudgetScope(self.ledger, limits)
         with (

@@ -35,7 +35,7 @@ from podcrew_core.llm import (
     protocol,
     structured,
 )
-from podcrew_core.metrics import TOOL_CALLS
+from podcrew_core.metrics import TOOL_CALLS, Children
 from podcrew_core.schemas import (
     Finding,
     FindingsReport,
@@ -55,6 +55,7 @@ log = structlog.get_logger(__name__)
 MAX_TOOL_USES_PER_STEP = 8
 # Metric label for a tool name the model made up: labels stay a bounded set.
 UNKNOWN_TOOL_LABEL = "unknown"
+_TOOL_CALLS = Children(TOOL_CALLS)  # a lookup per tool call: from a dict
 
 FINDINGS_TOOL_SPEC = output_tool(
     protocol.FINDINGS_TOOL,
@@ -288,7 +289,7 @@ class _Session:
                 outcome = "error"
                 error = "the tool failed unexpectedly"
             duration_ms = (time.perf_counter() - started) * 1000
-            TOOL_CALLS.labels(label, outcome).inc()
+            _TOOL_CALLS(label, outcome).inc()
             if outcome != "ok":
                 mark_failed(span, outcome, error)
             span.set_attribute("podcrew.tool.results", results)

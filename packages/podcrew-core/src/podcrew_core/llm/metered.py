@@ -34,9 +34,20 @@ from podcrew_core.metrics import (
     LLM_REQUESTS,
     LLM_TIME_TO_FIRST_TOKEN,
     LLM_TOKENS,
+    Children,
 )
 
 log = structlog.get_logger(__name__)
+
+# Every call looks up about a dozen labelled children: from a dict, not `labels()`.
+_TTFT = Children(LLM_TIME_TO_FIRST_TOKEN)
+_GENAI_TTFC = Children(GENAI_TIME_TO_FIRST_CHUNK)
+_REQUESTS = Children(LLM_REQUESTS)
+_DURATION = Children(LLM_DURATION)
+_GENAI_DURATION = Children(GENAI_OPERATION_DURATION)
+_COST = Children(LLM_COST)
+_TOKENS = Children(LLM_TOKENS)
+_GENAI_TOKENS = Children(GENAI_TOKEN_USAGE)
 
 CHAT = "chat"
 # `gen_ai.provider.name` is the telemetry flavour: the simulator speaks Anthropic's API
@@ -90,7 +101,7 @@ class _Call:
         run_id = current_run_id()
         if run_id:
             attributes[tracing.CONVERSATION] = run_id
-        if tracing.capture_content():
+        if meter.capture_content:
             attributes.update(_content(request))
         # Not made current: a chat span has no children, and an async generator must not
         # leave a span attached to its consumer's context between two deltas.
@@ -104,16 +115,16 @@ class _Call:
         self.first_chunk_at = time.perf_counter()
         ttft = self.first_chunk_at - self.started
         model = self.request.model
-        LLM_TIME_TO_FIRST_TOKEN.labels(self.meter.name, model, self.stage).observe(ttft)
-        GENAI_TIME_TO_FIRST_CHUNK.labels(CHAT, self.meter.genai_provider, model).observe(ttft)
+        _TTFT(self.meter.name, model, self.stage).observe(ttft)
+        _GENAI_TTFC(CHAT, self.meter.genai_provider, model).observe(ttft)
         self.span.add_event("gen_ai.first_chunk", {"podcrew.llm.ttft_s": round(ttft, 6)})
 
     def _durations(self, response_model: str, outcome: str, err_type: str) -> float:
         elapsed = time.perf_counter() - self.started
         meter, request = self.meter, self.request
-        LLM_REQUESTS.labels(meter.name, response_model, self.stage, outcome).inc()
-        LLM_DURATION.labels(meter.name, response_model, self.stage).observe(elapsed)
-        GENAI_OPERATION_DURATION.labels(
+        _REQUESTS(meter.name, response_model, self.stage, outcome).inc()
+        _DURATION(meter.name, response_model, self.stage).observe(elapsed)
+        _GENAI_DURATION(
             CHAT, meter.genai_provider, request.model, response_model, err_type
         ).observe(elapsed)
         return elapsed
@@ -124,7 +135,7 @@ class _Call:
         self.done = True
         model, usage, stage = response.model, response.usage, self.stage
         elapsed = self._durations(model, "ok", "")
-        LLM_COST.labels(model, stage).inc(usage.cost_usd)
+        _COST(model, stage).inc(usage.cost_usd)
         for kind, count in (
             ("input", usage.input_tokens),
             ("output", usage.output_tokens),
@@ -132,14 +143,14 @@ class _Call:
             ("cache_creation", usage.cache_creation_input_tokens),
         ):
             if count:
-                LLM_TOKENS.labels(model, stage, kind).inc(count)
+                _TOKENS(model, stage, kind).inc(count)
         # The GenAI conventions count cached input as input (Anthropic reports it apart).
         all_input = (
             usage.input_tokens + usage.cache_read_input_tokens + usage.cache_creation_input_tokens
         )
         provider, requested = self.meter.genai_provider, self.request.model
         for kind, count in (("input", all_input), ("output", usage.output_tokens)):
-            GENAI_TOKEN_USAGE.labels(CHAT, provider, kind, requested, model).observe(count)
+            _GENAI_TOKENS(CHAT, provider, kind, requested, model).observe(count)
         span = self.span
         span.set_attributes(
             {
@@ -152,7 +163,7 @@ class _Call:
                 "podcrew.llm.cost_usd": usage.cost_usd,
             }
         )
-        if tracing.capture_content():
+        if self.meter.capture_content:
             output = [{"role": "assistant", "content": [b.model_dump() for b in response.content]}]
             span.set_attribute("gen_ai.output.messages", orjson.dumps(output).decode())
         with trace.use_span(span, end_on_exit=True):
@@ -192,6 +203,9 @@ class MeteredProvider:
         self.name = inner.name
         self.genai_provider = genai_provider_name(inner.name)
         self.prices = prices
+        # Read once: the environment does not change under a running process, and reading
+        # it twice per call was a visible share of a research call's own CPU.
+        self.capture_content = tracing.capture_content()
 
     def _priced(self, response: LLMResponse) -> LLMResponse:
         cost = self.prices.cost(response.model, response.usage)
@@ -219,7 +233,8 @@ class MeteredProvider:
                     call.succeeded(response)
                     yield StreamEnd(response=response)
                 else:
-                    if isinstance(event, TextDelta):
+                    # Nearly every event is a delta: after the first, pass it straight on.
+                    if call.first_chunk_at is None and isinstance(event, TextDelta):
                         call.first_chunk()
                     yield event
         except BaseException as exc:  # GeneratorExit when the consumer stops early

@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from podcrew_core.deadline import Deadline
-from podcrew_core.metrics import CACHE_REQUESTS
+from podcrew_core.metrics import CACHE_REQUESTS, Children
 from podcrew_core.schemas import Source
 from podcrew_research.tools import Tool, ToolOutput
 
@@ -22,6 +22,7 @@ log = structlog.get_logger(__name__)
 
 # The cache is an optimisation: never wait on it longer than this.
 CACHE_TIMEOUT_S = 0.25
+_REQUESTS = Children(CACHE_REQUESTS)  # a lookup per tool call: from a dict
 
 
 def cache_key(prefix: str, tool: str, arguments: dict[str, Any]) -> str:
@@ -43,14 +44,14 @@ def cached(tool: Tool, redis: Redis, ttl_s: int, prefix: str = "podcrew") -> Too
             log.warning("tool_cache_unavailable", tool=tool.name)
             raw = None
         if raw:
-            CACHE_REQUESTS.labels(tool.name, "hit").inc()
+            _REQUESTS(tool.name, "hit").inc()
             data = orjson.loads(raw)
             return ToolOutput(
                 content=data["content"],
                 sources=[Source.model_validate(s) for s in data["sources"]],
                 cached=True,
             )
-        CACHE_REQUESTS.labels(tool.name, "miss").inc()
+        _REQUESTS(tool.name, "miss").inc()
         output = await tool.run(arguments, deadline)
         record = {"content": output.content, "sources": [s.model_dump() for s in output.sources]}
         try:
