@@ -104,6 +104,13 @@ def test_podcrew_level_is_complete_and_sane(report: tuple[dict[str, Any], str]) 
     assert research["requests"] == RUNS * FANOUT
     assert writer["requests"] == RUNS
     assert research["client_mean"] >= research["server_mean"] > 0
+    # Per request, from Server-Timing: what the hop added, never negative, under the client's.
+    for hop in (research, writer):
+        assert hop["hop_overhead_p50"] is not None
+        assert 0 <= hop["hop_overhead_p50"] <= hop["hop_overhead_p95"]
+    commands = row["redis_commands_per_run"]
+    assert commands["all"] == pytest.approx(sum(v for k, v in commands.items() if k != "all"), 0.01)
+    assert commands.get("xadd", 0) > 0  # every run publishes events
     assert set(row["timeline_ms"]) == {
         "accept",
         "queue",
