@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -28,6 +29,10 @@ MakeHub = Callable[..., EventHub]
 @pytest.fixture
 def store(redis: Redis) -> RunStore:
     return RunStore(redis, Keys("test"), ttl_s=3600)
+
+
+def _metric(name: str) -> float:
+    return REGISTRY.get_sample_value(name) or 0.0
 
 
 def _run_id() -> str:
@@ -122,11 +127,13 @@ async def test_a_slow_subscriber_reads_again_what_overflowed_its_buffer(
 ) -> None:
     hub = make_hub(max_buffered=3)
     run_id = _run_id()
+    overflows = _metric("podcrew_event_hub_overflows_total")
     async with hub.subscribe(run_id) as slow, hub.subscribe(run_id) as fast:
         published = await _publish(store, run_id, 20, final=True)
         assert await _to_the_end(fast) == published  # the reader has handed everything out
         assert slow.buffered <= 3
         assert await _to_the_end(slow) == published
+    assert _metric("podcrew_event_hub_overflows_total") > overflows
 
 
 async def test_a_subscriber_behind_the_reader_reads_the_gap_itself(
@@ -152,6 +159,7 @@ async def test_the_hub_reads_on_from_its_cursors_after_redis_restarts(
     redis = Redis.from_url(redis_server.url, decode_responses=True, retry=Retry(NoBackoff(), 0))
     hub = EventHub(redis, Keys("test"))
     run_id = _run_id()
+    errors = _metric("podcrew_event_hub_read_errors_total")
     try:
         async with hub.subscribe(run_id) as subscription:
             before = await _publish(store, run_id, 3)
@@ -160,6 +168,7 @@ async def test_the_hub_reads_on_from_its_cursors_after_redis_restarts(
             redis_server.start()
             after = await _publish(store, run_id, 3, final=True)
             assert await _to_the_end(subscription) == before + after
+        assert _metric("podcrew_event_hub_read_errors_total") > errors
     finally:
         await hub.aclose()
         await redis.aclose()
@@ -170,11 +179,14 @@ async def test_a_run_nobody_follows_any_more_is_forgotten(
 ) -> None:
     hub = make_hub()
     run_id = _run_id()
+    streams = _metric("podcrew_event_hub_streams")
     async with hub.subscribe(run_id) as subscription:
+        assert _metric("podcrew_event_hub_streams") == streams + 1
         waiting = asyncio.create_task(subscription.next())
         await asyncio.sleep(0.1)
         waiting.cancel()  # a client that went away
     assert hub.watched == 0
+    assert _metric("podcrew_event_hub_streams") == streams
 
     task = asyncio.create_task(_follow(hub, _run_id(), "0"))
     await asyncio.sleep(0.1)

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
+from prometheus_client import Counter, Gauge
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from redis.typing import KeyT, StreamIdT
@@ -55,6 +56,20 @@ RECONNECT_MAX_S = 5.0
 WAKE_TTL_S = 3600
 
 log = structlog.get_logger(__name__)
+
+HUB_STREAMS = Gauge(
+    "podcrew_event_hub_streams",
+    "Run event streams the api's event hub follows now (runs with a waiter or an SSE client).",
+    multiprocess_mode="livesum",
+)
+HUB_OVERFLOWS = Counter(
+    "podcrew_event_hub_overflows",
+    "Subscribers whose buffer overflowed (a slow client): dropped and re-read from Redis.",
+)
+HUB_READ_ERRORS = Counter(
+    "podcrew_event_hub_read_errors",
+    "Failed reads of the event hub (Redis away); it reconnects and reads on from its cursors.",
+)
 
 
 def _order(entry_id: str) -> tuple[int, int]:
@@ -125,6 +140,7 @@ class Subscription:
             if not events:
                 return
         if len(self._buffered) + len(events) > self._max_buffered:
+            HUB_OVERFLOWS.inc()
             self._buffered.clear()
             self._backfill_to = events[-1].id
         else:
@@ -215,6 +231,7 @@ class _Reader:
             except (RedisError, TimeoutError) as exc:
                 # Redis restarting, failing over, or a dead connection: the cursors are
                 # where they were, so reading on from them loses and repeats nothing.
+                HUB_READ_ERRORS.inc()
                 log.warning("event_hub_read_failed", error=repr(exc), failures=failures + 1)
             except Exception:  # a bug; a reader that died would leave its subscribers hanging
                 log.exception("event_hub_read_crashed")
@@ -339,6 +356,7 @@ class EventHub:
             self._readers.append(reader)
         watch = _Watch(subscription.key, subscription.cursor, reader, {subscription})
         self._watches[watch.key] = watch
+        HUB_STREAMS.inc()
         reader.add(watch)
         return reader
 
@@ -348,5 +366,6 @@ class EventHub:
             return
         watch.subscribers.discard(subscription)
         if not watch.subscribers:
+            HUB_STREAMS.dec()
             del self._watches[watch.key]
             del watch.reader.watches[watch.key]
