@@ -1,4 +1,8 @@
-"""The worker against a real redis-server, with agents behind an in-memory transport."""
+"""A component test of the worker's cancellation poll: the worker against a real
+redis-server, with the agents stood in by an in-memory transport, so the test can see which
+research calls were cancelled and which finished. The same path through the real processes
+is tests/integration/test_recovery.py (`test_cancelling_a_run_cancels_the_research_calls_
+underneath`) and tests/integration/test_runs.py (`test_cancel_a_running_run`)."""
 
 from __future__ import annotations
 
