@@ -76,12 +76,12 @@ class InstrumentedRedis(Redis):
         )
 
 
-# Connections per process. Nothing holds one for long any more (waiters and event streams
-# share the api's EventHub readers; a worker's blocking read holds one), so a small pool
-# serves hundreds of concurrent requests: a command waits up to POOL_TIMEOUT_S for a free
-# connection instead of opening another. An unbounded pool opened one per concurrent caller
-# under load (500 in the api at 500 concurrent runs), each with its buffers: most of the
-# api's and the agents' memory growth per in-flight run in `make bench`.
+# Connections per process, bounded: a command waits up to POOL_TIMEOUT_S for a free one
+# instead of opening another. Nothing holds a connection for long (waiters and event
+# streams share the api's EventHub readers; a worker's blocking read holds one), so 256
+# serve hundreds of concurrent requests; 64 starved a saturated worker in `make bench`
+# ("No connection available"). The unbounded pool it replaces opened one connection per
+# concurrent caller (500 in the api at 500 concurrent runs).
 MAX_CONNECTIONS = 256
 POOL_TIMEOUT_S = 30.0
 

@@ -155,7 +155,7 @@ class Subscription:
         # stream expired). An overflow meanwhile has moved the mark on: keep going.
         if len(reply) < BACKFILL_COUNT and self._backfill_to == upto:
             self._backfill_to = None
-        return [RunEvent(id=eid, type=f["type"], data=f["data"]) for eid, f in reply]
+        return RunEvent.from_entries(reply)
 
 
 @dataclass(eq=False)
@@ -261,7 +261,7 @@ class _Reader:
             watch = self.watches.get(key)
             if watch is None:  # nobody watches it any more
                 continue
-            events = [RunEvent(id=eid, type=f["type"], data=f["data"]) for eid, f in entries]
+            events = RunEvent.from_entries(entries)
             watch.cursor = events[-1].id
             for subscriber in watch.subscribers:
                 subscriber.deliver(events)

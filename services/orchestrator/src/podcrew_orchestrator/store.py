@@ -66,6 +66,11 @@ class RunEvent:
     def terminal(self) -> bool:
         return self.type in _TERMINAL_TYPES
 
+    @classmethod
+    def from_entries(cls, entries: Any) -> list[RunEvent]:
+        """A run stream's entries, as XRANGE and XREAD return them, as events."""
+        return [cls(id=eid, type=f["type"], data=f["data"]) for eid, f in entries]
+
 
 _TERMINAL_TYPES = frozenset(t.value for t in EventType if t.terminal)
 
@@ -114,7 +119,7 @@ class RunStore:
             await pipe.execute()
 
     async def get(self, run_id: str) -> Run | None:
-        data = await self.redis.hget(self.keys.run(run_id), "data")
+        data = await self.get_json(run_id)
         return Run.model_validate_json(data) if data else None
 
     async def get_json(self, run_id: str) -> str | None:
@@ -199,4 +204,4 @@ class RunStore:
         if not reply:
             return []
         _, entries = reply[0]
-        return [RunEvent(id=eid, type=f["type"], data=f["data"]) for eid, f in entries]
+        return RunEvent.from_entries(entries)
