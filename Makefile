@@ -5,7 +5,7 @@ SHELL := /bin/bash
 UV ?= $(shell command -v uv 2>/dev/null || echo "$(HOME)/.local/bin/uv")
 PYTEST_ARGS ?=
 
-.PHONY: help setup run up test test-unit test-integration test-containers lint format clean images base-image chart-test kind-up kind-down deploy e2e dev bench
+.PHONY: help setup test-deps run up test test-unit test-integration test-containers lint format clean images base-image chart-test kind-up kind-down deploy e2e dev bench
 
 BASE_IMAGE ?= python:3.12-slim
 IMAGE_TAG ?= dev
@@ -25,16 +25,19 @@ run: setup ## Start the whole stack on loopback, ask the demo question, show pro
 up: setup ## Run the stack in the foreground until Ctrl-C
 	$(UV) run --frozen podcrew up
 
-test: setup ## Run every test (unit, then integration with real redis-server and services)
+test-deps: ## Install what the tests need beyond PyPI when missing: Prometheus, a Docker daemon (apt, as root or via sudo)
+	scripts/ensure-test-deps.sh
+
+test: setup test-deps ## Run every test (unit, then integration with real redis-server and services)
 	$(UV) run --frozen pytest $(PYTEST_ARGS)
 
 test-unit: setup ## Only the fast unit tests
 	$(UV) run --frozen pytest -m "not integration and not containers" $(PYTEST_ARGS)
 
-test-integration: setup ## Only the integration tests
+test-integration: setup test-deps ## Only the integration tests
 	$(UV) run --frozen pytest -m integration $(PYTEST_ARGS)
 
-test-containers: setup ## Build the images and run the whole pipeline as containers (needs Docker)
+test-containers: setup test-deps ## Build the images and run the whole pipeline as containers
 	$(UV) run --frozen pytest -m containers $(PYTEST_ARGS)
 
 images: ## Build the service images (BASE_IMAGE=podcrew/base:bookworm where no registry is reachable)

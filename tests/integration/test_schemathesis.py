@@ -14,16 +14,13 @@ from typing import Any
 
 import httpx
 import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings  # schemathesis brings it
+from hypothesis.errors import Unsatisfiable
+from schemathesis import GenerationMode, checks
+from schemathesis.core.failures import FailureGroup
 
 from podcrew_cli.stack import LOOPBACK, Stack, StackConfig
-
-schemathesis = pytest.importorskip(
-    "schemathesis", reason="schemathesis is in the dev dependency group: `uv sync`"
-)
-from hypothesis import HealthCheck, given, settings  # noqa: E402 - schemathesis brings it
-from hypothesis.errors import Unsatisfiable  # noqa: E402
-from schemathesis import GenerationMode, checks  # noqa: E402
-from schemathesis.core.failures import FailureGroup  # noqa: E402
 
 pytestmark = pytest.mark.integration
 

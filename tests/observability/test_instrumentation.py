@@ -12,6 +12,11 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 import structlog
 from opentelemetry import trace
+from opentelemetry.sdk import trace as sdk_trace
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
+    InMemorySpanExporter,
+)
 from prometheus_client import REGISTRY
 
 from podcrew_core import tracing
@@ -23,12 +28,6 @@ from podcrew_core.llm.pricing import DEFAULT_PRICES, ModelPrice, PriceTable
 from podcrew_core.llm.types import LLMResponse, StreamEvent
 from podcrew_core.logging import add_trace_context, bind_run, configure_logging
 from podcrew_core.redis import OTHER_COMMAND, command_label
-
-sdk_trace = pytest.importorskip("opentelemetry.sdk.trace", reason="opentelemetry-sdk missing")
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: E402
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import (  # noqa: E402
-    InMemorySpanExporter,
-)
 
 OTEL_VARS = (
     "OTEL_SDK_DISABLED",

