@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
+import orjson
 
 from bench import analysis
 from podcrew_cli.stack import LOOPBACK, free_port
@@ -105,7 +106,7 @@ async def clients(url: str) -> dict[str, tuple[Call, Callable[[], Awaitable[None
 
     for name, http in (
         (
-            "anthropic SDK over httpx2 (podcrew today)",
+            "anthropic SDK over httpx2 (podcrew in round 1)",
             httpx2.AsyncClient(
                 limits=httpx2.Limits(max_connections=1000, max_keepalive_connections=1000)
             ),
@@ -130,6 +131,24 @@ async def clients(url: str) -> dict[str, tuple[Call, Callable[[], Awaitable[None
             return call
 
         out[name] = (make_sdk(sdk), http.aclose)
+
+    # As podcrew's AnthropicProvider calls it now: over aiohttp, the reply read as JSON.
+    http = anthropic.DefaultAioHttpClient(
+        limits=httpx2.Limits(max_connections=1000, max_keepalive_connections=1000)
+    )
+    sdk = anthropic.AsyncAnthropic(
+        base_url=url, api_key="simulated", max_retries=0, http_client=http
+    )
+
+    async def sdk_json_call() -> str:
+        raw = await sdk.messages.with_raw_response.create(**REQUEST)
+        orjson.loads(await raw.read())
+        return str(raw.headers["request-id"])
+
+    out["anthropic SDK over aiohttp, reply read as JSON (podcrew now)"] = (
+        sdk_json_call,
+        http.aclose,
+    )
     return out
 
 
