@@ -7,6 +7,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -16,7 +17,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 import podcrew_orchestrator.hub as hub_module
-from podcrew_core.schemas import EventType
+from podcrew_core.schemas import EventType, Run, RunStatus
 from podcrew_orchestrator.hub import EventHub, Subscription
 from podcrew_orchestrator.keys import Keys
 from podcrew_orchestrator.store import RunEvent, RunStore
@@ -24,11 +25,12 @@ from podcrew_orchestrator.store import RunEvent, RunStore
 pytestmark = pytest.mark.integration  # a real redis-server
 
 MakeHub = Callable[..., EventHub]
+KEYS = Keys("test")
 
 
 @pytest.fixture
 def store(redis: Redis) -> RunStore:
-    return RunStore(redis, Keys("test"), ttl_s=3600)
+    return RunStore(redis, KEYS, ttl_s=3600)
 
 
 def _metric(name: str) -> float:
@@ -201,25 +203,85 @@ async def test_a_run_nobody_follows_any_more_is_forgotten(
         await asyncio.sleep(0.05)
 
 
-async def test_wait_final_sees_the_final_event_whenever_it_was_written(
-    make_hub: MakeHub, store: RunStore
+async def _queued(store: RunStore) -> Run:
+    run = Run(id=_run_id(), status=RunStatus.QUEUED, question="q", created_at=datetime.now(UTC))
+    await store.create(run)
+    return run
+
+
+async def _finish(store: RunStore, run: Run) -> None:
+    done = run.model_copy(update={"status": RunStatus.SUCCEEDED})
+    assert await store.transition(done, EventType.RUN_SUCCEEDED)
+
+
+async def test_wait_final_sees_the_end_of_a_run_whenever_it_came(
+    make_hub: MakeHub, store: RunStore, redis: Redis
 ) -> None:
     hub = make_hub()
-    finished = _run_id()
-    await _publish(store, finished, 3, final=True)
-    assert await hub.wait_final(finished, 5)
+    finished = await _queued(store)
+    await _finish(store, finished)
+    assert await hub.wait_final(finished.id, 5)  # before the wait: read in its status
 
-    later = _run_id()
-    await _publish(store, later, 1)
-    waiter = asyncio.create_task(hub.wait_final(later, 5))
+    later = await _queued(store)
+    waiter = asyncio.create_task(hub.wait_final(later.id, 5))
     await asyncio.sleep(0.1)
-    await _publish(store, later, 30)  # progress does not end the wait
+    await _publish(store, later.id, 30)  # progress does not end the wait
     await asyncio.sleep(0.1)
     assert not waiter.done()
-    await _publish(store, later, 0, final=True)
-    assert await waiter
+    await _finish(store, later)
+    assert await asyncio.wait_for(waiter, 2)
 
     started = time.monotonic()
     assert not await hub.wait_final(_run_id(), 0.3)
     assert 0.3 <= time.monotonic() - started < 1.0
-    assert hub.watched == 0
+    assert hub.watched == 0  # waits watch no run stream
+    assert await redis.xlen(KEYS.finished) == 2  # each run announced once, when it ended
+
+
+async def test_waiters_share_one_blocked_read_of_the_finished_runs(
+    make_hub: MakeHub, store: RunStore, redis: Redis
+) -> None:
+    hub = make_hub()
+    runs = [await _queued(store) for _ in range(200)]
+    waits = [asyncio.create_task(hub.wait_final(run.id, 10)) for run in runs]
+    await asyncio.sleep(0.3)
+    assert await _blocked_reads(redis) == 1
+    for run in runs[::2]:
+        await _finish(store, run)
+    await asyncio.sleep(0.3)
+    assert [w.done() for w in waits] == [True, False] * 100
+    assert all(w.result() for w in waits[::2])
+    for run in runs[1::2]:
+        await _finish(store, run)
+    assert all(await asyncio.wait_for(asyncio.gather(*waits), 5))
+
+
+async def test_a_wait_sees_a_run_that_ended_while_redis_was_away(
+    store: RunStore, redis_server: Any
+) -> None:
+    redis = Redis.from_url(redis_server.url, decode_responses=True, retry=Retry(NoBackoff(), 0))
+    hub = EventHub(redis, KEYS)
+    errors = _metric("podcrew_event_hub_read_errors_total")
+    try:
+        run = await _queued(store)
+        waiter = asyncio.create_task(hub.wait_final(run.id, 20))
+        await asyncio.sleep(0.2)
+        redis_server.stop()
+        await asyncio.sleep(0.3)  # the reader fails and backs off
+        redis_server.start()
+        # Announced before the reader is back: found in the status it reads again.
+        await _finish(store, run)
+        assert await asyncio.wait_for(waiter, 10)
+        assert _metric("podcrew_event_hub_read_errors_total") > errors
+    finally:
+        await hub.aclose()
+        await redis.aclose()
+
+
+async def test_closing_the_hub_ends_every_wait(make_hub: MakeHub, store: RunStore) -> None:
+    hub = make_hub()
+    run = await _queued(store)
+    waiter = asyncio.create_task(hub.wait_final(run.id, 30))
+    await asyncio.sleep(0.2)
+    await hub.aclose()
+    assert not await asyncio.wait_for(waiter, 2)

@@ -16,6 +16,10 @@ cursor, then goes on with what the reader hands it; it skips what it has already
 
 A stream is watched only while someone subscribes to it, and a reader with nothing to watch
 holds no connection.
+
+Waiters for a run's end (`wait_final`) do not watch its events: they read the finished-runs
+stream, where the worker announces each run in the same Lua step that makes it final. One
+XREAD over one key serves every waiter of the process, whatever their number.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from redis.exceptions import RedisError
 from redis.typing import KeyT, StreamIdT
 
 from podcrew_core.resilience import backoff_s
+from podcrew_core.schemas import RunStatus
 from podcrew_orchestrator.keys import Keys
 from podcrew_orchestrator.store import RunEvent
 
@@ -46,6 +51,7 @@ READ_BLOCK_MS = 2_000
 # (for when no socket timeout is configured): start over on a new one.
 READ_STALL_S = 5.0
 READ_COUNT = 100  # entries per stream per read
+FINISHED_READ_COUNT = 1_000
 STREAMS_PER_READER = 512
 # Events one subscriber may have waiting; beyond, they are dropped and re-read from Redis
 # when it gets there, so a slow client costs the api no more than this.
@@ -82,14 +88,11 @@ class Subscription:
     """One subscriber's view of one run's events after its cursor, from
     `EventHub.subscribe`: call `next` for each batch, in order."""
 
-    def __init__(
-        self, redis: Redis, key: str, after: str, *, terminal_only: bool, max_buffered: int
-    ) -> None:
+    def __init__(self, redis: Redis, key: str, after: str, *, max_buffered: int) -> None:
         self.key = key
         ms, seq = _order(after)
         self.cursor = f"{ms}-{seq}"  # the last event returned (or skipped)
         self._redis = redis
-        self._terminal_only = terminal_only
         self._max_buffered = max_buffered
         self._buffered: list[RunEvent] = []
         self._backfill_to: str | None = None  # events up to here are read from Redis first
@@ -123,9 +126,6 @@ class Subscription:
             events = [e for e in events if _order(e.id) > after]
             if events:
                 self.cursor = events[-1].id
-            if self._terminal_only:
-                events = [e for e in events if e.terminal]
-            if events:
                 return events
         return []
 
@@ -135,10 +135,6 @@ class Subscription:
 
     def deliver(self, events: list[RunEvent]) -> None:
         """Called by the reader with the stream's next entries."""
-        if self._terminal_only:
-            events = [e for e in events if e.terminal]
-            if not events:
-                return
         if len(self._buffered) + len(events) > self._max_buffered:
             HUB_OVERFLOWS.inc()
             self._buffered.clear()
@@ -267,6 +263,151 @@ class _Reader:
                 subscriber.deliver(events)
 
 
+class _Waiter:
+    __slots__ = ("finished", "woken")
+
+    def __init__(self) -> None:
+        self.finished = False  # the run was announced as finished
+        self.woken = asyncio.Event()  # announced, or the reader asks for a fresh look
+
+
+class _Finishes:
+    """Waits for runs to end: one XREAD BLOCK on the finished-runs stream, while anyone waits.
+
+    Why not each run's event stream, read as the SSE subscribers read it: a waiter needs only
+    the end, and an XREAD over N run streams sends and checks N keys every time any of them
+    gets an event. With hundreds of `?wait` requests that was a third of the api's CPU at 50
+    concurrent runs (`python -m bench.profile --level 50`); one key read once per batch of
+    finished runs costs the same whatever the number of waiters.
+
+    Nothing is missed: a waiter is registered before it reads its run's status, and the
+    status is written in the same Lua step as the announcement. So a run that ended before
+    the reader's cursor is seen in its status, and one that ends later is read by the
+    reader. After a Redis error the reader starts again from the stream's end (Redis may
+    have come back without it) and every waiter reads its status again.
+    """
+
+    def __init__(self, redis: Redis, keys: Keys, rng: random.Random) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.waiters: dict[str, set[_Waiter]] = {}
+        self._rng = rng
+        self._cursor: str | None = None  # every announcement up to here has been handed out
+        self._starting = asyncio.Lock()
+        self._active = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    async def wait(self, run_id: str, timeout_s: float) -> bool:
+        if timeout_s <= 0 or self._stopping:
+            return False
+        waiter = _Waiter()
+        self.waiters.setdefault(run_id, set()).add(waiter)
+        failures = 0
+        try:
+            async with asyncio.timeout(timeout_s):
+                while not self._stopping:
+                    if waiter.finished:
+                        return True
+                    waiter.woken.clear()
+                    try:
+                        await self._start()
+                        status = await self.redis.hget(self.keys.run(run_id), "status")
+                    except RedisError as exc:
+                        # Redis away for a moment: the run goes on, and so does the wait.
+                        failures += 1
+                        log.warning("wait_final_retry", error=repr(exc), failures=failures)
+                        await asyncio.sleep(
+                            backoff_s(
+                                failures,
+                                None,
+                                base_s=RECONNECT_BASE_S,
+                                max_s=RECONNECT_MAX_S,
+                                rng=self._rng,
+                            )
+                        )
+                        continue
+                    if status is not None and RunStatus(str(status)).terminal:
+                        return True
+                    await waiter.woken.wait()
+        except TimeoutError:
+            pass
+        finally:
+            waiters = self.waiters.get(run_id)
+            if waiters is not None:
+                waiters.discard(waiter)
+                if not waiters:
+                    del self.waiters[run_id]
+        return False
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._active.set()
+        for waiters in self.waiters.values():
+            for waiter in waiters:
+                waiter.woken.set()
+        if self._task is not None:
+            # Not by cancelling alone: redis-py can swallow a cancellation (see `_Reader`).
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _start(self) -> None:
+        """Start reading from the stream's end, before the first waiter reads its status."""
+        async with self._starting:
+            if self._task is None:
+                self._cursor = await self._end(self.redis)
+                self._task = asyncio.create_task(self._run(), name="event-hub-finished")
+        self._active.set()
+
+    async def _end(self, redis: Redis) -> str:
+        last: Any = await redis.xrevrange(self.keys.finished, count=1)
+        return str(last[0][0]) if last else "0-0"
+
+    async def _run(self) -> None:
+        failures = 0
+        while not self._stopping:
+            if not self.waiters:
+                self._active.clear()
+                await self._active.wait()
+                continue
+            try:
+                async with self.redis.client() as connection:  # released when idle
+                    if failures:
+                        self._cursor = await self._end(connection)
+                        for waiters in self.waiters.values():
+                            for waiter in waiters:
+                                waiter.woken.set()
+                    while self.waiters and not self._stopping:
+                        await self._read(connection)
+                        failures = 0
+            except (RedisError, TimeoutError) as exc:
+                HUB_READ_ERRORS.inc()
+                log.warning("event_hub_read_failed", error=repr(exc), failures=failures + 1)
+            except Exception:  # a bug; a reader that died would leave its waiters hanging
+                log.exception("event_hub_read_crashed")
+            else:
+                continue
+            await asyncio.sleep(
+                backoff_s(
+                    failures, None, base_s=RECONNECT_BASE_S, max_s=RECONNECT_MAX_S, rng=self._rng
+                )
+            )
+            failures += 1
+
+    async def _read(self, connection: Redis) -> None:
+        assert self._cursor is not None
+        async with asyncio.timeout(READ_BLOCK_MS / 1000 + READ_STALL_S):
+            reply: Any = await connection.xread(
+                {self.keys.finished: self._cursor}, count=FINISHED_READ_COUNT, block=READ_BLOCK_MS
+            )
+        for _, entries in reply or []:
+            self._cursor = entries[-1][0]
+            for _, fields in entries:
+                for waiter in self.waiters.get(fields["run"], ()):
+                    waiter.finished = True
+                    waiter.woken.set()
+
+
 class EventHub:
     """Run events for the api's waiters and event streams, read once per process."""
 
@@ -286,6 +427,7 @@ class EventHub:
         self._rng = random.Random()  # noqa: S311 - jitter, not cryptography
         self._readers: list[_Reader] = []
         self._watches: dict[str, _Watch] = {}
+        self._finishes = _Finishes(redis, keys, self._rng)
 
     @property
     def watched(self) -> int:
@@ -298,17 +440,10 @@ class EventHub:
         return len(self._readers)
 
     @asynccontextmanager
-    async def subscribe(
-        self, run_id: str, after: str = "0", *, terminal_only: bool = False
-    ) -> AsyncIterator[Subscription]:
-        """The run's events after `after` (a stream id; "0" for all), until the block exits.
-        `terminal_only`: only the run's final event is returned."""
+    async def subscribe(self, run_id: str, after: str = "0") -> AsyncIterator[Subscription]:
+        """The run's events after `after` (a stream id; "0" for all), until the block exits."""
         subscription = Subscription(
-            self.redis,
-            self.keys.events(run_id),
-            after,
-            terminal_only=terminal_only,
-            max_buffered=self.max_buffered,
+            self.redis, self.keys.events(run_id), after, max_buffered=self.max_buffered
         )
         reader = self._watch(subscription)
         try:
@@ -319,21 +454,17 @@ class EventHub:
             self._unwatch(subscription)
 
     async def wait_final(self, run_id: str, timeout_s: float) -> bool:
-        """Wait until the run's final event is written or `timeout_s` passes."""
-        if timeout_s <= 0:
-            return False
-        async with self.subscribe(run_id, terminal_only=True) as final:
-            try:
-                async with asyncio.timeout(timeout_s):
-                    return bool(await final.next())
-            except TimeoutError:
-                return False
+        """Wait until the run is final (True) or `timeout_s` passes (False). Redis errors
+        meanwhile do not end the wait: it reads again once Redis is back."""
+        return await self._finishes.wait(run_id, timeout_s)
 
     async def aclose(self) -> None:
-        """Stop reading; subscriptions still open end (their `next` returns [])."""
+        """Stop reading; subscriptions still open end (their `next` returns []), and so do
+        waits (they return False)."""
         for watch in self._watches.values():
             for subscription in watch.subscribers:
                 subscription.close()
+        await self._finishes.stop()
         await asyncio.gather(*(reader.stop() for reader in self._readers))
         if self._readers:
             try:

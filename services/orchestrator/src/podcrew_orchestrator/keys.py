@@ -18,6 +18,11 @@ class Keys:
         return f"{self.prefix}:runs:dead"
 
     @property
+    def finished(self) -> str:
+        """The ids of runs that have just become final, for the api's waiters."""
+        return f"{self.prefix}:runs:finished"
+
+    @property
     def group(self) -> str:
         return "workers"
 

@@ -23,8 +23,10 @@ from podcrew_orchestrator.keys import Keys
 
 # Why Lua: the check "is this run already final?" and the write must be one atomic step,
 # across every worker and API replica; MULTI cannot branch on what it reads.
-# KEYS: run hash, run events, the tenant's active-run set. ARGV: status, run JSON, event type,
-# event JSON, TTL s, max events, run id.
+# A run that becomes final is also announced on the finished-runs stream, in the same step:
+# the api's waiters (`POST /v1/runs?wait=`) read that one stream instead of each run's events.
+# KEYS: run hash, run events, the tenant's active-run set, finished runs. ARGV: status, run
+# JSON, event type, event JSON, TTL s, max events, run id, max finished entries.
 _TRANSITION = """
 local current = redis.call('HGET', KEYS[1], 'status')
 if not current then return 0 end
@@ -35,6 +37,7 @@ redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', 'type', ARGV[3], 'data'
 redis.call('EXPIRE', KEYS[2], ARGV[5])
 if ARGV[1] == 'succeeded' or ARGV[1] == 'failed' or ARGV[1] == 'cancelled' then
   redis.call('ZREM', KEYS[3], ARGV[7])
+  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[8], '*', 'run', ARGV[7])
 end
 return 1
 """
@@ -53,6 +56,9 @@ return ids
 """
 
 MAX_EVENTS_PER_RUN = 20_000
+# The finished-runs stream is read as it grows, so it only needs a short past: a waiter reads
+# its run's status once it is watching, and a finish trimmed away before that is seen there.
+MAX_FINISHED = 10_000
 THREAD_ANSWER_CHARS = 2_000  # what the planner needs of an earlier answer, not all of it
 
 
@@ -116,6 +122,7 @@ class RunStore:
             for event, data in events:
                 pipe.xadd(stream, {"type": event.value, "data": event_payload(run.id, data)})
             pipe.expire(stream, self.ttl_s)
+            pipe.xadd(self.keys.finished, {"run": run.id}, maxlen=MAX_FINISHED, approximate=True)
             await pipe.execute()
 
     async def get(self, run_id: str) -> Run | None:
@@ -144,7 +151,12 @@ class RunStore:
     ) -> bool:
         """Store `run` and append `event`, unless the stored run is already final."""
         done = await self._transition(
-            keys=[self.keys.run(run.id), self.keys.events(run.id), self.keys.active(run.tenant)],
+            keys=[
+                self.keys.run(run.id),
+                self.keys.events(run.id),
+                self.keys.active(run.tenant),
+                self.keys.finished,
+            ],
             args=[
                 run.status.value,
                 run.model_dump_json(),
@@ -153,6 +165,7 @@ class RunStore:
                 self.ttl_s,
                 MAX_EVENTS_PER_RUN,
                 run.id,
+                MAX_FINISHED,
             ],
         )
         return bool(done)
