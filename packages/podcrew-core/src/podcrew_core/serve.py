@@ -81,6 +81,10 @@ def serve(app: FastAPI, settings: ServiceSettings) -> None:
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=round(settings.graceful_shutdown_s),
+        # uvicorn's default (5 s) equals httpx's and aiohttp's idle expiry: a request sent
+        # on a pooled connection as the server closed it failed with a reset, in `make bench`
+        # between two levels (`research-agent unreachable: ReadError`).
+        timeout_keep_alive=settings.keep_alive_s,
         server_header=False,
     )
     _Server(config, app, settings.drain_delay_s).run()
