@@ -39,9 +39,9 @@ class ServiceSettings(BaseSettings):
     graceful_shutdown_s: float = Field(
         default=20.0, ge=0, description="How long in-flight requests may finish after SIGTERM."
     )
-    keep_alive_s: float = Field(
-        default=75.0,
-        gt=0,
+    keep_alive_s: int = Field(
+        default=75,
+        ge=1,
         description="How long an idle keep-alive connection stays open. Longer than the idle "
         "timeout of the clients in front (podcrew's own 5 s, proxies' usual 60 s), so a client "
         "never sends a request on a connection the server is closing.",
