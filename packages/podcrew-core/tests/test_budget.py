@@ -120,7 +120,7 @@ async def test_a_check_refuses_once_a_budget_is_spent(
     assert refused.value.extra["budget"] == budget
 
 
-async def test_each_llm_call_costs_one_round_trip_before_and_one_after(redis: Redis) -> None:
+def _count_commands(redis: Redis) -> list[str]:
     sent: list[str] = []
     original = redis.execute_command
 
@@ -129,23 +129,54 @@ async def test_each_llm_call_costs_one_round_trip_before_and_one_after(redis: Re
         return await original(*args, **options)
 
     redis.execute_command = counting  # type: ignore[method-assign]
+    return sent
+
+
+WRITE_REQUEST = LLMRequest(
+    stage=Stage.WRITE,
+    model="claude-haiku-4-5",
+    system="Write.",
+    messages=[Message(role="user", content="Write about generators.")],
+)
+
+
+async def test_an_llm_call_costs_one_round_trip_after_the_first_of_its_scope(
+    redis: Redis,
+) -> None:
     provider = BudgetedProvider(OfflineProvider())
-    request = LLMRequest(
-        stage=Stage.WRITE,
-        model="claude-haiku-4-5",
-        system="Write.",
-        messages=[Message(role="user", content="Write about generators.")],
-    )
     ledger = Ledger(redis)
+    await ledger.charge(_limits(run_id="warm-up"), Usage())  # the scripts are loaded now
+    await ledger.check(_limits(run_id="warm-up"))
+    sent = _count_commands(redis)
     with budget_scope(BudgetScope(ledger, _limits(max_tokens=10**6))):
-        response = await provider.complete(request)
-        await ledger.check(_limits(max_tokens=10**6))  # the scripts are loaded now
-        sent.clear()
-        await provider.complete(request)
+        response = await provider.complete(WRITE_REQUEST)  # reads the totals, then charges
         assert sent == ["EVALSHA", "EVALSHA"]
         sent.clear()
-        events = [event async for event in provider.stream(request)]
-        assert sent == ["EVALSHA", "EVALSHA"]
+        await provider.complete(WRITE_REQUEST)  # checks what the charge answered
+        assert sent == ["EVALSHA"]
+        sent.clear()
+        events = [event async for event in provider.stream(WRITE_REQUEST)]
+        assert sent == ["EVALSHA"]
     assert events
     run, _, _ = await ledger.spent(_limits())
     assert run.tokens == 3 * response.usage.total_tokens > 0
+
+
+async def test_a_scope_is_refused_by_what_its_last_charge_saw_others_spend(
+    redis: Redis,
+) -> None:
+    # Another run of the tenant spends its daily tokens between two calls of this scope:
+    # this scope's next charge answers the tenant's total, and the call after it is refused
+    # without reading the ledger again.
+    provider = BudgetedProvider(OfflineProvider())
+    ledger = Ledger(redis)
+    limits = _limits(tenant_daily_tokens=5_000)
+    with budget_scope(BudgetScope(ledger, limits)):
+        await provider.complete(WRITE_REQUEST)
+        await ledger.charge(_limits(run_id="other-run"), Usage(input_tokens=5_000))
+        await provider.complete(WRITE_REQUEST)  # passed on the earlier totals: the bound
+        sent = _count_commands(redis)
+        with pytest.raises(BudgetExceeded) as refused:
+            await provider.complete(WRITE_REQUEST)
+        assert sent == []
+    assert refused.value.extra["budget"] == "tenant_tokens"

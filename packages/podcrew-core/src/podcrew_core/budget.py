@@ -6,10 +6,16 @@ limits the run carries (header `x-podcrew-budget`, set by the worker), then adds
 used. So the research calls of one run, on any number of agent replicas, share the run's
 remaining budget, and a tenant's daily cap holds across runs.
 
+A charge answers with the three totals it leaves, everyone's spend included, and the next
+call in the same scope (a hop, such as one research call's tool loop) checks those instead
+of reading them again: one round trip per LLM call after the first.
+
 A check and the charge after the call are not one atomic step: calls running in parallel
 may each pass the check and together overshoot by at most one call each. That is the price
 of not serialising a run's fan-out; the overshoot is bounded by the fan-out width times
-one call's `max_tokens`.
+one call's `max_tokens`. Checking the totals of a scope's last charge keeps that bound:
+what others spent since then can let one more call of this scope through, whose charge
+then sees it.
 """
 
 from __future__ import annotations
@@ -105,13 +111,23 @@ end
 return out
 """
 _CHARGE = """
-for _, key in ipairs(KEYS) do
-  redis.call('HINCRBY', key, 'tokens', ARGV[1])
-  redis.call('HINCRBY', key, 'micro_usd', ARGV[2])
+local out = {}
+for i, key in ipairs(KEYS) do
+  out[2 * i - 1] = redis.call('HINCRBY', key, 'tokens', ARGV[1])
+  out[2 * i] = redis.call('HINCRBY', key, 'micro_usd', ARGV[2])
   redis.call('EXPIRE', key, ARGV[3])
 end
-return 1
+return out
 """
+
+Totals = tuple[Spend, Spend, Spend]  # the run, its tenant today, everyone today
+
+
+def _totals(counts: list[Any]) -> Totals:
+    run, tenant, everyone = (
+        Spend(int(counts[i] or 0), int(counts[i + 1] or 0) / _MICRO) for i in (0, 2, 4)
+    )
+    return run, tenant, everyone
 
 
 class Ledger:
@@ -130,17 +146,14 @@ class Ledger:
             f"{prefix}:spend:{day}:all",
         )
 
-    async def spent(self, limits: BudgetLimits) -> tuple[Spend, Spend, Spend]:
+    async def spent(self, limits: BudgetLimits) -> Totals:
         """What the run, its tenant today and everyone today have spent, in one round trip."""
-        counts: list[Any] = await self._spent(keys=self._keys(limits))
-        run, tenant, everyone = (
-            Spend(int(counts[i] or 0), int(counts[i + 1] or 0) / _MICRO) for i in (0, 2, 4)
-        )
-        return run, tenant, everyone
+        return _totals(await self._spent(keys=self._keys(limits)))
 
-    async def check(self, limits: BudgetLimits) -> None:
-        """Refuse the next call if any budget is already spent."""
-        run, tenant, everyone = await self.spent(limits)
+    async def check(self, limits: BudgetLimits, totals: Totals | None = None) -> None:
+        """Refuse the next call if any budget is already spent: by `totals` when given (what
+        a charge answered), else by the totals read now."""
+        run, tenant, everyone = totals if totals is not None else await self.spent(limits)
         # Checked in this order; a refusal's detail is formatted only when one is refused.
         if run.tokens >= limits.max_tokens:
             name = "run_tokens"
@@ -166,16 +179,27 @@ class Ledger:
         BUDGET_REFUSALS.labels(name).inc()
         raise BudgetExceeded(detail, budget=name)
 
-    async def charge(self, limits: BudgetLimits, usage: Usage) -> None:
-        """Add a call's tokens and cost to all three counters, in one atomic round trip."""
+    async def charge(self, limits: BudgetLimits, usage: Usage) -> Totals:
+        """Add a call's tokens and cost to all three counters, in one atomic round trip;
+        the totals after it."""
         tokens, micro = usage.total_tokens, round(usage.cost_usd * _MICRO)
-        await self._charge(keys=self._keys(limits), args=(tokens, micro, _DAY_TTL_S))
+        return _totals(
+            await self._charge(keys=self._keys(limits), args=(tokens, micro, _DAY_TTL_S))
+        )
 
 
-@dataclass(frozen=True)
+@dataclass
 class BudgetScope:
     ledger: Ledger
     limits: BudgetLimits
+    # The totals the scope's last charge answered; the next call checks these.
+    totals: Totals | None = None
+
+    async def check(self) -> None:
+        await self.ledger.check(self.limits, self.totals)
+
+    async def charge(self, usage: Usage) -> None:
+        self.totals = await self.ledger.charge(self.limits, usage)
 
 
 _scope: ContextVar[BudgetScope | None] = ContextVar("podcrew_budget", default=None)
@@ -204,19 +228,19 @@ class BudgetedProvider:
     async def complete(self, request: LLMRequest) -> LLMResponse:
         scope = current_budget()
         if scope is not None:
-            await scope.ledger.check(scope.limits)
+            await scope.check()
         response = await self.inner.complete(request)
         if scope is not None:
-            await scope.ledger.charge(scope.limits, response.usage)
+            await scope.charge(response.usage)
         return response
 
     async def stream(self, request: LLMRequest) -> AsyncIterator[StreamEvent]:
         scope = current_budget()
         if scope is not None:
-            await scope.ledger.check(scope.limits)
+            await scope.check()
         async for event in self.inner.stream(request):
             if isinstance(event, StreamEnd) and scope is not None:
-                await scope.ledger.charge(scope.limits, event.response.usage)
+                await scope.charge(event.response.usage)
             yield event
 
     async def aclose(self) -> None:
