@@ -67,6 +67,7 @@ class Options:
     redis_max_connections: int | None = None
     extra_env: dict[str, str] | None = None
     quiet: bool = False
+    stagger_s: float = 0.0
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
@@ -121,7 +122,9 @@ def rounds_for(level: int, opts: Options) -> int:
         return opts.rounds
     if level == 1:
         return 8
-    return 1 if level >= 500 else max(2, math.ceil(50 / level))
+    # 3 at 500: with one run per user a level is one burst, ramp-up and tail, with no
+    # steady part to measure the throughput in.
+    return 3 if level >= 500 else max(2, math.ceil(50 / level))
 
 
 # --- the stack --------------------------------------------------------------------------
@@ -461,6 +464,7 @@ def podcrew_level(ctx: Context, level: int) -> dict[str, Any]:
             "url": stack.config.api_url,
             "concurrency": level,
             "runs_per_user": rounds,
+            "stagger_s": opts.stagger_s,
             "prefix": prefix,
             "wait_s": 600,
             "timeout_s": 900,
@@ -796,6 +800,7 @@ def run(opts: Options) -> dict[str, Any]:
             "baseline_levels": opts.baseline_levels if opts.baseline else [],
             "baseline_window_s": opts.baseline_window_s,
             "streams": opts.streams,
+            "stagger_s": opts.stagger_s,
             "redis_max_connections": opts.redis_max_connections,
             "extra_env": opts.extra_env or {},
             "python": sys.version.split()[0],
@@ -871,6 +876,13 @@ def parse_args(argv: list[str]) -> Options:
     parser.add_argument(
         "--env", action="append", default=[], metavar="KEY=VALUE", help="extra stack setting"
     )
+    parser.add_argument(
+        "--stagger",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="spread the virtual users' first runs over S seconds (default 0: all at once)",
+    )
     a = parser.parse_args(argv)
     return Options(
         levels=a.levels,
@@ -888,6 +900,7 @@ def parse_args(argv: list[str]) -> Options:
         keep_logs=a.keep_logs,
         redis_max_connections=a.redis_max_connections,
         extra_env=dict(item.split("=", 1) for item in a.env),
+        stagger_s=a.stagger,
     )
 
 

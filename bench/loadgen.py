@@ -99,6 +99,9 @@ async def _user(
     stop_at: float | None,
 ) -> None:
     concurrency = cfg["concurrency"]
+    # Staggered first runs: with a fixed LLM latency, users that start together stay in
+    # step, and every process meets their calls all at once, run after run.
+    await asyncio.sleep(cfg.get("stagger_s", 0.0) * user / concurrency)
     for turn in range(cfg.get("runs_per_user") or 1_000_000):
         if stop_at is not None and time.monotonic() >= stop_at:
             return
