@@ -97,7 +97,11 @@ def stack_env(opts: Options) -> dict[str, str]:
         "PODCREW_ORCHESTRATOR_DAILY_SPEND_CAP_USD": "1000000000",
         "PODCREW_ORCHESTRATOR_RESULT_CACHE_TTL_S": "0",
         "PODCREW_ORCHESTRATOR_COALESCE": "false",
-        "PODCREW_ORCHESTRATOR_WORKER_CONCURRENCY": "256",
+        # The worker's back-pressure, sized to this machine: 2 cores finish ~55 runs/s of
+        # ~2.1 s each, ~115 at once. Runs past it wait in the queue, cheaply; 256 admitted
+        # runs the CPU could not serve yet, which only added latency and memory
+        # (docs/benchmarks.md, round 3).
+        "PODCREW_ORCHESTRATOR_WORKER_CONCURRENCY": "128",
         "PODCREW_ORCHESTRATOR_MAX_CONCURRENCY": big,
         "PODCREW_ORCHESTRATOR_MAX_QUEUE": big,
         "PODCREW_ORCHESTRATOR_MAX_WAIT_S": "600",
