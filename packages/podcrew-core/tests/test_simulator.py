@@ -4,6 +4,8 @@ official `anthropic` SDK, the way podcrew's provider, load tests and staging clu
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import itertools
 import json
 import random
@@ -465,6 +467,30 @@ async def test_dropped_stream_breaks_off_after_a_partial_answer(start_sim: Start
     assert call["fault"] == "drop" and call["stream"] is True
 
 
+async def test_a_dropped_stream_sends_every_event_up_to_its_middle_delta(
+    start_sim: StartSim,
+) -> None:
+    # Events without a pause between them leave in one write; a drop still cuts exactly
+    # after the middle delta.
+    async def events(client: anthropic.AsyncAnthropic) -> list[dict[str, Any]]:
+        seen: list[dict[str, Any]] = []
+        with contextlib.suppress(httpx2.RemoteProtocolError):
+            async with client.messages.with_streaming_response.create(
+                model=MODEL, max_tokens=2048, messages=[WRITE], stream=True
+            ) as response:
+                async for line in response.iter_lines():
+                    if line.startswith("data: "):
+                        seen.append(json.loads(line.removeprefix("data: ")))
+        return seen
+
+    whole = await events(await start_sim())
+    cut = await events(await start_sim(rate_drop=1.0))
+    deltas = [i for i, e in enumerate(whole) if e["type"] == "content_block_delta"]
+    assert len(cut) == deltas[(len(deltas) - 1) // 2] + 1
+    cut[0]["message"]["id"] = whole[0]["message"]["id"]
+    assert cut == whole[: len(cut)]
+
+
 async def test_faults_change_at_runtime(sim: anthropic.AsyncAnthropic) -> None:
     profile = await set_faults(sim, rate_500=1.0)
     assert profile["rate_500"] == 1.0
@@ -602,6 +628,27 @@ async def test_missing_api_key_is_a_401(start_sim: StartSim) -> None:
         extra_headers=no_key,
     )
     assert message.stop_reason == "end_turn"
+
+
+async def test_messages_are_measured_under_their_route(sim: anthropic.AsyncAnthropic) -> None:
+    await sim.messages.create(model=MODEL, max_tokens=64, messages=[RESEARCH])
+    with pytest.raises(anthropic.APIStatusError) as caught:
+        await sim.get("/v1/messages", cast_to=object)
+    assert caught.value.status_code == 405
+    async with httpx2.AsyncClient(base_url=str(sim.base_url)) as http:
+        metrics = (await http.get("/metrics")).text
+    counted = "podcrew_http_server_requests_total{{method={},route={},status={}}}"
+    assert counted.format('"POST"', '"/v1/messages"', '"200"') in metrics
+    assert counted.format('"GET"', '"/v1/messages"', '"405"') in metrics
+
+
+async def test_the_collector_runs_rarely_while_a_simulator_serves() -> None:
+    app = create_simulator_app(SimulatorSettings())
+    before = gc.get_threshold()
+    async with app.router.lifespan_context(app):
+        assert gc.get_threshold()[0] >= 50_000
+        assert gc.get_threshold()[1:] == before[1:]
+    assert gc.get_threshold() == before
 
 
 async def test_unknown_route_is_a_404_in_the_apis_shape(sim: anthropic.AsyncAnthropic) -> None:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from typing import Any
 
+import orjson
 import pytest
 from pydantic import BaseModel, ValidationError
 
@@ -46,6 +48,16 @@ def _request(**fields: Any) -> MessagesRequest:
 )
 def test_pieces_concatenate_back_to_the_text(text: str) -> None:
     assert "".join(pieces(text)) == text
+
+
+@pytest.mark.parametrize("words", [1, 2, 4])
+def test_pieces_are_runs_of_words_each_with_the_whitespace_after_it(words: int) -> None:
+    lead, rest = "  ", "lead one two\n\nthree\tfour five six  seven eight nine "
+    each = re.findall(r"\S+\s*", rest)
+    expected = ["".join(each[i : i + words]) for i in range(0, len(each), words)]
+    expected[0] = lead + expected[0]  # leading whitespace goes with the first piece
+    assert pieces(lead + rest, words) == expected
+    assert pieces("   ", words) == ["   "] and pieces("", words) == []
 
 
 def test_pieces_split_json_between_tokens() -> None:
@@ -244,6 +256,39 @@ def test_call_log_is_bounded_but_counts_every_call() -> None:
     assert log.clear() == 2
     log.close(in_flight, 200)  # began before the reset: not counted after it
     assert log.stats()["received"] == 0 and log.stats()["finished"] == 0
+
+
+def test_call_log_keeps_finished_calls_as_the_json_it_serves() -> None:
+    log = CallLog(size=3)
+    done, in_flight = log.open("req_done"), log.open("req_in_flight")
+    done.usage = {"input_tokens": 5, "output_tokens": 2}
+    done.tools_offered = ["kb_search"]
+    log.close(done, 200)
+    assert log.calls_json() == orjson.dumps(log.calls())
+    first, second = log.calls()
+    assert first == done.to_json() and first["status"] == 200
+    assert first["tools_offered"] == ["kb_search"]
+    assert second["id"] == "req_in_flight" and second["status"] is None  # listed while open
+
+    late = log.open("req_late")
+    for n in range(3):  # pushes every call above out of the log
+        log.close(log.open(f"req_{n}"), 200)
+    log.close(in_flight, 200)
+    log.close(late, 500)  # closing an evicted call brings it back neither
+    assert [c["id"] for c in log.calls()] == ["req_0", "req_1", "req_2"]
+    assert log.stats()["finished"] == 6 and log.stats()["by_status"] == {"200": 5, "500": 1}
+
+
+def test_tool_layout_tells_values_apart_that_json_writes_alike() -> None:
+    def layout(value: object) -> tuple[int, str]:
+        schema = {"type": "object", "properties": {"k": {"type": "number", "default": value}}}
+        tool = {"name": "t", "input_schema": schema, "cache_control": EPHEMERAL}
+        total, [point] = prompt_layout(_request(tools=[tool]))
+        return total, point.digest
+
+    assert layout(float("nan")) != layout(None)
+    assert layout(1) != layout(True) and layout(1) != layout(1.0)
+    assert layout(float("nan")) == layout(float("nan"))  # and are stable from call to call
 
 
 def test_layout_counts_every_part_of_the_prompt() -> None:

@@ -8,14 +8,19 @@ the real API guarantees on top of any model: a forced `tool_choice` is obeyed, o
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import itertools
 import json
+import marshal
 import random
 import time
-from collections import Counter, OrderedDict, deque
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 from podcrew_core.llm.offline import estimate_tokens, respond
 from podcrew_core.llm.simulator.settings import FAULTS, Fault, FaultProfile, SimulatorSettings
@@ -33,6 +38,7 @@ from podcrew_core.llm.types import OutputBlock, StopReason, TextBlock, ToolUseBl
 _CACHE_TTL_S = {"5m": 300.0, "1h": 3600.0}
 _CHARS_PER_TOKEN = 4  # the inverse of `estimate_tokens`
 _MAX_SCHEMA_DEPTH = 8
+_TOOL_TEXTS_KEPT = 1024
 
 
 @dataclass(frozen=True)
@@ -104,10 +110,20 @@ def prompt_layout(request: MessagesRequest) -> tuple[int, list[_Breakpoint]]:
 
 
 def _tool_json(tool: ToolParam) -> str:
-    return json.dumps(
-        {"name": tool.name, "description": tool.description, "input_schema": tool.input_schema},
-        sort_keys=True,
-    )
+    spec = {"name": tool.name, "description": tool.description, "input_schema": tool.input_schema}
+    try:
+        return _spec_json(marshal.dumps(spec))
+    except ValueError:  # a value marshal cannot write, which no JSON request holds
+        return json.dumps(spec, sort_keys=True)
+
+
+@functools.lru_cache(maxsize=_TOOL_TEXTS_KEPT)
+def _spec_json(spec: bytes) -> str:
+    # A client sends the same tools with every call, and writing out their schemas was the
+    # largest part of a research call's layout. Keyed by the marshalled spec: it is quick to
+    # make and exact (a JSON key would confuse NaN with null, which `json.dumps` tells
+    # apart).
+    return json.dumps(marshal.loads(spec), sort_keys=True)  # noqa: S302 - made by _tool_json
 
 
 class PromptCache:
@@ -311,6 +327,7 @@ class CallRecord:
     tool_choice: dict[str, Any] | None = None
     started: float = field(default_factory=time.perf_counter, repr=False)
     generation: int = field(default=0, repr=False)
+    sequence: int = field(default=0, repr=False)  # its place in the log
 
     def describe(self, request: MessagesRequest) -> None:
         """Fill in what the request asked for."""
@@ -339,10 +356,18 @@ class CallRecord:
 
 
 class CallLog:
-    """The last `size` calls, plus running counts that outlive the bounded log."""
+    """The last `size` calls, plus running counts that outlive the bounded log.
+
+    A finished call is kept as the JSON that `GET /_sim/calls` lists, not as its record: a
+    load test leaves hundreds of thousands of them, and as objects the garbage collector
+    walked every one in each full collection, which bytes it does not track.
+    """
 
     def __init__(self, size: int) -> None:
-        self._records: deque[CallRecord] = deque(maxlen=size)
+        self._size = size
+        # By arrival: each call's record while it is in flight, then its JSON.
+        self._kept: OrderedDict[int, CallRecord | bytes] = OrderedDict()
+        self._sequence = itertools.count()
         self._generation = 0
         self._received = 0
         self._finished = 0
@@ -352,8 +377,15 @@ class CallLog:
 
     def open(self, call_id: str) -> CallRecord:
         """Record a call as it arrives, so in-flight calls are counted too."""
-        record = CallRecord(id=call_id, received_at=time.time(), generation=self._generation)
-        self._records.append(record)
+        record = CallRecord(
+            id=call_id,
+            received_at=time.time(),
+            generation=self._generation,
+            sequence=next(self._sequence),
+        )
+        self._kept[record.sequence] = record
+        if len(self._kept) > self._size:
+            self._kept.popitem(last=False)
         self._received += 1
         return record
 
@@ -364,6 +396,8 @@ class CallLog:
         record.status = status
         record.finished_at = time.time()
         record.duration_s = time.perf_counter() - record.started
+        if record.sequence in self._kept:  # neither pushed out of the log nor cleared since
+            self._kept[record.sequence] = orjson.dumps(record.to_json())
         # A call that began before a reset belongs to counts that no longer exist.
         if record.generation != self._generation:
             return
@@ -374,7 +408,15 @@ class CallLog:
 
     def calls(self) -> list[dict[str, Any]]:
         """The kept calls as JSON, oldest first."""
-        return [r.to_json() for r in self._records]
+        calls: list[dict[str, Any]] = orjson.loads(self.calls_json())
+        return calls
+
+    def calls_json(self) -> bytes:
+        """`calls()` serialized: a JSON array."""
+        kept = (
+            c if isinstance(c, bytes) else orjson.dumps(c.to_json()) for c in self._kept.values()
+        )
+        return b"[" + b",".join(kept) + b"]"
 
     def stats(self) -> dict[str, Any]:
         """Counts since the last reset, by status and by fault, and the tokens used."""
@@ -389,8 +431,8 @@ class CallLog:
 
     def clear(self) -> int:
         """Forget every call and reset the counts; returns how many calls were kept."""
-        count = len(self._records)
-        self._records.clear()
+        count = len(self._kept)
+        self._kept.clear()
         self._generation += 1
         self._received = self._finished = 0
         self._by_status.clear()
