@@ -727,11 +727,17 @@ def stream_test(ctx: Context, count: int) -> dict[str, Any]:
         elif len(missing) < 5:
             missing.append(stream["run_id"])
     events = sum(s["events"] for s in streams)
+    closings = Counter(reason for s in streams for reason in s.get("closings", []))
     return {
         "subscribers": count,
         "open_at_once": opened,
         "complete": complete,
         "errors": errors,
+        # Streams the server ended before the final event, which the subscriber then
+        # resumed with Last-Event-ID, as an EventSource does; and the reasons it gave.
+        "reconnects": sum(s.get("reconnects", 0) for s in streams),
+        "streams_reconnected": sum(1 for s in streams if s.get("reconnects")),
+        "closing_reasons": dict(closings),
         "error_examples": sorted({s["error"] for s in streams if s["error"]})[:3],
         "incomplete_examples": missing,
         "events_delivered": events,

@@ -149,36 +149,56 @@ def _digest(ids: list[str]) -> str:
     return hashlib.sha256("\n".join(ids).encode()).hexdigest()
 
 
+MAX_RECONNECTS = 5
+
+
 async def _follow(
     client: httpx.AsyncClient, run_id: str, opened: asyncio.Event, state: dict[str, Any]
 ) -> dict[str, Any]:
-    """Read one run's event stream to its final event; `id`s in order of arrival."""
+    """Read one run's event stream to its final event; `id`s in order of arrival.
+
+    As an EventSource client does: a stream the server ends before the final event (with
+    `stream.closing`, or by closing the body) is opened again with `Last-Event-ID`, and the
+    reconnects and the reasons the server gave are reported."""
     ids: list[str] = []
     types: list[str] = []
+    closings: list[str] = []
     error = None
     first = True
+    reconnects = 0
     try:
-        async with client.stream("GET", f"/v1/runs/{run_id}/events") as response:
-            if response.status_code != 200:
-                raise RuntimeError(f"http {response.status_code}")
-            event_id = event_type = None
-            async for line in response.aiter_lines():
-                if line.startswith("id:"):
-                    event_id = line[3:].strip()
-                elif line.startswith("event:"):
-                    event_type = line[6:].strip()
-                elif line == "" and event_type is not None:
-                    if event_id:
-                        ids.append(event_id)
-                        types.append(event_type)
-                    if first:
-                        first = False
-                        state["open"] += 1
-                        if state["open"] >= state["count"]:
-                            opened.set()
-                    if event_type in TERMINAL_EVENTS:
-                        break
-                    event_id = event_type = None
+        while True:
+            headers = {"last-event-id": ids[-1]} if ids else {}
+            async with client.stream(
+                "GET", f"/v1/runs/{run_id}/events", headers=headers
+            ) as response:
+                if response.status_code != 200:
+                    raise RuntimeError(f"http {response.status_code}")
+                event_id = event_type = data = None
+                async for line in response.aiter_lines():
+                    if line.startswith("id:"):
+                        event_id = line[3:].strip()
+                    elif line.startswith("event:"):
+                        event_type = line[6:].strip()
+                    elif line.startswith("data:"):
+                        data = line[5:].strip()
+                    elif line == "" and event_type is not None:
+                        if event_id:
+                            ids.append(event_id)
+                            types.append(event_type)
+                        elif event_type == "stream.closing":
+                            closings.append(str(orjson.loads(data or "{}").get("reason")))
+                        if first:
+                            first = False
+                            state["open"] += 1
+                            if state["open"] >= state["count"]:
+                                opened.set()
+                        if event_type in TERMINAL_EVENTS:
+                            break
+                        event_id = event_type = data = None
+            if (types and types[-1] in TERMINAL_EVENTS) or reconnects >= MAX_RECONNECTS:
+                break
+            reconnects += 1
     except (httpx.HTTPError, OSError, RuntimeError) as exc:
         error = _error_kind(exc) if not isinstance(exc, RuntimeError) else str(exc)
         error = f"{error}: {exc}"[:300]
@@ -192,6 +212,8 @@ async def _follow(
         "digest": _digest(ids),
         "final": types[-1] if types else None,
         "error": error,
+        "reconnects": reconnects,
+        "closings": closings,
     }
 
 

@@ -265,7 +265,10 @@ async def _follow(
             finally:
                 stop.cancel()
         yield _closing("server shutting down")
-    except RedisError:
+    except RedisError as exc:
+        structlog.get_logger(__name__).warning(
+            "event_stream_closed", reason="state store unavailable", error=repr(exc)
+        )
         yield _closing("state store unavailable")
 
 
