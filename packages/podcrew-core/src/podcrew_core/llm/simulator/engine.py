@@ -359,8 +359,8 @@ class CallLog:
     """The last `size` calls, plus running counts that outlive the bounded log.
 
     A finished call is kept as the JSON that `GET /_sim/calls` lists, not as its record: a
-    load test leaves hundreds of thousands of them, and as objects the garbage collector
-    walked every one in each full collection, which bytes it does not track.
+    load test leaves up to hundreds of thousands, and as objects every full garbage
+    collection walked them all; bytes the collector does not track.
     """
 
     def __init__(self, size: int) -> None:
