@@ -162,8 +162,60 @@ class _Watch:
     subscribers: set[Subscription] = field(default_factory=set)
 
 
-class _Reader:
-    """XREAD BLOCK over its watched streams, on a connection of its own while it has any."""
+class _BlockingReader:
+    """A loop of blocking reads on a connection of its own, held only while `_busy`.
+
+    After a Redis error (restarting, failing over, a dead connection) it backs off, takes a
+    new connection, calls `_reconnected` and reads on."""
+
+    redis: Redis
+    _rng: random.Random
+    _active: asyncio.Event  # set when it may have become busy, or is stopping
+    _stopping: bool
+
+    def _busy(self) -> bool:
+        raise NotImplementedError
+
+    async def _read(self, connection: Redis) -> None:
+        raise NotImplementedError
+
+    async def _reconnected(self, connection: Redis) -> None:
+        """After an error, before reading again."""
+
+    async def _run(self) -> None:
+        failures = 0
+        while not self._stopping:
+            if not self._busy():
+                self._active.clear()
+                await self._active.wait()
+                continue
+            try:
+                async with self.redis.client() as connection:  # released when idle
+                    if failures:
+                        await self._reconnected(connection)
+                    while self._busy() and not self._stopping:
+                        await self._read(connection)
+                        failures = 0
+            except (RedisError, TimeoutError) as exc:
+                HUB_READ_ERRORS.inc()
+                log.warning("event_hub_read_failed", error=repr(exc), failures=failures + 1)
+            except Exception:  # a bug; a reader that died would leave its waiters hanging
+                log.exception("event_hub_read_crashed")
+            else:
+                continue
+            await asyncio.sleep(
+                backoff_s(
+                    failures, None, base_s=RECONNECT_BASE_S, max_s=RECONNECT_MAX_S, rng=self._rng
+                )
+            )
+            failures += 1
+
+
+class _Reader(_BlockingReader):
+    """XREAD BLOCK over its watched streams, on a connection of its own while it has any.
+
+    After a Redis error its cursors are where they were, so reading on from them loses and
+    repeats nothing."""
 
     def __init__(self, redis: Redis, wake_key: str, rng: random.Random) -> None:
         self.redis = redis
@@ -212,33 +264,8 @@ class _Reader:
         self.task.cancel()
         await asyncio.gather(self.task, return_exceptions=True)
 
-    async def _run(self) -> None:
-        failures = 0
-        while not self._stopping:
-            if not self.watches:
-                self._active.clear()
-                await self._active.wait()
-                continue
-            try:
-                async with self.redis.client() as connection:  # released when idle
-                    while self.watches and not self._stopping:
-                        await self._read(connection)
-                        failures = 0
-            except (RedisError, TimeoutError) as exc:
-                # Redis restarting, failing over, or a dead connection: the cursors are
-                # where they were, so reading on from them loses and repeats nothing.
-                HUB_READ_ERRORS.inc()
-                log.warning("event_hub_read_failed", error=repr(exc), failures=failures + 1)
-            except Exception:  # a bug; a reader that died would leave its subscribers hanging
-                log.exception("event_hub_read_crashed")
-            else:
-                continue
-            await asyncio.sleep(
-                backoff_s(
-                    failures, None, base_s=RECONNECT_BASE_S, max_s=RECONNECT_MAX_S, rng=self._rng
-                )
-            )
-            failures += 1
+    def _busy(self) -> bool:
+        return bool(self.watches)
 
     async def _read(self, connection: Redis) -> None:
         streams: dict[KeyT, StreamIdT] = {k: w.cursor for k, w in self.watches.items()}
@@ -271,7 +298,7 @@ class _Waiter:
         self.woken = asyncio.Event()  # announced, or the reader asks for a fresh look
 
 
-class _Finishes:
+class _Finishes(_BlockingReader):
     """Waits for runs to end: one XREAD BLOCK on the finished-runs stream, while anyone waits.
 
     Why not each run's event stream, read as the SSE subscribers read it: a waiter needs only
@@ -363,36 +390,14 @@ class _Finishes:
         last: Any = await redis.xrevrange(self.keys.finished, count=1)
         return str(last[0][0]) if last else "0-0"
 
-    async def _run(self) -> None:
-        failures = 0
-        while not self._stopping:
-            if not self.waiters:
-                self._active.clear()
-                await self._active.wait()
-                continue
-            try:
-                async with self.redis.client() as connection:  # released when idle
-                    if failures:
-                        self._cursor = await self._end(connection)
-                        for waiters in self.waiters.values():
-                            for waiter in waiters:
-                                waiter.woken.set()
-                    while self.waiters and not self._stopping:
-                        await self._read(connection)
-                        failures = 0
-            except (RedisError, TimeoutError) as exc:
-                HUB_READ_ERRORS.inc()
-                log.warning("event_hub_read_failed", error=repr(exc), failures=failures + 1)
-            except Exception:  # a bug; a reader that died would leave its waiters hanging
-                log.exception("event_hub_read_crashed")
-            else:
-                continue
-            await asyncio.sleep(
-                backoff_s(
-                    failures, None, base_s=RECONNECT_BASE_S, max_s=RECONNECT_MAX_S, rng=self._rng
-                )
-            )
-            failures += 1
+    def _busy(self) -> bool:
+        return bool(self.waiters)
+
+    async def _reconnected(self, connection: Redis) -> None:
+        self._cursor = await self._end(connection)
+        for waiters in self.waiters.values():
+            for waiter in waiters:
+                waiter.woken.set()
 
     async def _read(self, connection: Redis) -> None:
         assert self._cursor is not None
