@@ -203,12 +203,14 @@ class _BlockingReader:
                 log.exception("event_hub_read_crashed")
             else:
                 continue
-            await asyncio.sleep(
-                backoff_s(
-                    failures, None, base_s=RECONNECT_BASE_S, max_s=RECONNECT_MAX_S, rng=self._rng
-                )
-            )
+            await self._back_off(failures)
             failures += 1
+
+    async def _back_off(self, failures: int) -> None:
+        """The jittered pause before trying Redis again after `failures` failures."""
+        await asyncio.sleep(
+            backoff_s(failures, None, base_s=RECONNECT_BASE_S, max_s=RECONNECT_MAX_S, rng=self._rng)
+        )
 
 
 class _Reader(_BlockingReader):
@@ -344,15 +346,7 @@ class _Finishes(_BlockingReader):
                         # Redis away for a moment: the run goes on, and so does the wait.
                         failures += 1
                         log.warning("wait_final_retry", error=repr(exc), failures=failures)
-                        await asyncio.sleep(
-                            backoff_s(
-                                failures,
-                                None,
-                                base_s=RECONNECT_BASE_S,
-                                max_s=RECONNECT_MAX_S,
-                                rng=self._rng,
-                            )
-                        )
+                        await self._back_off(failures)
                         continue
                     if status is not None and RunStatus(str(status)).terminal:
                         return True

@@ -139,19 +139,20 @@ async def create_run(
             response.status_code = 200
             return run
         if wait > 0 and await hub.wait_final(run.id, min(wait, settings.max_wait_s)):
-            return await _final(store, run, tenant)
+            return await _final(store, run.id)
     if not submitted.created:
         response.status_code = 200 if run.status.terminal else 202
     return RunAccepted(id=run.id, status=run.status)
 
 
-async def _final(store: RunStore, run: Run, tenant: str) -> Response:
+async def _final(store: RunStore, run_id: str) -> Response:
     """The finished run as stored: its JSON is what serialising `Run` gives, so it is sent
-    as is rather than parsed, validated and serialised again (a Run with its report)."""
-    data = await store.get_json(run.id)
-    if data is None or run.tenant != tenant:
-        raise RunNotFound(f"no run with id {run.id!r}")
-    return Response(data, media_type="application/json", headers={"Location": f"/v1/runs/{run.id}"})
+    as is rather than parsed, validated and serialised again (a Run with its report). The
+    caller's own submission returned the run, so it is the caller's tenant's."""
+    data = await store.get_json(run_id)
+    if data is None:  # expired in the meantime
+        raise RunNotFound(f"no run with id {run_id!r}")
+    return Response(data, media_type="application/json", headers={"Location": f"/v1/runs/{run_id}"})
 
 
 @router.post(
