@@ -145,9 +145,30 @@ async def clients(url: str) -> dict[str, tuple[Call, Callable[[], Awaitable[None
         orjson.loads(await raw.read())
         return str(raw.headers["request-id"])
 
-    out["anthropic SDK over aiohttp, reply read as JSON (podcrew now)"] = (
+    out["anthropic SDK over aiohttp, reply read as JSON (podcrew in round 3)"] = (
         sdk_json_call,
         http.aclose,
+    )
+
+    # As podcrew's AnthropicProvider calls it now: `client.post` with the body as orjson
+    # bytes, over aiohttp, the reply read as JSON.
+    http_post = anthropic.DefaultAioHttpClient(
+        limits=httpx2.Limits(max_connections=1000, max_keepalive_connections=1000)
+    )
+    sdk_post = anthropic.AsyncAnthropic(
+        base_url=url, api_key="simulated", max_retries=0, http_client=http_post
+    )
+
+    async def sdk_post_call() -> str:
+        response = await sdk_post.post(
+            "/v1/messages", cast_to=httpx2.Response, content=orjson.dumps(REQUEST)
+        )
+        orjson.loads(response.content)
+        return str(response.headers["request-id"])
+
+    out["anthropic SDK `client.post`, body by orjson, over aiohttp (podcrew now)"] = (
+        sdk_post_call,
+        http_post.aclose,
     )
     return out
 

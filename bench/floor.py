@@ -1,0 +1,212 @@
+"""`python -m bench.floor`: what a run costs on the stacks podcrew is built on, with none of
+podcrew's own code: the floor under the budgets of DESIGN.md on this machine.
+
+It runs the shape of a podcrew run with the fewest parts the design allows, every part on
+the stack podcrew uses for it (uvicorn with uvloop and httptools, FastAPI routes with
+pydantic bodies, httpx over aiohttp between services, the official `anthropic` SDK over
+aiohttp for every LLM call, its leanest path: `client.post` with an orjson body):
+
+- a **gateway** process stands for the api and the worker together (no Redis, no queue, no
+  second process: fewer parts than podcrew has, so what it measures is a lower bound).
+  `POST /run` makes the plan call, sends the 3 sub-questions to the agent at once, then
+  asks it to write, and answers;
+- an **agent** process stands for the research and writer agents: `POST /research` makes
+  two LLM calls one after the other (the tool-use turn and the findings turn), `POST
+  /write` one streamed LLM call whose text it answers as JSON (no SSE: less than podcrew);
+- podcrew's simulated Messages API answers after `--latency` seconds, and a load generator
+  in its own process keeps `--concurrency` runs going. Neither is counted.
+
+It reports the gateway's and the agent's CPU per run (from /proc), the LLM hop's overhead
+(the SDK's time minus the simulator's for the same call) and the agent hop's (the gateway's
+time for a research request minus the agent's own), and the RSS growth per run in flight.
+With 8 LLM calls and 4 internal requests per run, as podcrew's default fan-out makes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable
+from pathlib import Path
+
+import httpx
+
+from bench import analysis
+from bench.procstat import cpu_seconds, rss_kib
+from podcrew_cli.stack import LOOPBACK, free_port
+
+CALLS_PER_RUN = 8  # plan, 3 sub-questions x 2 turns, write: podcrew's default fan-out
+REQUESTS_PER_RUN = 4  # 3 research requests and the write request
+
+
+async def drive(url: str, concurrency: int, runs_per_user: int) -> float:
+    import aiohttp
+
+    async with aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=concurrency + 8),
+        timeout=aiohttp.ClientTimeout(total=600),
+    ) as session:
+
+        async def user(i: int) -> None:
+            for j in range(runs_per_user):
+                async with session.post(f"{url}/run", json={"question": f"q {i} {j}"}) as r:
+                    r.raise_for_status()
+                    await r.read()
+
+        started = time.perf_counter()
+        await asyncio.gather(*(user(i) for i in range(concurrency)))
+        return time.perf_counter() - started
+
+
+async def sampled(work: Awaitable[float], peak: dict[subprocess.Popen[bytes], int]) -> float:
+    """Await `work` while keeping the peak RSS of each process in `peak`."""
+    task = asyncio.ensure_future(work)
+    while not task.done():
+        for p, highest in peak.items():
+            peak[p] = max(highest, rss_kib(p.pid))
+        await asyncio.sleep(0.05)
+    return task.result()
+
+
+def _wait_ready(url: str) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(url, timeout=1).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{url} did not start")
+        time.sleep(0.1)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.floor", description=__doc__)
+    parser.add_argument("--levels", default="10,500", help="concurrent runs per level")
+    parser.add_argument("--rounds", type=int, default=3, help="runs per virtual user")
+    parser.add_argument("--latency", type=float, default=0.5, help="seconds per LLM call")
+    parser.add_argument("--warmup", type=int, default=20, help="runs before the levels")
+    parser.add_argument("--out", default="bench/results", help="directory for the JSON")
+    parser.add_argument("--name", help="results file name (without .json)")
+    args = parser.parse_args()
+    sim_port, agent_port, gateway_port = free_port(), free_port(), free_port()
+    sim_url = f"http://{LOOPBACK}:{sim_port}"
+    agent_url = f"http://{LOOPBACK}:{agent_port}"
+    gateway_url = f"http://{LOOPBACK}:{gateway_port}"
+    big = "100000"
+    env = {
+        **os.environ,
+        "PODCREW_SIM_PORT": str(sim_port),
+        "PODCREW_SIM_HOST": LOOPBACK,
+        "PODCREW_SIM_LATENCY_S": str(args.latency),
+        "PODCREW_SIM_TTFT_S": str(args.latency),
+        "PODCREW_SIM_STREAM_CHUNK_DELAY_S": "0",
+        "PODCREW_SIM_MAX_CONCURRENCY": big,
+        "PODCREW_SIM_MAX_QUEUE": big,
+        "PODCREW_SIM_CALL_LOG_SIZE": "500000",
+        "PODCREW_SIM_LOG_LEVEL": "WARNING",
+    }
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "podcrew_cli", "simulate-llm"], env=env),
+    ]
+    _wait_ready(f"{sim_url}/healthz")
+    agent = subprocess.Popen(
+        [sys.executable, "-m", "bench.floor_service", "agent", str(agent_port), sim_url, agent_url],
+        env=env,
+    )
+    gateway = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bench.floor_service",
+            "gateway",
+            str(gateway_port),
+            sim_url,
+            agent_url,
+        ],
+        env=env,
+    )
+    procs += [agent, gateway]
+    results: dict[str, object] = {"command": " ".join(["python -m bench.floor", *sys.argv[1:]])}
+    try:
+        _wait_ready(f"{agent_url}/stats")
+        _wait_ready(f"{gateway_url}/stats")
+        try:
+            import uvloop
+
+            run = uvloop.run
+        except ImportError:  # pragma: no cover
+            run = asyncio.run
+        if args.warmup:  # connections, first-call paths
+            run(drive(gateway_url, min(10, args.warmup), max(1, args.warmup // 10)))
+        levels = []
+        for level in (int(x) for x in args.levels.split(",") if x):
+            for url in (agent_url, gateway_url, sim_url):
+                httpx.get(f"{url}/stats" if url != sim_url else f"{url}/healthz")
+            httpx.delete(f"{sim_url}/_sim/calls")
+            cpu_before = {p: cpu_seconds(p.pid) for p in (agent, gateway)}
+            rss_before = {p: rss_kib(p.pid) for p in (agent, gateway)}
+            peak = dict(rss_before)
+            runs = level * args.rounds
+
+            wall = run(sampled(drive(gateway_url, level, args.rounds), peak))
+            cpu = {p: cpu_seconds(p.pid) - cpu_before[p] for p in (agent, gateway)}
+            calls = httpx.get(f"{sim_url}/_sim/calls").json()
+            sim_calls = {c["id"]: c["duration_s"] for c in calls}
+            llm, hop = [], []
+            for url in (agent_url, gateway_url):
+                stats = httpx.get(f"{url}/stats").json()
+                llm += [t - sim_calls[i] for i, t in stats["llm"] if i in sim_calls]
+                hop += stats["hop"]
+            growth = sum(peak[p] - rss_before[p] for p in peak)
+            levels.append(
+                {
+                    "level": level,
+                    "runs": runs,
+                    "llm_calls_per_run": CALLS_PER_RUN,
+                    "internal_requests_per_run": REQUESTS_PER_RUN,
+                    "runs_per_s": round(runs / wall, 2),
+                    "cpu_ms_per_run": {
+                        "agent": round(1000 * cpu[agent] / runs, 2),
+                        "gateway": round(1000 * cpu[gateway] / runs, 2),
+                        "total": round(1000 * (cpu[agent] + cpu[gateway]) / runs, 2),
+                    },
+                    "llm_hop_overhead_ms": analysis.summary(llm, 1000),
+                    "agent_hop_overhead_ms": analysis.summary(hop, 1000),
+                    "kib_per_inflight_run": round(growth / level, 1),
+                }
+            )
+        results["levels"] = levels
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(10)
+    print(
+        "| conc. | runs/s | CPU ms/run (gateway + agent) | LLM hop p50 (ms) "
+        "| agent hop p50 (ms) | KiB/in-flight |"
+    )
+    print("|---|---|---|---|---|---|")
+    for lv in results["levels"]:  # type: ignore[union-attr]
+        c = lv["cpu_ms_per_run"]
+        print(
+            f"| {lv['level']} | {lv['runs_per_s']} | {c['total']} ({c['gateway']} + {c['agent']}) "
+            f"| {lv['llm_hop_overhead_ms']['p50']:.2f} | {lv['agent_hop_overhead_ms']['p50']:.2f} "
+            f"| {lv['kib_per_inflight_run']} |"
+        )
+    name = args.name or f"floor-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+    out = Path(args.out) / f"{name}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+    print(f"JSON: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
