@@ -36,7 +36,7 @@ from pathlib import Path
 
 import httpx
 
-from bench import analysis
+from bench import analysis, harness
 from bench.procstat import cpu_seconds, rss_kib
 from podcrew_cli.stack import LOOPBACK, free_port
 
@@ -99,18 +99,11 @@ def main() -> int:
     sim_url = f"http://{LOOPBACK}:{sim_port}"
     agent_url = f"http://{LOOPBACK}:{agent_port}"
     gateway_url = f"http://{LOOPBACK}:{gateway_port}"
-    big = "100000"
     env = {
         **os.environ,
+        **harness.simulator_env(args.latency),
         "PODCREW_SIM_PORT": str(sim_port),
         "PODCREW_SIM_HOST": LOOPBACK,
-        "PODCREW_SIM_LATENCY_S": str(args.latency),
-        "PODCREW_SIM_TTFT_S": str(args.latency),
-        "PODCREW_SIM_STREAM_CHUNK_DELAY_S": "0",
-        "PODCREW_SIM_MAX_CONCURRENCY": big,
-        "PODCREW_SIM_MAX_QUEUE": big,
-        "PODCREW_SIM_CALL_LOG_SIZE": "500000",
-        "PODCREW_SIM_LOG_LEVEL": "WARNING",
     }
     procs = [
         subprocess.Popen([sys.executable, "-m", "podcrew_cli", "simulate-llm"], env=env),

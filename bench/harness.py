@@ -79,6 +79,21 @@ def log(opts: Options, message: str) -> None:
         print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
+def simulator_env(latency_s: float) -> dict[str, str]:
+    """The simulated Messages API of every benchmark: each call takes `latency_s` (a
+    stream's deltas then come at once), no admission limit, a call log large enough."""
+    big = "100000"
+    return {
+        "PODCREW_SIM_LATENCY_S": str(latency_s),
+        "PODCREW_SIM_TTFT_S": str(latency_s),
+        "PODCREW_SIM_STREAM_CHUNK_DELAY_S": "0",
+        "PODCREW_SIM_MAX_CONCURRENCY": big,
+        "PODCREW_SIM_MAX_QUEUE": big,
+        "PODCREW_SIM_CALL_LOG_SIZE": "500000",
+        "PODCREW_SIM_LOG_LEVEL": "WARNING",
+    }
+
+
 def stack_env(opts: Options) -> dict[str, str]:
     """Settings that keep the stack's protections from shaping the measurement: tenant
     limits, the result cache, coalescing and the tool cache off or lifted; concurrency and
@@ -86,13 +101,7 @@ def stack_env(opts: Options) -> dict[str, str]:
     count). Bytecode is cached outside the tree so processes start faster."""
     big = "100000"
     env = {
-        "PODCREW_SIM_LATENCY_S": str(opts.latency_s),
-        "PODCREW_SIM_TTFT_S": str(opts.latency_s),
-        "PODCREW_SIM_STREAM_CHUNK_DELAY_S": "0",
-        "PODCREW_SIM_MAX_CONCURRENCY": big,
-        "PODCREW_SIM_MAX_QUEUE": big,
-        "PODCREW_SIM_CALL_LOG_SIZE": "500000",
-        "PODCREW_SIM_LOG_LEVEL": "WARNING",
+        **simulator_env(opts.latency_s),
         "PODCREW_ORCHESTRATOR_DEFAULT_TENANT_LIMITS": json.dumps(UNLIMITED_TENANT),
         "PODCREW_ORCHESTRATOR_DAILY_SPEND_CAP_USD": "1000000000",
         "PODCREW_ORCHESTRATOR_RESULT_CACHE_TTL_S": "0",
