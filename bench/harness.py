@@ -106,11 +106,11 @@ def stack_env(opts: Options) -> dict[str, str]:
         "PODCREW_ORCHESTRATOR_DAILY_SPEND_CAP_USD": "1000000000",
         "PODCREW_ORCHESTRATOR_RESULT_CACHE_TTL_S": "0",
         "PODCREW_ORCHESTRATOR_COALESCE": "false",
-        # The worker's back-pressure, sized to this machine: 2 cores finish ~55 runs/s of
-        # ~2.1 s each, ~115 at once. Runs past it wait in the queue, cheaply; 256 admitted
-        # runs the CPU could not serve yet, which only added latency and memory
-        # (docs/benchmarks.md, round 3).
-        "PODCREW_ORCHESTRATOR_WORKER_CONCURRENCY": "128",
+        # The worker's back-pressure, sized to this machine: 2 cores finish ~40 runs/s of
+        # ~2.1 s each, ~85 at once. Runs past it wait in the queue, cheaply; more admitted
+        # runs the CPU could not serve yet only add latency and memory: 128 gave fewer runs/s
+        # than 96, at more CPU and memory per run (docs/benchmarks.md, round 4).
+        "PODCREW_ORCHESTRATOR_WORKER_CONCURRENCY": "96",
         "PODCREW_ORCHESTRATOR_MAX_CONCURRENCY": big,
         "PODCREW_ORCHESTRATOR_MAX_QUEUE": big,
         "PODCREW_ORCHESTRATOR_MAX_WAIT_S": "600",
