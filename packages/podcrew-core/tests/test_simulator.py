@@ -795,6 +795,11 @@ async def test_provider_errors_keep_their_meaning_over_aiohttp(
     with pytest.raises(LLMRateLimited) as limited:
         await provider.complete(request)
     assert limited.value.retry_after_s == 2.0
+    with pytest.raises(LLMRateLimited) as limited_stream:  # refused before the stream began
+        async for _ in provider.stream(_llm_request(WRITE["content"], tools=False)):
+            pass
+    assert limited_stream.value.retry_after_s == 2.0
+    assert limited_stream.value.upstream_status == 429
     await set_faults(client, rate_429=0.0, rate_slow=1.0, slow_s=1.0)
     impatient, _ = await start_provider({"call_timeout_s": 0.2}, rate_slow=1.0, slow_s=1.0)
     started = time.perf_counter()
