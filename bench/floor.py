@@ -13,8 +13,8 @@ aiohttp for every LLM call, its leanest path: `client.post` with an orjson body)
 - an **agent** process stands for the research and writer agents: `POST /research` makes
   two LLM calls one after the other (the tool-use turn and the findings turn), `POST
   /write` one streamed LLM call whose text it answers as JSON (no SSE: less than podcrew);
-- podcrew's simulated Messages API answers after `--latency` seconds, and a load generator
-  in its own process keeps `--concurrency` runs going. Neither is counted.
+- podcrew's simulated Messages API answers after `--latency` seconds, and this process
+  keeps each level's runs going (`--levels`, `--rounds` runs per user). Neither is counted.
 
 It reports the gateway's and the agent's CPU per run (from /proc), the LLM hop's overhead
 (the SDK's time minus the simulator's for the same call) and the agent hop's (the gateway's
@@ -73,19 +73,6 @@ async def sampled(work: Awaitable[float], peak: dict[subprocess.Popen[bytes], in
     return task.result()
 
 
-def _wait_ready(url: str) -> None:
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(url, timeout=1).status_code < 500:
-                return
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{url} did not start")
-        time.sleep(0.1)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.floor", description=__doc__)
     parser.add_argument("--levels", default="10,500", help="concurrent runs per level")
@@ -105,31 +92,21 @@ def main() -> int:
         "PODCREW_SIM_PORT": str(sim_port),
         "PODCREW_SIM_HOST": LOOPBACK,
     }
-    procs = [
-        subprocess.Popen([sys.executable, "-m", "podcrew_cli", "simulate-llm"], env=env),
-    ]
-    _wait_ready(f"{sim_url}/healthz")
-    agent = subprocess.Popen(
-        [sys.executable, "-m", "bench.floor_service", "agent", str(agent_port), sim_url, agent_url],
-        env=env,
-    )
-    gateway = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "bench.floor_service",
-            "gateway",
-            str(gateway_port),
-            sim_url,
-            agent_url,
-        ],
-        env=env,
-    )
-    procs += [agent, gateway]
+    simulator = subprocess.Popen([sys.executable, "-m", "podcrew_cli", "simulate-llm"], env=env)
+    procs = [simulator]
+    harness.wait_http(f"{sim_url}/healthz", simulator)
+
+    def service(role: str, port: int) -> subprocess.Popen[bytes]:
+        command = ["-m", "bench.floor_service", role, str(port), sim_url, agent_url]
+        process = subprocess.Popen([sys.executable, *command], env=env)
+        procs.append(process)
+        return process
+
+    agent, gateway = service("agent", agent_port), service("gateway", gateway_port)
     results: dict[str, object] = {"command": " ".join(["python -m bench.floor", *sys.argv[1:]])}
     try:
-        _wait_ready(f"{agent_url}/stats")
-        _wait_ready(f"{gateway_url}/stats")
+        harness.wait_http(f"{agent_url}/stats", agent)
+        harness.wait_http(f"{gateway_url}/stats", gateway)
         try:
             import uvloop
 
@@ -140,8 +117,8 @@ def main() -> int:
             run(drive(gateway_url, min(10, args.warmup), max(1, args.warmup // 10)))
         levels = []
         for level in (int(x) for x in args.levels.split(",") if x):
-            for url in (agent_url, gateway_url, sim_url):
-                httpx.get(f"{url}/stats" if url != sim_url else f"{url}/healthz")
+            for url in (agent_url, gateway_url):  # reading the stats empties them
+                httpx.get(f"{url}/stats")
             httpx.delete(f"{sim_url}/_sim/calls")
             cpu_before = {p: cpu_seconds(p.pid) for p in (agent, gateway)}
             rss_before = {p: rss_kib(p.pid) for p in (agent, gateway)}

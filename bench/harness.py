@@ -79,6 +79,23 @@ def log(opts: Options, message: str) -> None:
         print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
+def wait_http(
+    url: str, process: subprocess.Popen[bytes] | None = None, timeout_s: float = 60.0
+) -> None:
+    """Return once `url` answers without a server error; raise if it does not within
+    `timeout_s`, or if `process` (the server behind it) exits first."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if httpx.get(url, timeout=1).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline or (process is not None and process.poll() is not None):
+            raise RuntimeError(f"{url} did not start")
+        time.sleep(0.1)
+
+
 def simulator_env(latency_s: float) -> dict[str, str]:
     """The simulated Messages API of every benchmark: each call takes `latency_s` (a
     stream's deltas then come at once), no admission limit, a call log large enough."""

@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import orjson
 
-from bench import analysis
+from bench import analysis, harness
 from podcrew_cli.stack import LOOPBACK, free_port
 
 REQUEST: dict[str, Any] = {
@@ -221,16 +221,7 @@ def main() -> int:
     )
     url = f"http://{LOOPBACK}:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or sim.poll() is not None:
-                raise RuntimeError("simulator did not start")
-            time.sleep(0.1)
+        harness.wait_http(f"{url}/healthz", sim)
         try:
             import uvloop
 
