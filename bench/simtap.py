@@ -17,9 +17,9 @@ import re
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from podcrew_core.llm.simulator.app import create_simulator_app
-from podcrew_core.llm.simulator.settings import SimulatorSettings
-from podcrew_core.serve import serve
+from podcrew_core.runtime.serve import serve
+from podcrew_simulator.app import create_simulator_app
+from podcrew_simulator.settings import SimulatorSettings
 
 TAG = re.compile(rb"\[bench:([0-9A-Za-z_.-]+)\]")
 # In the JSON body the prompt's newline is the two characters backslash and n.

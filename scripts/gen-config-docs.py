@@ -11,14 +11,14 @@ from pathlib import Path
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings
 
-from podcrew_core.auth import ServiceTokenSettings
 from podcrew_core.llm.settings import LLMSettings
-from podcrew_core.llm.simulator import SimulatorSettings
-from podcrew_core.settings import RedisSettings
-from podcrew_core.webhooks import WebhookSettings
+from podcrew_core.runtime.auth import ServiceTokenSettings
+from podcrew_core.runtime.settings import RedisSettings
 from podcrew_operator.settings import OperatorSettings
 from podcrew_orchestrator.settings import OrchestratorSettings
+from podcrew_orchestrator.webhooks import WebhookSettings
 from podcrew_research.settings import ResearchSettings
+from podcrew_simulator import SimulatorSettings
 from podcrew_writer.settings import WriterSettings
 
 SECTIONS: list[tuple[str, type[BaseSettings], str]] = [

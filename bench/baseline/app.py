@@ -24,6 +24,7 @@ from fastapi import FastAPI, HTTPException
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel
 
+from podcrew_core.contracts.schemas import FindingsReport, Plan
 from podcrew_core.llm import output_tool
 from podcrew_core.llm.protocol import (
     FETCH_URL_SPEC,
@@ -35,7 +36,6 @@ from podcrew_core.llm.protocol import (
     research_message,
     write_message,
 )
-from podcrew_core.schemas import FindingsReport, Plan
 from podcrew_research.settings import DEFAULT_CORPUS_DIR
 from podcrew_research.tools.kb_search import KnowledgeBase, hits_json
 

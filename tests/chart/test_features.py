@@ -32,13 +32,13 @@ def _env(release: Any, component: str, chartlib: Any) -> dict[str, Any]:
 
 # The settings classes docs/configuration.md is generated from, and the containers that read them.
 def _settings_readers() -> list[tuple[Any, tuple[str, ...]]]:
-    from podcrew_core.auth import ServiceTokenSettings
     from podcrew_core.llm.settings import LLMSettings
-    from podcrew_core.llm.simulator.settings import SimulatorSettings
-    from podcrew_core.settings import RedisSettings
-    from podcrew_core.webhooks import WebhookSettings
+    from podcrew_core.runtime.auth import ServiceTokenSettings
+    from podcrew_core.runtime.settings import RedisSettings
     from podcrew_orchestrator.settings import OrchestratorSettings
+    from podcrew_orchestrator.webhooks import WebhookSettings
     from podcrew_research.settings import ResearchSettings
+    from podcrew_simulator.settings import SimulatorSettings
     from podcrew_writer.settings import WriterSettings
 
     return [

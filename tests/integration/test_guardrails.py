@@ -10,7 +10,7 @@ import httpx
 import pytest
 from httpx_sse import connect_sse
 
-from podcrew_core.auth import hash_key
+from podcrew_core.runtime.auth import hash_key
 
 pytestmark = pytest.mark.integration
 

@@ -14,8 +14,8 @@ import httpx
 import pytest
 from httpx_sse import connect_sse
 
+from podcrew_core.contracts.schemas import Usage
 from podcrew_core.llm.pricing import DEFAULT_PRICES, ModelPrice, PriceTable
-from podcrew_core.schemas import Usage
 
 pytestmark = pytest.mark.integration
 

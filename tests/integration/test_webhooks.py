@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from podcrew_core.webhooks import verify
+from podcrew_orchestrator.webhooks import verify
 
 pytestmark = pytest.mark.integration
 

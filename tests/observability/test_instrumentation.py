@@ -19,15 +19,15 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
 )
 from prometheus_client import REGISTRY
 
-from podcrew_core import tracing
-from podcrew_core.errors import LLMServerError
+from podcrew_core.contracts.errors import LLMServerError
 from podcrew_core.llm import LLMRequest, Message, Stage
 from podcrew_core.llm.metered import MeteredProvider, genai_provider_name
 from podcrew_core.llm.offline import OfflineProvider
 from podcrew_core.llm.pricing import DEFAULT_PRICES, ModelPrice, PriceTable
 from podcrew_core.llm.types import LLMResponse, StreamEvent
-from podcrew_core.logging import add_trace_context, bind_run, configure_logging
-from podcrew_core.redis import OTHER_COMMAND, command_label
+from podcrew_core.runtime import tracing
+from podcrew_core.runtime.logging import add_trace_context, bind_run, configure_logging
+from podcrew_core.runtime.redis import OTHER_COMMAND, command_label
 
 OTEL_VARS = (
     "OTEL_SDK_DISABLED",
@@ -263,7 +263,7 @@ async def test_redis_commands_are_timed_and_failures_counted() -> None:
     from redis.backoff import NoBackoff
 
     from podcrew_cli.stack import LOOPBACK, free_port
-    from podcrew_core.redis import InstrumentedRedis
+    from podcrew_core.runtime.redis import InstrumentedRedis
 
     client = InstrumentedRedis(
         host=LOOPBACK, port=free_port(), socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0)

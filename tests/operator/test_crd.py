@@ -16,7 +16,14 @@ from typing import Any, get_args
 import pytest
 import yaml
 
-from podcrew_core.schemas import MAX_QUESTION_CHARS, Run, RunResult, RunStatus, Tier, Usage
+from podcrew_core.contracts.schemas import (
+    MAX_QUESTION_CHARS,
+    Run,
+    RunResult,
+    RunStatus,
+    Tier,
+    Usage,
+)
 from podcrew_operator.resource import API_VERSION, KIND, PLURAL, AgentRunSpec
 from podcrew_operator.status import SUBMITTED, Condition, merge_conditions, run_fields
 

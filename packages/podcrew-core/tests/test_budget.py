@@ -13,20 +13,15 @@ from pydantic import SecretStr
 from redis.asyncio import Redis
 
 from podcrew_cli.stack import LOOPBACK, find_redis_server, free_port
-from podcrew_core.budget import (
-    BudgetedProvider,
-    BudgetExceeded,
-    BudgetLimits,
-    BudgetScope,
-    Ledger,
-    budget_scope,
-    utc_day,
-)
+from podcrew_core.contracts.budget import BudgetLimits
+from podcrew_core.contracts.errors import BudgetExceeded
+from podcrew_core.contracts.schemas import Usage
 from podcrew_core.llm import LLMRequest, Message, Stage
+from podcrew_core.llm.budgeted import BudgetedProvider
 from podcrew_core.llm.offline import OfflineProvider
-from podcrew_core.redis import create_redis
-from podcrew_core.schemas import Usage
-from podcrew_core.settings import RedisSettings
+from podcrew_core.runtime.ledger import BudgetScope, Ledger, budget_scope, utc_day
+from podcrew_core.runtime.redis import create_redis
+from podcrew_core.runtime.settings import RedisSettings
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
-from podcrew_core.egress import (
+from podcrew_core.contracts.errors import BlockedURL, ToolError
+from podcrew_core.runtime.egress import (
     EgressGuard,
     EgressPolicy,
     Target,
@@ -21,7 +22,6 @@ from podcrew_core.egress import (
     create_client,
     parse_url,
 )
-from podcrew_core.errors import BlockedURL, ToolError
 
 PUBLIC_IP = "93.184.215.14"  # a public address; no test ever connects to it
 

@@ -6,10 +6,10 @@ import time
 
 import pytest
 
-from podcrew_core.deadline import Deadline
-from podcrew_core.errors import BadRequest, DeadlineExceeded, RunNotFound
-from podcrew_core.http import RETRYABLE_STATUS, should_retry
-from podcrew_core.schemas import Usage
+from podcrew_core.contracts.deadline import Deadline
+from podcrew_core.contracts.errors import BadRequest, DeadlineExceeded, RunNotFound
+from podcrew_core.contracts.schemas import Usage
+from podcrew_core.runtime.http import RETRYABLE_STATUS, should_retry
 
 
 def test_problem_document_has_stable_type_and_extras() -> None:

@@ -14,10 +14,10 @@ from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 from pydantic import BaseModel
 
-from podcrew_core import tracing
-from podcrew_core.deadline import RUN_ID_HEADER, Deadline
-from podcrew_core.errors import UpstreamError, UpstreamTimeout
-from podcrew_core.http import create_http_client, post_json, server_time_s
+from podcrew_core.contracts.deadline import RUN_ID_HEADER, Deadline
+from podcrew_core.contracts.errors import UpstreamError, UpstreamTimeout
+from podcrew_core.runtime import tracing
+from podcrew_core.runtime.http import create_http_client, post_json, server_time_s
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -227,7 +227,7 @@ async def test_a_service_says_how_long_its_app_took_and_the_caller_records_the_h
 
     from prometheus_client import REGISTRY
 
-    from podcrew_core.app import create_service_app
+    from podcrew_core.runtime.app import create_service_app
 
     @asynccontextmanager
     async def lifespan(_: object) -> AsyncIterator[None]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import REGISTRY
 
-from podcrew_core.metrics import TOOL_CALLS, Children
+from podcrew_core.runtime.metrics import TOOL_CALLS, Children
 
 
 def test_children_count_on_the_metric_itself() -> None:

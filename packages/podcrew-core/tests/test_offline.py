@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from podcrew_core.errors import InvalidModelOutput
+from podcrew_core.contracts.errors import InvalidModelOutput
+from podcrew_core.contracts.schemas import FindingsReport, Plan
 from podcrew_core.llm import (
     LLMRequest,
     Message,
@@ -28,7 +29,6 @@ from podcrew_core.llm.protocol import (
     research_message,
     write_message,
 )
-from podcrew_core.schemas import FindingsReport, Plan
 
 
 def _request(stage: Stage, content: str | list, tools: list[ToolSpec] | None = None) -> LLMRequest:

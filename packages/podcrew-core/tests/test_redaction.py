@@ -8,7 +8,7 @@ import logging
 import pytest
 import structlog
 
-from podcrew_core.logging import configure_logging, redact_text
+from podcrew_core.runtime.logging import configure_logging, redact_text
 
 
 @pytest.mark.parametrize(

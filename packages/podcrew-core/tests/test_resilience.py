@@ -7,8 +7,8 @@ import random
 
 import pytest
 
-from podcrew_core.deadline import Deadline, deadline_scope
-from podcrew_core.errors import (
+from podcrew_core.contracts.deadline import Deadline, deadline_scope
+from podcrew_core.contracts.errors import (
     CircuitOpen,
     LLMError,
     LLMOverloaded,
@@ -19,19 +19,19 @@ from podcrew_core.errors import (
     LLMUnavailable,
     RetryBudgetExhausted,
 )
+from podcrew_core.contracts.hop import RetryBudget
+from podcrew_core.contracts.schemas import Usage
 from podcrew_core.llm import LLMRequest, LLMResponse, Message, Stage, TextBlock
 from podcrew_core.llm.pricing import DEFAULT_PRICES, ModelPrice, PriceTable
 from podcrew_core.llm.resilient import ResilientProvider
 from podcrew_core.llm.types import StreamEnd, TextDelta
-from podcrew_core.resilience import (
+from podcrew_core.runtime.resilience import (
     BreakerState,
     CircuitBreaker,
-    RetryBudget,
     retry_budget_scope,
     retry_delay_s,
     should_retry,
 )
-from podcrew_core.schemas import Usage
 
 REQUEST = LLMRequest(
     stage=Stage.PLAN, model="m", system="s", messages=[Message(role="user", content="hi")]

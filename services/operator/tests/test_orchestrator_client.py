@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from podcrew_core.schemas import Run, RunCreate, RunStatus
+from podcrew_core.contracts.schemas import Run, RunCreate, RunStatus
 from podcrew_operator.clients.orchestrator import OrchestratorClient, create_http_client
 from podcrew_operator.errors import (
     OrchestratorRejected,

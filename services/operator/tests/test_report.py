@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from podcrew_core.schemas import Run, RunResult, RunStatus, Source, SourceRef
+from podcrew_core.contracts.schemas import Run, RunResult, RunStatus, Source, SourceRef
 from podcrew_operator.report import (
     MAX_REPORT_BYTES,
     REPORT_KEY,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from podcrew_core.schemas import Run, RunError, RunResult, RunStatus, Usage
+from podcrew_core.contracts.schemas import Run, RunError, RunResult, RunStatus, Usage
 from podcrew_operator.status import (
     FINISHED,
     SUBMITTED,

@@ -18,8 +18,7 @@ from pydantic import SecretStr
 from redis.asyncio import Redis
 
 from podcrew_cli.stack import LOOPBACK, find_redis_server, free_port
-from podcrew_core.redis import create_redis
-from podcrew_core.schemas import (
+from podcrew_core.contracts.schemas import (
     Finding,
     ResearchRequest,
     ResearchResponse,
@@ -29,7 +28,8 @@ from podcrew_core.schemas import (
     WriteRequest,
     WriteResponse,
 )
-from podcrew_core.settings import RedisSettings
+from podcrew_core.runtime.redis import create_redis
+from podcrew_core.runtime.settings import RedisSettings
 from podcrew_orchestrator.hub import EventHub
 from podcrew_orchestrator.keys import Keys
 

@@ -16,7 +16,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from sse_starlette import ServerSentEvent
 
-from podcrew_core.schemas import EventType, RunStatus
+from podcrew_core.contracts.schemas import EventType, RunStatus
 from podcrew_orchestrator.hub import EventHub
 from podcrew_orchestrator.keys import Keys
 from podcrew_orchestrator.routes import _follow

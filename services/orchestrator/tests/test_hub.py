@@ -17,7 +17,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 import podcrew_orchestrator.hub as hub_module
-from podcrew_core.schemas import EventType, Run, RunStatus
+from podcrew_core.contracts.schemas import EventType, Run, RunStatus
 from podcrew_orchestrator.hub import EventHub, Subscription
 from podcrew_orchestrator.keys import Keys
 from podcrew_orchestrator.store import RunEvent, RunStore

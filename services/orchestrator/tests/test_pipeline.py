@@ -12,11 +12,9 @@ from typing import Any
 import httpx
 import pytest
 
-from podcrew_core.deadline import Deadline
-from podcrew_core.llm.offline import OfflineProvider
-from podcrew_core.llm.settings import StageModels
-from podcrew_core.resilience import RetryBudget
-from podcrew_core.schemas import (
+from podcrew_core.contracts.deadline import Deadline
+from podcrew_core.contracts.hop import RetryBudget
+from podcrew_core.contracts.schemas import (
     EventType,
     Finding,
     ResearchedSection,
@@ -28,6 +26,8 @@ from podcrew_core.schemas import (
     WriteRequest,
     WriteResponse,
 )
+from podcrew_core.llm.offline import OfflineProvider
+from podcrew_core.llm.settings import StageModels
 from podcrew_orchestrator.clients.agents import ResearchClient, WriterClient
 from podcrew_orchestrator.pipeline import NothingResearched, Outcome, Pipeline, RunSpec
 

@@ -10,7 +10,7 @@ import pytest
 from pydantic import TypeAdapter
 from redis.asyncio import Redis
 
-from podcrew_core.schemas import (
+from podcrew_core.contracts.schemas import (
     EventType,
     Run,
     RunAccepted,

@@ -17,10 +17,10 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from podcrew_core.budget import Ledger
+from podcrew_core.contracts.schemas import EventType, Run, RunStatus
 from podcrew_core.llm import LLMSettings
 from podcrew_core.llm.offline import OfflineProvider
-from podcrew_core.schemas import EventType, Run, RunStatus
+from podcrew_core.runtime.ledger import Ledger
 from podcrew_orchestrator.clients.agents import ResearchClient, WriterClient
 from podcrew_orchestrator.keys import Keys
 from podcrew_orchestrator.pipeline import Pipeline

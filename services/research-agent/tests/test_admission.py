@@ -8,9 +8,9 @@ import asyncio
 import pytest
 from prometheus_client import REGISTRY
 
-from podcrew_core.admission import Admission
-from podcrew_core.deadline import Deadline
-from podcrew_core.errors import Overloaded
+from podcrew_core.contracts.deadline import Deadline
+from podcrew_core.contracts.errors import Overloaded
+from podcrew_core.runtime.admission import Admission
 
 
 def depth() -> float:

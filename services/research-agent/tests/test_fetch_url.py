@@ -13,9 +13,9 @@ from typing import Any
 import httpx
 import pytest
 
-from podcrew_core.deadline import Deadline
-from podcrew_core.egress import EgressPolicy, classify, parse_numeric_host
-from podcrew_core.errors import BlockedURL, ToolError
+from podcrew_core.contracts.deadline import Deadline
+from podcrew_core.contracts.errors import BlockedURL, ToolError
+from podcrew_core.runtime.egress import EgressPolicy, classify, parse_numeric_host
 from podcrew_research.tools.fetch_url import (
     Fetcher,
     FetchLimits,

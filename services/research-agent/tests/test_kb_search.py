@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from podcrew_core.deadline import Deadline
-from podcrew_core.errors import ToolError
+from podcrew_core.contracts.deadline import Deadline
+from podcrew_core.contracts.errors import ToolError
 from podcrew_research.settings import DEFAULT_CORPUS_DIR
 from podcrew_research.tools.kb_search import (
     MAX_CHARS,

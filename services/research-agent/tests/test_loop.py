@@ -11,8 +11,9 @@ import httpx
 import pytest
 from prometheus_client import REGISTRY
 
-from podcrew_core.deadline import Deadline
-from podcrew_core.errors import DeadlineExceeded, InvalidModelOutput, ToolError
+from podcrew_core.contracts.deadline import Deadline
+from podcrew_core.contracts.errors import DeadlineExceeded, InvalidModelOutput, ToolError
+from podcrew_core.contracts.schemas import Usage
 from podcrew_core.llm import protocol
 from podcrew_core.llm.types import (
     LLMRequest,
@@ -23,7 +24,6 @@ from podcrew_core.llm.types import (
     ToolResultBlock,
     ToolUseBlock,
 )
-from podcrew_core.schemas import Usage
 from podcrew_research.loop import CLOSING_PROMPT, LoopLimits, Researcher
 from podcrew_research.tools import Tool, ToolOutput
 from podcrew_research.tools.fetch_url import (

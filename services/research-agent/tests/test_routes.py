@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from podcrew_cli.stack import free_port
-from podcrew_core.errors import PROBLEM_BASE, PROBLEM_CONTENT_TYPE
+from podcrew_core.contracts.errors import PROBLEM_BASE, PROBLEM_CONTENT_TYPE
 from podcrew_research.main import create_app
 from podcrew_research.settings import ResearchSettings
 

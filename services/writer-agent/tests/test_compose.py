@@ -7,10 +7,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from podcrew_core.errors import LLMError, LLMUnavailable
-from podcrew_core.llm import LLMRequest, LLMResponse, TextBlock
-from podcrew_core.llm.types import StreamEnd, StreamEvent, TextDelta
-from podcrew_core.schemas import (
+from podcrew_core.contracts.errors import LLMError, LLMUnavailable
+from podcrew_core.contracts.schemas import (
     Finding,
     ResearchedSection,
     Source,
@@ -18,6 +16,8 @@ from podcrew_core.schemas import (
     WriteRequest,
     WriteResponse,
 )
+from podcrew_core.llm import LLMRequest, LLMResponse, TextBlock
+from podcrew_core.llm.types import StreamEnd, StreamEvent, TextDelta
 from podcrew_writer import compose
 
 DELTAS = [f"word{i} " for i in range(12)]

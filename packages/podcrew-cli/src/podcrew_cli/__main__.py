@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     console = Console()
     if args.command == "simulate-llm":
-        from podcrew_core.llm.simulator import SimulatorSettings, run_simulator
+        from podcrew_simulator import SimulatorSettings, run_simulator
 
         overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v}
         run_simulator(SimulatorSettings(**overrides))

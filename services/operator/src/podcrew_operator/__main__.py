@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import kopf
 from pydantic import ValidationError
 
-from podcrew_core.logging import configure_logging
+from podcrew_core.runtime.logging import configure_logging
 
 from .handlers import Memo, configure, registry
 from .settings import OperatorSettings

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from podcrew_core.schemas import Run, RunCreate
+from podcrew_core.contracts.schemas import Run, RunCreate
 
 from . import report as reports
 from .clients.kubernetes import KubernetesClient, ObjectRef

@@ -12,7 +12,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from podcrew_core.schemas import Run
+from podcrew_core.contracts.schemas import Run
 
 from .resource import API_VERSION, KIND
 

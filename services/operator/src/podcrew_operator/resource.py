@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from podcrew_core.schemas import RunBudget, RunCreate, Tier
+from podcrew_core.contracts.schemas import RunBudget, RunCreate, Tier
 
 from .errors import InvalidSpec
 

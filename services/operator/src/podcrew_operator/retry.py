@@ -1,14 +1,14 @@
 """When to try again: the retry policy as constants and pure functions.
 
 The parsing of `Retry-After`, the retryable statuses and the jittered backoff are podcrew's
-shared policy (`podcrew_core.webhooks`); this module only adds the operator's bounds.
+shared policy (`podcrew_orchestrator.webhooks`); this module only adds the operator's bounds.
 """
 
 from __future__ import annotations
 
 import random
 
-from podcrew_core.resilience import backoff_s, retry_after_s, should_retry_status
+from podcrew_core.runtime.resilience import backoff_s, retry_after_s, should_retry_status
 
 __all__ = ["MAX_RETRY_AFTER_S", "delay_s", "next_poll_s", "retry_after_s", "should_retry_status"]
 

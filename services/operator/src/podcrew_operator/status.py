@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from podcrew_core.schemas import Run, RunStatus
+from podcrew_core.contracts.schemas import Run, RunStatus
 
 SUBMITTED = "Submitted"
 FINISHED = "Finished"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from podcrew_core.serve import serve
+from podcrew_core.runtime.serve import serve
 from podcrew_orchestrator.main import create_app, create_worker_app
 from podcrew_orchestrator.settings import OrchestratorSettings
 

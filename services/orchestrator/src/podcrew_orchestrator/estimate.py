@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
+from podcrew_core.contracts.schemas import MIN_SUBQUESTIONS, RunCreate, Usage
 from podcrew_core.llm import LLMSettings, Stage
 from podcrew_core.llm.offline import estimate_tokens
-from podcrew_core.schemas import MIN_SUBQUESTIONS, RunCreate, Usage
 
 # Sizes in tokens, measured on simulated runs (system prompt + tool schemas dominate).
 PLAN_IN, PLAN_OUT = 450, 120

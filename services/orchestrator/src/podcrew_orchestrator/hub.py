@@ -38,8 +38,8 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from redis.typing import KeyT, StreamIdT
 
-from podcrew_core.resilience import backoff_s
-from podcrew_core.schemas import RunStatus
+from podcrew_core.contracts.schemas import RunStatus
+from podcrew_core.runtime.resilience import backoff_s
 from podcrew_orchestrator.keys import Keys
 from podcrew_orchestrator.store import RunEvent
 

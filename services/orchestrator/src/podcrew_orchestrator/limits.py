@@ -16,7 +16,7 @@ import time
 from pydantic import BaseModel, Field
 from redis.asyncio import Redis
 
-from podcrew_core.errors import PodcrewError
+from podcrew_core.contracts.errors import PodcrewError
 from podcrew_orchestrator.keys import Keys
 
 

@@ -13,19 +13,18 @@ import structlog
 from fastapi import FastAPI
 from redis.asyncio import Redis
 
-from podcrew_core.admission import Admission
-from podcrew_core.app import ReadinessCheck, create_service_app
-from podcrew_core.auth import KeyRing, ServiceTokenSettings, service_auth_header
-from podcrew_core.budget import Ledger, utc_day
-from podcrew_core.egress import create_client
-from podcrew_core.http import create_http_client
 from podcrew_core.llm import LLMSettings, create_provider
-from podcrew_core.logging import configure_logging
-from podcrew_core.metrics import DAILY_SPEND, DAILY_SPEND_CAP
-from podcrew_core.redis import create_redis
-from podcrew_core.settings import RedisSettings
-from podcrew_core.tracing import configure_tracing
-from podcrew_core.webhooks import WebhookSender, WebhookSettings
+from podcrew_core.runtime.admission import Admission
+from podcrew_core.runtime.app import ReadinessCheck, create_service_app
+from podcrew_core.runtime.auth import KeyRing, ServiceTokenSettings, service_auth_header
+from podcrew_core.runtime.egress import create_client
+from podcrew_core.runtime.http import create_http_client
+from podcrew_core.runtime.ledger import Ledger, utc_day
+from podcrew_core.runtime.logging import configure_logging
+from podcrew_core.runtime.metrics import DAILY_SPEND, DAILY_SPEND_CAP
+from podcrew_core.runtime.redis import create_redis
+from podcrew_core.runtime.settings import RedisSettings
+from podcrew_core.runtime.tracing import configure_tracing
 from podcrew_orchestrator import routes
 from podcrew_orchestrator.clients.agents import ResearchClient, WriterClient
 from podcrew_orchestrator.hub import EventHub
@@ -36,6 +35,7 @@ from podcrew_orchestrator.queue import RunQueue
 from podcrew_orchestrator.settings import OrchestratorSettings
 from podcrew_orchestrator.store import RunStore
 from podcrew_orchestrator.submit import Submissions
+from podcrew_orchestrator.webhooks import WebhookSender, WebhookSettings
 from podcrew_orchestrator.worker import Worker
 
 VERSION = "0.1.0"

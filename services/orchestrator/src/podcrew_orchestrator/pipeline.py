@@ -14,15 +14,11 @@ from typing import Any
 
 import structlog
 
-from podcrew_core.budget import BudgetExceeded, BudgetLimits
-from podcrew_core.deadline import Deadline
-from podcrew_core.errors import PodcrewError, UpstreamError
-from podcrew_core.llm import LLMProvider, LLMRequest, Message, Stage, output_tool, structured
-from podcrew_core.llm.protocol import PLAN_TOOL, plan_message
-from podcrew_core.llm.settings import StageModels
-from podcrew_core.metrics import FANOUT_WIDTH
-from podcrew_core.resilience import RetryBudget
-from podcrew_core.schemas import (
+from podcrew_core.contracts.budget import BudgetLimits
+from podcrew_core.contracts.deadline import Deadline
+from podcrew_core.contracts.errors import BudgetExceeded, PodcrewError, UpstreamError
+from podcrew_core.contracts.hop import RetryBudget
+from podcrew_core.contracts.schemas import (
     EventType,
     Plan,
     ResearchedSection,
@@ -34,7 +30,11 @@ from podcrew_core.schemas import (
     WriteRequest,
     WriteResponse,
 )
-from podcrew_core.tracing import invoke_agent_span
+from podcrew_core.llm import LLMProvider, LLMRequest, Message, Stage, output_tool, structured
+from podcrew_core.llm.protocol import PLAN_TOOL, plan_message
+from podcrew_core.llm.settings import StageModels
+from podcrew_core.runtime.metrics import FANOUT_WIDTH
+from podcrew_core.runtime.tracing import invoke_agent_span
 from podcrew_orchestrator.clients.agents import WRITER_AGENT, ResearchClient, WriterClient
 
 Event = tuple[EventType, dict[str, Any]]

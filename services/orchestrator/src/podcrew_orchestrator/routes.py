@@ -14,13 +14,13 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from redis.exceptions import RedisError
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from podcrew_core.admission import Admission
-from podcrew_core.app import JSONBody
-from podcrew_core.auth import KeyRing, presented_key
-from podcrew_core.errors import PROBLEM_CONTENT_TYPE, Conflict, RunNotFound
+from podcrew_core.contracts.errors import PROBLEM_CONTENT_TYPE, Conflict, RunNotFound
+from podcrew_core.contracts.schemas import EventType, Run, RunAccepted, RunCreate, RunStatus
 from podcrew_core.llm import LLMSettings
-from podcrew_core.logging import bind_run, log_run_audit
-from podcrew_core.schemas import EventType, Run, RunAccepted, RunCreate, RunStatus
+from podcrew_core.runtime.admission import Admission
+from podcrew_core.runtime.app import JSONBody
+from podcrew_core.runtime.auth import KeyRing, presented_key
+from podcrew_core.runtime.logging import bind_run, log_run_audit
 from podcrew_orchestrator.estimate import Estimate, estimate
 from podcrew_orchestrator.hub import EventHub
 from podcrew_orchestrator.settings import OrchestratorSettings

@@ -8,8 +8,8 @@ import socket
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from podcrew_core.auth import ApiKey
-from podcrew_core.settings import ServiceSettings
+from podcrew_core.runtime.auth import ApiKey
+from podcrew_core.runtime.settings import ServiceSettings
 from podcrew_orchestrator.limits import TenantLimits
 
 

@@ -17,8 +17,8 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
-from podcrew_core.schemas import EventType, Run, RunResult, RunStatus
-from podcrew_core.tracing import inject_context
+from podcrew_core.contracts.schemas import EventType, Run, RunResult, RunStatus
+from podcrew_core.runtime.tracing import inject_context
 from podcrew_orchestrator.keys import Keys
 
 # Why Lua: the check "is this run already final?" and the write must be one atomic step,

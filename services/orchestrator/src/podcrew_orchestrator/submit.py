@@ -18,17 +18,24 @@ import structlog
 from prometheus_client import Counter
 from redis.asyncio import Redis
 
-from podcrew_core.egress import parse_url
-from podcrew_core.errors import Conflict, PodcrewError
-from podcrew_core.logging import log_run_audit
-from podcrew_core.metrics import CACHE_REQUESTS
-from podcrew_core.schemas import EventType, Run, RunBudget, RunCreate, RunResult, RunStatus
-from podcrew_core.tracing import current_trace_id
-from podcrew_core.webhooks import WebhooksNotConfigured
+from podcrew_core.contracts.errors import Conflict, PodcrewError
+from podcrew_core.contracts.schemas import (
+    EventType,
+    Run,
+    RunBudget,
+    RunCreate,
+    RunResult,
+    RunStatus,
+)
+from podcrew_core.runtime.egress import parse_url
+from podcrew_core.runtime.logging import log_run_audit
+from podcrew_core.runtime.metrics import CACHE_REQUESTS
+from podcrew_core.runtime.tracing import current_trace_id
 from podcrew_orchestrator.keys import Keys
 from podcrew_orchestrator.limits import TenantLimiter
 from podcrew_orchestrator.settings import OrchestratorSettings
 from podcrew_orchestrator.store import RunStore
+from podcrew_orchestrator.webhooks import WebhooksNotConfigured
 
 RUNS_COALESCED = Counter(
     "podcrew_runs_coalesced", "Submissions joined to an identical run already in progress."

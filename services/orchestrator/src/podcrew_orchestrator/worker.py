@@ -17,21 +17,23 @@ import structlog
 from prometheus_client import Gauge
 from redis.exceptions import RedisError
 
-from podcrew_core.budget import BudgetLimits, BudgetScope, Ledger, budget_scope
-from podcrew_core.deadline import Deadline, deadline_scope
-from podcrew_core.errors import PodcrewError
+from podcrew_core.contracts.budget import BudgetLimits
+from podcrew_core.contracts.deadline import Deadline, deadline_scope
+from podcrew_core.contracts.errors import PodcrewError
+from podcrew_core.contracts.hop import RetryBudget
+from podcrew_core.contracts.schemas import EventType, Run, RunError, RunResult, RunStatus
 from podcrew_core.llm import LLMSettings
-from podcrew_core.logging import bind_run, log_run_audit
-from podcrew_core.metrics import RUN_COST, RUN_DURATION, RUN_TOKENS, RUNS_FINISHED
-from podcrew_core.resilience import RetryBudget, retry_budget_scope
-from podcrew_core.schemas import EventType, Run, RunError, RunResult, RunStatus
-from podcrew_core.tracing import extract_context, invoke_agent_span
-from podcrew_core.webhooks import WebhookSender
+from podcrew_core.runtime.ledger import BudgetScope, Ledger, budget_scope
+from podcrew_core.runtime.logging import bind_run, log_run_audit
+from podcrew_core.runtime.metrics import RUN_COST, RUN_DURATION, RUN_TOKENS, RUNS_FINISHED
+from podcrew_core.runtime.resilience import retry_budget_scope
+from podcrew_core.runtime.tracing import extract_context, invoke_agent_span
 from podcrew_orchestrator.pipeline import Outcome, Pipeline, RunSpec
 from podcrew_orchestrator.queue import Delivery, RunQueue
 from podcrew_orchestrator.settings import OrchestratorSettings
 from podcrew_orchestrator.store import RunStore
 from podcrew_orchestrator.submit import run_digest
+from podcrew_orchestrator.webhooks import WebhookSender
 
 RUNS_IN_FLIGHT = Gauge(
     "podcrew_worker_runs_in_flight",

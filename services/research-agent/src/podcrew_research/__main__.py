@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from podcrew_core.serve import serve
+from podcrew_core.runtime.serve import serve
 from podcrew_research.main import create_app
 from podcrew_research.settings import ResearchSettings
 

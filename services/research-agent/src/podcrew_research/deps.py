@@ -9,8 +9,8 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from podcrew_core.admission import Admission
 from podcrew_core.llm import LLMSettings
+from podcrew_core.runtime.admission import Admission
 from podcrew_research.loop import Researcher
 from podcrew_research.settings import ResearchSettings
 

@@ -19,8 +19,21 @@ from typing import Any, TypeVar
 import structlog
 from pydantic import ValidationError
 
-from podcrew_core.deadline import Deadline
-from podcrew_core.errors import BlockedURL, DeadlineExceeded, InvalidModelOutput, ToolError
+from podcrew_core.contracts.deadline import Deadline
+from podcrew_core.contracts.errors import (
+    BlockedURL,
+    DeadlineExceeded,
+    InvalidModelOutput,
+    ToolError,
+)
+from podcrew_core.contracts.schemas import (
+    Finding,
+    FindingsReport,
+    ResearchResponse,
+    Source,
+    ToolCall,
+    Usage,
+)
 from podcrew_core.llm import (
     LLMProvider,
     LLMRequest,
@@ -35,16 +48,8 @@ from podcrew_core.llm import (
     protocol,
     structured,
 )
-from podcrew_core.metrics import TOOL_CALLS, Children
-from podcrew_core.schemas import (
-    Finding,
-    FindingsReport,
-    ResearchResponse,
-    Source,
-    ToolCall,
-    Usage,
-)
-from podcrew_core.tracing import execute_tool_span, mark_failed
+from podcrew_core.runtime.metrics import TOOL_CALLS, Children
+from podcrew_core.runtime.tracing import execute_tool_span, mark_failed
 from podcrew_research.tools import Tool
 
 T = TypeVar("T")

@@ -6,12 +6,13 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from podcrew_core.app import JSONBody
-from podcrew_core.disconnect import unless_disconnected
-from podcrew_core.errors import PROBLEM_CONTENT_TYPE
-from podcrew_core.hop import hop_scope, read_hop
-from podcrew_core.logging import bind_run
-from podcrew_core.schemas import ResearchRequest, ResearchResponse
+from podcrew_core.contracts.errors import PROBLEM_CONTENT_TYPE
+from podcrew_core.contracts.hop import read_hop
+from podcrew_core.contracts.schemas import ResearchRequest, ResearchResponse
+from podcrew_core.runtime.app import JSONBody
+from podcrew_core.runtime.disconnect import unless_disconnected
+from podcrew_core.runtime.logging import bind_run
+from podcrew_core.runtime.scope import hop_scope
 from podcrew_research.deps import LLMSettingsDep, ResearcherDep, SettingsDep, SlotsDep
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from podcrew_core.settings import ServiceSettings
+from podcrew_core.runtime.settings import ServiceSettings
 
 # Shipped inside the package so a wheel or an image carries a working knowledge base.
 DEFAULT_CORPUS_DIR = Path(__file__).resolve().parent / "corpus"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from podcrew_core.serve import serve
+from podcrew_core.runtime.serve import serve
 from podcrew_writer.main import create_app
 from podcrew_writer.settings import WriterSettings
 

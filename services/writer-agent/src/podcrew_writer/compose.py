@@ -11,11 +11,11 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from podcrew_core.errors import LLMError
+from podcrew_core.contracts.errors import LLMError
+from podcrew_core.contracts.schemas import SourceRef, WriteRequest, WriteResponse
 from podcrew_core.llm import LLMProvider, LLMRequest, LLMResponse, Message, Stage
 from podcrew_core.llm.protocol import write_message
 from podcrew_core.llm.types import StreamEnd, TextDelta
-from podcrew_core.schemas import SourceRef, WriteRequest, WriteResponse
 
 SYSTEM_PROMPT = (
     "You are podcrew's writer. Write a concise, well-structured markdown report that answers "

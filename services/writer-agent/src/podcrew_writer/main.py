@@ -7,15 +7,15 @@ from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
 
-from podcrew_core.admission import Admission
-from podcrew_core.app import create_service_app
-from podcrew_core.auth import ServiceTokenSettings, require_service_token
-from podcrew_core.budget import Ledger
 from podcrew_core.llm import LLMSettings, create_provider
-from podcrew_core.logging import configure_logging
-from podcrew_core.redis import create_redis
-from podcrew_core.settings import RedisSettings
-from podcrew_core.tracing import configure_tracing
+from podcrew_core.runtime.admission import Admission
+from podcrew_core.runtime.app import create_service_app
+from podcrew_core.runtime.auth import ServiceTokenSettings, require_service_token
+from podcrew_core.runtime.ledger import Ledger
+from podcrew_core.runtime.logging import configure_logging
+from podcrew_core.runtime.redis import create_redis
+from podcrew_core.runtime.settings import RedisSettings
+from podcrew_core.runtime.tracing import configure_tracing
 from podcrew_writer import routes
 from podcrew_writer.settings import WriterSettings
 

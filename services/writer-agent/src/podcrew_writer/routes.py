@@ -10,14 +10,15 @@ import structlog
 from fastapi import APIRouter, Depends, Request
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from podcrew_core.admission import Admission
-from podcrew_core.app import JSONBody
-from podcrew_core.budget import Ledger
-from podcrew_core.disconnect import unless_disconnected
-from podcrew_core.errors import PodcrewError
-from podcrew_core.hop import Hop, hop_scope, read_hop
+from podcrew_core.contracts.errors import PodcrewError
+from podcrew_core.contracts.hop import Hop, read_hop
+from podcrew_core.contracts.schemas import WriteDelta, WriteRequest, WriteResponse
 from podcrew_core.llm import LLMProvider, LLMSettings
-from podcrew_core.schemas import WriteDelta, WriteRequest, WriteResponse
+from podcrew_core.runtime.admission import Admission
+from podcrew_core.runtime.app import JSONBody
+from podcrew_core.runtime.disconnect import unless_disconnected
+from podcrew_core.runtime.ledger import Ledger
+from podcrew_core.runtime.scope import hop_scope
 from podcrew_writer import compose
 from podcrew_writer.settings import WriterSettings
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from podcrew_core.settings import ServiceSettings
+from podcrew_core.runtime.settings import ServiceSettings
 
 
 class WriterSettings(ServiceSettings):

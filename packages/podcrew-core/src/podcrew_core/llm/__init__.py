@@ -22,10 +22,10 @@ from podcrew_core.llm.types import (
 def create_provider(settings: LLMSettings) -> LLMProvider:
     """Build the configured provider: priced and metered per attempt, retried and guarded
     by a circuit breaker. Called from a lifespan, never at import."""
-    from podcrew_core.budget import BudgetedProvider
+    from podcrew_core.llm.budgeted import BudgetedProvider
     from podcrew_core.llm.metered import MeteredProvider
     from podcrew_core.llm.resilient import ResilientProvider
-    from podcrew_core.resilience import CircuitBreaker
+    from podcrew_core.runtime.resilience import CircuitBreaker
 
     inner: LLMProvider
     if settings.provider == "offline":

@@ -28,8 +28,8 @@ import httpx2
 import orjson
 from pydantic import ValidationError
 
-from podcrew_core.deadline import current_deadline
-from podcrew_core.errors import (
+from podcrew_core.contracts.deadline import current_deadline
+from podcrew_core.contracts.errors import (
     DeadlineExceeded,
     LLMError,
     LLMOverloaded,
@@ -39,6 +39,7 @@ from podcrew_core.errors import (
     LLMTimeout,
     LLMUnavailable,
 )
+from podcrew_core.contracts.schemas import Usage
 from podcrew_core.llm.settings import LLMSettings
 from podcrew_core.llm.types import (
     LLMRequest,
@@ -50,8 +51,7 @@ from podcrew_core.llm.types import (
     TextDelta,
     ToolUseBlock,
 )
-from podcrew_core.schemas import Usage
-from podcrew_core.tracing import tracing_enabled
+from podcrew_core.runtime.tracing import tracing_enabled
 
 _CACHE = {"type": "ephemeral"}
 _MIN_CALL_S = 0.05

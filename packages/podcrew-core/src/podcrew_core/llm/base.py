@@ -7,7 +7,7 @@ from typing import Protocol, TypeVar, runtime_checkable
 
 from pydantic import BaseModel, ValidationError
 
-from podcrew_core.errors import InvalidModelOutput
+from podcrew_core.contracts.errors import InvalidModelOutput
 from podcrew_core.llm.types import LLMRequest, LLMResponse, StreamEvent, ToolChoice, ToolSpec
 
 T = TypeVar("T", bound=BaseModel)

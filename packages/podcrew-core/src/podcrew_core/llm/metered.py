@@ -19,13 +19,13 @@ import structlog
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind
 
-from podcrew_core import tracing
-from podcrew_core.errors import LLMError
+from podcrew_core.contracts.errors import LLMError
 from podcrew_core.llm.base import LLMProvider
 from podcrew_core.llm.pricing import PriceTable
 from podcrew_core.llm.types import LLMRequest, LLMResponse, StreamEnd, StreamEvent, TextDelta
-from podcrew_core.logging import current_run_id
-from podcrew_core.metrics import (
+from podcrew_core.runtime import tracing
+from podcrew_core.runtime.logging import current_run_id
+from podcrew_core.runtime.metrics import (
     GENAI_OPERATION_DURATION,
     GENAI_TIME_TO_FIRST_CHUNK,
     GENAI_TOKEN_USAGE,

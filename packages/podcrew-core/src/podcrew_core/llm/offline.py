@@ -18,6 +18,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+from podcrew_core.contracts.schemas import MAX_SUBQUESTIONS, MIN_SUBQUESTIONS, Usage
 from podcrew_core.llm import protocol
 from podcrew_core.llm.types import (
     LLMRequest,
@@ -31,7 +32,6 @@ from podcrew_core.llm.types import (
     ToolResultBlock,
     ToolUseBlock,
 )
-from podcrew_core.schemas import MAX_SUBQUESTIONS, MIN_SUBQUESTIONS, Usage
 
 _FACETS = (
     "What are the essentials of {t}?",

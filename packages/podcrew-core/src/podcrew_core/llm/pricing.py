@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from podcrew_core.schemas import Usage
+from podcrew_core.contracts.schemas import Usage
 
 _MTOK = 1_000_000
 

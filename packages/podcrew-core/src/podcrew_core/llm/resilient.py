@@ -15,11 +15,11 @@ from collections.abc import AsyncIterator
 
 import structlog
 
-from podcrew_core.deadline import current_deadline
-from podcrew_core.errors import LLMError, RetryBudgetExhausted
+from podcrew_core.contracts.deadline import current_deadline
+from podcrew_core.contracts.errors import LLMError, RetryBudgetExhausted
 from podcrew_core.llm.base import LLMProvider
 from podcrew_core.llm.types import LLMRequest, LLMResponse, StreamEvent
-from podcrew_core.resilience import (
+from podcrew_core.runtime.resilience import (
     LLM_RETRIES,
     MAX_RETRY_AFTER_S,
     CircuitBreaker,

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from podcrew_core.schemas import Usage
+from podcrew_core.contracts.schemas import Usage
 
 
 class Stage(StrEnum):

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import httpx
 from pydantic import ValidationError
 
-from podcrew_core.schemas import Run, RunAccepted, RunCreate, RunStatus
+from podcrew_core.contracts.schemas import Run, RunAccepted, RunCreate, RunStatus
 
 from ..errors import (
     OrchestratorRejected,

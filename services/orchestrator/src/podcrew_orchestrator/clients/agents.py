@@ -10,19 +10,19 @@ import httpx
 import orjson
 from httpx_sse import aconnect_sse
 
-from podcrew_core.budget import BudgetExceeded, BudgetLimits
-from podcrew_core.deadline import Deadline
-from podcrew_core.errors import UpstreamError, UpstreamTimeout
-from podcrew_core.http import internal_headers, observe_hop, post_json
-from podcrew_core.metrics import HTTP_CLIENT_DURATION, HTTP_CLIENT_REQUESTS
-from podcrew_core.schemas import (
+from podcrew_core.contracts.budget import BudgetLimits
+from podcrew_core.contracts.deadline import Deadline
+from podcrew_core.contracts.errors import BudgetExceeded, UpstreamError, UpstreamTimeout
+from podcrew_core.contracts.schemas import (
     ResearchRequest,
     ResearchResponse,
     WriteDelta,
     WriteRequest,
     WriteResponse,
 )
-from podcrew_core.tracing import invoke_agent_span
+from podcrew_core.runtime.http import internal_headers, observe_hop, post_json
+from podcrew_core.runtime.metrics import HTTP_CLIENT_DURATION, HTTP_CLIENT_REQUESTS
+from podcrew_core.runtime.tracing import invoke_agent_span
 
 RESEARCH_AGENT = "research-agent"
 WRITER_AGENT = "writer-agent"

@@ -7,9 +7,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from podcrew_core.deadline import Deadline
+from podcrew_core.contracts.deadline import Deadline
+from podcrew_core.contracts.schemas import Source
 from podcrew_core.llm.types import ToolSpec
-from podcrew_core.schemas import Source
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,7 +29,7 @@ ToolFn = Callable[[dict[str, Any], Deadline], Awaitable[ToolOutput]]
 class Tool:
     """A tool the model may call: its definition and the coroutine that runs it.
 
-    `run` raises `podcrew_core.errors.ToolError` (or a subclass) for a failure the model
+    `run` raises `podcrew_core.contracts.errors.ToolError` (or a subclass) for a failure the model
     should hear about; the loop reports it as an `is_error` tool result.
     """
 

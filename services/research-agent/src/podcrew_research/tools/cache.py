@@ -13,9 +13,9 @@ import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from podcrew_core.deadline import Deadline
-from podcrew_core.metrics import CACHE_REQUESTS, Children
-from podcrew_core.schemas import Source
+from podcrew_core.contracts.deadline import Deadline
+from podcrew_core.contracts.schemas import Source
+from podcrew_core.runtime.metrics import CACHE_REQUESTS, Children
 from podcrew_research.tools import Tool, ToolOutput
 
 log = structlog.get_logger(__name__)

@@ -1,7 +1,7 @@
 """`fetch_url`: read a public web page for the model, behind the egress guard.
 
 The model chooses the URL, and the model reads untrusted text, so the URL is attacker
-controlled. `podcrew_core.egress` refuses every address that is not public (every numeric
+controlled. `podcrew_core.runtime.egress` refuses every address that is not public (every numeric
 and IPv6 spelling of one included) and pins the connection to the address it checked; this
 module adds what reading a page needs on top:
 
@@ -22,8 +22,11 @@ from typing import Any
 import httpx
 from pydantic import ValidationError
 
-from podcrew_core.deadline import Deadline
-from podcrew_core.egress import (
+from podcrew_core.contracts.deadline import Deadline
+from podcrew_core.contracts.errors import BlockedURL, ToolError
+from podcrew_core.contracts.schemas import Source
+from podcrew_core.llm.protocol import FETCH_URL_SPEC, FetchUrlInput
+from podcrew_core.runtime.egress import (
     EgressGuard,
     EgressPolicy,
     Resolver,
@@ -31,9 +34,6 @@ from podcrew_core.egress import (
     parse_url,
     system_resolver,
 )
-from podcrew_core.errors import BlockedURL, ToolError
-from podcrew_core.llm.protocol import FETCH_URL_SPEC, FetchUrlInput
-from podcrew_core.schemas import Source
 from podcrew_research.tools import Tool, ToolOutput
 from podcrew_research.tools.html_text import html_to_text, normalize
 

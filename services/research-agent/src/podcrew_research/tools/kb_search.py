@@ -18,10 +18,10 @@ from bm25s.stopwords import STOPWORDS_EN
 from bm25s.tokenization import Tokenizer
 from pydantic import ValidationError
 
-from podcrew_core.deadline import Deadline
-from podcrew_core.errors import ToolError
+from podcrew_core.contracts.deadline import Deadline
+from podcrew_core.contracts.errors import ToolError
+from podcrew_core.contracts.schemas import Source
 from podcrew_core.llm.protocol import KB_SEARCH_SPEC, KbSearchInput
-from podcrew_core.schemas import Source
 from podcrew_research.tools import Tool, ToolOutput
 
 SUFFIXES = frozenset({".md", ".txt"})

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 
-from podcrew_core.errors import BadRequest, DeadlineExceeded
+from podcrew_core.contracts.errors import BadRequest, DeadlineExceeded
 
 DEADLINE_HEADER = "x-podcrew-deadline-ms"
 RUN_ID_HEADER = "x-podcrew-run-id"

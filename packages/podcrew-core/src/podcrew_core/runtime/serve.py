@@ -19,7 +19,7 @@ from types import FrameType
 import uvicorn
 from fastapi import FastAPI
 
-from podcrew_core.settings import ServiceSettings
+from podcrew_core.runtime.settings import ServiceSettings
 
 
 def _after_graceful_shutdown(signum: int, _: object) -> None:

@@ -21,7 +21,8 @@ from enum import IntEnum
 
 from prometheus_client import Counter, Gauge
 
-from podcrew_core.errors import CircuitOpen, LLMError
+from podcrew_core.contracts.errors import CircuitOpen, LLMError
+from podcrew_core.contracts.hop import RetryBudget
 
 # --- retry policy -----------------------------------------------------------------------
 
@@ -95,26 +96,6 @@ def retry_delay_s(attempt: int, retry_after_s: float | None, rng: random.Random)
 
 
 # --- retry budget -------------------------------------------------------------------------
-
-
-@dataclass
-class RetryBudget:
-    """Retries one run may still spend, across all its LLM calls in this process.
-
-    A run's budget crosses hops as a header (`x-podcrew-retry-budget`): the orchestrator
-    splits what is left among the calls it fans out and subtracts what each reports back,
-    so a fault storm costs at most the budget, however wide the fan-out.
-    """
-
-    remaining: int
-    spent: int = 0
-
-    def try_spend(self) -> bool:
-        if self.remaining <= 0:
-            return False
-        self.remaining -= 1
-        self.spent += 1
-        return True
 
 
 _budget: ContextVar[RetryBudget | None] = ContextVar("podcrew_retry_budget", default=None)

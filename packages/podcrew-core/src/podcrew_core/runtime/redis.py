@@ -19,8 +19,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from podcrew_core.metrics import REDIS_COMMAND_DURATION, REDIS_COMMAND_ERRORS, Children
-from podcrew_core.settings import RedisSettings
+from podcrew_core.runtime.metrics import REDIS_COMMAND_DURATION, REDIS_COMMAND_ERRORS, Children
+from podcrew_core.runtime.settings import RedisSettings
 
 _COMMAND = re.compile(r"[A-Z][A-Z_ ]{0,31}")
 OTHER_COMMAND = "OTHER"

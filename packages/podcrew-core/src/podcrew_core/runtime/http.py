@@ -24,16 +24,22 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from podcrew_core.budget import BudgetExceeded, BudgetLimits
-from podcrew_core.deadline import RUN_ID_HEADER, Deadline
-from podcrew_core.errors import DeadlineExceeded, PodcrewError, UpstreamError, UpstreamTimeout
-from podcrew_core.hop import hop_headers
-from podcrew_core.metrics import (
+from podcrew_core.contracts.budget import BudgetLimits
+from podcrew_core.contracts.deadline import RUN_ID_HEADER, Deadline
+from podcrew_core.contracts.errors import (
+    BudgetExceeded,
+    DeadlineExceeded,
+    PodcrewError,
+    UpstreamError,
+    UpstreamTimeout,
+)
+from podcrew_core.contracts.hop import hop_headers
+from podcrew_core.runtime.metrics import (
     HTTP_CLIENT_DURATION,
     HTTP_CLIENT_HOP_OVERHEAD,
     HTTP_CLIENT_REQUESTS,
 )
-from podcrew_core.tracing import instrument_http_client
+from podcrew_core.runtime.tracing import instrument_http_client
 
 T = TypeVar("T", bound=BaseModel)
 

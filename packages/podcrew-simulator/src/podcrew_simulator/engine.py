@@ -23,8 +23,9 @@ from typing import Any
 import orjson
 
 from podcrew_core.llm.offline import estimate_tokens, respond
-from podcrew_core.llm.simulator.settings import FAULTS, Fault, FaultProfile, SimulatorSettings
-from podcrew_core.llm.simulator.wire import (
+from podcrew_core.llm.types import OutputBlock, StopReason, TextBlock, ToolUseBlock
+from podcrew_simulator.settings import FAULTS, Fault, FaultProfile, SimulatorSettings
+from podcrew_simulator.wire import (
     CacheControl,
     MessagesRequest,
     TextParam,
@@ -33,7 +34,6 @@ from podcrew_core.llm.simulator.wire import (
     ToolUseParam,
     to_llm_request,
 )
-from podcrew_core.llm.types import OutputBlock, StopReason, TextBlock, ToolUseBlock
 
 _CACHE_TTL_S = {"5m": 300.0, "1h": 3600.0}
 _CHARS_PER_TOKEN = 4  # the inverse of `estimate_tokens`

@@ -9,7 +9,7 @@ call is logged at `GET /_sim/calls` for tests and benchmarks.
 
 from __future__ import annotations
 
-from podcrew_core.llm.simulator.app import create_simulator_app, run_simulator
-from podcrew_core.llm.simulator.settings import FaultProfile, SimulatorSettings
+from podcrew_simulator.app import create_simulator_app, run_simulator
+from podcrew_simulator.settings import FaultProfile, SimulatorSettings
 
 __all__ = ["FaultProfile", "SimulatorSettings", "create_simulator_app", "run_simulator"]

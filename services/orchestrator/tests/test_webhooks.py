@@ -21,9 +21,9 @@ import pytest
 from prometheus_client import REGISTRY
 from pydantic import ValidationError
 
-from podcrew_core.egress import EgressGuard, EgressPolicy, create_client
-from podcrew_core.resilience import backoff_s, retry_after_s, should_retry_status
-from podcrew_core.webhooks import (
+from podcrew_core.runtime.egress import EgressGuard, EgressPolicy, create_client
+from podcrew_core.runtime.resilience import backoff_s, retry_after_s, should_retry_status
+from podcrew_orchestrator.webhooks import (
     DELIVERY_HEADER,
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,

@@ -34,7 +34,7 @@ from typing import Any, Literal
 
 import httpx
 
-from podcrew_core.errors import BlockedURL, ToolError
+from podcrew_core.contracts.errors import BlockedURL, ToolError
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network

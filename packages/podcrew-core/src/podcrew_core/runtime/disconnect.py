@@ -14,7 +14,7 @@ from typing import TypeVar
 
 from fastapi import Request
 
-from podcrew_core.errors import PodcrewError
+from podcrew_core.contracts.errors import PodcrewError
 
 T = TypeVar("T")
 

@@ -27,7 +27,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
-from podcrew_core.logging import current_run_id
+from podcrew_core.runtime.logging import current_run_id
 
 if TYPE_CHECKING:
     import httpx

@@ -3,17 +3,35 @@ and the share of the run's retry budget this hop may spend."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-from podcrew_core.budget import BUDGET_HEADER, BudgetLimits, BudgetScope, Ledger, budget_scope
-from podcrew_core.deadline import DEADLINE_HEADER, RETRY_BUDGET_HEADER, Deadline, deadline_scope
-from podcrew_core.errors import BadRequest
-from podcrew_core.resilience import RetryBudget, retry_budget_scope
+from podcrew_core.contracts.budget import BUDGET_HEADER, BudgetLimits
+from podcrew_core.contracts.deadline import DEADLINE_HEADER, RETRY_BUDGET_HEADER, Deadline
+from podcrew_core.contracts.errors import BadRequest
 
 # Less time than this cannot cover even one LLM call: refuse instead of starting.
 MIN_REMAINING_S = 0.05
+
+
+@dataclass
+class RetryBudget:
+    """Retries one run may still spend, across all its LLM calls in this process.
+
+    A run's budget crosses hops as a header (`x-podcrew-retry-budget`): the orchestrator
+    splits what is left among the calls it fans out and subtracts what each reports back,
+    so a fault storm costs at most the budget, however wide the fan-out.
+    """
+
+    remaining: int
+    spent: int = 0
+
+    def try_spend(self) -> bool:
+        if self.remaining <= 0:
+            return False
+        self.remaining -= 1
+        self.spent += 1
+        return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,12 +72,3 @@ def read_hop(
     raw_limits = headers.get(BUDGET_HEADER)
     limits = BudgetLimits.from_header(raw_limits) if raw_limits else None
     return Hop(deadline, RetryBudget(retries), limits)
-
-
-@contextmanager
-def hop_scope(hop: Hop, ledger: Ledger | None = None) -> Iterator[Hop]:
-    """Make the hop's deadline, retry budget and spend limits the ones every LLM call in
-    this task obeys (spend limits only where a ledger is at hand)."""
-    scope = BudgetScope(ledger, hop.limits) if ledger and hop.limits else None
-    with deadline_scope(hop.deadline), retry_budget_scope(hop.budget), budget_scope(scope):
-        yield hop

@@ -16,7 +16,7 @@ from fastapi import Request
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from podcrew_core.errors import Unauthorized
+from podcrew_core.contracts.errors import Unauthorized
 
 TENANT_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
 _BEARER = "bearer "

@@ -20,6 +20,7 @@ import httpx2
 import pytest
 import uvicorn
 
+from podcrew_core.contracts.schemas import FindingsReport
 from podcrew_core.llm import output_tool
 from podcrew_core.llm.offline import estimate_tokens
 from podcrew_core.llm.protocol import (
@@ -33,8 +34,7 @@ from podcrew_core.llm.protocol import (
     research_message,
     write_message,
 )
-from podcrew_core.llm.simulator import SimulatorSettings, create_simulator_app
-from podcrew_core.schemas import FindingsReport
+from podcrew_simulator import SimulatorSettings, create_simulator_app
 
 MODEL = "claude-haiku-4-5"
 SUB_QUESTION = "What is a generator?"
@@ -769,7 +769,7 @@ async def test_provider_reads_what_the_sdks_models_and_message_stream_read(
 async def test_provider_reports_a_dropped_stream_as_unavailable(
     start_provider: Callable[..., Awaitable[Any]],
 ) -> None:
-    from podcrew_core.errors import LLMUnavailable
+    from podcrew_core.contracts.errors import LLMUnavailable
 
     provider, _ = await start_provider(rate_drop=1.0)
     received = []
@@ -786,7 +786,7 @@ async def test_provider_reports_a_dropped_stream_as_unavailable(
 async def test_provider_errors_keep_their_meaning_over_aiohttp(
     start_provider: Callable[..., Awaitable[Any]],
 ) -> None:
-    from podcrew_core.errors import LLMRateLimited, LLMTimeout, LLMUnavailable
+    from podcrew_core.contracts.errors import LLMRateLimited, LLMTimeout, LLMUnavailable
     from podcrew_core.llm import LLMSettings
     from podcrew_core.llm.anthropic import AnthropicProvider
 

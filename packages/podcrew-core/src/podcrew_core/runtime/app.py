@@ -15,15 +15,9 @@ from fastapi import Depends, FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from podcrew_core.deadline import RUN_ID_HEADER
-from podcrew_core.errors import (
-    NotReady,
-    PayloadTooLarge,
-    UnsupportedMediaType,
-    install_problem_handlers,
-    problem_response,
-)
-from podcrew_core.metrics import (
+from podcrew_core.contracts.deadline import RUN_ID_HEADER
+from podcrew_core.contracts.errors import NotReady, PayloadTooLarge, UnsupportedMediaType
+from podcrew_core.runtime.metrics import (
     HTTP_SERVER_DURATION,
     HTTP_SERVER_IN_FLIGHT,
     HTTP_SERVER_REQUESTS,
@@ -31,7 +25,8 @@ from podcrew_core.metrics import (
     collect_latest,
     mark_process_dead,
 )
-from podcrew_core.tracing import flush_tracing, instrument_app
+from podcrew_core.runtime.problems import install_problem_handlers, problem_response
+from podcrew_core.runtime.tracing import flush_tracing, instrument_app
 
 ReadinessCheck = Callable[[], Awaitable[None]]
 _UNTRACKED = frozenset({"/metrics", "/healthz", "/readyz"})
@@ -164,7 +159,7 @@ def create_service_app(
     app.state.readiness = Readiness()
     install_problem_handlers(app)
     app.add_middleware(ObservabilityMiddleware, max_body_bytes=max_body_bytes)
-    instrument_app(app)  # server spans, when tracing is configured (podcrew_core.tracing)
+    instrument_app(app)  # server spans, when tracing is configured (podcrew_core.runtime.tracing)
 
     @app.get("/healthz", tags=["ops"], summary="Liveness: the process is serving")
     async def healthz() -> dict[str, str]:

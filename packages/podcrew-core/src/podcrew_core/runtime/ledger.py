@@ -21,23 +21,20 @@ then sees it.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, ClassVar
+from typing import Any
 
 from prometheus_client import Counter
-from pydantic import BaseModel, ValidationError
 from redis.asyncio import Redis
 
-from podcrew_core.errors import BadRequest, PodcrewError
-from podcrew_core.llm.base import LLMProvider
-from podcrew_core.llm.types import LLMRequest, LLMResponse, StreamEnd, StreamEvent
-from podcrew_core.schemas import Usage
+from podcrew_core.contracts.budget import BudgetLimits
+from podcrew_core.contracts.errors import BudgetExceeded
+from podcrew_core.contracts.schemas import Usage
 
-BUDGET_HEADER = "x-podcrew-budget"
 _MICRO = 1_000_000
 _SECONDS_PER_DAY = 86_400
 _DAY_TTL_S = 3 * _SECONDS_PER_DAY
@@ -48,36 +45,6 @@ BUDGET_REFUSALS = Counter(
     "tenant_tokens, tenant_cost, global_cost).",
     ["budget"],
 )
-
-
-class BudgetExceeded(PodcrewError):
-    status = 402
-    slug = "budget-exceeded"
-    title = "Budget exceeded"
-    retryable: ClassVar[bool] = False
-
-
-class BudgetLimits(BaseModel):
-    """What one run may spend, and the daily caps that also bind it."""
-
-    run_id: str
-    tenant: str
-    max_tokens: int
-    max_cost_usd: float
-    tenant_daily_tokens: int
-    tenant_daily_cost_usd: float
-    global_daily_cost_usd: float
-    key_prefix: str = "podcrew"  # the worker's Redis key prefix, so every hop counts alike
-
-    def header(self) -> str:
-        return self.model_dump_json()
-
-    @classmethod
-    def from_header(cls, value: str) -> BudgetLimits:
-        try:
-            return cls.model_validate_json(value)
-        except ValidationError as exc:
-            raise BadRequest(f"{BUDGET_HEADER} is not a valid budget") from exc
 
 
 @lru_cache(maxsize=2)
@@ -216,32 +183,3 @@ def budget_scope(scope: BudgetScope | None) -> Iterator[None]:
         yield
     finally:
         _scope.reset(token)
-
-
-class BudgetedProvider:
-    """Checks the budgets in scope before each call and charges what the call used."""
-
-    def __init__(self, inner: LLMProvider) -> None:
-        self.inner = inner
-        self.name = inner.name
-
-    async def complete(self, request: LLMRequest) -> LLMResponse:
-        scope = current_budget()
-        if scope is not None:
-            await scope.check()
-        response = await self.inner.complete(request)
-        if scope is not None:
-            await scope.charge(response.usage)
-        return response
-
-    async def stream(self, request: LLMRequest) -> AsyncIterator[StreamEvent]:
-        scope = current_budget()
-        if scope is not None:
-            await scope.check()
-        async for event in self.inner.stream(request):
-            if isinstance(event, StreamEnd) and scope is not None:
-                await scope.charge(event.response.usage)
-            yield event
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()

@@ -11,7 +11,7 @@ from typing import Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from podcrew_core.settings import ServiceSettings
+from podcrew_core.runtime.settings import ServiceSettings
 
 Fault = Literal["429", "529", "500", "slow", "drop"]
 FAULTS: tuple[Fault, ...] = ("429", "529", "500", "slow", "drop")

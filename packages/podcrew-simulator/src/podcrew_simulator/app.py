@@ -23,10 +23,12 @@ from starlette.responses import StreamingResponse
 from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from podcrew_core.app import create_service_app
-from podcrew_core.llm.simulator.engine import CallRecord, Simulator, answer
-from podcrew_core.llm.simulator.settings import FaultProfile, SimulatorSettings
-from podcrew_core.llm.simulator.wire import (
+from podcrew_core.runtime.app import create_service_app
+from podcrew_core.runtime.logging import configure_logging
+from podcrew_core.runtime.serve import serve
+from podcrew_simulator.engine import CallRecord, Simulator, answer
+from podcrew_simulator.settings import FaultProfile, SimulatorSettings
+from podcrew_simulator.wire import (
     ErrorType,
     error_json,
     message_json,
@@ -36,8 +38,6 @@ from podcrew_core.llm.simulator.wire import (
     sse,
     stream_events,
 )
-from podcrew_core.logging import configure_logging
-from podcrew_core.serve import serve
 
 log = structlog.get_logger(__name__)
 

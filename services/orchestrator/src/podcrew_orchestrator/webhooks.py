@@ -1,7 +1,7 @@
 """Completion webhooks: when a run that named a `callback_url` ends, POST its final JSON there.
 
 The callback URL is chosen by whoever submitted the run, so every attempt goes through the
-egress guard (`podcrew_core.egress`): the URL is re-checked and re-resolved before each
+egress guard (`podcrew_core.runtime.egress`): the URL is re-checked and re-resolved before each
 attempt (DNS may have changed since the last one) and the POST goes to the address that
 was checked. Redirects are never followed: a 3xx answer is a failed delivery.
 
@@ -44,15 +44,15 @@ from prometheus_client import Counter
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from podcrew_core.egress import (
+from podcrew_core.contracts.errors import BadRequest, BlockedURL
+from podcrew_core.runtime.egress import (
     EgressGuard,
     EgressPolicy,
     Resolver,
     UnresolvableHost,
     system_resolver,
 )
-from podcrew_core.errors import BadRequest, BlockedURL
-from podcrew_core.resilience import backoff_s, retry_after_s, should_retry_status
+from podcrew_core.runtime.resilience import backoff_s, retry_after_s, should_retry_status
 
 log = structlog.get_logger(__name__)
 
@@ -176,7 +176,7 @@ class DeliveryResult:
 class WebhookSender:
     """Signs and POSTs webhook bodies through the egress guard, retrying what may succeed.
 
-    The client should come from `podcrew_core.egress.create_client` (no proxies, no
+    The client should come from `podcrew_core.runtime.egress.create_client` (no proxies, no
     redirects, no cookies); it is created and closed by the owner's lifespan.
     """
 

@@ -20,7 +20,7 @@ from opentelemetry import trace
 from structlog.types import EventDict, WrappedLogger
 
 if TYPE_CHECKING:
-    from podcrew_core.schemas import Run
+    from podcrew_core.contracts.schemas import Run
 
 REDACTED = "[redacted]"
 _SECRET_KEYS = frozenset(

@@ -15,8 +15,8 @@ from contextlib import asynccontextmanager
 
 from prometheus_client import Counter, Gauge
 
-from podcrew_core.deadline import Deadline
-from podcrew_core.errors import Overloaded
+from podcrew_core.contracts.deadline import Deadline
+from podcrew_core.contracts.errors import Overloaded
 
 IN_FLIGHT = Gauge(
     "podcrew_admission_in_flight",

@@ -11,6 +11,7 @@ import orjson
 import pytest
 from pydantic import BaseModel, ValidationError
 
+from podcrew_core.contracts.schemas import FindingsReport, Plan
 from podcrew_core.llm.protocol import (
     FETCH_URL_SPEC,
     KB_SEARCH_SPEC,
@@ -18,8 +19,9 @@ from podcrew_core.llm.protocol import (
     KbSearchInput,
     research_message,
 )
-from podcrew_core.llm.simulator import FaultProfile, SimulatorSettings
-from podcrew_core.llm.simulator.engine import (
+from podcrew_core.llm.types import TextBlock, ToolUseBlock
+from podcrew_simulator import FaultProfile, SimulatorSettings
+from podcrew_simulator.engine import (
     CallLog,
     FaultDice,
     PromptCache,
@@ -27,9 +29,7 @@ from podcrew_core.llm.simulator.engine import (
     example_input,
     prompt_layout,
 )
-from podcrew_core.llm.simulator.wire import MessagesRequest, parse_request, pieces, stream_events
-from podcrew_core.llm.types import TextBlock, ToolUseBlock
-from podcrew_core.schemas import FindingsReport, Plan
+from podcrew_simulator.wire import MessagesRequest, parse_request, pieces, stream_events
 
 EPHEMERAL = {"type": "ephemeral"}
 
