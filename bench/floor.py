@@ -26,13 +26,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Coroutine, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -73,6 +76,125 @@ async def sampled(work: Awaitable[float], peak: dict[subprocess.Popen[bytes], in
     return task.result()
 
 
+@dataclass
+class Floor:
+    """The floor's processes on loopback: the simulated Messages API, the agent, the gateway."""
+
+    sim_url: str
+    agent_url: str
+    gateway_url: str
+    agent: subprocess.Popen[bytes]
+    gateway: subprocess.Popen[bytes]
+
+
+@contextlib.contextmanager
+def started(latency_s: float) -> Iterator[Floor]:
+    """Start the simulator, then the agent and the gateway, and wait until each answers;
+    all are stopped on exit."""
+    sim_port, agent_port, gateway_port = free_port(), free_port(), free_port()
+    sim_url = f"http://{LOOPBACK}:{sim_port}"
+    agent_url = f"http://{LOOPBACK}:{agent_port}"
+    gateway_url = f"http://{LOOPBACK}:{gateway_port}"
+    env = {
+        **os.environ,
+        **harness.simulator_env(latency_s),
+        "PODCREW_SIM_PORT": str(sim_port),
+        "PODCREW_SIM_HOST": LOOPBACK,
+    }
+    simulator = subprocess.Popen([sys.executable, "-m", "podcrew_cli", "simulate-llm"], env=env)
+    procs = [simulator]
+
+    def service(role: str, port: int) -> subprocess.Popen[bytes]:
+        command = ["-m", "bench.floor_service", role, str(port), sim_url, agent_url]
+        process = subprocess.Popen([sys.executable, *command], env=env)
+        procs.append(process)
+        return process
+
+    try:
+        harness.wait_http(f"{sim_url}/healthz", simulator)
+        agent, gateway = service("agent", agent_port), service("gateway", gateway_port)
+        harness.wait_http(f"{agent_url}/stats", agent)
+        harness.wait_http(f"{gateway_url}/stats", gateway)
+        yield Floor(sim_url, agent_url, gateway_url, agent, gateway)
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(10)
+
+
+def run_loop(work: Coroutine[Any, Any, float]) -> float:
+    """Run `work` on uvloop, as podcrew's services run, where it is installed."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover
+        return asyncio.run(work)
+    return uvloop.run(work)
+
+
+def measure_level(floor: Floor, level: int, rounds: int) -> dict[str, Any]:
+    """`level` users, `rounds` runs each: runs/s, the CPU of both processes per run, the
+    hops' overheads, the RSS growth per run in flight."""
+    for url in (floor.agent_url, floor.gateway_url):  # reading the stats empties them
+        httpx.get(f"{url}/stats")
+    httpx.delete(f"{floor.sim_url}/_sim/calls")
+    agent, gateway = floor.agent, floor.gateway
+    cpu_before = {p: cpu_seconds(p.pid) for p in (agent, gateway)}
+    rss_before = {p: rss_kib(p.pid) for p in (agent, gateway)}
+    peak = dict(rss_before)
+    runs = level * rounds
+
+    wall = run_loop(sampled(drive(floor.gateway_url, level, rounds), peak))
+    cpu = {p: cpu_seconds(p.pid) - cpu_before[p] for p in (agent, gateway)}
+    llm, hop = overheads(floor)
+    growth = sum(peak[p] - rss_before[p] for p in peak)
+    return {
+        "level": level,
+        "runs": runs,
+        "llm_calls_per_run": CALLS_PER_RUN,
+        "internal_requests_per_run": REQUESTS_PER_RUN,
+        "runs_per_s": round(runs / wall, 2),
+        "cpu_ms_per_run": {
+            "agent": round(1000 * cpu[agent] / runs, 2),
+            "gateway": round(1000 * cpu[gateway] / runs, 2),
+            "total": round(1000 * (cpu[agent] + cpu[gateway]) / runs, 2),
+        },
+        "llm_hop_overhead_ms": analysis.summary(llm, 1000),
+        "agent_hop_overhead_ms": analysis.summary(hop, 1000),
+        "kib_per_inflight_run": round(growth / level, 1),
+    }
+
+
+def overheads(floor: Floor) -> tuple[list[float], list[float]]:
+    """Each LLM call's time in the SDK minus the simulator's for the same call, and each
+    research request's time at the gateway minus the agent's own, since the stats were
+    last read."""
+    calls = httpx.get(f"{floor.sim_url}/_sim/calls").json()
+    sim_calls = {c["id"]: c["duration_s"] for c in calls}
+    llm: list[float] = []
+    hop: list[float] = []
+    for url in (floor.agent_url, floor.gateway_url):
+        stats = httpx.get(f"{url}/stats").json()
+        llm += [t - sim_calls[i] for i, t in stats["llm"] if i in sim_calls]
+        hop += stats["hop"]
+    return llm, hop
+
+
+def print_table(levels: list[dict[str, Any]]) -> None:
+    print(
+        "| conc. | runs/s | CPU ms/run (gateway + agent) | LLM hop p50 (ms) "
+        "| agent hop p50 (ms) | KiB/in-flight |"
+    )
+    print("|---|---|---|---|---|---|")
+    for lv in levels:
+        c = lv["cpu_ms_per_run"]
+        print(
+            f"| {lv['level']} | {lv['runs_per_s']} | {c['total']} ({c['gateway']} + {c['agent']}) "
+            f"| {lv['llm_hop_overhead_ms']['p50']:.2f} | {lv['agent_hop_overhead_ms']['p50']:.2f} "
+            f"| {lv['kib_per_inflight_run']} |"
+        )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.floor", description=__doc__)
     parser.add_argument("--levels", default="10,500", help="concurrent runs per level")
@@ -82,94 +204,13 @@ def main() -> int:
     parser.add_argument("--out", default="bench/results", help="directory for the JSON")
     parser.add_argument("--name", help="results file name (without .json)")
     args = parser.parse_args()
-    sim_port, agent_port, gateway_port = free_port(), free_port(), free_port()
-    sim_url = f"http://{LOOPBACK}:{sim_port}"
-    agent_url = f"http://{LOOPBACK}:{agent_port}"
-    gateway_url = f"http://{LOOPBACK}:{gateway_port}"
-    env = {
-        **os.environ,
-        **harness.simulator_env(args.latency),
-        "PODCREW_SIM_PORT": str(sim_port),
-        "PODCREW_SIM_HOST": LOOPBACK,
-    }
-    simulator = subprocess.Popen([sys.executable, "-m", "podcrew_cli", "simulate-llm"], env=env)
-    procs = [simulator]
-    harness.wait_http(f"{sim_url}/healthz", simulator)
-
-    def service(role: str, port: int) -> subprocess.Popen[bytes]:
-        command = ["-m", "bench.floor_service", role, str(port), sim_url, agent_url]
-        process = subprocess.Popen([sys.executable, *command], env=env)
-        procs.append(process)
-        return process
-
-    agent, gateway = service("agent", agent_port), service("gateway", gateway_port)
-    results: dict[str, object] = {"command": " ".join(["python -m bench.floor", *sys.argv[1:]])}
-    try:
-        harness.wait_http(f"{agent_url}/stats", agent)
-        harness.wait_http(f"{gateway_url}/stats", gateway)
-        try:
-            import uvloop
-
-            run = uvloop.run
-        except ImportError:  # pragma: no cover
-            run = asyncio.run
+    results: dict[str, Any] = {"command": " ".join(["python -m bench.floor", *sys.argv[1:]])}
+    with started(args.latency) as floor:
         if args.warmup:  # connections, first-call paths
-            run(drive(gateway_url, min(10, args.warmup), max(1, args.warmup // 10)))
-        levels = []
-        for level in (int(x) for x in args.levels.split(",") if x):
-            for url in (agent_url, gateway_url):  # reading the stats empties them
-                httpx.get(f"{url}/stats")
-            httpx.delete(f"{sim_url}/_sim/calls")
-            cpu_before = {p: cpu_seconds(p.pid) for p in (agent, gateway)}
-            rss_before = {p: rss_kib(p.pid) for p in (agent, gateway)}
-            peak = dict(rss_before)
-            runs = level * args.rounds
-
-            wall = run(sampled(drive(gateway_url, level, args.rounds), peak))
-            cpu = {p: cpu_seconds(p.pid) - cpu_before[p] for p in (agent, gateway)}
-            calls = httpx.get(f"{sim_url}/_sim/calls").json()
-            sim_calls = {c["id"]: c["duration_s"] for c in calls}
-            llm, hop = [], []
-            for url in (agent_url, gateway_url):
-                stats = httpx.get(f"{url}/stats").json()
-                llm += [t - sim_calls[i] for i, t in stats["llm"] if i in sim_calls]
-                hop += stats["hop"]
-            growth = sum(peak[p] - rss_before[p] for p in peak)
-            levels.append(
-                {
-                    "level": level,
-                    "runs": runs,
-                    "llm_calls_per_run": CALLS_PER_RUN,
-                    "internal_requests_per_run": REQUESTS_PER_RUN,
-                    "runs_per_s": round(runs / wall, 2),
-                    "cpu_ms_per_run": {
-                        "agent": round(1000 * cpu[agent] / runs, 2),
-                        "gateway": round(1000 * cpu[gateway] / runs, 2),
-                        "total": round(1000 * (cpu[agent] + cpu[gateway]) / runs, 2),
-                    },
-                    "llm_hop_overhead_ms": analysis.summary(llm, 1000),
-                    "agent_hop_overhead_ms": analysis.summary(hop, 1000),
-                    "kib_per_inflight_run": round(growth / level, 1),
-                }
-            )
-        results["levels"] = levels
-    finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            p.wait(10)
-    print(
-        "| conc. | runs/s | CPU ms/run (gateway + agent) | LLM hop p50 (ms) "
-        "| agent hop p50 (ms) | KiB/in-flight |"
-    )
-    print("|---|---|---|---|---|---|")
-    for lv in results["levels"]:  # type: ignore[union-attr]
-        c = lv["cpu_ms_per_run"]
-        print(
-            f"| {lv['level']} | {lv['runs_per_s']} | {c['total']} ({c['gateway']} + {c['agent']}) "
-            f"| {lv['llm_hop_overhead_ms']['p50']:.2f} | {lv['agent_hop_overhead_ms']['p50']:.2f} "
-            f"| {lv['kib_per_inflight_run']} |"
-        )
+            run_loop(drive(floor.gateway_url, min(10, args.warmup), max(1, args.warmup // 10)))
+        levels = (int(x) for x in args.levels.split(",") if x)
+        results["levels"] = [measure_level(floor, level, args.rounds) for level in levels]
+    print_table(results["levels"])
     name = args.name or f"floor-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
     out = Path(args.out) / f"{name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

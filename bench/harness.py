@@ -23,7 +23,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -251,18 +251,29 @@ class LogTail:
 # --- the load generator -----------------------------------------------------------------
 
 
-def loadgen(cfg: dict[str, Any]) -> tuple[dict[str, Any], float]:
-    """Run the load generator to completion; its result and the CPU seconds it used."""
+@contextlib.contextmanager
+def _job_files(job: dict[str, Any]) -> Iterator[tuple[Path, Path]]:
+    """A load generator's job written as JSON in a temporary directory, and the path it
+    writes its result to; both are gone on exit."""
     with tempfile.TemporaryDirectory(prefix="podcrew-bench-") as tmp:
-        path = Path(tmp) / "job.json"
-        cfg = {**cfg, "out": str(Path(tmp) / "out.json")}
-        path.write_text(json.dumps(cfg))
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.loadgen", str(path)],
-            cwd=REPO,
-            stdout=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509
-        )
+        path, out = Path(tmp) / "job.json", Path(tmp) / "out.json"
+        path.write_text(json.dumps({**job, "out": str(out)}))
+        yield path, out
+
+
+def _start_loadgen(job_path: Path, stdout: int) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "bench.loadgen", str(job_path)],
+        cwd=REPO,
+        stdout=stdout,
+        preexec_fn=_die_with_parent,  # noqa: PLW1509
+    )
+
+
+def loadgen(job: dict[str, Any]) -> tuple[dict[str, Any], float]:
+    """Run the load generator to completion; its result and the CPU seconds it used."""
+    with _job_files(job) as (path, out):
+        proc = _start_loadgen(path, subprocess.DEVNULL)
         try:
             _, status, rusage = os.wait4(proc.pid, 0)
         except BaseException:
@@ -272,7 +283,63 @@ def loadgen(cfg: dict[str, Any]) -> tuple[dict[str, Any], float]:
         proc.returncode = os.waitstatus_to_exitcode(status)
         if proc.returncode != 0:
             raise RuntimeError(f"load generator failed with exit code {proc.returncode}")
-        return orjson.loads(Path(cfg["out"]).read_bytes()), rusage.ru_utime + rusage.ru_stime
+        return orjson.loads(out.read_bytes()), rusage.ru_utime + rusage.ru_stime
+
+
+def runs_job(
+    target: str,
+    url: str,
+    concurrency: int,
+    runs_per_user: int | None,
+    prefix: str,
+    timeout_s: float = 900,
+    **extra: Any,
+) -> dict[str, Any]:
+    """A `runs` job for the load generator: `concurrency` users, each running
+    `runs_per_user` runs one after another, tagged `prefix` and a fresh suffix so that no
+    result is cached. podcrew is asked to wait up to 600 s for each result."""
+    job = {
+        "mode": "runs",
+        "target": target,
+        "url": url,
+        "concurrency": concurrency,
+        "runs_per_user": runs_per_user,
+        "prefix": f"{prefix}{uuid.uuid4().hex[:6]}",
+        "timeout_s": timeout_s,
+        **extra,
+    }
+    if target == "podcrew":
+        job["wait_s"] = 600
+    return job
+
+
+@dataclass
+class Measured:
+    """One level's load: the load generator's records, the simulator's call log, and what
+    the measured processes, the load generator, the simulator and this process used."""
+
+    load: dict[str, Any]
+    calls: list[dict[str, Any]]
+    usage: procstat.Usage
+    loadgen_cpu_s: float
+    simulator_cpu_s: float
+    harness_cpu_s: float
+
+
+def measure_load(ctx: Context, pids: dict[str, int], job: dict[str, Any]) -> Measured:
+    """Drive `job` while sampling `pids`. The simulator's call log is emptied first, so it
+    then holds the level's calls alone; the CPU of the simulator and of this process is
+    counted apart, so that neither is taken for the measured system's."""
+    ctx.sim.delete("/_bench/calls")
+    sim_before = procstat.cpu_seconds(ctx.sim_pid)
+    harness_before = procstat.cpu_seconds(os.getpid())
+    sampler = procstat.Sampler(pids).start()
+    load, loadgen_cpu = loadgen(job)
+    usage = sampler.stop()
+    sim_cpu = procstat.cpu_seconds(ctx.sim_pid) - sim_before
+    harness_cpu = procstat.cpu_seconds(os.getpid()) - harness_before
+    calls = ctx.sim.get("/_bench/calls").json()
+    return Measured(load, calls, usage, loadgen_cpu, sim_cpu, harness_cpu)
 
 
 # --- one level --------------------------------------------------------------------------
@@ -293,12 +360,7 @@ def level_summary(
     *,
     system: str,
     level: int,
-    load: dict[str, Any],
-    calls: list[dict[str, Any]],
-    usage: procstat.Usage,
-    loadgen_cpu_s: float,
-    simulator_cpu_s: float,
-    harness_cpu_s: float,
+    measured: Measured,
     python_procs: list[str],
     llm_lines: list[dict[str, Any]] | None = None,
     metrics: tuple[dict[str, str], dict[str, str]] | None = None,
@@ -306,16 +368,48 @@ def level_summary(
     redis_growth_kib: float | None = None,
     redis_commands: dict[str, int] | None = None,
 ) -> dict[str, Any]:
+    """One level's row of the results: outcomes and latency, CPU and memory per run, and
+    what only podcrew's own logs, metrics and Redis can tell where they are given."""
+    ok = [r for r in measured.load["runs"] if r.get("ok")]
+    by_tag = analysis.calls_by_tag(measured.calls)
+    result = _outcomes(system, level, measured.load, ok, by_tag)
+    completed = max(1, len(ok))
+    result["cpu"] = _cpu(measured, completed)
+    result["memory"] = _memory(measured.usage, python_procs, level)
+    if redis_growth_kib is not None:
+        result["memory"]["redis_retained_kib_per_run"] = round(redis_growth_kib / completed, 2)
+    if redis_commands is not None:  # everything Redis served during the level, per run
+        by_command = sorted(redis_commands.items(), key=lambda kv: -kv[1])
+        result["redis_commands_per_run"] = {
+            "all": round(sum(redis_commands.values()) / completed, 2),
+            **{name: round(count / completed, 2) for name, count in by_command},
+        }
+    if llm_lines is not None:
+        result["llm_hop_overhead_ms"] = _llm_hop_overhead(ok, by_tag, llm_lines)
+    if metrics is not None:
+        result["internal_hops_ms"] = internal_hops(*metrics, llm_lines or [])
+    if events is not None:
+        result["timeline_ms"] = _timeline(ok, by_tag, events)
+    return result
+
+
+def _outcomes(
+    system: str,
+    level: int,
+    load: dict[str, Any],
+    ok: list[dict[str, Any]],
+    by_tag: dict[str, list[dict[str, Any]]],
+) -> dict[str, Any]:
+    """How many runs succeeded, how fast, and their end-to-end time against the critical
+    path of their LLM calls."""
     runs = load["runs"]
-    ok = [r for r in runs if r.get("ok")]
     errors = Counter(r["error"] for r in runs if not r.get("ok"))
-    by_tag = analysis.calls_by_tag(calls)
     paths = {r["tag"]: analysis.critical_path(by_tag.get(r["tag"], [])) for r in ok}
     e2e = [r["e2e_s"] for r in ok]
     crit = [p["critical_s"] for p in paths.values() if p]
     ratios = [r["e2e_s"] / paths[r["tag"]]["critical_s"] for r in ok if paths.get(r["tag"])]
     e2e_p50, crit_p50 = analysis.percentile(e2e, 50), analysis.percentile(crit, 50)
-    result: dict[str, Any] = {
+    return {
         "system": system,
         "level": level,
         "runs": len(runs),
@@ -335,77 +429,86 @@ def level_summary(
         "llm_calls_per_run": analysis.summary([float(p["llm_calls"]) for p in paths.values() if p]),
         "fanout": analysis.summary([float(p["fanout"]) for p in paths.values() if p]),
     }
-    completed = max(1, len(ok))
+
+
+def _cpu(measured: Measured, completed: int) -> dict[str, Any]:
+    """CPU per completed run, by process, and how busy the cores were, by whom."""
+    usage = measured.usage
     ours = {n: usage.cpu_s[n] for n in usage.cpu_s}
-    others = usage.machine_cpu_s - sum(ours.values()) - simulator_cpu_s - loadgen_cpu_s
-    result["cpu"] = {
+    others = (
+        usage.machine_cpu_s - sum(ours.values()) - measured.simulator_cpu_s - measured.loadgen_cpu_s
+    )
+    return {
         "ms_per_run": round(1000 * sum(ours.values()) / completed, 3),
         "ms_per_run_without_redis": round(
             1000 * sum(v for n, v in ours.items() if n != "redis") / completed, 3
         ),
         "ms_per_run_by_process": {n: round(1000 * v / completed, 3) for n, v in ours.items()},
-        "simulator_ms_per_run": round(1000 * simulator_cpu_s / completed, 3),
-        "loadgen_ms_per_run": round(1000 * loadgen_cpu_s / completed, 3),
+        "simulator_ms_per_run": round(1000 * measured.simulator_cpu_s / completed, 3),
+        "loadgen_ms_per_run": round(1000 * measured.loadgen_cpu_s / completed, 3),
         "wall_s": round(usage.wall_s, 3),
         "cores_busy": {
             "measured": round(sum(ours.values()) / usage.wall_s, 3),
-            "simulator": round(simulator_cpu_s / usage.wall_s, 3),
-            "loadgen": round(loadgen_cpu_s / usage.wall_s, 3),
-            "other_processes": round(max(0.0, others - harness_cpu_s) / usage.wall_s, 3),
+            "simulator": round(measured.simulator_cpu_s / usage.wall_s, 3),
+            "loadgen": round(measured.loadgen_cpu_s / usage.wall_s, 3),
+            "other_processes": round(max(0.0, others - measured.harness_cpu_s) / usage.wall_s, 3),
         },
     }
+
+
+def _memory(usage: procstat.Usage, python_procs: list[str], level: int) -> dict[str, Any]:
+    """RSS of each process before, at its peak and after; the growth of the Python
+    processes, per run in flight."""
     growth = {
         n: usage.rss_peak_kib[n] - usage.rss_before_kib[n]
         for n in usage.rss_peak_kib
         if n in python_procs
     }
-    result["memory"] = {
+    return {
         "rss_before_kib": usage.rss_before_kib,
         "rss_peak_kib": usage.rss_peak_kib,
         "rss_after_kib": usage.rss_after_kib,
         "rss_growth_kib": growth,
         "kib_per_inflight_run": round(sum(growth.values()) / level, 2),
     }
-    if redis_growth_kib is not None:
-        result["memory"]["redis_retained_kib_per_run"] = round(redis_growth_kib / completed, 2)
-    if redis_commands is not None:  # everything Redis served during the level, per run
-        by_command = sorted(redis_commands.items(), key=lambda kv: -kv[1])
-        result["redis_commands_per_run"] = {
-            "all": round(sum(redis_commands.values()) / completed, 2),
-            **{name: round(count / completed, 2) for name, count in by_command},
-        }
 
-    if llm_lines is not None:
-        tag_of = {r["run_id"]: r["tag"] for r in ok if r.get("run_id")}
-        lines_by_run: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        for line in llm_lines:
-            if line.get("run_id") in tag_of:
-                lines_by_run[line["run_id"]].append(line)
-        calls_by_run = {rid: by_tag.get(tag, []) for rid, tag in tag_of.items()}
-        hops = analysis.llm_hop_overheads(calls_by_run, lines_by_run)
-        every = [v for values in hops.values() for v in values]
-        result["llm_hop_overhead_ms"] = {
-            "all": analysis.summary(every, 1000),
-            **{stage: analysis.summary(v, 1000) for stage, v in sorted(hops.items())},
-        }
-        result["llm_hop_overhead_ms"]["matched_calls"] = len(every)
-        result["llm_hop_overhead_ms"]["simulator_calls"] = sum(
-            len(v) for v in calls_by_run.values()
+
+def _llm_hop_overhead(
+    ok: list[dict[str, Any]],
+    by_tag: dict[str, list[dict[str, Any]]],
+    llm_lines: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """Each LLM call's time as the service logged it minus the simulator's own, by stage."""
+    tag_of = {r["run_id"]: r["tag"] for r in ok if r.get("run_id")}
+    lines_by_run: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for line in llm_lines:
+        if line.get("run_id") in tag_of:
+            lines_by_run[line["run_id"]].append(line)
+    calls_by_run = {rid: by_tag.get(tag, []) for rid, tag in tag_of.items()}
+    hops = analysis.llm_hop_overheads(calls_by_run, lines_by_run)
+    every = [v for values in hops.values() for v in values]
+    return {
+        "all": analysis.summary(every, 1000),
+        **{stage: analysis.summary(v, 1000) for stage, v in sorted(hops.items())},
+        "matched_calls": len(every),
+        "simulator_calls": sum(len(v) for v in calls_by_run.values()),
+    }
+
+
+def _timeline(
+    ok: list[dict[str, Any]],
+    by_tag: dict[str, list[dict[str, Any]]],
+    events: dict[str, list[tuple[str, dict[str, Any]]]],
+) -> dict[str, Any]:
+    """The time outside the LLM along each run's critical path, by segment."""
+    segments: dict[str, list[float]] = defaultdict(list)
+    for record in ok:
+        line = analysis.timeline(
+            record, by_tag.get(record["tag"], []), events.get(record["run_id"], [])
         )
-    if metrics is not None:
-        result["internal_hops_ms"] = internal_hops(*metrics, llm_lines or [])
-    if events is not None:
-        segments: dict[str, list[float]] = defaultdict(list)
-        for record in ok:
-            line = analysis.timeline(
-                record, by_tag.get(record["tag"], []), events.get(record["run_id"], [])
-            )
-            for key, value in (line or {}).items():
-                segments[key].append(value)
-        result["timeline_ms"] = {
-            key: analysis.summary(segments[key], 1000) for key, _ in analysis.SEGMENTS
-        }
-    return result
+        for key, value in (line or {}).items():
+            segments[key].append(value)
+    return {key: analysis.summary(segments[key], 1000) for key, _ in analysis.SEGMENTS}
 
 
 def _summed_buckets(page: dict[str, str], workers: list[str], target: str) -> dict[float, float]:
@@ -477,51 +580,30 @@ def internal_hops(
 def podcrew_level(ctx: Context, level: int) -> dict[str, Any]:
     opts, stack = ctx.opts, ctx.stack
     rounds = rounds_for(level, opts)
-    prefix = f"p{level}x{uuid.uuid4().hex[:6]}"
     log(opts, f"podcrew: {level} concurrent runs x {rounds}")
-    ctx.sim.delete("/_bench/calls")
     ctx.logs.mark()
     metrics_before = scrape(stack)
     redis_before = ctx.redis_used_kib()
     commands_before = ctx.redis_commands()
-    sim_before = procstat.cpu_seconds(ctx.sim_pid)
-    harness_before = procstat.cpu_seconds(os.getpid())
-    sampler = procstat.Sampler(podcrew_pids(stack)).start()
-    load, loadgen_cpu = loadgen(
-        {
-            "mode": "runs",
-            "target": "podcrew",
-            "url": stack.config.api_url,
-            "concurrency": level,
-            "runs_per_user": rounds,
-            "stagger_s": opts.stagger_s,
-            "prefix": prefix,
-            "wait_s": 600,
-            "timeout_s": 900,
-        }
+    job = runs_job(
+        "podcrew", stack.config.api_url, level, rounds, f"p{level}x", stagger_s=opts.stagger_s
     )
-    usage = sampler.stop()
-    sim_cpu = procstat.cpu_seconds(ctx.sim_pid) - sim_before
-    harness_cpu = procstat.cpu_seconds(os.getpid()) - harness_before
+    measured = measure_load(ctx, podcrew_pids(stack), job)
     redis_growth = ctx.redis_used_kib() - redis_before
     commands = Counter(ctx.redis_commands())
     commands.subtract(commands_before)
     metrics_after = scrape(stack)
-    calls = ctx.sim.get("/_bench/calls").json()
     lines = ctx.logs.llm_calls()
     events = {
-        r["run_id"]: run_events(ctx.redis, r["run_id"]) for r in load["runs"] if r.get("run_id")
+        r["run_id"]: run_events(ctx.redis, r["run_id"])
+        for r in measured.load["runs"]
+        if r.get("run_id")
     }
     return level_summary(
         system="podcrew",
         level=level,
-        load=load,
-        calls=calls,
-        usage=usage,
-        loadgen_cpu_s=loadgen_cpu,
-        simulator_cpu_s=sim_cpu,
-        harness_cpu_s=harness_cpu,
-        python_procs=[n for n in usage.cpu_s if is_python_service(n)],
+        measured=measured,
+        python_procs=[n for n in measured.usage.cpu_s if is_python_service(n)],
         llm_lines=lines,
         metrics=(metrics_before, metrics_after),
         events=events,
@@ -589,6 +671,17 @@ class Baseline:
                     raise TimeoutError("baseline did not start")
                 time.sleep(0.05)
 
+    def prepare(self, simulator_url: str) -> None:
+        """Launch it unless it is running, wait until it answers, and after each launch
+        warm it up with one run, as podcrew's warm-up does: connections, imports,
+        first-call paths."""
+        if self.proc is None or self.proc.poll() is not None:
+            self.launch(simulator_url)
+        self.ready()
+        if self.fresh:
+            loadgen(runs_job("baseline", self.url, 1, 1, "bw", timeout_s=300))
+            self.fresh = False
+
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
@@ -614,61 +707,30 @@ def baseline_level(ctx: Context, level: int, baseline: Baseline) -> dict[str, An
         f"baseline: {level} concurrent runs, "
         + (f"{opts.baseline_window_s:.0f} s window" if limited else f"x {rounds}"),
     )
-    if baseline.proc is None or baseline.proc.poll() is not None:
-        baseline.launch(ctx.stack.config.simulator_url)
-    baseline.ready()
-    url, pid = baseline.url, baseline.pid
-    if baseline.fresh:
-        # One run first, as for podcrew's warm-up: connections, imports, first-call paths.
-        loadgen(
-            {
-                "mode": "runs",
-                "target": "baseline",
-                "url": url,
-                "concurrency": 1,
-                "runs_per_user": 1,
-                "prefix": f"bw{uuid.uuid4().hex[:6]}",
-                "timeout_s": 300,
-            }
-        )
-        baseline.fresh = False
-    ctx.sim.delete("/_bench/calls")
-    sim_before = procstat.cpu_seconds(ctx.sim_pid)
-    harness_before = procstat.cpu_seconds(os.getpid())
-    sampler = procstat.Sampler({"baseline": pid}).start()
-    load, loadgen_cpu = loadgen(
-        {
-            "mode": "runs",
-            "target": "baseline",
-            "url": url,
-            "concurrency": level,
-            "runs_per_user": rounds,
-            "duration_s": opts.baseline_window_s if limited else None,
-            "prefix": f"b{level}x{uuid.uuid4().hex[:6]}",
-            "timeout_s": 900,
-        }
-    )
-    usage = sampler.stop()
-    sim_cpu = procstat.cpu_seconds(ctx.sim_pid) - sim_before
-    harness_cpu = procstat.cpu_seconds(os.getpid()) - harness_before
-    calls = ctx.sim.get("/_bench/calls").json()
+    baseline.prepare(ctx.stack.config.simulator_url)
+    window_s = opts.baseline_window_s if limited else None
+    job = runs_job("baseline", baseline.url, level, rounds, f"b{level}x", duration_s=window_s)
+    measured = measure_load(ctx, {"baseline": baseline.pid}, job)
     if limited:  # runs abandoned at the end of the window are still running in there
         baseline.stop()
         baseline.proc = None
     return level_summary(
-        system="baseline",
-        level=level,
-        load=load,
-        calls=calls,
-        usage=usage,
-        loadgen_cpu_s=loadgen_cpu,
-        simulator_cpu_s=sim_cpu,
-        harness_cpu_s=harness_cpu,
-        python_procs=["baseline"],
+        system="baseline", level=level, measured=measured, python_procs=["baseline"]
     )
 
 
 # --- many streams -----------------------------------------------------------------------
+
+
+@dataclass
+class StreamsRun:
+    """What the load generator saw following every stream, and the api process meanwhile."""
+
+    opened: int
+    rss_open_kib: int
+    usage: procstat.Usage
+    elapsed_s: float
+    streams: list[dict[str, Any]]
 
 
 def stream_test(ctx: Context, count: int) -> dict[str, Any]:
@@ -681,33 +743,31 @@ def stream_test(ctx: Context, count: int) -> dict[str, Any]:
     workers = [
         s.process.pid for n, s in stack.services.items() if n.startswith("worker-") and s.process
     ]
-    prefix = f"s{uuid.uuid4().hex[:6]}"
+    job = {
+        "mode": "streams",
+        "url": stack.config.api_url,
+        "count": count,
+        "prefix": f"s{uuid.uuid4().hex[:6]}",
+        "timeout_s": 600,
+    }
     settle_s = 1.0 if count >= 100 else 0.1
     rss_idle = procstat.rss_kib(api_pid)
-    with tempfile.TemporaryDirectory(prefix="podcrew-bench-") as tmp:
-        out = Path(tmp) / "out.json"
-        job = Path(tmp) / "job.json"
-        job.write_text(
-            json.dumps(
-                {
-                    "mode": "streams",
-                    "url": stack.config.api_url,
-                    "count": count,
-                    "prefix": prefix,
-                    "timeout_s": 600,
-                    "out": str(out),
-                }
-            )
-        )
+    run = _follow_streams(job, api_pid, workers, settle_s)
+    time.sleep(settle_s)
+    rss_after = procstat.rss_kib(api_pid)
+    return _streams_summary(ctx, count, run, rss_idle, rss_after)
+
+
+def _follow_streams(
+    job: dict[str, Any], api_pid: int, workers: list[int], settle_s: float
+) -> StreamsRun:
+    """Run the streams job with the workers paused until the load generator says every
+    stream is open (`OPEN n`), then resumed; the workers are resumed whatever happens."""
+    with _job_files(job) as (path, out):
         for pid in workers:
             os.kill(pid, signal.SIGSTOP)
         resumed = False
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.loadgen", str(job)],
-            cwd=REPO,
-            stdout=subprocess.PIPE,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509
-        )
+        proc = _start_loadgen(path, subprocess.PIPE)
         try:
             assert proc.stdout is not None
             line = proc.stdout.readline().decode().strip()
@@ -733,8 +793,15 @@ def stream_test(ctx: Context, count: int) -> dict[str, Any]:
                 proc.kill()
                 proc.wait()
         streams = orjson.loads(out.read_bytes())["streams"]
-    time.sleep(settle_s)
-    rss_after = procstat.rss_kib(api_pid)
+    return StreamsRun(opened, rss_open, usage, elapsed, streams)
+
+
+def _streams_summary(
+    ctx: Context, count: int, run: StreamsRun, rss_idle: int, rss_after: int
+) -> dict[str, Any]:
+    """Each stream checked against its run's events in Redis: complete when it delivered
+    every event, in order, up to `run.succeeded`."""
+    streams, usage = run.streams, run.usage
     complete = errors = 0
     missing: list[str] = []
     for stream in streams:
@@ -756,7 +823,7 @@ def stream_test(ctx: Context, count: int) -> dict[str, Any]:
     closings = Counter(reason for s in streams for reason in s.get("closings", []))
     return {
         "subscribers": count,
-        "open_at_once": opened,
+        "open_at_once": run.opened,
         "complete": complete,
         "errors": errors,
         # Streams the server ended before the final event, which the subscriber then
@@ -768,14 +835,14 @@ def stream_test(ctx: Context, count: int) -> dict[str, Any]:
         "incomplete_examples": missing,
         "events_delivered": events,
         "events_per_stream": round(events / max(1, count), 1),
-        "seconds_to_finish": round(elapsed, 2),
+        "seconds_to_finish": round(run.elapsed_s, 2),
         "api_rss_kib": {
             "idle": rss_idle,
-            "all_open": rss_open,
+            "all_open": run.rss_open_kib,
             "peak": usage.rss_peak_kib["api"],
             "after": rss_after,
         },
-        "api_kib_per_open_stream": round((rss_open - rss_idle) / count, 2),
+        "api_kib_per_open_stream": round((run.rss_open_kib - rss_idle) / count, 2),
         "api_peak_kib_per_stream": round((usage.rss_peak_kib["api"] - rss_idle) / count, 2),
         "api_cpu_s": round(usage.cpu_s["api"], 3),
     }
@@ -802,45 +869,35 @@ class Context:
         return {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in stats.items()}
 
 
+@contextlib.contextmanager
+def connect(opts: Options, stack: Stack) -> Iterator[Context]:
+    """The context of a measurement on a started stack: a client of the simulator's call
+    log, a Redis client, the services' logs."""
+    sim_pid = stack.services["llm-simulator"].process.pid  # type: ignore[union-attr]
+    with (
+        httpx.Client(base_url=stack.config.simulator_url, timeout=120) as sim,
+        redis.Redis.from_url(stack.config.redis_url) as r,
+    ):
+        yield Context(opts, stack, sim, r, sim_pid, LogTail(stack))
+
+
 def warm_up(ctx: Context) -> None:
     if ctx.opts.warmup <= 0:
         return
     log(ctx.opts, f"warm-up: {ctx.opts.warmup} runs")
     concurrency = min(10, ctx.opts.warmup)
-    loadgen(
-        {
-            "mode": "runs",
-            "target": "podcrew",
-            "url": ctx.stack.config.api_url,
-            "concurrency": concurrency,
-            "runs_per_user": math.ceil(ctx.opts.warmup / concurrency),
-            "prefix": f"w{uuid.uuid4().hex[:6]}",
-            "wait_s": 600,
-            "timeout_s": 900,
-        }
-    )
+    runs_per_user = math.ceil(ctx.opts.warmup / concurrency)
+    loadgen(runs_job("podcrew", ctx.stack.config.api_url, concurrency, runs_per_user, "w"))
 
 
 def run(opts: Options) -> dict[str, Any]:
-    started = datetime.now(UTC)
+    """Every level against podcrew, then against the baseline, then the stream test, on one
+    stack started for the purpose; the results with their verdicts on the budgets."""
     result: dict[str, Any] = {
-        "started_at": started.isoformat(),
+        "started_at": datetime.now(UTC).isoformat(),
         "command": " ".join(["python -m bench", *sys.argv[1:]]),
         "machine": procstat.machine(),
-        "config": {
-            "levels": opts.levels,
-            "latency_s": opts.latency_s,
-            "workers": opts.workers,
-            "warmup_runs": opts.warmup,
-            "rounds": {str(n): rounds_for(n, opts) for n in opts.levels},
-            "baseline_levels": opts.baseline_levels if opts.baseline else [],
-            "baseline_window_s": opts.baseline_window_s,
-            "streams": opts.streams,
-            "stagger_s": opts.stagger_s,
-            "redis_max_connections": opts.redis_max_connections,
-            "extra_env": opts.extra_env or {},
-            "python": sys.version.split()[0],
-        },
+        "config": _config(opts),
         "podcrew": [],
         "baseline": [],
     }
@@ -850,40 +907,58 @@ def run(opts: Options) -> dict[str, Any]:
         opts, on_config=(lambda c: baseline.launch(c.simulator_url)) if opts.baseline else None
     )
     try:
-        sim_pid = stack.services["llm-simulator"].process.pid  # type: ignore[union-attr]
-        with (
-            httpx.Client(base_url=stack.config.simulator_url, timeout=120) as sim,
-            redis.Redis.from_url(stack.config.redis_url) as r,
-        ):
-            ctx = Context(opts, stack, sim, r, sim_pid, LogTail(stack))
-            result["stack"] = {
-                "processes": sorted(podcrew_pids(stack)),
-                "env": stack_env(opts),
-            }
-            warm_up(ctx)
-            for level in opts.levels:
-                result["podcrew"].append(podcrew_level(ctx, level))
-            if opts.baseline:
-                for level in opts.baseline_levels or opts.levels:
-                    result["baseline"].append(baseline_level(ctx, level, baseline))
-                baseline.stop()
-            if opts.streams:
-                result["streams"] = stream_test(ctx, opts.streams)
+        with connect(opts, stack) as ctx:
+            result["stack"] = {"processes": sorted(podcrew_pids(stack)), "env": stack_env(opts)}
+            _measure(ctx, baseline, result)
     finally:
         log(opts, "stopping the stack")
         baseline.stop()
-        for name, service in stack.services.items():  # all at once; Redis last, below
-            if name != "redis":
-                service.signal(signal.SIGTERM)
-        stack.stop()
-        if opts.keep_logs is not None:
-            opts.keep_logs.mkdir(parents=True, exist_ok=True)
-            for path in stack.data_dir.glob("*.log"):
-                shutil.copy(path, opts.keep_logs / path.name)
-        stack.close()
+        _stop_stack(stack, opts.keep_logs)
     result["finished_at"] = datetime.now(UTC).isoformat()
     result["targets"] = report.targets(result)
     return result
+
+
+def _config(opts: Options) -> dict[str, Any]:
+    return {
+        "levels": opts.levels,
+        "latency_s": opts.latency_s,
+        "workers": opts.workers,
+        "warmup_runs": opts.warmup,
+        "rounds": {str(n): rounds_for(n, opts) for n in opts.levels},
+        "baseline_levels": opts.baseline_levels if opts.baseline else [],
+        "baseline_window_s": opts.baseline_window_s,
+        "streams": opts.streams,
+        "stagger_s": opts.stagger_s,
+        "redis_max_connections": opts.redis_max_connections,
+        "extra_env": opts.extra_env or {},
+        "python": sys.version.split()[0],
+    }
+
+
+def _measure(ctx: Context, baseline: Baseline, result: dict[str, Any]) -> None:
+    opts = ctx.opts
+    warm_up(ctx)
+    for level in opts.levels:
+        result["podcrew"].append(podcrew_level(ctx, level))
+    if opts.baseline:
+        for level in opts.baseline_levels or opts.levels:
+            result["baseline"].append(baseline_level(ctx, level, baseline))
+        baseline.stop()
+    if opts.streams:
+        result["streams"] = stream_test(ctx, opts.streams)
+
+
+def _stop_stack(stack: Stack, keep_logs: Path | None) -> None:
+    for name, service in stack.services.items():  # all at once; Redis last, below
+        if name != "redis":
+            service.signal(signal.SIGTERM)
+    stack.stop()
+    if keep_logs is not None:
+        keep_logs.mkdir(parents=True, exist_ok=True)
+        for path in stack.data_dir.glob("*.log"):
+            shutil.copy(path, keep_logs / path.name)
+    stack.close()
 
 
 def parse_args(argv: list[str]) -> Options:

@@ -72,104 +72,98 @@ HEADERS = {
 }
 
 Call = Callable[[], Awaitable[str]]  # returns the simulator's request id
+Close = Callable[[], Awaitable[None]]
+POOL = 1000  # connections per client: never the limit at any concurrency measured
 
 
-async def clients(url: str) -> dict[str, tuple[Call, Callable[[], Awaitable[None]]]]:
+async def clients(url: str) -> dict[str, tuple[Call, Close]]:
+    """Every client measured, by the name the table gives it, in the table's order; each
+    with the coroutine that closes it. Built in the event loop that will use them."""
+    return {**_raw_clients(url), **_sdk_clients(url)}
+
+
+def _raw_clients(url: str) -> dict[str, tuple[Call, Close]]:
+    """The HTTP libraries alone, posting the same bytes."""
     import aiohttp
-    import anthropic
     import httpx2
 
     body = json.dumps(REQUEST).encode()
-    out: dict[str, tuple[Call, Callable[[], Awaitable[None]]]] = {}
-
-    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1000))
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=POOL))
 
     async def aiohttp_call() -> str:
         async with session.post(f"{url}/v1/messages", data=body, headers=HEADERS) as r:
             await r.read()
             return r.headers["request-id"]
 
-    out["aiohttp (raw)"] = (aiohttp_call, session.close)
+    def httpx_call(client: Any) -> Call:
+        async def call() -> str:
+            r = await client.post(f"{url}/v1/messages", content=body, headers=HEADERS)
+            return str(r.headers["request-id"])
 
+        return call
+
+    out: dict[str, tuple[Call, Close]] = {"aiohttp (raw)": (aiohttp_call, session.close)}
     for name, module in (("httpx (raw)", httpx), ("httpx2 (raw)", httpx2)):
-        limits = module.Limits(max_connections=1000, max_keepalive_connections=1000)
+        limits = module.Limits(max_connections=POOL, max_keepalive_connections=POOL)
         client = module.AsyncClient(limits=limits)
+        out[name] = (httpx_call(client), client.aclose)
+    return out
 
-        def make(c: Any) -> Call:
-            async def call() -> str:
-                r = await c.post(f"{url}/v1/messages", content=body, headers=HEADERS)
-                return str(r.headers["request-id"])
 
-            return call
+def _sdk_clients(url: str) -> dict[str, tuple[Call, Close]]:
+    """The official SDK over each transport, called as podcrew has called it in turn."""
+    import anthropic
+    import httpx2
 
-        out[name] = (make(client), client.aclose)
+    limits = httpx2.Limits(max_connections=POOL, max_keepalive_connections=POOL)
 
-    for name, http in (
+    def parsed(sdk: Any) -> Call:  # the SDK's own parsing into its types
+        async def call() -> str:
+            raw = await sdk.messages.with_raw_response.create(**REQUEST)
+            await raw.parse()
+            return str(raw.headers["request-id"])
+
+        return call
+
+    def read_as_json(sdk: Any) -> Call:
+        async def call() -> str:
+            raw = await sdk.messages.with_raw_response.create(**REQUEST)
+            orjson.loads(await raw.read())
+            return str(raw.headers["request-id"])
+
+        return call
+
+    def posted(sdk: Any) -> Call:  # `client.post` with the body as orjson bytes
+        async def call() -> str:
+            response = await sdk.post(
+                "/v1/messages", cast_to=httpx2.Response, content=orjson.dumps(REQUEST)
+            )
+            orjson.loads(response.content)
+            return str(response.headers["request-id"])
+
+        return call
+
+    aiohttp = anthropic.DefaultAioHttpClient
+    out: dict[str, tuple[Call, Close]] = {}
+    for name, http, make in (
+        ("anthropic SDK over httpx2 (podcrew in round 1)", httpx2.AsyncClient, parsed),
+        ("anthropic SDK over aiohttp (DefaultAioHttpClient)", aiohttp, parsed),
         (
-            "anthropic SDK over httpx2 (podcrew in round 1)",
-            httpx2.AsyncClient(
-                limits=httpx2.Limits(max_connections=1000, max_keepalive_connections=1000)
-            ),
+            "anthropic SDK over aiohttp, reply read as JSON (podcrew in round 3)",
+            aiohttp,
+            read_as_json,
         ),
         (
-            "anthropic SDK over aiohttp (DefaultAioHttpClient)",
-            anthropic.DefaultAioHttpClient(
-                limits=httpx2.Limits(max_connections=1000, max_keepalive_connections=1000)
-            ),
+            "anthropic SDK `client.post`, body by orjson, over aiohttp (podcrew now)",
+            aiohttp,
+            posted,
         ),
     ):
+        transport = http(limits=limits)
         sdk = anthropic.AsyncAnthropic(
-            base_url=url, api_key="simulated", max_retries=0, http_client=http
+            base_url=url, api_key="simulated", max_retries=0, http_client=transport
         )
-
-        def make_sdk(s: Any) -> Call:
-            async def call() -> str:
-                raw = await s.messages.with_raw_response.create(**REQUEST)
-                await raw.parse()
-                return str(raw.headers["request-id"])
-
-            return call
-
-        out[name] = (make_sdk(sdk), http.aclose)
-
-    # As podcrew's AnthropicProvider calls it now: over aiohttp, the reply read as JSON.
-    http = anthropic.DefaultAioHttpClient(
-        limits=httpx2.Limits(max_connections=1000, max_keepalive_connections=1000)
-    )
-    sdk = anthropic.AsyncAnthropic(
-        base_url=url, api_key="simulated", max_retries=0, http_client=http
-    )
-
-    async def sdk_json_call() -> str:
-        raw = await sdk.messages.with_raw_response.create(**REQUEST)
-        orjson.loads(await raw.read())
-        return str(raw.headers["request-id"])
-
-    out["anthropic SDK over aiohttp, reply read as JSON (podcrew in round 3)"] = (
-        sdk_json_call,
-        http.aclose,
-    )
-
-    # As podcrew's AnthropicProvider calls it now: `client.post` with the body as orjson
-    # bytes, over aiohttp, the reply read as JSON.
-    http_post = anthropic.DefaultAioHttpClient(
-        limits=httpx2.Limits(max_connections=1000, max_keepalive_connections=1000)
-    )
-    sdk_post = anthropic.AsyncAnthropic(
-        base_url=url, api_key="simulated", max_retries=0, http_client=http_post
-    )
-
-    async def sdk_post_call() -> str:
-        response = await sdk_post.post(
-            "/v1/messages", cast_to=httpx2.Response, content=orjson.dumps(REQUEST)
-        )
-        orjson.loads(response.content)
-        return str(response.headers["request-id"])
-
-    out["anthropic SDK `client.post`, body by orjson, over aiohttp (podcrew now)"] = (
-        sdk_post_call,
-        http_post.aclose,
-    )
+        out[name] = (make(sdk), transport.aclose)
     return out
 
 

@@ -54,7 +54,9 @@ def _error_kind(exc: BaseException) -> str:
     return exc.__class__.__name__
 
 
-async def _one_run(client: httpx.AsyncClient, cfg: dict[str, Any], tag: str, index: int) -> dict:
+async def _one_run(
+    client: httpx.AsyncClient, cfg: dict[str, Any], tag: str, index: int
+) -> dict[str, Any]:
     body = {"question": question(tag, index)}
     record: dict[str, Any] = {"tag": tag, "run_id": None, "ok": False, "error": None}
     record["submitted_at"] = time.time()
@@ -95,7 +97,7 @@ async def _user(
     client: httpx.AsyncClient,
     cfg: dict[str, Any],
     user: int,
-    results: list[dict],
+    results: list[dict[str, Any]],
     stop_at: float | None,
 ) -> None:
     concurrency = cfg["concurrency"]
@@ -112,7 +114,7 @@ async def _user(
 async def run_load(cfg: dict[str, Any]) -> dict[str, Any]:
     concurrency = int(cfg["concurrency"])
     limits = httpx.Limits(max_connections=concurrency + 8, max_keepalive_connections=concurrency)
-    results: list[dict] = []
+    results: list[dict[str, Any]] = []
     duration = cfg.get("duration_s")
     started_wall = time.time()
     started = time.monotonic()
@@ -152,69 +154,85 @@ def _digest(ids: list[str]) -> str:
 MAX_RECONNECTS = 5
 
 
-async def _follow(
-    client: httpx.AsyncClient, run_id: str, opened: asyncio.Event, state: dict[str, Any]
-) -> dict[str, Any]:
-    """Read one run's event stream to its final event; `id`s in order of arrival.
+class _Subscriber:
+    """One run's event stream, read to its final event as an EventSource client does: a
+    stream the server ends before the final event (with `stream.closing`, or by closing the
+    body) is opened again with `Last-Event-ID`; the reconnects and the reasons the server
+    gave are reported. Counts itself in `state["open"]` at its first event (or when it
+    gives up without one, so as not to hold up the others) and sets `opened` once every
+    subscriber has."""
 
-    As an EventSource client does: a stream the server ends before the final event (with
-    `stream.closing`, or by closing the body) is opened again with `Last-Event-ID`, and the
-    reconnects and the reasons the server gave are reported."""
-    ids: list[str] = []
-    types: list[str] = []
-    closings: list[str] = []
-    error = None
-    first = True
-    reconnects = 0
-    try:
-        while True:
-            headers = {"last-event-id": ids[-1]} if ids else {}
-            async with client.stream(
-                "GET", f"/v1/runs/{run_id}/events", headers=headers
-            ) as response:
-                if response.status_code != 200:
-                    raise RuntimeError(f"http {response.status_code}")
-                event_id = event_type = data = None
-                async for line in response.aiter_lines():
-                    if line.startswith("id:"):
-                        event_id = line[3:].strip()
-                    elif line.startswith("event:"):
-                        event_type = line[6:].strip()
-                    elif line.startswith("data:"):
-                        data = line[5:].strip()
-                    elif line == "" and event_type is not None:
-                        if event_id:
-                            ids.append(event_id)
-                            types.append(event_type)
-                        elif event_type == "stream.closing":
-                            closings.append(str(orjson.loads(data or "{}").get("reason")))
-                        if first:
-                            first = False
-                            state["open"] += 1
-                            if state["open"] >= state["count"]:
-                                opened.set()
-                        if event_type in TERMINAL_EVENTS:
-                            break
-                        event_id = event_type = data = None
-            if (types and types[-1] in TERMINAL_EVENTS) or reconnects >= MAX_RECONNECTS:
-                break
-            reconnects += 1
-    except (httpx.HTTPError, OSError, RuntimeError) as exc:
-        error = _error_kind(exc) if not isinstance(exc, RuntimeError) else str(exc)
-        error = f"{error}: {exc}"[:300]
-    if first:  # never got an event: do not hold up the others
-        state["open"] += 1
-        if state["open"] >= state["count"]:
-            opened.set()
-    return {
-        "run_id": run_id,
-        "events": len(ids),
-        "digest": _digest(ids),
-        "final": types[-1] if types else None,
-        "error": error,
-        "reconnects": reconnects,
-        "closings": closings,
-    }
+    def __init__(self, run_id: str, opened: asyncio.Event, state: dict[str, Any]) -> None:
+        self.run_id = run_id
+        self.opened = opened
+        self.state = state
+        self.ids: list[str] = []  # in order of arrival
+        self.types: list[str] = []
+        self.closings: list[str] = []
+        self.reconnects = 0
+        self.counted = False
+
+    async def follow(self, client: httpx.AsyncClient) -> dict[str, Any]:
+        error = None
+        try:
+            while True:
+                await self._read(client)
+                if self._final() or self.reconnects >= MAX_RECONNECTS:
+                    break
+                self.reconnects += 1
+        except (httpx.HTTPError, OSError, RuntimeError) as exc:
+            error = _error_kind(exc) if not isinstance(exc, RuntimeError) else str(exc)
+            error = f"{error}: {exc}"[:300]
+        self._count_open()
+        return {
+            "run_id": self.run_id,
+            "events": len(self.ids),
+            "digest": _digest(self.ids),
+            "final": self.types[-1] if self.types else None,
+            "error": error,
+            "reconnects": self.reconnects,
+            "closings": self.closings,
+        }
+
+    async def _read(self, client: httpx.AsyncClient) -> None:
+        """One connection, read until the final event or until the server ends it."""
+        headers = {"last-event-id": self.ids[-1]} if self.ids else {}
+        url = f"/v1/runs/{self.run_id}/events"
+        async with client.stream("GET", url, headers=headers) as response:
+            if response.status_code != 200:
+                raise RuntimeError(f"http {response.status_code}")
+            event_id = event_type = data = None
+            async for line in response.aiter_lines():
+                if line.startswith("id:"):
+                    event_id = line[3:].strip()
+                elif line.startswith("event:"):
+                    event_type = line[6:].strip()
+                elif line.startswith("data:"):
+                    data = line[5:].strip()
+                elif line == "" and event_type is not None:
+                    self._received(event_id, event_type, data)
+                    if event_type in TERMINAL_EVENTS:
+                        return
+                    event_id = event_type = data = None
+
+    def _received(self, event_id: str | None, event_type: str, data: str | None) -> None:
+        if event_id:
+            self.ids.append(event_id)
+            self.types.append(event_type)
+        elif event_type == "stream.closing":
+            self.closings.append(str(orjson.loads(data or "{}").get("reason")))
+        self._count_open()
+
+    def _final(self) -> bool:
+        return bool(self.types) and self.types[-1] in TERMINAL_EVENTS
+
+    def _count_open(self) -> None:
+        if self.counted:
+            return
+        self.counted = True
+        self.state["open"] += 1
+        if self.state["open"] >= self.state["count"]:
+            self.opened.set()
 
 
 async def run_streams(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -235,7 +253,9 @@ async def run_streams(cfg: dict[str, Any]) -> dict[str, Any]:
                 return str(response.json()["id"])
 
         run_ids = await asyncio.gather(*(submit(i) for i in range(count)))
-        followers = [asyncio.create_task(_follow(client, r, opened, state)) for r in run_ids]
+        followers = [
+            asyncio.create_task(_Subscriber(r, opened, state).follow(client)) for r in run_ids
+        ]
         await asyncio.wait_for(opened.wait(), cfg["timeout_s"])
         print(f"OPEN {state['open']}", flush=True)
         streams = await asyncio.gather(*followers)

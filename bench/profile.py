@@ -14,7 +14,6 @@ import re
 import subprocess
 import sys
 import time
-import uuid
 from collections import Counter
 from pathlib import Path
 
@@ -72,7 +71,10 @@ def summarize(collapsed: Path, top: int = 12) -> dict[str, object]:
     }
 
 
-def main() -> int:
+Spy = tuple[str, subprocess.Popen[bytes], Path]  # process name, py-spy, its output
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__)
     parser.add_argument("--level", type=int, default=10)
     parser.add_argument("--runs", type=int, default=100, help="runs to drive while sampling")
@@ -81,7 +83,11 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=harness.RESULTS / "profile")
     parser.add_argument("--env", action="append", default=[], help="extra KEY=VALUE for the stack")
     parser.add_argument("--redis-max-connections", type=int, default=None)
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> int:
+    args = parse_args()
     opts = harness.Options(
         levels=[args.level],
         latency_s=args.latency,
@@ -91,88 +97,78 @@ def main() -> int:
     )
     args.out.mkdir(parents=True, exist_ok=True)
     stack = harness.start_stack(opts)
-    spies: list[tuple[str, subprocess.Popen[bytes], Path]] = []
+    spies: list[Spy] = []
     try:
-        import httpx
-        import redis
-
-        with (
-            httpx.Client(base_url=stack.config.simulator_url, timeout=60) as sim,
-            redis.Redis.from_url(stack.config.redis_url) as r,
-        ):
-            ctx = harness.Context(
-                opts,
-                stack,
-                sim,
-                r,
-                stack.services["llm-simulator"].process.pid,  # type: ignore[union-attr]
-                harness.LogTail(stack),
-            )
+        with harness.connect(opts, stack) as ctx:
             harness.warm_up(ctx)
             for name, pid in harness.podcrew_pids(stack).items():
-                if name == "redis":
-                    continue
-                out = args.out / f"{name}.txt"
-                spy = subprocess.Popen(
-                    [
-                        "uvx",
-                        "py-spy",
-                        "record",
-                        "--pid",
-                        str(pid),
-                        "--rate",
-                        str(args.rate),
-                        "--gil",  # only samples holding the GIL: CPU, not waiting
-                        "--format",
-                        "raw",
-                        "--output",
-                        str(out),
-                    ],
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
-                spies.append((name, spy, out))
+                if name != "redis":
+                    spies.append(spy(name, pid, args.rate, args.out / f"{name}.txt"))
             time.sleep(3)  # py-spy attaches
             started = time.monotonic()
-            harness.loadgen(
-                {
-                    "mode": "runs",
-                    "target": "podcrew",
-                    "url": stack.config.api_url,
-                    "concurrency": args.level,
-                    "runs_per_user": max(1, args.runs // args.level),
-                    "prefix": f"prof{uuid.uuid4().hex[:6]}",
-                    "wait_s": 600,
-                    "timeout_s": 900,
-                }
-            )
+            runs_per_user = max(1, args.runs // args.level)
+            url = stack.config.api_url
+            harness.loadgen(harness.runs_job("podcrew", url, args.level, runs_per_user, "prof"))
             print(f"load: {time.monotonic() - started:.1f} s", file=sys.stderr)
     finally:
-        for _, spy, _ in spies:
-            spy.send_signal(2)  # SIGINT: py-spy writes its output and exits
-        for _, spy, _ in spies:
-            try:
-                spy.wait(30)
-            except subprocess.TimeoutExpired:
-                spy.kill()
-                spy.wait()
+        stop_spies(spies)
         stack.close()
     for name, _, out in spies:
-        if not out.exists():
-            print(f"== {name}: no profile written")
-            continue
-        summary = summarize(out)
-        print(f"\n== {name}: {summary['samples']} samples ({out})")
-        for key in (
-            "self_by_package_pct",
-            "inclusive_by_package_pct",
-            "self_by_function_pct",
-            "inclusive_by_function_pct",
-        ):
-            print(f"  {key}:")
-            for item, pct in summary[key]:  # type: ignore[union-attr]
-                print(f"    {pct:5.1f}%  {item}")
+        print_summary(name, out)
     return 0
+
+
+def spy(name: str, pid: int, rate: int, out: Path) -> Spy:
+    """py-spy recording process `pid` into `out` until it is stopped."""
+    process = subprocess.Popen(
+        [
+            "uvx",
+            "py-spy",
+            "record",
+            "--pid",
+            str(pid),
+            "--rate",
+            str(rate),
+            "--gil",  # only samples holding the GIL: CPU, not waiting
+            "--format",
+            "raw",
+            "--output",
+            str(out),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    return name, process, out
+
+
+def stop_spies(spies: list[Spy]) -> None:
+    for _, process, _ in spies:
+        process.send_signal(2)  # SIGINT: py-spy writes its output and exits
+    for _, process, _ in spies:
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def print_summary(name: str, out: Path) -> None:
+    if not out.exists():
+        print(f"== {name}: no profile written")
+        return
+    summary = summarize(out)
+    print(f"\n== {name}: {summary['samples']} samples ({out})")
+    for key in (
+        "self_by_package_pct",
+        "inclusive_by_package_pct",
+        "self_by_function_pct",
+        "inclusive_by_function_pct",
+    ):
+        print(f"  {key}:")
+        shares = summary[key]
+        assert isinstance(shares, list)
+        for item, pct in shares:
+            print(f"    {pct:5.1f}%  {item}")
 
 
 if __name__ == "__main__":

@@ -89,45 +89,63 @@ def _num(value: float | None, digits: int = 2) -> str:
 
 def render(result: dict[str, Any]) -> str:
     """Markdown: the levels table, memory, streams, the budgets."""
-    lines = []
-    cfg = result["config"]
-    machine = result["machine"]
-    lines.append(
+    rows = [*result.get("podcrew", []), *result.get("baseline", [])]
+    lines = [_title(result), "", *_levels_table(result, rows), ""]
+    lines += _processes(rows)
+    lines += _timeline_table([r for r in result.get("podcrew", []) if r.get("timeline_ms")])
+    streams = result.get("streams")
+    if streams:
+        lines += ["", _streams(streams)]
+    lines += _budgets(result.get("targets") or {})
+    return "\n".join(lines)
+
+
+def _title(result: dict[str, Any]) -> str:
+    cfg, machine = result["config"], result["machine"]
+    return (
         f"podcrew bench — {machine['cpus']} CPUs ({machine['cpu_model']}), "
         f"LLM latency {cfg['latency_s'] * 1000:.0f} ms/call, {cfg['workers']} worker(s)"
     )
-    lines.append("")
-    lines.append(
+
+
+def _levels_table(result: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
+    """One row per level of each system; podcrew's runs/s also as a multiple of the
+    baseline's at the same level."""
+    lines = [
         "| system | conc. | runs ok/all | runs/s | e2e p50 | p95 | p99 (ms) | critical p50 "
         "| e2e÷crit | LLM hop p50 (ms) | research hop p50 (ms) | CPU ms/run | KiB/in-flight "
-        "| errors |"
-    )
-    lines.append("|" + "---|" * 14)
+        "| errors |",
+        "|" + "---|" * 14,
+    ]
     base_by_level = {r["level"]: r for r in result.get("baseline", [])}
-    for row in [*result.get("podcrew", []), *result.get("baseline", [])]:
-        hops = row.get("internal_hops_ms") or {}
-        research = hops.get("research-agent") or {}
-        research_hop = research.get("hop_overhead_p50", research.get("hop_overhead_mean"))
-        llm = (row.get("llm_hop_overhead_ms") or {}).get("all", {}).get("p50")
-        rps = row["throughput"]["steady_rps"]
-        speed = ""
-        base = base_by_level.get(row["level"])
-        if row["system"] == "podcrew" and base and base["throughput"]["steady_rps"]:
-            speed = f" ({rps / base['throughput']['steady_rps']:.1f}x baseline)"
-        errors = ", ".join(f"{k}: {v}" for k, v in row["errors"].items()) or "0"
-        lines.append(
-            f"| {row['system']}{' (window)' if row.get('duration_limited') else ''} "
-            f"| {row['level']} | {row['succeeded']}/{row['runs']} | {rps:.2f}{speed} "
-            f"| {_ms(row['e2e_ms']['p50'])} | {_ms(row['e2e_ms']['p95'])} "
-            f"| {_ms(row['e2e_ms']['p99'])} | {_ms(row['critical_path_ms']['p50'])} "
-            f"| {_num(row['e2e_over_critical']['p50_over_p50'], 3)} | {_num(llm)} "
-            f"| {_num(research_hop)} | {_num(row['cpu']['ms_per_run'], 1)} "
-            f"| {_num(row['memory']['kib_per_inflight_run'], 1)} | {errors} |"
-        )
-    lines.append("")
-    lines.append("Peak RSS per process (MiB) and CPU ms per run by process:")
-    lines.append("")
-    for row in [*result.get("podcrew", []), *result.get("baseline", [])]:
+    return lines + [_level_row(row, base_by_level.get(row["level"])) for row in rows]
+
+
+def _level_row(row: dict[str, Any], base: dict[str, Any] | None) -> str:
+    hops = row.get("internal_hops_ms") or {}
+    research = hops.get("research-agent") or {}
+    research_hop = research.get("hop_overhead_p50", research.get("hop_overhead_mean"))
+    llm = (row.get("llm_hop_overhead_ms") or {}).get("all", {}).get("p50")
+    rps = row["throughput"]["steady_rps"]
+    speed = ""
+    if row["system"] == "podcrew" and base and base["throughput"]["steady_rps"]:
+        speed = f" ({rps / base['throughput']['steady_rps']:.1f}x baseline)"
+    errors = ", ".join(f"{k}: {v}" for k, v in row["errors"].items()) or "0"
+    return (
+        f"| {row['system']}{' (window)' if row.get('duration_limited') else ''} "
+        f"| {row['level']} | {row['succeeded']}/{row['runs']} | {rps:.2f}{speed} "
+        f"| {_ms(row['e2e_ms']['p50'])} | {_ms(row['e2e_ms']['p95'])} "
+        f"| {_ms(row['e2e_ms']['p99'])} | {_ms(row['critical_path_ms']['p50'])} "
+        f"| {_num(row['e2e_over_critical']['p50_over_p50'], 3)} | {_num(llm)} "
+        f"| {_num(research_hop)} | {_num(row['cpu']['ms_per_run'], 1)} "
+        f"| {_num(row['memory']['kib_per_inflight_run'], 1)} | {errors} |"
+    )
+
+
+def _processes(rows: list[dict[str, Any]]) -> list[str]:
+    """Per level: each process's peak RSS and CPU, how busy the cores were, Redis commands."""
+    lines = ["Peak RSS per process (MiB) and CPU ms per run by process:", ""]
+    for row in rows:
         peaks = ", ".join(
             f"{n} {kib / 1024:.0f}" for n, kib in sorted(row["memory"]["rss_peak_kib"].items())
         )
@@ -145,42 +163,46 @@ def render(result: dict[str, Any]) -> str:
         if commands:
             top = ", ".join(f"{k} {v:g}" for k, v in list(commands.items())[1:9])
             lines.append(f"  Redis commands per run: {commands['all']:g} ({top})")
-    timeline_rows = [r for r in result.get("podcrew", []) if r.get("timeline_ms")]
-    if timeline_rows:
-        lines.append("")
-        lines.append("Time outside the LLM along the critical path, p50 ms per segment:")
-        lines.append("")
-        keys = list(timeline_rows[0]["timeline_ms"])
-        lines.append("| conc. | " + " | ".join(keys) + " |")
-        lines.append("|" + "---|" * (len(keys) + 1))
-        for row in timeline_rows:
-            cells = " | ".join(_ms(row["timeline_ms"][k]["p50"]) for k in keys)
-            lines.append(f"| {row['level']} | {cells} |")
-    streams = result.get("streams")
-    if streams:
-        rss = streams["api_rss_kib"]
-        lines.append("")
-        lines.append(
-            f"SSE: {streams['subscribers']} subscribers on one api process, "
-            f"{streams['open_at_once']} open at once; {streams['complete']} received every "
-            f"event of their run ({streams['events_delivered']} events, "
-            f"{streams['events_per_stream']} per stream), {streams['errors']} errors, "
-            f"{streams.get('streams_reconnected', 0)} streams resumed after the server closed "
-            f"them ({streams.get('reconnects', 0)} reconnects: "
-            f"{streams.get('closing_reasons') or 'none'}), "
-            f"{streams['seconds_to_finish']} s to finish. api RSS idle "
-            f"{rss['idle'] / 1024:.0f} MiB, all open {rss['all_open'] / 1024:.0f} MiB, peak "
-            f"{rss['peak'] / 1024:.0f} MiB, after {rss['after'] / 1024:.0f} MiB: "
-            f"{streams['api_kib_per_open_stream']:.1f} KiB per open stream, "
-            f"{streams['api_peak_kib_per_stream']:.1f} KiB per stream at peak."
-        )
-    verdicts = result.get("targets") or {}
-    if verdicts:
-        lines.append("")
-        lines.append("Budgets:")
-        lines.append("")
-        for name, v in verdicts.items():
-            mark = {True: "met", False: "MISSED", None: "not measured"}[v.get("met")]
-            limit = f" (limit {v['limit']})" if "limit" in v else ""
-            lines.append(f"- {name}: {v.get('value')}{limit} — {mark}")
-    return "\n".join(lines)
+    return lines
+
+
+def _timeline_table(rows: list[dict[str, Any]]) -> list[str]:
+    if not rows:
+        return []
+    keys = list(rows[0]["timeline_ms"])
+    lines = ["", "Time outside the LLM along the critical path, p50 ms per segment:", ""]
+    lines.append("| conc. | " + " | ".join(keys) + " |")
+    lines.append("|" + "---|" * (len(keys) + 1))
+    for row in rows:
+        cells = " | ".join(_ms(row["timeline_ms"][k]["p50"]) for k in keys)
+        lines.append(f"| {row['level']} | {cells} |")
+    return lines
+
+
+def _streams(streams: dict[str, Any]) -> str:
+    rss = streams["api_rss_kib"]
+    return (
+        f"SSE: {streams['subscribers']} subscribers on one api process, "
+        f"{streams['open_at_once']} open at once; {streams['complete']} received every "
+        f"event of their run ({streams['events_delivered']} events, "
+        f"{streams['events_per_stream']} per stream), {streams['errors']} errors, "
+        f"{streams.get('streams_reconnected', 0)} streams resumed after the server closed "
+        f"them ({streams.get('reconnects', 0)} reconnects: "
+        f"{streams.get('closing_reasons') or 'none'}), "
+        f"{streams['seconds_to_finish']} s to finish. api RSS idle "
+        f"{rss['idle'] / 1024:.0f} MiB, all open {rss['all_open'] / 1024:.0f} MiB, peak "
+        f"{rss['peak'] / 1024:.0f} MiB, after {rss['after'] / 1024:.0f} MiB: "
+        f"{streams['api_kib_per_open_stream']:.1f} KiB per open stream, "
+        f"{streams['api_peak_kib_per_stream']:.1f} KiB per stream at peak."
+    )
+
+
+def _budgets(verdicts: dict[str, Any]) -> list[str]:
+    if not verdicts:
+        return []
+    lines = ["", "Budgets:", ""]
+    for name, v in verdicts.items():
+        mark = {True: "met", False: "MISSED", None: "not measured"}[v.get("met")]
+        limit = f" (limit {v['limit']})" if "limit" in v else ""
+        lines.append(f"- {name}: {v.get('value')}{limit} — {mark}")
+    return lines

@@ -17,25 +17,17 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, cast
 
 import anthropic
+from anthropic.types import ToolUseBlock
 from fastapi import FastAPI, HTTPException
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel
 
 from podcrew_core.contracts.schemas import FindingsReport, Plan
-from podcrew_core.llm import output_tool
-from podcrew_core.llm.protocol import (
-    FETCH_URL_SPEC,
-    FINDINGS_TOOL,
-    KB_SEARCH_SPEC,
-    KB_SEARCH_TOOL,
-    PLAN_TOOL,
-    plan_message,
-    research_message,
-    write_message,
-)
+from podcrew_core.llm import output_tool, protocol
 from podcrew_research.settings import DEFAULT_CORPUS_DIR
 from podcrew_research.tools.kb_search import KnowledgeBase, hits_json
 
@@ -44,41 +36,63 @@ PLAN_MODEL = RESEARCH_MODEL = "claude-haiku-4-5"
 WRITE_MODEL = "claude-sonnet-4-5"
 MAX_STEPS = 4
 
-PLAN_TOOL_DEF = output_tool(PLAN_TOOL, "Submit the research plan.", Plan).model_dump()
-FINDINGS_TOOL_DEF = output_tool(
-    FINDINGS_TOOL, "Submit your findings with their sources.", FindingsReport
+# `Any`: plain dicts, as the tutorials pass them; the SDK types its parameters as TypedDicts.
+PLAN_TOOL_DEF: Any = output_tool(protocol.PLAN_TOOL, "Submit the research plan.", Plan).model_dump()
+FINDINGS_TOOL_DEF: Any = output_tool(
+    protocol.FINDINGS_TOOL, "Submit your findings with their sources.", FindingsReport
 ).model_dump()
-RESEARCH_TOOLS = [KB_SEARCH_SPEC.model_dump(), FETCH_URL_SPEC.model_dump(), FINDINGS_TOOL_DEF]
+RESEARCH_TOOLS: list[Any] = [
+    protocol.KB_SEARCH_SPEC.model_dump(),
+    protocol.FETCH_URL_SPEC.model_dump(),
+    FINDINGS_TOOL_DEF,
+]
 
 
 class RunRequest(BaseModel):
     question: str
 
 
-def create_app(simulator_url: str) -> FastAPI:
-    app = FastAPI(title="baseline research service")
-    client = anthropic.Anthropic(base_url=simulator_url, api_key="simulated", max_retries=0)
-    kb = KnowledgeBase.load(DEFAULT_CORPUS_DIR)
-    semaphore = asyncio.Semaphore(CONCURRENCY)
+@dataclass(frozen=True)
+class Pipeline:
+    """One run, synchronous, in the calling thread: plan, research each sub-question in
+    turn, write."""
 
-    def plan(question: str) -> list[str]:
-        message = client.messages.create(
+    client: anthropic.Anthropic
+    kb: KnowledgeBase
+
+    def run(self, question: str) -> dict[str, Any]:
+        sub_questions = self.plan(question)
+        sections = []
+        for sub in sub_questions:  # one after another, as the tutorials do
+            sections.append({"sub_question": sub, "findings": self.research(sub, question)})
+        report = self.write(question, sections)
+        return {
+            "id": f"run_{uuid.uuid4().hex}",
+            "status": "succeeded",
+            "question": question,
+            "sub_questions": sub_questions,
+            "report": report,
+        }
+
+    def plan(self, question: str) -> list[str]:
+        message = self.client.messages.create(
             model=PLAN_MODEL,
             max_tokens=1024,
             system="You are a planner. Break the question into sub-questions. Call submit_plan.",
-            messages=[{"role": "user", "content": plan_message(question, 4)}],
+            messages=[{"role": "user", "content": protocol.plan_message(question, 4)}],
             tools=[PLAN_TOOL_DEF],
-            tool_choice={"type": "tool", "name": PLAN_TOOL},
+            tool_choice={"type": "tool", "name": protocol.PLAN_TOOL},
         )
         block = next(b for b in message.content if b.type == "tool_use")
-        return list(block.input["sub_questions"])  # type: ignore[index]
+        return list(cast(list[str], block.input["sub_questions"]))
 
-    def research(sub_question: str, question: str) -> list[dict[str, Any]]:
-        messages: list[dict[str, Any]] = [
-            {"role": "user", "content": research_message(sub_question, question)}
+    def research(self, sub_question: str, question: str) -> list[dict[str, Any]]:
+        """The tool loop: up to `MAX_STEPS` turns, until the model submits its findings."""
+        messages: list[Any] = [
+            {"role": "user", "content": protocol.research_message(sub_question, question)}
         ]
         for _ in range(MAX_STEPS):
-            message = client.messages.create(
+            message = self.client.messages.create(
                 model=RESEARCH_MODEL,
                 max_tokens=1024,
                 system="You are a research agent. Search, then call submit_findings.",
@@ -92,68 +106,73 @@ def create_app(simulator_url: str) -> FastAPI:
             for block in message.content:
                 if block.type != "tool_use":
                     continue
-                if block.name == FINDINGS_TOOL:
-                    return list(block.input.get("findings", []))  # type: ignore[union-attr]
-                if block.name == KB_SEARCH_TOOL:
-                    args: dict[str, Any] = block.input  # type: ignore[assignment]
-                    hits = kb.search(str(args.get("query", "")), int(args.get("k", 5)))
-                    content, is_error = hits_json(hits), False
-                else:
-                    content, is_error = "tool not available", True
-                results.append(
-                    {
-                        "type": "tool_result",
-                        "tool_use_id": block.id,
-                        "content": content,
-                        "is_error": is_error,
-                    }
-                )
+                if block.name == protocol.FINDINGS_TOOL:
+                    return list(cast(list[dict[str, Any]], block.input.get("findings", [])))
+                results.append(self.use_tool(block))
             if not results:
                 break
             messages.append({"role": "user", "content": results})
         return []
 
-    def write(question: str, sections: list[dict[str, Any]]) -> str:
-        numbers: dict[str, int] = {}
-        payload_sections = []
-        for section in sections:
-            items = []
-            for finding in section["findings"]:
-                source = finding["source"]
-                n = numbers.setdefault(source["id"], len(numbers) + 1)
-                items.append({"n": n, "claim": finding["claim"], "source_title": source["title"]})
-            payload_sections.append({"sub_question": section["sub_question"], "findings": items})
-        payload = {"question": question, "sections": payload_sections, "unresearched": []}
+    def use_tool(self, block: ToolUseBlock) -> dict[str, Any]:
+        """The `tool_result` for one tool call: `kb_search` answers, any other is refused."""
+        if block.name == protocol.KB_SEARCH_TOOL:
+            args: dict[str, Any] = block.input
+            hits = self.kb.search(str(args.get("query", "")), int(args.get("k", 5)))
+            content, is_error = hits_json(hits), False
+        else:
+            content, is_error = "tool not available", True
+        return {
+            "type": "tool_result",
+            "tool_use_id": block.id,
+            "content": content,
+            "is_error": is_error,
+        }
+
+    def write(self, question: str, sections: list[dict[str, Any]]) -> str:
+        """The report, streamed and collected."""
         parts = []
-        with client.messages.stream(
+        with self.client.messages.stream(
             model=WRITE_MODEL,
             max_tokens=4096,
             system="You are a writer. Write a cited markdown report from the findings.",
-            messages=[{"role": "user", "content": write_message(payload)}],
+            messages=[
+                {
+                    "role": "user",
+                    "content": protocol.write_message(writer_payload(question, sections)),
+                }
+            ],
         ) as stream:
             for text in stream.text_stream:
                 parts.append(text)
         return "".join(parts)
 
-    def run_pipeline(question: str) -> dict[str, Any]:
-        sub_questions = plan(question)
-        sections = []
-        for sub in sub_questions:  # one after another, as the tutorials do
-            sections.append({"sub_question": sub, "findings": research(sub, question)})
-        report = write(question, sections)
-        return {
-            "id": f"run_{uuid.uuid4().hex}",
-            "status": "succeeded",
-            "question": question,
-            "sub_questions": sub_questions,
-            "report": report,
-        }
+
+def writer_payload(question: str, sections: list[dict[str, Any]]) -> dict[str, Any]:
+    """The findings for the writer, each source numbered once, in order of first citation."""
+    numbers: dict[str, int] = {}
+    payload_sections = []
+    for section in sections:
+        items = []
+        for finding in section["findings"]:
+            source = finding["source"]
+            n = numbers.setdefault(source["id"], len(numbers) + 1)
+            items.append({"n": n, "claim": finding["claim"], "source_title": source["title"]})
+        payload_sections.append({"sub_question": section["sub_question"], "findings": items})
+    return {"question": question, "sections": payload_sections, "unresearched": []}
+
+
+def create_app(simulator_url: str) -> FastAPI:
+    app = FastAPI(title="baseline research service")
+    client = anthropic.Anthropic(base_url=simulator_url, api_key="simulated", max_retries=0)
+    pipeline = Pipeline(client, KnowledgeBase.load(DEFAULT_CORPUS_DIR))
+    semaphore = asyncio.Semaphore(CONCURRENCY)
 
     @app.post("/runs")
     async def create_run(body: RunRequest) -> dict[str, Any]:
         async with semaphore:
             try:
-                return await run_in_threadpool(run_pipeline, body.question)
+                return await run_in_threadpool(pipeline.run, body.question)
             except anthropic.APIError as exc:
                 raise HTTPException(502, f"LLM call failed: {exc}") from exc
 

@@ -35,7 +35,7 @@ import random
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final, Literal
 
 import httpx
@@ -173,6 +173,19 @@ class DeliveryResult:
         return self.outcome == "delivered"
 
 
+@dataclass(frozen=True, slots=True)
+class _Attempt:
+    """What one attempt came to: its metric label, the delivery's outcome if the attempt
+    ends it (None: it may be retried), the HTTP status, why it failed, and the wait the
+    receiver asked for (`Retry-After`)."""
+
+    label: str
+    outcome: Outcome | None = None
+    status: int | None = None
+    error: str | None = None
+    advice: float | None = None
+
+
 class WebhookSender:
     """Signs and POSTs webhook bodies through the egress guard, retrying what may succeed.
 
@@ -243,58 +256,77 @@ class WebhookSender:
         # value, not an exception. Expressing that in tenacity means smuggling responses
         # through exceptions into a custom wait and stop; the loop says it directly.
         delivery_id = str(uuid.uuid4())
-        timeout_s = self._guard.policy.timeout_s
         attempt = 0
         while True:
             attempt += 1
-            status: int | None = None
-            advice: float | None = None
-            try:
-                async with asyncio.timeout(timeout_s):
-                    target = await self._guard.check(url)
-                    request = target.request(
-                        self._client,
-                        "POST",
-                        headers=self._headers(delivery_id, body),
-                        content=body,
-                    )
-                    # Streamed and closed unread: the receiver's body is of no interest, and
-                    # a hostile receiver could make it arbitrarily large.
-                    response = await self._client.send(request, stream=True)
-                    await response.aclose()
-            except BlockedURL as exc:
-                ATTEMPTS.labels("blocked").inc()
-                return self._finish(url, delivery_id, "blocked", attempt, None, exc.detail)
-            except UnresolvableHost as exc:
-                label, error = "dns_error", exc.detail
-            except (TimeoutError, httpx.TimeoutException):
-                label, error = "timeout", f"no answer within {timeout_s:g}s"
-            except httpx.TransportError as exc:
-                label, error = "connection_error", f"{exc.__class__.__name__}: {exc}"
-            else:
-                status = response.status_code
-                label, error = _status_label(status), f"HTTP {status}"
-                if 200 <= status <= 299:
-                    ATTEMPTS.labels(label).inc()
-                    return self._finish(url, delivery_id, "delivered", attempt, status, None)
-                if not should_retry_status(status):
-                    ATTEMPTS.labels(label).inc()
-                    if 300 <= status <= 399:
-                        error += " (redirects are not followed)"
-                    return self._finish(url, delivery_id, "rejected", attempt, status, error)
-                advice = retry_after_s(response.headers.get("retry-after"), self._clock())
-            ATTEMPTS.labels(label).inc()
-            if attempt >= self.max_attempts:
-                return self._finish(url, delivery_id, "gave_up", attempt, status, error)
-            if advice is not None and advice > self.max_delay_s:
-                error += (
-                    f"; the receiver asked to wait {advice:g}s, more than {self.max_delay_s:g}s"
+            tried = await self._attempt(url, delivery_id, body)
+            ATTEMPTS.labels(tried.label).inc()
+            if tried.outcome is None:
+                tried = self._give_up_or_retry(tried, attempt)
+            if tried.outcome is not None:
+                return self._finish(
+                    url, delivery_id, tried.outcome, attempt, tried.status, tried.error
                 )
-                return self._finish(url, delivery_id, "gave_up", attempt, status, error)
             delay = backoff_s(
-                attempt - 1, advice, base_s=self.base_delay_s, max_s=self.max_delay_s, rng=self._rng
+                attempt - 1,
+                tried.advice,
+                base_s=self.base_delay_s,
+                max_s=self.max_delay_s,
+                rng=self._rng,
             )
             await self._sleep(delay)
+
+    async def _attempt(self, url: str, delivery_id: str, body: bytes) -> _Attempt:
+        """One POST through the guard, within the policy's time limit, and what it came to."""
+        timeout_s = self._guard.policy.timeout_s
+        try:
+            async with asyncio.timeout(timeout_s):
+                target = await self._guard.check(url)
+                request = target.request(
+                    self._client,
+                    "POST",
+                    headers=self._headers(delivery_id, body),
+                    content=body,
+                )
+                # Streamed and closed unread: the receiver's body is of no interest, and
+                # a hostile receiver could make it arbitrarily large.
+                response = await self._client.send(request, stream=True)
+                await response.aclose()
+        except BlockedURL as exc:
+            return _Attempt("blocked", "blocked", error=exc.detail)
+        except UnresolvableHost as exc:
+            return _Attempt("dns_error", error=exc.detail)
+        except (TimeoutError, httpx.TimeoutException):
+            return _Attempt("timeout", error=f"no answer within {timeout_s:g}s")
+        except httpx.TransportError as exc:
+            return _Attempt("connection_error", error=f"{exc.__class__.__name__}: {exc}")
+        return self._answered(response)
+
+    def _answered(self, response: httpx.Response) -> _Attempt:
+        """A 2xx delivers, a status worth retrying may be tried again, any other rejects."""
+        status = response.status_code
+        label, error = _status_label(status), f"HTTP {status}"
+        if 200 <= status <= 299:
+            return _Attempt(label, "delivered", status)
+        if not should_retry_status(status):
+            if 300 <= status <= 399:
+                error += " (redirects are not followed)"
+            return _Attempt(label, "rejected", status, error)
+        advice = retry_after_s(response.headers.get("retry-after"), self._clock())
+        return _Attempt(label, None, status, error, advice)
+
+    def _give_up_or_retry(self, tried: _Attempt, attempt: int) -> _Attempt:
+        """`tried` as the delivery's last attempt if no attempt is left, or if the receiver
+        asks for a longer wait than the sender allows; else unchanged, to be retried."""
+        if attempt >= self.max_attempts:
+            return replace(tried, outcome="gave_up")
+        if tried.advice is not None and tried.advice > self.max_delay_s:
+            error = (
+                f"{tried.error}; the receiver asked to wait {tried.advice:g}s, "
+                f"more than {self.max_delay_s:g}s"
+            )
+            return replace(tried, outcome="gave_up", error=error)
+        return tried
 
     @staticmethod
     def _finish(
