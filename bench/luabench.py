@@ -81,9 +81,7 @@ def _forms(redis: Redis) -> dict[str, tuple[Op, Op]]:
         # MULTI, as the Lua step is: a run's events go in together or not at all.
         async with redis.pipeline(transaction=True) as pipe:
             for _ in range(_EVENTS_PER_PUBLISH):
-                pipe.xadd(
-                    key, {"type": "research.finished", "data": event}, maxlen=20_000
-                )
+                pipe.xadd(key, {"type": "research.finished", "data": event}, maxlen=20_000)
             pipe.expire(key, _TTL_S)
             return await pipe.execute()
 
@@ -144,8 +142,17 @@ def main() -> int:
     args = parser.parse_args()
     port = free_port()
     server = subprocess.Popen(
-        [find_redis_server(), "--port", str(port), "--bind", LOOPBACK, "--save", "",
-         "--appendonly", "no"],
+        [
+            find_redis_server(),
+            "--port",
+            str(port),
+            "--bind",
+            LOOPBACK,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
         stdout=subprocess.DEVNULL,
     )
     try:
