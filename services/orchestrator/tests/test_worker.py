@@ -27,6 +27,7 @@ from podcrew_orchestrator.pipeline import Pipeline
 from podcrew_orchestrator.queue import RunQueue
 from podcrew_orchestrator.settings import OrchestratorSettings
 from podcrew_orchestrator.store import RunStore
+from podcrew_orchestrator.submit import budget_caps
 from podcrew_orchestrator.worker import CANCEL_POLL_S, Worker
 
 pytestmark = pytest.mark.integration  # a real redis-server
@@ -58,6 +59,7 @@ async def test_cancelling_one_of_several_running_runs_stops_only_that_one(
             status=RunStatus.QUEUED,
             question=f"How do Python generators work, part {n}?",
             max_subquestions=2,
+            budget=budget_caps(settings),
             created_at=datetime.now(UTC),
         )
         for n in range(3)

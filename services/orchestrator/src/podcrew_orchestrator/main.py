@@ -34,7 +34,7 @@ from podcrew_orchestrator.pipeline import Pipeline
 from podcrew_orchestrator.queue import RunQueue
 from podcrew_orchestrator.settings import OrchestratorSettings
 from podcrew_orchestrator.store import RunStore
-from podcrew_orchestrator.submit import Submissions
+from podcrew_orchestrator.submit import Submissions, budget_caps
 from podcrew_orchestrator.webhooks import WebhookSender, WebhookSettings
 from podcrew_orchestrator.worker import Worker
 
@@ -63,7 +63,7 @@ def create_app(
             )
         redis = create_redis(redis_settings)
         keys = Keys(settings.key_prefix)
-        store = RunStore(redis, keys, settings.run_ttl_s)
+        store = RunStore(redis, keys, settings.run_ttl_s, budget_caps=budget_caps(settings))
         limiter = TenantLimiter(
             redis, keys, max_run_age_s=settings.run_deadline_s * settings.max_deliveries
         )
@@ -161,7 +161,7 @@ def create_worker_app(
         )
         worker = Worker(
             settings,
-            RunStore(redis, keys, settings.run_ttl_s),
+            RunStore(redis, keys, settings.run_ttl_s, budget_caps=budget_caps(settings)),
             RunQueue(redis, keys, settings.consumer_name),
             pipeline,
             llm_settings,

@@ -301,7 +301,7 @@ class Worker:
             log_run_audit(run, outcome.tool_calls)
             return True
         except TimeoutError:
-            deadline_s = run.budget.deadline_s or self.settings.run_deadline_s
+            deadline_s = run.budget.deadline_s
             error = RunError(
                 type="deadline-exceeded", detail=f"the run did not finish within {deadline_s:.0f}s"
             )
@@ -327,7 +327,7 @@ class Worker:
         return True
 
     async def _pipeline(self, run: Run, outcome: Outcome) -> None:
-        deadline_s = run.budget.deadline_s or self.settings.run_deadline_s
+        deadline_s = run.budget.deadline_s
         history = (
             await self.store.thread_history(
                 run.tenant, run.thread_id, self.settings.thread_max_turns
@@ -339,8 +339,8 @@ class Worker:
         limits = BudgetLimits(
             run_id=run.id,
             tenant=run.tenant,
-            max_tokens=run.budget.max_tokens or self.settings.max_run_tokens,
-            max_cost_usd=run.budget.max_cost_usd or self.settings.max_run_cost_usd,
+            max_tokens=run.budget.max_tokens,
+            max_cost_usd=run.budget.max_cost_usd,
             tenant_daily_tokens=tenant.daily_tokens,
             tenant_daily_cost_usd=tenant.daily_cost_usd,
             global_daily_cost_usd=self.settings.daily_spend_cap_usd,
