@@ -18,6 +18,7 @@ import yaml
 
 from podcrew_core.contracts.schemas import (
     MAX_QUESTION_CHARS,
+    ResolvedBudget,
     Run,
     RunResult,
     RunStatus,
@@ -167,6 +168,7 @@ def test_the_status_the_operator_writes_fits_the_schema(validator: Any) -> None:
         id="run_1",
         status=RunStatus.SUCCEEDED,
         question="What is a generator?",
+        budget=ResolvedBudget(max_tokens=1000, max_cost_usd=1.0, deadline_s=60),
         created_at=now,
         started_at=now,
         finished_at=now,

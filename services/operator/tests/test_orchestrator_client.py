@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from podcrew_core.contracts.schemas import Run, RunCreate, RunStatus
+from podcrew_core.contracts.schemas import ResolvedBudget, Run, RunCreate, RunStatus
 from podcrew_operator.clients.orchestrator import OrchestratorClient, create_http_client
 from podcrew_operator.errors import (
     OrchestratorRejected,
@@ -32,7 +32,11 @@ def client(
 
 def run_json(status: str = "running") -> dict[str, Any]:
     return Run(
-        id="run_1", status=RunStatus(status), question="What?", created_at=datetime.now(UTC)
+        id="run_1",
+        status=RunStatus(status),
+        question="What?",
+        budget=ResolvedBudget(max_tokens=1000, max_cost_usd=1.0, deadline_s=60),
+        created_at=datetime.now(UTC),
     ).model_dump(mode="json")
 
 

@@ -7,7 +7,14 @@ from datetime import UTC, datetime
 
 import pytest
 
-from podcrew_core.contracts.schemas import Run, RunResult, RunStatus, Source, SourceRef
+from podcrew_core.contracts.schemas import (
+    ResolvedBudget,
+    Run,
+    RunResult,
+    RunStatus,
+    Source,
+    SourceRef,
+)
 from podcrew_operator.report import (
     MAX_REPORT_BYTES,
     REPORT_KEY,
@@ -25,6 +32,7 @@ def finished(report: str = "# Report [1]") -> Run:
         id="run_1",
         status=RunStatus.SUCCEEDED,
         question="What?",
+        budget=ResolvedBudget(max_tokens=1000, max_cost_usd=1.0, deadline_s=60),
         created_at=datetime.now(UTC),
         result=RunResult(
             report=report, sources=[SourceRef(number=1, source=Source(id="kb:a", title="A"))]

@@ -22,7 +22,14 @@ T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 def run(status: RunStatus, **extra: object) -> Run:
     return Run.model_validate(
-        {"id": "run_1", "status": status, "question": "What?", "created_at": T0, **extra}
+        {
+            "id": "run_1",
+            "status": status,
+            "question": "What?",
+            "budget": {"max_tokens": 1000, "max_cost_usd": 1.0, "deadline_s": 60},
+            "created_at": T0,
+            **extra,
+        }
     )
 
 

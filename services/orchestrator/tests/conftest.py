@@ -11,6 +11,7 @@ import subprocess
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -28,10 +29,13 @@ from podcrew_core.contracts.schemas import (
     WriteRequest,
     WriteResponse,
 )
+from podcrew_core.llm.offline import OfflineProvider
 from podcrew_core.runtime.redis import create_redis
 from podcrew_core.runtime.settings import RedisSettings
+from podcrew_orchestrator.clients.agents import ResearchClient, WriterClient
 from podcrew_orchestrator.hub import EventHub
 from podcrew_orchestrator.keys import Keys
+from podcrew_orchestrator.pipeline import Pipeline
 
 
 class RedisServer:
@@ -162,3 +166,24 @@ def agents() -> Callable[..., httpx.MockTransport]:
         return httpx.MockTransport(handle)
 
     return build
+
+
+@pytest.fixture
+async def make_pipeline(
+    agents: Callable[..., httpx.MockTransport],
+) -> AsyncIterator[Callable[..., Pipeline]]:
+    """Builds pipelines on the offline model and the agents `agents(**options)` builds;
+    their clients are closed at the end."""
+    clients: list[httpx.AsyncClient] = []
+
+    def build(**agent_options: Any) -> Pipeline:
+        clients.append(httpx.AsyncClient(transport=agents(**agent_options)))
+        return Pipeline(
+            provider=OfflineProvider(),
+            research=ResearchClient(clients[-1], "http://research"),
+            writer=WriterClient(clients[-1], "http://writer"),
+        )
+
+    yield build
+    for client in clients:
+        await client.aclose()

@@ -20,12 +20,15 @@ import podcrew_orchestrator.hub as hub_module
 from podcrew_core.contracts.schemas import EventType, Run, RunStatus
 from podcrew_orchestrator.hub import EventHub, Subscription
 from podcrew_orchestrator.keys import Keys
+from podcrew_orchestrator.settings import OrchestratorSettings
 from podcrew_orchestrator.store import RunEvent, RunStore
+from podcrew_orchestrator.submit import budget_caps
 
 pytestmark = pytest.mark.integration  # a real redis-server
 
 MakeHub = Callable[..., EventHub]
 KEYS = Keys("test")
+BUDGET = budget_caps(OrchestratorSettings())
 
 
 @pytest.fixture
@@ -204,7 +207,13 @@ async def test_a_run_nobody_follows_any_more_is_forgotten(
 
 
 async def _queued(store: RunStore) -> Run:
-    run = Run(id=_run_id(), status=RunStatus.QUEUED, question="q", created_at=datetime.now(UTC))
+    run = Run(
+        id=_run_id(),
+        status=RunStatus.QUEUED,
+        question="q",
+        budget=BUDGET,
+        created_at=datetime.now(UTC),
+    )
     await store.create(run)
     return run
 

@@ -12,6 +12,7 @@ from redis.asyncio import Redis
 
 from podcrew_core.contracts.schemas import (
     EventType,
+    ResolvedBudget,
     Run,
     RunAccepted,
     RunError,
@@ -54,6 +55,7 @@ async def test_a_stored_run_is_what_the_api_would_serialise(redis: Redis) -> Non
         id="run_1",
         status=RunStatus.FAILED,
         question="Pourquoi le ciel est-il bleu ? 空",
+        budget=ResolvedBudget(max_tokens=1500, max_cost_usd=0.25, deadline_s=120),
         created_at=now,
         started_at=now,
         finished_at=now,

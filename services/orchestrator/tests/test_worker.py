@@ -13,21 +13,18 @@ import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
-import httpx
 import pytest
 from redis.asyncio import Redis
 
 from podcrew_core.contracts.schemas import EventType, Run, RunStatus
 from podcrew_core.llm import LLMSettings
-from podcrew_core.llm.offline import OfflineProvider
-from podcrew_core.runtime.ledger import Ledger
-from podcrew_orchestrator.clients.agents import ResearchClient, WriterClient
+from podcrew_orchestrator.consumer import CANCEL_POLL_S
 from podcrew_orchestrator.keys import Keys
 from podcrew_orchestrator.pipeline import Pipeline
-from podcrew_orchestrator.queue import RunQueue
 from podcrew_orchestrator.settings import OrchestratorSettings
 from podcrew_orchestrator.store import RunStore
-from podcrew_orchestrator.worker import CANCEL_POLL_S, Worker
+from podcrew_orchestrator.submit import budget_caps
+from podcrew_orchestrator.worker import create_worker
 
 pytestmark = pytest.mark.integration  # a real redis-server
 
@@ -42,10 +39,10 @@ async def _until(check: Callable[[], Awaitable[bool]], timeout_s: float = 10.0) 
 
 
 async def test_cancelling_one_of_several_running_runs_stops_only_that_one(
-    redis: Redis, agents: Callable[..., httpx.MockTransport]
+    redis: Redis, make_pipeline: Callable[..., Pipeline]
 ) -> None:
     research: dict[str, list[str]] = {}
-    transport = agents(
+    pipeline = make_pipeline(
         research_s=RESEARCH_S,
         on_research=lambda run_id, what: research.setdefault(run_id, []).append(what),
     )
@@ -58,6 +55,7 @@ async def test_cancelling_one_of_several_running_runs_stops_only_that_one(
             status=RunStatus.QUEUED,
             question=f"How do Python generators work, part {n}?",
             max_subquestions=2,
+            budget=budget_caps(settings),
             created_at=datetime.now(UTC),
         )
         for n in range(3)
@@ -75,34 +73,22 @@ async def test_cancelling_one_of_several_running_runs_stops_only_that_one(
     async def all_final() -> bool:
         return all(s is not None and s.terminal for s in await store.statuses(ids))
 
-    async with httpx.AsyncClient(transport=transport) as http:
-        worker = Worker(
-            settings,
-            store,
-            RunQueue(redis, keys, "worker-1"),
-            Pipeline(
-                provider=OfflineProvider(),
-                research=ResearchClient(http, "http://research"),
-                writer=WriterClient(http, "http://writer"),
-            ),
-            LLMSettings(),
-            Ledger(redis),
-        )
-        consumer = asyncio.create_task(worker.run())
-        try:
-            await _until(researching)
-            assert await store.statuses(ids) == [RunStatus.RUNNING] * 3
-            cancelled_at = time.monotonic()
-            # What `DELETE /v1/runs/{id}` does: the worker learns of it from the status.
-            middle = runs[1].model_copy(update={"status": RunStatus.CANCELLED})
-            assert await store.transition(middle, EventType.RUN_CANCELLED)
-            await _until(middle_stopped)
-            assert time.monotonic() - cancelled_at < CANCEL_POLL_S + 1.0
-            await _until(all_final)
-        finally:
-            consumer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await consumer
+    worker = create_worker(settings, redis, pipeline, LLMSettings())
+    consumer = asyncio.create_task(worker.run())
+    try:
+        await _until(researching)
+        assert await store.statuses(ids) == [RunStatus.RUNNING] * 3
+        cancelled_at = time.monotonic()
+        # What `DELETE /v1/runs/{id}` does: the worker learns of it from the status.
+        middle = runs[1].model_copy(update={"status": RunStatus.CANCELLED})
+        assert await store.transition(middle, EventType.RUN_CANCELLED)
+        await _until(middle_stopped)
+        assert time.monotonic() - cancelled_at < CANCEL_POLL_S + 1.0
+        await _until(all_final)
+    finally:
+        consumer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await consumer
     assert await store.statuses(ids) == [
         RunStatus.SUCCEEDED,
         RunStatus.CANCELLED,

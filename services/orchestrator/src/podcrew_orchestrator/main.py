@@ -19,7 +19,7 @@ from podcrew_core.runtime.app import ReadinessCheck, create_service_app
 from podcrew_core.runtime.auth import KeyRing, ServiceTokenSettings, service_auth_header
 from podcrew_core.runtime.egress import create_client
 from podcrew_core.runtime.http import create_http_client
-from podcrew_core.runtime.ledger import Ledger, utc_day
+from podcrew_core.runtime.ledger import utc_day
 from podcrew_core.runtime.logging import configure_logging
 from podcrew_core.runtime.metrics import DAILY_SPEND, DAILY_SPEND_CAP
 from podcrew_core.runtime.redis import create_redis
@@ -27,16 +27,16 @@ from podcrew_core.runtime.settings import RedisSettings
 from podcrew_core.runtime.tracing import configure_tracing
 from podcrew_orchestrator import routes
 from podcrew_orchestrator.clients.agents import ResearchClient, WriterClient
+from podcrew_orchestrator.consumer import QueueConsumer
 from podcrew_orchestrator.hub import EventHub
 from podcrew_orchestrator.keys import Keys
 from podcrew_orchestrator.limits import TenantLimiter
 from podcrew_orchestrator.pipeline import Pipeline
-from podcrew_orchestrator.queue import RunQueue
 from podcrew_orchestrator.settings import OrchestratorSettings
 from podcrew_orchestrator.store import RunStore
-from podcrew_orchestrator.submit import Submissions
+from podcrew_orchestrator.submit import Submissions, budget_caps
 from podcrew_orchestrator.webhooks import WebhookSender, WebhookSettings
-from podcrew_orchestrator.worker import Worker
+from podcrew_orchestrator.worker import create_worker
 
 VERSION = "0.1.0"
 SPEND_GAUGE_INTERVAL_S = 5.0
@@ -63,7 +63,7 @@ def create_app(
             )
         redis = create_redis(redis_settings)
         keys = Keys(settings.key_prefix)
-        store = RunStore(redis, keys, settings.run_ttl_s)
+        store = RunStore(redis, keys, settings.run_ttl_s, budget_caps=budget_caps(settings))
         limiter = TenantLimiter(
             redis, keys, max_run_age_s=settings.run_deadline_s * settings.max_deliveries
         )
@@ -127,6 +127,40 @@ def _agent_check(http: httpx.AsyncClient, base_url: str) -> ReadinessCheck:
     return check
 
 
+def _worker_readiness(
+    checks: dict[str, ReadinessCheck],
+    redis: Redis,
+    http: httpx.AsyncClient,
+    settings: OrchestratorSettings,
+) -> None:
+    """A worker is ready when Redis, the research agent and the writer agent answer."""
+
+    async def redis_ready() -> None:
+        await redis.ping()
+
+    checks["redis"] = redis_ready
+    checks["research-agent"] = _agent_check(http, settings.research_url)
+    checks["writer-agent"] = _agent_check(http, settings.writer_url)
+
+
+def _start_consumer(worker: QueueConsumer, checks: dict[str, ReadinessCheck]) -> asyncio.Task[None]:
+    """Run the queue consumer as a task, with a readiness check that fails once it stops."""
+    consumer = asyncio.create_task(worker.run(), name="worker")
+
+    async def consuming() -> None:
+        # A worker whose consumer loop died must not look healthy while runs pile up.
+        if consumer.done():
+            raise RuntimeError(f"the queue consumer stopped: {consumer.exception()!r}")
+
+    checks["consumer"] = consuming
+    consumer.add_done_callback(
+        lambda task: (
+            task.cancelled() or log.error("queue_consumer_stopped", error=repr(task.exception()))
+        )
+    )
+    return consumer
+
+
 def create_worker_app(
     settings: OrchestratorSettings | None = None, redis_settings: RedisSettings | None = None
 ) -> FastAPI:
@@ -145,7 +179,6 @@ def create_worker_app(
             headers=service_auth_header(ServiceTokenSettings().service_token),
         )
         provider = create_provider(llm_settings)
-        keys = Keys(settings.key_prefix)
         pipeline = Pipeline(
             provider=provider,
             research=ResearchClient(http, settings.research_url),
@@ -159,37 +192,10 @@ def create_worker_app(
             if webhook_settings.secret
             else None
         )
-        worker = Worker(
-            settings,
-            RunStore(redis, keys, settings.run_ttl_s),
-            RunQueue(redis, keys, settings.consumer_name),
-            pipeline,
-            llm_settings,
-            Ledger(redis),
-            sender,
-        )
+        worker = create_worker(settings, redis, pipeline, llm_settings, sender)
 
-        async def redis_ready() -> None:
-            await redis.ping()
-
-        checks = app.state.readiness.checks
-        checks["redis"] = redis_ready
-        checks["research-agent"] = _agent_check(http, settings.research_url)
-        checks["writer-agent"] = _agent_check(http, settings.writer_url)
-        consumer = asyncio.create_task(worker.run(), name="worker")
-
-        async def consuming() -> None:
-            # A worker whose consumer loop died must not look healthy while runs pile up.
-            if consumer.done():
-                raise RuntimeError(f"the queue consumer stopped: {consumer.exception()!r}")
-
-        checks["consumer"] = consuming
-        consumer.add_done_callback(
-            lambda task: (
-                task.cancelled()
-                or log.error("queue_consumer_stopped", error=repr(task.exception()))
-            )
-        )
+        _worker_readiness(app.state.readiness.checks, redis, http, settings)
+        consumer = _start_consumer(worker, app.state.readiness.checks)
         try:
             yield
         finally:

@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from pydantic import ValidationError
 from redis.asyncio import Redis
 
-from podcrew_core.contracts.schemas import EventType, Run, RunResult, RunStatus
+from podcrew_core.contracts.schemas import EventType, ResolvedBudget, Run, RunResult, RunStatus
 from podcrew_core.runtime.tracing import inject_context
 from podcrew_orchestrator.keys import Keys
 
@@ -85,11 +86,28 @@ def event_payload(run_id: str, data: dict[str, Any] | None = None) -> str:
     return orjson.dumps({"run_id": run_id, "ts": time.time(), **(data or {})}).decode()
 
 
+def _with_budget_in_force(data: str, caps: ResolvedBudget) -> dict[str, Any]:
+    """A run record stored before budgets were resolved at acceptance, made current: a limit
+    it holds as null (or a budget it lacks) takes the server's cap, the value the worker
+    then applied when it executed the run; a limit it holds is kept as it is."""
+    record: dict[str, Any] = orjson.loads(data)
+    held = {k: v for k, v in (record.get("budget") or {}).items() if v is not None}
+    record["budget"] = {**caps.model_dump(), **held}
+    return record
+
+
 class RunStore:
-    def __init__(self, redis: Redis, keys: Keys, ttl_s: int) -> None:
+    """Run records and events of one key prefix. `budget_caps` (the server's run limits) lets
+    a record stored by an earlier version, whose budget may hold nulls, load; without it such
+    a record is refused like any malformed one."""
+
+    def __init__(
+        self, redis: Redis, keys: Keys, ttl_s: int, *, budget_caps: ResolvedBudget | None = None
+    ) -> None:
         self.redis = redis
         self.keys = keys
         self.ttl_s = ttl_s
+        self.budget_caps = budget_caps
         self._transition = redis.register_script(_TRANSITION)
         self._publish = redis.register_script(_PUBLISH)
 
@@ -127,7 +145,16 @@ class RunStore:
 
     async def get(self, run_id: str) -> Run | None:
         data = await self.get_json(run_id)
-        return Run.model_validate_json(data) if data else None
+        if not data:
+            return None
+        try:
+            return Run.model_validate_json(data)
+        except ValidationError:
+            # Only a record of an earlier version fails here: made current on this path
+            # alone, so a current record is parsed once.
+            if self.budget_caps is None:
+                raise
+            return Run.model_validate(_with_budget_in_force(data, self.budget_caps))
 
     async def get_json(self, run_id: str) -> str | None:
         """The run as stored, already the JSON `Run.model_dump_json` makes of it."""

@@ -21,6 +21,7 @@ from redis.asyncio import Redis
 from podcrew_core.contracts.errors import Conflict, PodcrewError
 from podcrew_core.contracts.schemas import (
     EventType,
+    ResolvedBudget,
     Run,
     RunBudget,
     RunCreate,
@@ -56,6 +57,27 @@ def run_digest(run: Run) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+def budget_caps(settings: OrchestratorSettings) -> ResolvedBudget:
+    """The server's run limits: the budget of a run that asks for none, and the most a run
+    may ask for."""
+    return ResolvedBudget(
+        max_tokens=settings.max_run_tokens,
+        max_cost_usd=settings.max_run_cost_usd,
+        deadline_s=settings.run_deadline_s,
+    )
+
+
+def resolve_budget(asked: RunBudget, caps: ResolvedBudget) -> ResolvedBudget:
+    """The budget in force for a run: each limit it asked for, within the server's cap, and
+    the cap where it asked for none. Done once, at acceptance: the run record holds the
+    result and nothing downstream applies a default again."""
+    return ResolvedBudget(
+        max_tokens=min(asked.max_tokens or caps.max_tokens, caps.max_tokens),
+        max_cost_usd=min(asked.max_cost_usd or caps.max_cost_usd, caps.max_cost_usd),
+        deadline_s=min(asked.deadline_s or caps.deadline_s, caps.deadline_s),
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Submitted:
     run: Run
@@ -79,14 +101,7 @@ class Submissions:
         self.store = store
         self.limiter = limiter
         self.settings = settings
-
-    def _budget(self, asked: RunBudget) -> RunBudget:
-        s = self.settings
-        return RunBudget(
-            max_tokens=min(asked.max_tokens or s.max_run_tokens, s.max_run_tokens),
-            max_cost_usd=min(asked.max_cost_usd or s.max_run_cost_usd, s.max_run_cost_usd),
-            deadline_s=min(asked.deadline_s or s.run_deadline_s, s.run_deadline_s),
-        )
+        self.budget_caps = budget_caps(settings)
 
     async def submit(self, tenant: str, body: RunCreate, idempotency_key: str | None) -> Submitted:
         if body.callback_url is not None:
@@ -104,7 +119,7 @@ class Submissions:
             tier=body.tier,
             thread_id=body.thread_id,
             callback_url=body.callback_url,
-            budget=self._budget(body.budget),
+            budget=resolve_budget(body.budget, self.budget_caps),
             created_at=datetime.now(UTC),
             trace_id=current_trace_id(),
         )

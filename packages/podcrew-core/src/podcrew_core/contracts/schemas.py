@@ -79,7 +79,8 @@ class Usage(_Wire):
 
 
 class RunBudget(_Wire):
-    """Limits of one run; unset fields take the server's defaults (which are also the caps)."""
+    """Limits a client asks for one run; unset fields take the server's defaults (which are
+    also the caps). The run record holds what is in force instead: `ResolvedBudget`."""
 
     max_tokens: int | None = Field(
         default=None, ge=1, le=10**12, description="Tokens over all LLM calls."
@@ -90,6 +91,15 @@ class RunBudget(_Wire):
     deadline_s: float | None = Field(
         default=None, gt=0, le=3600, description="Seconds from start to result."
     )
+
+
+class ResolvedBudget(_Wire):
+    """The limits in force for one run: what it asked for within the server's caps, resolved
+    once when the run is accepted, so every later reader uses these values as they are."""
+
+    max_tokens: int = Field(ge=1, description="Tokens over all LLM calls.")
+    max_cost_usd: float = Field(gt=0, description="Spend over all calls.")
+    deadline_s: float = Field(gt=0, description="Seconds from start to result.")
 
 
 class RunCreate(_Wire):
@@ -166,7 +176,7 @@ class Run(_Wire):
     tier: Tier = "standard"
     thread_id: str | None = None
     callback_url: str | None = None
-    budget: RunBudget = Field(default_factory=RunBudget)
+    budget: ResolvedBudget
     cached: bool = Field(default=False, description="Answered from the result cache.")
     created_at: datetime
     started_at: datetime | None = None
