@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from podcrew_core.contracts.citations import sources_section
 from podcrew_core.contracts.deadline import Deadline
 from podcrew_core.contracts.hop import RetryBudget
 from podcrew_core.contracts.schemas import (
@@ -192,5 +193,8 @@ def test_partial_result_keeps_the_findings_with_numbered_sources() -> None:
     assert "- c1 [1]" in result.report and "- c2 [1]" in result.report
     assert "- c3 [2]" in result.report
     assert [ref.number for ref in result.sources] == [1, 2]
+    # The writer's Sources list, word for word.
+    assert result.report.endswith(sources_section(result.sources))
+    assert "\n1. A (kb:a#1)\n2. B (kb:b#1)\n" in result.report
     assert result.unresearched == ["S3?"]
     assert Outcome(question="Q?").partial("x") is None

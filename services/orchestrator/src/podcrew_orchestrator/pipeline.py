@@ -15,6 +15,7 @@ from typing import Any
 import structlog
 
 from podcrew_core.contracts.budget import BudgetLimits
+from podcrew_core.contracts.citations import number_sources, sources_section
 from podcrew_core.contracts.deadline import Deadline
 from podcrew_core.contracts.errors import BudgetExceeded, PodcrewError, UpstreamError
 from podcrew_core.contracts.hop import RetryBudget
@@ -25,7 +26,6 @@ from podcrew_core.contracts.schemas import (
     ResearchRequest,
     ResearchResponse,
     RunResult,
-    SourceRef,
     Usage,
     WriteRequest,
     WriteResponse,
@@ -82,32 +82,21 @@ class Outcome:
         """A report composed without the model from the findings gathered so far."""
         if not self.sections:
             return None
-        numbers: dict[str, int] = {}
-        sources: list[SourceRef] = []
+        sections, sources = number_sources(self.sections)
         lines = [
             f"# {self.question}",
             "",
             f"> This run stopped early: {reason}",
             "",
             "These are the findings gathered before it stopped.",
-            "",
         ]
-        for section in self.sections:
-            lines += [f"## {section.sub_question}", ""]
-            for finding in section.findings:
-                n = numbers.get(finding.source.id)
-                if n is None:
-                    n = numbers[finding.source.id] = len(numbers) + 1
-                    sources.append(SourceRef(number=n, source=finding.source))
-                lines.append(f"- {finding.claim} [{n}]")
-            lines.append("")
-        lines += ["## Sources", ""]
-        lines += [
-            f"{ref.number}. {ref.source.title} ({ref.source.url or ref.source.id})"
-            for ref in sources
-        ]
+        for section in sections:
+            lines += ["", f"## {section.sub_question}", ""]
+            lines += [f"- {finding.claim} [{n}]" for n, finding in section.findings]
         return RunResult(
-            report="\n".join(lines) + "\n", sources=sources, unresearched=self.unresearched
+            report="\n".join(lines) + "\n" + sources_section(sources),
+            sources=sources,
+            unresearched=self.unresearched,
         )
 
 

@@ -1,7 +1,7 @@
 """Report composition: number the sources, let the model write, append the source list.
 
-The numbered source list is built here, not by the model, so every `[n]` in the report
-points at a real source whatever the model writes.
+The numbered source list is built here (`podcrew_core.contracts.citations`), not by the
+model, so every `[n]` in the report points at a real source whatever the model writes.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from podcrew_core.contracts.citations import number_sources, sources_section
 from podcrew_core.contracts.errors import LLMError
 from podcrew_core.contracts.schemas import SourceRef, WriteRequest, WriteResponse
 from podcrew_core.llm import LLMProvider, LLMRequest, LLMResponse, Message, Stage
@@ -32,19 +33,18 @@ class Draft:
 
 
 def prepare(body: WriteRequest, model: str, max_tokens: int) -> Draft:
-    """Number each distinct source once, in order of first appearance."""
-    numbers: dict[str, int] = {}
-    sources: list[SourceRef] = []
-    sections = []
-    for section in body.sections:
-        items = []
-        for finding in section.findings:
-            n = numbers.get(finding.source.id)
-            if n is None:
-                n = numbers[finding.source.id] = len(numbers) + 1
-                sources.append(SourceRef(number=n, source=finding.source))
-            items.append({"n": n, "claim": finding.claim, "source_title": finding.source.title})
-        sections.append({"sub_question": section.sub_question, "findings": items})
+    """The model's request for `body`, and the sources its `[n]` refer to."""
+    numbered, sources = number_sources(body.sections)
+    sections = [
+        {
+            "sub_question": section.sub_question,
+            "findings": [
+                {"n": n, "claim": f.claim, "source_title": f.source.title}
+                for n, f in section.findings
+            ],
+        }
+        for section in numbered
+    ]
     payload = {"question": body.question, "sections": sections, "unresearched": body.unresearched}
     request = LLMRequest(
         stage=Stage.WRITE,
@@ -54,16 +54,6 @@ def prepare(body: WriteRequest, model: str, max_tokens: int) -> Draft:
         max_tokens=max_tokens,
     )
     return Draft(request=request, sources=sources)
-
-
-def sources_section(sources: list[SourceRef]) -> str:
-    if not sources:
-        return ""
-    lines = ["", "## Sources", ""]
-    for ref in sources:
-        where = f" — {ref.source.url}" if ref.source.url else f" ({ref.source.id})"
-        lines.append(f"{ref.number}. {ref.source.title}{where}")
-    return "\n".join(lines) + "\n"
 
 
 async def write(provider: LLMProvider, draft: Draft) -> WriteResponse:
