@@ -22,7 +22,6 @@ import uvicorn
 
 from podcrew_core.contracts.schemas import FindingsReport
 from podcrew_core.llm import output_tool
-from podcrew_core.llm.offline import estimate_tokens
 from podcrew_core.llm.protocol import (
     FETCH_URL_SPEC,
     FETCH_URL_TOOL,
@@ -34,6 +33,7 @@ from podcrew_core.llm.protocol import (
     research_message,
     write_message,
 )
+from podcrew_core.llm.tokens import estimate_tokens
 from podcrew_simulator import SimulatorSettings, create_simulator_app
 
 MODEL = "claude-haiku-4-5"

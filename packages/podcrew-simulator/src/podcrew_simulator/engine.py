@@ -22,7 +22,8 @@ from typing import Any
 
 import orjson
 
-from podcrew_core.llm.offline import estimate_tokens, respond
+from podcrew_core.llm.offline import respond
+from podcrew_core.llm.tokens import CHARS_PER_TOKEN, block_tokens, estimate_tokens
 from podcrew_core.llm.types import OutputBlock, StopReason, TextBlock, ToolUseBlock
 from podcrew_simulator.settings import FAULTS, Fault, FaultProfile, SimulatorSettings
 from podcrew_simulator.wire import (
@@ -36,7 +37,6 @@ from podcrew_simulator.wire import (
 )
 
 _CACHE_TTL_S = {"5m": 300.0, "1h": 3600.0}
-_CHARS_PER_TOKEN = 4  # the inverse of `estimate_tokens`
 _MAX_SCHEMA_DEPTH = 8
 _TOOL_TEXTS_KEPT = 1024
 
@@ -239,11 +239,6 @@ def _obey_tool_choice(
     return list(calls), "tool_use"
 
 
-def _block_tokens(block: OutputBlock) -> int:
-    # The same rule as the offline provider, so both report the same usage for one answer.
-    return estimate_tokens(block.text if isinstance(block, TextBlock) else json.dumps(block.input))
-
-
 def _within_max_tokens(
     content: list[OutputBlock], stop: StopReason, max_tokens: int
 ) -> tuple[list[OutputBlock], StopReason, int]:
@@ -251,16 +246,16 @@ def _within_max_tokens(
     kept: list[OutputBlock] = []
     used = 0
     for block in content:
-        tokens = _block_tokens(block)
+        tokens = block_tokens(block)
         if used + tokens <= max_tokens:
             kept.append(block)
             used += tokens
             continue
         room = max_tokens - used
         if isinstance(block, TextBlock) and room > 0:
-            cut = TextBlock(text=block.text[: room * _CHARS_PER_TOKEN])
+            cut = TextBlock(text=block.text[: room * CHARS_PER_TOKEN])
             kept.append(cut)
-            used += _block_tokens(cut)
+            used += block_tokens(cut)
         return kept, "max_tokens", used
     return kept, stop, used
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from podcrew_core.contracts.schemas import MAX_SUBQUESTIONS, MIN_SUBQUESTIONS, Usage
 from podcrew_core.llm import protocol
+from podcrew_core.llm.tokens import block_tokens, estimate_tokens
 from podcrew_core.llm.types import (
     LLMRequest,
     LLMResponse,
@@ -87,11 +88,6 @@ _STOPWORDS = frozenset(
         "works",
     ]
 )
-
-
-def estimate_tokens(text: str) -> int:
-    """About four characters per token, as for English text in Claude's tokenizer."""
-    return max(1, (len(text) + 3) // 4)
 
 
 def _request_tokens(request: LLMRequest) -> int:
@@ -276,10 +272,7 @@ class OfflineProvider:
 
     def _answer(self, request: LLMRequest, started: float) -> LLMResponse:
         content, stop = respond(request)
-        output = sum(
-            estimate_tokens(b.text if isinstance(b, TextBlock) else json.dumps(b.input))
-            for b in content
-        )
+        output = sum(block_tokens(b) for b in content)
         return LLMResponse(
             model=request.model,
             content=content,
