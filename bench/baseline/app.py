@@ -6,9 +6,10 @@ synchronous `anthropic` client: plan, then the sub-questions researched one afte
 (each a tool loop with `kb_search`), then the report, streamed and collected. No queue, no
 separate agents, no Redis.
 
-It asks the same simulated Messages API the same prompts with the same tools as podcrew (the
-prompt builders and the knowledge base are podcrew's), so the deterministic model answers
-both with the same calls: the difference measured is the architecture, not the work.
+It asks the same simulated Messages API the same messages with the same tools as podcrew (the
+message builders, tool definitions and knowledge base are podcrew's services' own), so the
+deterministic model answers both with the same calls: the difference measured is the
+architecture, not the work.
 
 Run: `python -m bench.baseline --port 8300 --simulator http://127.0.0.1:8200`.
 """
@@ -24,30 +25,26 @@ from fastapi import FastAPI, HTTPException
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel
 
-from podcrew_core.contracts.schemas import FindingsReport, Plan
-from podcrew_core.llm import output_tool
-from podcrew_core.llm.protocol import (
-    FETCH_URL_SPEC,
-    FINDINGS_TOOL,
+from podcrew_core.contracts.schemas import Finding, ResearchedSection, WriteRequest
+from podcrew_orchestrator.pipeline import PLAN_TOOL, PLAN_TOOL_SPEC, plan_message
+from podcrew_research.loop import FINDINGS_TOOL, FINDINGS_TOOL_SPEC, research_message
+from podcrew_research.settings import DEFAULT_CORPUS_DIR
+from podcrew_research.tools.fetch_url import FETCH_URL_SPEC
+from podcrew_research.tools.kb_search import (
     KB_SEARCH_SPEC,
     KB_SEARCH_TOOL,
-    PLAN_TOOL,
-    plan_message,
-    research_message,
-    write_message,
+    KnowledgeBase,
+    hits_json,
 )
-from podcrew_research.settings import DEFAULT_CORPUS_DIR
-from podcrew_research.tools.kb_search import KnowledgeBase, hits_json
+from podcrew_writer.compose import write_message
 
 CONCURRENCY = 10
 PLAN_MODEL = RESEARCH_MODEL = "claude-haiku-4-5"
 WRITE_MODEL = "claude-sonnet-4-5"
 MAX_STEPS = 4
 
-PLAN_TOOL_DEF = output_tool(PLAN_TOOL, "Submit the research plan.", Plan).model_dump()
-FINDINGS_TOOL_DEF = output_tool(
-    FINDINGS_TOOL, "Submit your findings with their sources.", FindingsReport
-).model_dump()
+PLAN_TOOL_DEF = PLAN_TOOL_SPEC.model_dump()
+FINDINGS_TOOL_DEF = FINDINGS_TOOL_SPEC.model_dump()
 RESEARCH_TOOLS = [KB_SEARCH_SPEC.model_dump(), FETCH_URL_SPEC.model_dump(), FINDINGS_TOOL_DEF]
 
 
@@ -114,22 +111,24 @@ def create_app(simulator_url: str) -> FastAPI:
         return []
 
     def write(question: str, sections: list[dict[str, Any]]) -> str:
-        numbers: dict[str, int] = {}
-        payload_sections = []
-        for section in sections:
-            items = []
-            for finding in section["findings"]:
-                source = finding["source"]
-                n = numbers.setdefault(source["id"], len(numbers) + 1)
-                items.append({"n": n, "claim": finding["claim"], "source_title": source["title"]})
-            payload_sections.append({"sub_question": section["sub_question"], "findings": items})
-        payload = {"question": question, "sections": payload_sections, "unresearched": []}
+        body = WriteRequest(
+            run_id="baseline",
+            question=question,
+            sections=[
+                ResearchedSection(
+                    sub_question=s["sub_question"],
+                    findings=[Finding.model_validate(f) for f in s["findings"]],
+                )
+                for s in sections
+            ],
+        )
+        message, _ = write_message(body)
         parts = []
         with client.messages.stream(
             model=WRITE_MODEL,
             max_tokens=4096,
             system="You are a writer. Write a cited markdown report from the findings.",
-            messages=[{"role": "user", "content": write_message(payload)}],
+            messages=[{"role": "user", "content": message}],
         ) as stream:
             for text in stream.text_stream:
                 parts.append(text)

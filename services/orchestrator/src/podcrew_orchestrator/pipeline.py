@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,7 +32,6 @@ from podcrew_core.contracts.schemas import (
     WriteResponse,
 )
 from podcrew_core.llm import LLMProvider, LLMRequest, Message, Stage, output_tool, structured
-from podcrew_core.llm.protocol import PLAN_TOOL, plan_message
 from podcrew_core.llm.settings import StageModels
 from podcrew_core.runtime.metrics import FANOUT_WIDTH
 from podcrew_core.runtime.tracing import invoke_agent_span
@@ -48,12 +48,27 @@ EventSink = Callable[[Sequence[Event]], Awaitable[object]]
 # fewer and still read as a live stream.
 WRITER_DELTA_FLUSH_S = 0.05
 
+PLAN_TOOL = "submit_plan"
 PLANNER_PROMPT = (
-    "You are podcrew's planner. Break the user's research question into between 2 and the "
-    "given maximum of self-contained sub-questions that together answer it. Each must be "
-    "answerable on its own by a researcher with a search tool. Call submit_plan."
+    "You are podcrew's planner. The user message is a JSON document: the research question, "
+    "the maximum number of sub-questions, and the earlier turns of the conversation, if "
+    "any (oldest first). Break the question into between 2 and that maximum of "
+    "self-contained sub-questions that together answer it. Each must be answerable on its "
+    f"own by a researcher with a search tool. Call {PLAN_TOOL}."
 )
 PLAN_TOOL_SPEC = output_tool(PLAN_TOOL, "Submit the research plan.", Plan)
+
+
+def plan_message(
+    question: str, max_subquestions: int, history: Sequence[tuple[str, str]] = ()
+) -> str:
+    """The planner's input as a JSON document; `history` is the thread's earlier
+    (question, answer) turns."""
+    data: dict[str, Any] = {"question": question, "max_sub_questions": max_subquestions}
+    if history:
+        data["earlier_turns"] = [{"asked": asked, "answered": said} for asked, said in history]
+    return json.dumps(data, ensure_ascii=False)
+
 
 log = structlog.get_logger(__name__)
 

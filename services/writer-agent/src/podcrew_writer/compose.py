@@ -6,6 +6,7 @@ model, so every `[n]` in the report points at a real source whatever the model w
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import AsyncIterator
@@ -15,14 +16,15 @@ from podcrew_core.contracts.citations import number_sources, sources_section
 from podcrew_core.contracts.errors import LLMError
 from podcrew_core.contracts.schemas import SourceRef, WriteRequest, WriteResponse
 from podcrew_core.llm import LLMProvider, LLMRequest, LLMResponse, Message, Stage
-from podcrew_core.llm.protocol import write_message
 from podcrew_core.llm.types import StreamEnd, TextDelta
 
 SYSTEM_PROMPT = (
-    "You are podcrew's writer. Write a concise, well-structured markdown report that answers "
-    "the question using only the numbered findings you are given. Cite every claim with the "
-    "number of its finding in square brackets, like [2]. Do not invent sources. If some parts "
-    "could not be researched, say so plainly."
+    "You are podcrew's writer. The user message is a JSON document: the question, its "
+    "sections (each a sub-question with numbered findings) and the sub-questions that could "
+    "not be researched. Write a concise, well-structured markdown report that answers the "
+    "question using only those findings. Cite every claim with the number of its finding in "
+    "square brackets, like [2]. Do not invent sources. If some parts could not be "
+    "researched, say so plainly."
 )
 
 
@@ -32,25 +34,35 @@ class Draft:
     sources: list[SourceRef]
 
 
+def write_message(body: WriteRequest) -> tuple[str, list[SourceRef]]:
+    """The writer's input as a JSON document, each finding with its source's number; and
+    the numbered sources."""
+    sections, sources = number_sources(body.sections)
+    payload = {
+        "question": body.question,
+        "sections": [
+            {
+                "sub_question": section.sub_question,
+                "findings": [
+                    {"claim": f.claim, "n": n, "source_title": f.source.title}
+                    for n, f in section.findings
+                ],
+            }
+            for section in sections
+        ],
+        "not_researched": body.unresearched,
+    }
+    return json.dumps(payload, ensure_ascii=False), sources
+
+
 def prepare(body: WriteRequest, model: str, max_tokens: int) -> Draft:
     """The model's request for `body`, and the sources its `[n]` refer to."""
-    numbered, sources = number_sources(body.sections)
-    sections = [
-        {
-            "sub_question": section.sub_question,
-            "findings": [
-                {"n": n, "claim": f.claim, "source_title": f.source.title}
-                for n, f in section.findings
-            ],
-        }
-        for section in numbered
-    ]
-    payload = {"question": body.question, "sections": sections, "unresearched": body.unresearched}
+    message, sources = write_message(body)
     request = LLMRequest(
         stage=Stage.WRITE,
         model=model,
         system=SYSTEM_PROMPT,
-        messages=[Message(role="user", content=write_message(payload))],
+        messages=[Message(role="user", content=message)],
         max_tokens=max_tokens,
     )
     return Draft(request=request, sources=sources)
