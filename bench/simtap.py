@@ -22,8 +22,8 @@ from podcrew_simulator.app import create_simulator_app
 from podcrew_simulator.settings import SimulatorSettings
 
 TAG = re.compile(rb"\[bench:([0-9A-Za-z_.-]+)\]")
-# In the JSON body the prompt's newline is the two characters backslash and n.
-SUB_QUESTION = re.compile(rb'Sub-question: ((?:[^"\\]|\\[^n])*)\\n')
+# The research message is a JSON document inside the body's JSON: its quotes are escaped.
+SUB_QUESTION = re.compile(rb'\\"sub_question\\": \\"(.*?)\\"')
 
 
 class Tap:

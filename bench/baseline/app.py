@@ -6,9 +6,10 @@ synchronous `anthropic` client: plan, then the sub-questions researched one afte
 (each a tool loop with `kb_search`), then the report, streamed and collected. No queue, no
 separate agents, no Redis.
 
-It asks the same simulated Messages API the same prompts with the same tools as podcrew (the
-prompt builders and the knowledge base are podcrew's), so the deterministic model answers
-both with the same calls: the difference measured is the architecture, not the work.
+It asks the same simulated Messages API the same messages with the same tools as podcrew (the
+message builders, tool definitions and knowledge base are podcrew's services' own), so the
+deterministic model answers both with the same calls: the difference measured is the
+architecture, not the work.
 
 Run: `python -m bench.baseline --port 8300 --simulator http://127.0.0.1:8200`.
 """
@@ -26,10 +27,18 @@ from fastapi import FastAPI, HTTPException
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel
 
-from podcrew_core.contracts.schemas import FindingsReport, Plan
-from podcrew_core.llm import output_tool, protocol
+from podcrew_core.contracts.schemas import Finding, ResearchedSection, WriteRequest
+from podcrew_orchestrator.pipeline import PLAN_TOOL, PLAN_TOOL_SPEC, plan_message
+from podcrew_research.loop import FINDINGS_TOOL, FINDINGS_TOOL_SPEC, research_message
 from podcrew_research.settings import DEFAULT_CORPUS_DIR
-from podcrew_research.tools.kb_search import KnowledgeBase, hits_json
+from podcrew_research.tools.fetch_url import FETCH_URL_SPEC
+from podcrew_research.tools.kb_search import (
+    KB_SEARCH_SPEC,
+    KB_SEARCH_TOOL,
+    KnowledgeBase,
+    hits_json,
+)
+from podcrew_writer.compose import write_message
 
 CONCURRENCY = 10
 PLAN_MODEL = RESEARCH_MODEL = "claude-haiku-4-5"
@@ -37,13 +46,11 @@ WRITE_MODEL = "claude-sonnet-4-5"
 MAX_STEPS = 4
 
 # `Any`: plain dicts, as the tutorials pass them; the SDK types its parameters as TypedDicts.
-PLAN_TOOL_DEF: Any = output_tool(protocol.PLAN_TOOL, "Submit the research plan.", Plan).model_dump()
-FINDINGS_TOOL_DEF: Any = output_tool(
-    protocol.FINDINGS_TOOL, "Submit your findings with their sources.", FindingsReport
-).model_dump()
+PLAN_TOOL_DEF: Any = PLAN_TOOL_SPEC.model_dump()
+FINDINGS_TOOL_DEF: Any = FINDINGS_TOOL_SPEC.model_dump()
 RESEARCH_TOOLS: list[Any] = [
-    protocol.KB_SEARCH_SPEC.model_dump(),
-    protocol.FETCH_URL_SPEC.model_dump(),
+    KB_SEARCH_SPEC.model_dump(),
+    FETCH_URL_SPEC.model_dump(),
     FINDINGS_TOOL_DEF,
 ]
 
@@ -79,9 +86,9 @@ class Pipeline:
             model=PLAN_MODEL,
             max_tokens=1024,
             system="You are a planner. Break the question into sub-questions. Call submit_plan.",
-            messages=[{"role": "user", "content": protocol.plan_message(question, 4)}],
+            messages=[{"role": "user", "content": plan_message(question, 4)}],
             tools=[PLAN_TOOL_DEF],
-            tool_choice={"type": "tool", "name": protocol.PLAN_TOOL},
+            tool_choice={"type": "tool", "name": PLAN_TOOL},
         )
         block = next(b for b in message.content if b.type == "tool_use")
         return list(cast(list[str], block.input["sub_questions"]))
@@ -89,7 +96,7 @@ class Pipeline:
     def research(self, sub_question: str, question: str) -> list[dict[str, Any]]:
         """The tool loop: up to `MAX_STEPS` turns, until the model submits its findings."""
         messages: list[Any] = [
-            {"role": "user", "content": protocol.research_message(sub_question, question)}
+            {"role": "user", "content": research_message(sub_question, question)}
         ]
         for _ in range(MAX_STEPS):
             message = self.client.messages.create(
@@ -106,7 +113,7 @@ class Pipeline:
             for block in message.content:
                 if block.type != "tool_use":
                     continue
-                if block.name == protocol.FINDINGS_TOOL:
+                if block.name == FINDINGS_TOOL:
                     return list(cast(list[dict[str, Any]], block.input.get("findings", [])))
                 results.append(self.use_tool(block))
             if not results:
@@ -116,7 +123,7 @@ class Pipeline:
 
     def use_tool(self, block: ToolUseBlock) -> dict[str, Any]:
         """The `tool_result` for one tool call: `kb_search` answers, any other is refused."""
-        if block.name == protocol.KB_SEARCH_TOOL:
+        if block.name == KB_SEARCH_TOOL:
             args: dict[str, Any] = block.input
             hits = self.kb.search(str(args.get("query", "")), int(args.get("k", 5)))
             content, is_error = hits_json(hits), False
@@ -139,7 +146,7 @@ class Pipeline:
             messages=[
                 {
                     "role": "user",
-                    "content": protocol.write_message(writer_payload(question, sections)),
+                    "content": write_message(writer_request(question, sections))[0],
                 }
             ],
         ) as stream:
@@ -148,18 +155,19 @@ class Pipeline:
         return "".join(parts)
 
 
-def writer_payload(question: str, sections: list[dict[str, Any]]) -> dict[str, Any]:
-    """The findings for the writer, each source numbered once, in order of first citation."""
-    numbers: dict[str, int] = {}
-    payload_sections = []
-    for section in sections:
-        items = []
-        for finding in section["findings"]:
-            source = finding["source"]
-            n = numbers.setdefault(source["id"], len(numbers) + 1)
-            items.append({"n": n, "claim": finding["claim"], "source_title": source["title"]})
-        payload_sections.append({"sub_question": section["sub_question"], "findings": items})
-    return {"question": question, "sections": payload_sections, "unresearched": []}
+def writer_request(question: str, sections: list[dict[str, Any]]) -> WriteRequest:
+    """The findings for the writer, as the writer agent takes them."""
+    return WriteRequest(
+        run_id="baseline",
+        question=question,
+        sections=[
+            ResearchedSection(
+                sub_question=s["sub_question"],
+                findings=[Finding.model_validate(f) for f in s["findings"]],
+            )
+            for s in sections
+        ],
+    )
 
 
 def create_app(simulator_url: str) -> FastAPI:

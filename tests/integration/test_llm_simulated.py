@@ -78,7 +78,8 @@ def test_full_run_usage_and_cost_add_up_to_what_the_server_reported(make_stack: 
 
 
 def test_writer_deltas_arrive_in_order_through_the_sdk_stream(make_stack: Any) -> None:
-    stack = _stack(make_stack, PODCREW_SIM_STREAM_CHUNK_DELAY_S="0.002")
+    # ~100 chunks over ~0.5 s: several of the pipeline's 50 ms batches even on a busy machine.
+    stack = _stack(make_stack, PODCREW_SIM_STREAM_CHUNK_DELAY_S="0.005")
     with httpx.Client(base_url=stack.config.api_url, timeout=60) as client:
         run_id = client.post("/v1/runs", json={"question": QUESTION}).json()["id"]
         with connect_sse(client, "GET", f"/v1/runs/{run_id}/events") as source:

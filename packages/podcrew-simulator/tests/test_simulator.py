@@ -19,40 +19,57 @@ import anthropic
 import httpx2
 import pytest
 import uvicorn
+from pydantic import BaseModel, Field
 
 from podcrew_core.contracts.schemas import FindingsReport
-from podcrew_core.llm import output_tool
-from podcrew_core.llm.offline import estimate_tokens
-from podcrew_core.llm.protocol import (
-    FETCH_URL_SPEC,
-    FETCH_URL_TOOL,
-    FINDINGS_TOOL,
-    KB_SEARCH_SPEC,
-    KB_SEARCH_TOOL,
-    FetchUrlInput,
-    KbSearchInput,
-    research_message,
-    write_message,
-)
+from podcrew_core.llm import ToolSpec, output_tool
+from podcrew_core.llm.tokens import estimate_tokens
 from podcrew_simulator import SimulatorSettings, create_simulator_app
 
 MODEL = "claude-haiku-4-5"
 SUB_QUESTION = "What is a generator?"
-RESEARCH = {"role": "user", "content": research_message(SUB_QUESTION, "How do generators work?")}
+
+
+class KbSearchInput(BaseModel):
+    query: str = Field(min_length=1, max_length=500)
+    k: int = Field(default=5, ge=1, le=10)
+
+
+class FetchUrlInput(BaseModel):
+    url: str = Field(min_length=1, json_schema_extra={"format": "uri"})
+
+
+# Tools in the shape a research agent offers: a search, a page fetch, an output tool.
+KB_SEARCH_TOOL, FETCH_URL_TOOL, FINDINGS_TOOL = "kb_search", "fetch_url", "submit_findings"
+KB_SEARCH_SPEC = ToolSpec(
+    name=KB_SEARCH_TOOL,
+    description="Search the knowledge base.",
+    input_schema=KbSearchInput.model_json_schema(),
+)
+FETCH_URL_SPEC = ToolSpec(
+    name=FETCH_URL_TOOL,
+    description="Read a web page.",
+    input_schema=FetchUrlInput.model_json_schema(),
+)
+# Structured input, as a JSON document: what to research, and what to write up.
+RESEARCH = {
+    "role": "user",
+    "content": json.dumps({"sub_question": SUB_QUESTION, "question": "How do generators work?"}),
+}
 REPORT_PAYLOAD = {
     "question": "How do generators work?",
     "sections": [
         {
             "sub_question": SUB_QUESTION,
             "findings": [
-                {"n": 1, "claim": "A generator function returns an iterator that yields values."},
-                {"n": 2, "claim": "Execution pauses at each yield until the next value is asked."},
+                {"claim": "A generator function returns an iterator that yields values.", "n": 1},
+                {"claim": "Execution pauses at each yield until the next value is asked.", "n": 2},
             ],
         }
     ],
-    "unresearched": [],
+    "not_researched": [],
 }
-WRITE = {"role": "user", "content": write_message(REPORT_PAYLOAD)}
+WRITE = {"role": "user", "content": json.dumps(REPORT_PAYLOAD)}
 TOOLS = [KB_SEARCH_SPEC.model_dump(), FETCH_URL_SPEC.model_dump()]
 
 StartSim = Callable[..., Awaitable[anthropic.AsyncAnthropic]]
@@ -184,8 +201,14 @@ async def test_research_conversation_searches_then_submits_findings(
 
     hits = {
         "hits": [
-            {"source": {"id": "kb:a#1", "title": "A"}, "text": "A generator yields values lazily."},
-            {"source": {"id": "kb:b#1", "title": "B"}, "text": "Generators are lazy iterators."},
+            {
+                "source": {"id": "kb:a#1", "title": "A"},
+                "text": "A generator yields its values lazily.",
+            },
+            {
+                "source": {"id": "kb:b#1", "title": "B"},
+                "text": "Generators are lazy iterators in Python.",
+            },
         ]
     }
     result = {
@@ -316,7 +339,7 @@ async def test_streamed_tool_input_is_reassembled_by_the_sdk(sim: anthropic.Asyn
     assert len(pieces) > 1
     assert final.stop_reason == "tool_use"
     text, call = final.content
-    assert text.type == "text" and text.text == "Searching the knowledge base."
+    assert text.type == "text" and text.text == "Calling kb_search."
     assert call.type == "tool_use" and call.name == KB_SEARCH_TOOL
     assert call.input == {"query": SUB_QUESTION, "k": 5}
     assert json.loads("".join(pieces)) == call.input
@@ -665,7 +688,6 @@ async def test_anthropic_provider_honours_the_sdk_environment(
     """`ANTHROPIC_BASE_URL` and `ANTHROPIC_API_KEY` alone point podcrew's provider at a
     gateway: here, the simulator."""
     from podcrew_core.llm import LLMRequest, LLMSettings, Message, Stage, create_provider
-    from podcrew_core.llm.protocol import KB_SEARCH_SPEC, research_message
 
     base_url = await asyncio.to_thread(launcher.start, SimulatorSettings())
     monkeypatch.setenv("ANTHROPIC_BASE_URL", base_url)
@@ -676,7 +698,7 @@ async def test_anthropic_provider_honours_the_sdk_environment(
             stage=Stage.RESEARCH,
             model="claude-haiku-4-5",
             system="You research.",
-            messages=[Message(role="user", content=research_message("What is a generator?", "Q?"))],
+            messages=[Message(role="user", content=RESEARCH["content"])],
             tools=[KB_SEARCH_SPEC],
         )
         response = await provider.complete(request)

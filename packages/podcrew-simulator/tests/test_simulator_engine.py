@@ -9,36 +9,40 @@ from typing import Any
 
 import orjson
 import pytest
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
-from podcrew_core.contracts.schemas import FindingsReport, Plan
-from podcrew_core.llm.protocol import (
-    FETCH_URL_SPEC,
-    KB_SEARCH_SPEC,
-    FetchUrlInput,
-    KbSearchInput,
-    research_message,
-)
 from podcrew_core.llm.types import TextBlock, ToolUseBlock
 from podcrew_simulator import FaultProfile, SimulatorSettings
-from podcrew_simulator.engine import (
-    CallLog,
-    FaultDice,
-    PromptCache,
-    answer,
-    example_input,
-    prompt_layout,
-)
+from podcrew_simulator.engine import CallLog, FaultDice, PromptCache, answer, prompt_layout
 from podcrew_simulator.wire import MessagesRequest, parse_request, pieces, stream_events
 
 EPHEMERAL = {"type": "ephemeral"}
+SEARCH = {
+    "name": "kb_search",
+    "description": "Search the knowledge base.",
+    "input_schema": {
+        "type": "object",
+        "properties": {"query": {"type": "string", "minLength": 1}, "k": {"default": 5}},
+        "required": ["query"],
+    },
+}
+FETCH = {
+    "name": "fetch_url",
+    "description": "Fetch a page.",
+    "input_schema": {
+        "type": "object",
+        "properties": {"url": {"type": "string", "format": "uri"}},
+        "required": ["url"],
+    },
+}
 
 
 def _request(**fields: Any) -> MessagesRequest:
+    question = json.dumps({"sub_question": "What is X?", "question": "Q?"})
     body = {
         "model": "m",
         "max_tokens": 1024,
-        "messages": [{"role": "user", "content": research_message("What is X?", "Q?")}],
+        "messages": [{"role": "user", "content": question}],
     }
     return MessagesRequest.model_validate(body | fields)
 
@@ -67,23 +71,21 @@ def test_pieces_split_json_between_tokens() -> None:
     assert json.loads("".join(parts)) == payload
 
 
-@pytest.mark.parametrize("model", [KbSearchInput, FetchUrlInput, Plan, FindingsReport])
-def test_example_input_satisfies_the_schema(model: type[BaseModel]) -> None:
-    model.model_validate(example_input(model.model_json_schema()))
-
-
-def test_forced_tool_the_model_cannot_answer_still_gets_a_valid_call() -> None:
-    request = _request(
-        tools=[KB_SEARCH_SPEC.model_dump(), FETCH_URL_SPEC.model_dump()],
-        tool_choice={"type": "any"},
-    )
+def test_a_forced_choice_is_answered_with_tool_calls_only() -> None:
+    request = _request(tools=[SEARCH, FETCH], tool_choice={"type": "any"})
     reply = answer(request, PromptCache(10))
     assert reply.stop_reason == "tool_use"
-    assert all(isinstance(b, ToolUseBlock) for b in reply.content)  # no text when forced
+    assert reply.content and all(isinstance(b, ToolUseBlock) for b in reply.content)
+    forced = answer(
+        _request(tools=[SEARCH, FETCH], tool_choice={"type": "tool", "name": "fetch_url"}),
+        PromptCache(10),
+    )
+    [call] = forced.content
+    assert isinstance(call, ToolUseBlock) and call.name == "fetch_url" and call.input["url"]
 
 
 def test_max_tokens_cuts_text_and_drops_an_unfinished_call() -> None:
-    request = _request(tools=[KB_SEARCH_SPEC.model_dump()], max_tokens=3)
+    request = _request(tools=[SEARCH], max_tokens=3)
     reply = answer(request, PromptCache(10))
     assert reply.stop_reason == "max_tokens"
     assert [type(b) for b in reply.content] == [TextBlock]
@@ -179,7 +181,7 @@ def test_stream_events_report_cumulative_usage_once_at_the_end() -> None:
 def test_prompt_cache_reads_the_longest_cached_prefix_and_expires() -> None:
     now = [0.0]
     cache = PromptCache(max_entries=10, clock=lambda: now[0])
-    tools = [KB_SEARCH_SPEC.model_dump() | {"cache_control": EPHEMERAL}]
+    tools = [SEARCH | {"cache_control": EPHEMERAL}]
     first_system = [{"type": "text", "text": "s" * 400, "cache_control": EPHEMERAL}]
     total, points = prompt_layout(_request(tools=tools, system=first_system))
     assert len(points) == 2 and points[-1].prefix_tokens < total
@@ -293,6 +295,6 @@ def test_tool_layout_tells_values_apart_that_json_writes_alike() -> None:
 
 def test_layout_counts_every_part_of_the_prompt() -> None:
     bare, _ = prompt_layout(_request())
-    with_tools, _ = prompt_layout(_request(tools=[KB_SEARCH_SPEC.model_dump()]))
+    with_tools, _ = prompt_layout(_request(tools=[SEARCH]))
     with_system, _ = prompt_layout(_request(system="You research. " * 20))
     assert bare < with_tools and bare < with_system

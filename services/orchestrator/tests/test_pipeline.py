@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from podcrew_core.contracts.citations import sources_section
 from podcrew_core.contracts.deadline import Deadline
 from podcrew_core.contracts.hop import RetryBudget
 from podcrew_core.contracts.schemas import (
@@ -29,7 +30,13 @@ from podcrew_core.contracts.schemas import (
 from podcrew_core.llm.offline import OfflineProvider
 from podcrew_core.llm.settings import StageModels
 from podcrew_orchestrator.clients.agents import ResearchClient, WriterClient
-from podcrew_orchestrator.pipeline import NothingResearched, Outcome, Pipeline, RunSpec
+from podcrew_orchestrator.pipeline import (
+    NothingResearched,
+    Outcome,
+    Pipeline,
+    RunSpec,
+    plan_message,
+)
 
 # The writer's stream: text deltas, each after a pause in seconds.
 Deltas = Sequence[tuple[float, str]]
@@ -192,5 +199,18 @@ def test_partial_result_keeps_the_findings_with_numbered_sources() -> None:
     assert "- c1 [1]" in result.report and "- c2 [1]" in result.report
     assert "- c3 [2]" in result.report
     assert [ref.number for ref in result.sources] == [1, 2]
+    # The writer's Sources list, word for word.
+    assert result.report.endswith(sources_section(result.sources))
+    assert "\n1. A (kb:a#1)\n2. B (kb:b#1)\n" in result.report
     assert result.unresearched == ["S3?"]
     assert Outcome(question="Q?").partial("x") is None
+
+
+def test_the_planner_reads_the_question_its_bound_and_the_threads_earlier_turns() -> None:
+    sent = json.loads(plan_message("And lists?", 3, [("What is a generator?", "A lazy iterator.")]))
+    assert sent == {
+        "question": "And lists?",
+        "max_sub_questions": 3,
+        "earlier_turns": [{"asked": "What is a generator?", "answered": "A lazy iterator."}],
+    }
+    assert "earlier_turns" not in json.loads(plan_message("Q?", 3))

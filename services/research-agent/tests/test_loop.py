@@ -14,7 +14,6 @@ from prometheus_client import REGISTRY
 from podcrew_core.contracts.deadline import Deadline
 from podcrew_core.contracts.errors import DeadlineExceeded, InvalidModelOutput, ToolError
 from podcrew_core.contracts.schemas import Usage
-from podcrew_core.llm import protocol
 from podcrew_core.llm.types import (
     LLMRequest,
     LLMResponse,
@@ -24,7 +23,7 @@ from podcrew_core.llm.types import (
     ToolResultBlock,
     ToolUseBlock,
 )
-from podcrew_research.loop import CLOSING_PROMPT, LoopLimits, Researcher
+from podcrew_research.loop import CLOSING_PROMPT, FINDINGS_TOOL, LoopLimits, Researcher
 from podcrew_research.tools import Tool, ToolOutput
 from podcrew_research.tools.fetch_url import (
     EgressPolicy,
@@ -32,7 +31,7 @@ from podcrew_research.tools.fetch_url import (
     create_fetch_client,
     fetch_url_tool,
 )
-from podcrew_research.tools.kb_search import KnowledgeBase, kb_search_tool
+from podcrew_research.tools.kb_search import KB_SEARCH_SPEC, KnowledgeBase, kb_search_tool
 
 SUB_QUESTION = "How do generators yield values?"
 QUESTION = "How do Python generators work?"
@@ -116,6 +115,11 @@ async def test_offline_model_searches_once_then_submits_kb_findings(
     assert counter("podcrew_tool_calls", tool="kb_search", outcome="ok") == before + 1
     # The model was offered both tools plus the findings tool, and chose freely.
     first = recording_provider.requests[0]
+    # What to research reaches the model as a JSON document.
+    assert json.loads(first.messages[0].text()) == {
+        "sub_question": SUB_QUESTION,
+        "question": QUESTION,
+    }
     assert [t.name for t in first.tools] == ["kb_search", "fetch_url", "submit_findings"]
     assert first.tool_choice is not None
     assert first.tool_choice.type == "auto"
@@ -145,7 +149,7 @@ async def test_failing_tool_is_reported_to_the_model_and_the_loop_finishes(
     async def broken(arguments: dict[str, Any], _: Deadline) -> ToolOutput:
         raise ToolError("the index is offline")
 
-    tool = Tool(spec=protocol.KB_SEARCH_SPEC, run=broken)
+    tool = Tool(spec=KB_SEARCH_SPEC, run=broken)
     researcher = Researcher(recording_provider, [tool], model=MODEL)
     before = counter("podcrew_tool_calls", tool="kb_search", outcome="error")
 
@@ -176,7 +180,7 @@ async def test_a_crashing_tool_is_reported_without_its_internals(
         raise RuntimeError("secret internal state")
 
     researcher = Researcher(
-        recording_provider, [Tool(spec=protocol.KB_SEARCH_SPEC, run=crashing)], model=MODEL
+        recording_provider, [Tool(spec=KB_SEARCH_SPEC, run=crashing)], model=MODEL
     )
     result = await researcher.research(
         sub_question=SUB_QUESTION, question=QUESTION, deadline=deadline()
@@ -191,7 +195,7 @@ async def test_a_crashing_tool_is_reported_without_its_internals(
 async def test_unknown_tool_is_an_error_result_not_a_crash(kb: KnowledgeBase) -> None:
     provider = ScriptedProvider(
         ([tool_use("shell", {"cmd": "cat /etc/passwd"})], "tool_use"),
-        ([tool_use(protocol.FINDINGS_TOOL, {"findings": []}, "toolu_2")], "tool_use"),
+        ([tool_use(FINDINGS_TOOL, {"findings": []}, "toolu_2")], "tool_use"),
     )
     researcher = Researcher(provider, [kb_search_tool(kb)], model=MODEL)
     before = counter("podcrew_tool_calls", tool="unknown", outcome="rejected")
@@ -220,7 +224,7 @@ async def test_parallel_tool_uses_all_get_results_in_one_user_turn(kb: Knowledge
             ],
             "tool_use",
         ),
-        ([tool_use(protocol.FINDINGS_TOOL, {"findings": []}, "toolu_c")], "tool_use"),
+        ([tool_use(FINDINGS_TOOL, {"findings": []}, "toolu_c")], "tool_use"),
     )
     result = await Researcher(provider, [kb_search_tool(kb)], model=MODEL).research(
         sub_question=SUB_QUESTION, question=QUESTION, deadline=deadline()
@@ -279,7 +283,7 @@ async def test_model_that_stops_talking_is_asked_for_findings(kb: KnowledgeBase)
         assert request.tool_choice is not None
         assert request.tool_choice.type == "tool"
         payload = {"findings": [{"claim": "Generators yield.", "source": hit}]}
-        return [tool_use(protocol.FINDINGS_TOOL, payload, "toolu_f")], "tool_use"
+        return [tool_use(FINDINGS_TOOL, payload, "toolu_f")], "tool_use"
 
     provider = ScriptedProvider(
         ([tool_use("kb_search", {"query": "generator yield", "k": 1})], "tool_use"),
@@ -305,7 +309,7 @@ async def test_findings_citing_sources_no_tool_returned_are_dropped(kb: Knowledg
         (
             [
                 tool_use(
-                    protocol.FINDINGS_TOOL,
+                    FINDINGS_TOOL,
                     {
                         "findings": [
                             {"claim": "Invented.", "source": invented},
@@ -327,7 +331,7 @@ async def test_findings_citing_sources_no_tool_returned_are_dropped(kb: Knowledg
 
 async def test_invalid_findings_are_invalid_model_output(kb: KnowledgeBase) -> None:
     provider = ScriptedProvider(
-        ([tool_use(protocol.FINDINGS_TOOL, {"findings": [{"claim": ""}]})], "tool_use"),
+        ([tool_use(FINDINGS_TOOL, {"findings": [{"claim": ""}]})], "tool_use"),
     )
     with pytest.raises(InvalidModelOutput):
         await Researcher(provider, [kb_search_tool(kb)], model=MODEL).research(

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import re
 import types
 from collections.abc import AsyncIterator
 
 import pytest
 
+from podcrew_core.contracts.citations import sources_section
 from podcrew_core.contracts.errors import LLMError, LLMUnavailable
 from podcrew_core.contracts.schemas import (
     Finding,
@@ -17,6 +20,7 @@ from podcrew_core.contracts.schemas import (
     WriteResponse,
 )
 from podcrew_core.llm import LLMRequest, LLMResponse, TextBlock
+from podcrew_core.llm.offline import OfflineProvider
 from podcrew_core.llm.types import StreamEnd, StreamEvent, TextDelta
 from podcrew_writer import compose
 
@@ -138,3 +142,44 @@ async def test_text_held_back_still_goes_out_before_a_failure(clock: Clock) -> N
     with pytest.raises(LLMError, match="stream broke"):
         await read()
     assert pieces == [DELTAS[0], "".join(DELTAS[1:5])]
+
+
+async def test_the_model_reads_the_findings_by_the_numbers_the_sources_list_gives() -> None:
+    a = Source(id="kb:a#1", title="A")
+    b = Source(id="https://example.org/b", title="B", url="https://example.org/b")
+    body = WriteRequest(
+        run_id="run-1",
+        question="Q?",
+        sections=[
+            ResearchedSection(
+                sub_question="S1?",
+                findings=[Finding(claim="c1", source=b), Finding(claim="c2", source=a)],
+            ),
+            ResearchedSection(sub_question="S2?", findings=[Finding(claim="c3", source=b)]),
+        ],
+        unresearched=["U?"],
+    )
+    draft = compose.prepare(body, "m", 1024)
+    [message] = draft.request.messages
+    assert isinstance(message.content, str)
+    assert json.loads(message.content) == {
+        "question": "Q?",
+        "sections": [
+            {
+                "sub_question": "S1?",
+                "findings": [
+                    {"claim": "c1", "n": 1, "source_title": "B"},
+                    {"claim": "c2", "n": 2, "source_title": "A"},
+                ],
+            },
+            {"sub_question": "S2?", "findings": [{"claim": "c3", "n": 1, "source_title": "B"}]},
+        ],
+        "not_researched": ["U?"],
+    }
+    assert [(ref.number, ref.source) for ref in draft.sources] == [(1, b), (2, a)]
+
+    response = await compose.write(OfflineProvider(), draft)
+    assert response.report.endswith(sources_section(draft.sources))
+    assert "- c3 [1]" in response.report and "U?" in response.report
+    cited = {int(n) for n in re.findall(r"\[(\d+)\]", response.report)}
+    assert cited == {ref.number for ref in response.sources}

@@ -1,9 +1,10 @@
 """What the simulated API answers, what it charges, which faults it injects and what it
 remembers; free of HTTP so each piece can be reasoned about on its own.
 
-The answer comes from podcrew's deterministic model (`offline.respond`); this module adds what
-the real API guarantees on top of any model: a forced `tool_choice` is obeyed, output stops at
-`max_tokens`, and prompt-cache accounting follows the `cache_control` marks.
+The answer comes from podcrew's deterministic model (`offline.respond`, which answers from the
+tools, schemas, `tool_choice` and messages of the request); this module adds what the real
+API guarantees on top of any model: output stops at `max_tokens`, and prompt-cache
+accounting follows the `cache_control` marks.
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ from typing import Any
 
 import orjson
 
-from podcrew_core.llm.offline import estimate_tokens, respond
-from podcrew_core.llm.types import OutputBlock, StopReason, TextBlock, ToolUseBlock
+from podcrew_core.llm.offline import respond
+from podcrew_core.llm.tokens import CHARS_PER_TOKEN, block_tokens, estimate_tokens
+from podcrew_core.llm.types import OutputBlock, StopReason, TextBlock
 from podcrew_simulator.settings import FAULTS, Fault, FaultProfile, SimulatorSettings
 from podcrew_simulator.wire import (
     CacheControl,
@@ -36,8 +38,6 @@ from podcrew_simulator.wire import (
 )
 
 _CACHE_TTL_S = {"5m": 300.0, "1h": 3600.0}
-_CHARS_PER_TOKEN = 4  # the inverse of `estimate_tokens`
-_MAX_SCHEMA_DEPTH = 8
 _TOOL_TEXTS_KEPT = 1024
 
 
@@ -167,83 +167,6 @@ class PromptCache:
 # --- the answer -------------------------------------------------------------------------
 
 
-def example_input(
-    schema: dict[str, Any], defs: dict[str, Any] | None = None, depth: int = 0
-) -> Any:
-    """The smallest value that satisfies a tool's JSON schema, for a forced tool the
-    deterministic model has no answer for. No dependency of podcrew-core generates
-    instances from JSON schema, and only the common keywords of a tool schema matter here."""
-    defs = schema.get("$defs", {}) if defs is None else defs
-    if depth > _MAX_SCHEMA_DEPTH:
-        return None
-    if "$ref" in schema:
-        target = defs.get(str(schema["$ref"]).rsplit("/", 1)[-1], {})
-        return example_input(target, defs, depth + 1)
-    for key in ("default", "const"):
-        if key in schema:
-            return schema[key]
-    if schema.get("enum"):
-        return schema["enum"][0]
-    branch = next((schema[k][0] for k in ("anyOf", "oneOf", "allOf") if schema.get(k)), None)
-    if branch is not None:
-        return example_input(branch, defs, depth + 1)
-    return _example_of_type(schema, defs, depth)
-
-
-def _example_of_type(schema: dict[str, Any], defs: dict[str, Any], depth: int) -> Any:
-    kind = schema.get("type", "object" if "properties" in schema else None)
-    if isinstance(kind, list):
-        kind = next((k for k in kind if k != "null"), "null")
-    if kind == "object":
-        properties = schema.get("properties", {})
-        return {
-            name: example_input(properties.get(name, {}), defs, depth + 1)
-            for name in schema.get("required", [])
-        }
-    if kind == "array":
-        item = example_input(schema.get("items", {}), defs, depth + 1)
-        return [item] * int(schema.get("minItems", 0))
-    if kind in ("integer", "number"):
-        return _lowest_number(schema)
-    scalars: dict[str, Any] = {
-        "string": "x" * max(1, int(schema.get("minLength", 1))),
-        "boolean": False,
-    }
-    return scalars.get(str(kind))
-
-
-def _lowest_number(schema: dict[str, Any]) -> Any:
-    if "minimum" in schema:
-        return schema["minimum"]
-    if "exclusiveMinimum" in schema:
-        return schema["exclusiveMinimum"] + 1
-    return 0
-
-
-def _obey_tool_choice(
-    request: MessagesRequest, content: list[OutputBlock], stop: StopReason
-) -> tuple[list[OutputBlock], StopReason]:
-    """A forced choice (`tool` or `any`) makes the API answer with tool calls only."""
-    choice = request.tool_choice
-    if choice is None or choice.type not in ("tool", "any"):
-        return content, stop
-    calls = [b for b in content if isinstance(b, ToolUseBlock)]
-    if choice.type == "tool":
-        calls = [b for b in calls if b.name == choice.name]
-    if not calls:
-        tool = next(t for t in request.tools if choice.type == "any" or t.name == choice.name)
-        example = example_input(tool.input_schema)
-        payload = example if isinstance(example, dict) else {}
-        digest = hashlib.sha256(json.dumps([tool.name, payload]).encode()).hexdigest()
-        calls = [ToolUseBlock(id=f"toolu_{digest[:24]}", name=tool.name, input=payload)]
-    return list(calls), "tool_use"
-
-
-def _block_tokens(block: OutputBlock) -> int:
-    # The same rule as the offline provider, so both report the same usage for one answer.
-    return estimate_tokens(block.text if isinstance(block, TextBlock) else json.dumps(block.input))
-
-
 def _within_max_tokens(
     content: list[OutputBlock], stop: StopReason, max_tokens: int
 ) -> tuple[list[OutputBlock], StopReason, int]:
@@ -251,16 +174,16 @@ def _within_max_tokens(
     kept: list[OutputBlock] = []
     used = 0
     for block in content:
-        tokens = _block_tokens(block)
+        tokens = block_tokens(block)
         if used + tokens <= max_tokens:
             kept.append(block)
             used += tokens
             continue
         room = max_tokens - used
         if isinstance(block, TextBlock) and room > 0:
-            cut = TextBlock(text=block.text[: room * _CHARS_PER_TOKEN])
+            cut = TextBlock(text=block.text[: room * CHARS_PER_TOKEN])
             kept.append(cut)
-            used += _block_tokens(cut)
+            used += block_tokens(cut)
         return kept, "max_tokens", used
     return kept, stop, used
 
@@ -268,7 +191,6 @@ def _within_max_tokens(
 def answer(request: MessagesRequest, cache: PromptCache) -> Answer:
     """The reply to `request`, with its usage; records its cacheable prefixes in `cache`."""
     content, stop = respond(to_llm_request(request))
-    content, stop = _obey_tool_choice(request, content, stop)
     content, stop, output_tokens = _within_max_tokens(content, stop, request.max_tokens)
     total, breakpoints = prompt_layout(request)
     created, read = cache.account(breakpoints)

@@ -12,7 +12,7 @@ from pydantic import BaseModel
 
 from podcrew_core.contracts.schemas import MIN_SUBQUESTIONS, RunCreate, Usage
 from podcrew_core.llm import LLMSettings, Stage
-from podcrew_core.llm.offline import estimate_tokens
+from podcrew_core.llm.tokens import estimate_tokens
 
 # Sizes in tokens, measured on simulated runs (system prompt + tool schemas dominate).
 PLAN_IN, PLAN_OUT = 450, 120

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import structlog
 
 from podcrew_core.contracts.budget import BudgetLimits
+from podcrew_core.contracts.citations import number_sources, sources_section
 from podcrew_core.contracts.deadline import Deadline
 from podcrew_core.contracts.errors import BudgetExceeded, PodcrewError, UpstreamError
 from podcrew_core.contracts.hop import RetryBudget
@@ -25,13 +27,11 @@ from podcrew_core.contracts.schemas import (
     ResearchRequest,
     ResearchResponse,
     RunResult,
-    SourceRef,
     Usage,
     WriteRequest,
     WriteResponse,
 )
 from podcrew_core.llm import LLMProvider, LLMRequest, Message, Stage, output_tool, structured
-from podcrew_core.llm.protocol import PLAN_TOOL, plan_message
 from podcrew_core.llm.settings import StageModels
 from podcrew_core.runtime.metrics import FANOUT_WIDTH
 from podcrew_core.runtime.tracing import invoke_agent_span
@@ -48,12 +48,27 @@ EventSink = Callable[[Sequence[Event]], Awaitable[object]]
 # fewer and still read as a live stream.
 WRITER_DELTA_FLUSH_S = 0.05
 
+PLAN_TOOL = "submit_plan"
 PLANNER_PROMPT = (
-    "You are podcrew's planner. Break the user's research question into between 2 and the "
-    "given maximum of self-contained sub-questions that together answer it. Each must be "
-    "answerable on its own by a researcher with a search tool. Call submit_plan."
+    "You are podcrew's planner. The user message is a JSON document: the research question, "
+    "the maximum number of sub-questions, and the earlier turns of the conversation, if "
+    "any (oldest first). Break the question into between 2 and that maximum of "
+    "self-contained sub-questions that together answer it. Each must be answerable on its "
+    f"own by a researcher with a search tool. Call {PLAN_TOOL}."
 )
 PLAN_TOOL_SPEC = output_tool(PLAN_TOOL, "Submit the research plan.", Plan)
+
+
+def plan_message(
+    question: str, max_subquestions: int, history: Sequence[tuple[str, str]] = ()
+) -> str:
+    """The planner's input as a JSON document; `history` is the thread's earlier
+    (question, answer) turns."""
+    data: dict[str, Any] = {"question": question, "max_sub_questions": max_subquestions}
+    if history:
+        data["earlier_turns"] = [{"asked": asked, "answered": said} for asked, said in history]
+    return json.dumps(data, ensure_ascii=False)
+
 
 log = structlog.get_logger(__name__)
 
@@ -82,32 +97,21 @@ class Outcome:
         """A report composed without the model from the findings gathered so far."""
         if not self.sections:
             return None
-        numbers: dict[str, int] = {}
-        sources: list[SourceRef] = []
+        sections, sources = number_sources(self.sections)
         lines = [
             f"# {self.question}",
             "",
             f"> This run stopped early: {reason}",
             "",
             "These are the findings gathered before it stopped.",
-            "",
         ]
-        for section in self.sections:
-            lines += [f"## {section.sub_question}", ""]
-            for finding in section.findings:
-                n = numbers.get(finding.source.id)
-                if n is None:
-                    n = numbers[finding.source.id] = len(numbers) + 1
-                    sources.append(SourceRef(number=n, source=finding.source))
-                lines.append(f"- {finding.claim} [{n}]")
-            lines.append("")
-        lines += ["## Sources", ""]
-        lines += [
-            f"{ref.number}. {ref.source.title} ({ref.source.url or ref.source.id})"
-            for ref in sources
-        ]
+        for section in sections:
+            lines += ["", f"## {section.sub_question}", ""]
+            lines += [f"- {finding.claim} [{n}]" for n, finding in section.findings]
         return RunResult(
-            report="\n".join(lines) + "\n", sources=sources, unresearched=self.unresearched
+            report="\n".join(lines) + "\n" + sources_section(sources),
+            sources=sources,
+            unresearched=self.unresearched,
         )
 
 

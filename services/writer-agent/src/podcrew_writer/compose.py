@@ -1,27 +1,30 @@
 """Report composition: number the sources, let the model write, append the source list.
 
-The numbered source list is built here, not by the model, so every `[n]` in the report
-points at a real source whatever the model writes.
+The numbered source list is built here (`podcrew_core.contracts.citations`), not by the
+model, so every `[n]` in the report points at a real source whatever the model writes.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from podcrew_core.contracts.citations import number_sources, sources_section
 from podcrew_core.contracts.errors import LLMError
 from podcrew_core.contracts.schemas import SourceRef, WriteRequest, WriteResponse
 from podcrew_core.llm import LLMProvider, LLMRequest, LLMResponse, Message, Stage
-from podcrew_core.llm.protocol import write_message
 from podcrew_core.llm.types import StreamEnd, TextDelta
 
 SYSTEM_PROMPT = (
-    "You are podcrew's writer. Write a concise, well-structured markdown report that answers "
-    "the question using only the numbered findings you are given. Cite every claim with the "
-    "number of its finding in square brackets, like [2]. Do not invent sources. If some parts "
-    "could not be researched, say so plainly."
+    "You are podcrew's writer. The user message is a JSON document: the question, its "
+    "sections (each a sub-question with numbered findings) and the sub-questions that could "
+    "not be researched. Write a concise, well-structured markdown report that answers the "
+    "question using only those findings. Cite every claim with the number of its finding in "
+    "square brackets, like [2]. Do not invent sources. If some parts could not be "
+    "researched, say so plainly."
 )
 
 
@@ -31,39 +34,38 @@ class Draft:
     sources: list[SourceRef]
 
 
+def write_message(body: WriteRequest) -> tuple[str, list[SourceRef]]:
+    """The writer's input as a JSON document, each finding with its source's number; and
+    the numbered sources."""
+    sections, sources = number_sources(body.sections)
+    payload = {
+        "question": body.question,
+        "sections": [
+            {
+                "sub_question": section.sub_question,
+                "findings": [
+                    {"claim": f.claim, "n": n, "source_title": f.source.title}
+                    for n, f in section.findings
+                ],
+            }
+            for section in sections
+        ],
+        "not_researched": body.unresearched,
+    }
+    return json.dumps(payload, ensure_ascii=False), sources
+
+
 def prepare(body: WriteRequest, model: str, max_tokens: int) -> Draft:
-    """Number each distinct source once, in order of first appearance."""
-    numbers: dict[str, int] = {}
-    sources: list[SourceRef] = []
-    sections = []
-    for section in body.sections:
-        items = []
-        for finding in section.findings:
-            n = numbers.get(finding.source.id)
-            if n is None:
-                n = numbers[finding.source.id] = len(numbers) + 1
-                sources.append(SourceRef(number=n, source=finding.source))
-            items.append({"n": n, "claim": finding.claim, "source_title": finding.source.title})
-        sections.append({"sub_question": section.sub_question, "findings": items})
-    payload = {"question": body.question, "sections": sections, "unresearched": body.unresearched}
+    """The model's request for `body`, and the sources its `[n]` refer to."""
+    message, sources = write_message(body)
     request = LLMRequest(
         stage=Stage.WRITE,
         model=model,
         system=SYSTEM_PROMPT,
-        messages=[Message(role="user", content=write_message(payload))],
+        messages=[Message(role="user", content=message)],
         max_tokens=max_tokens,
     )
     return Draft(request=request, sources=sources)
-
-
-def sources_section(sources: list[SourceRef]) -> str:
-    if not sources:
-        return ""
-    lines = ["", "## Sources", ""]
-    for ref in sources:
-        where = f" — {ref.source.url}" if ref.source.url else f" ({ref.source.id})"
-        lines.append(f"{ref.number}. {ref.source.title}{where}")
-    return "\n".join(lines) + "\n"
 
 
 async def write(provider: LLMProvider, draft: Draft) -> WriteResponse:

@@ -16,13 +16,15 @@ from typing import Any
 import bm25s
 from bm25s.stopwords import STOPWORDS_EN
 from bm25s.tokenization import Tokenizer
-from pydantic import ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from podcrew_core.contracts.deadline import Deadline
 from podcrew_core.contracts.errors import ToolError
 from podcrew_core.contracts.schemas import Source
-from podcrew_core.llm.protocol import KB_SEARCH_SPEC, KbSearchInput
+from podcrew_core.llm.types import ToolSpec
 from podcrew_research.tools import Tool, ToolOutput
+
+KB_SEARCH_TOOL = "kb_search"
 
 SUFFIXES = frozenset({".md", ".txt"})
 MAX_PARAGRAPHS = 3
@@ -35,6 +37,20 @@ MAX_CHARS = 2400
 # Python keywords are English stopwords too ("with", "if", "for", "in"); in a corpus about
 # Python they name statements, so they must stay searchable.
 STOPWORDS = sorted(set(STOPWORDS_EN) - set(keyword.kwlist))
+
+
+class KbSearchInput(BaseModel):
+    """What the model asks `kb_search` for."""
+
+    query: str = Field(min_length=1, max_length=500, description="What to look for.")
+    k: int = Field(default=5, ge=1, le=10, description="How many passages to return.")
+
+
+KB_SEARCH_SPEC = ToolSpec(
+    name=KB_SEARCH_TOOL,
+    description="Search the knowledge base; returns the best-matching passages with sources.",
+    input_schema=KbSearchInput.model_json_schema(),
+)
 
 _HEADING = re.compile(r"^#{1,6}\s+(?P<title>.+?)\s*#*\s*$")
 _BLANK_LINES = re.compile(r"\n\s*\n")
@@ -197,7 +213,7 @@ class KnowledgeBase:
 
 
 def hits_json(hits: list[tuple[Passage, float]]) -> str:
-    """The tool result the model reads (and the offline model parses)."""
+    """The tool result the model reads: the hits, each with its source and text."""
     payload: dict[str, Any] = {
         "hits": [
             {"source": p.source.model_dump(), "text": p.text, "score": round(score, 4)}
