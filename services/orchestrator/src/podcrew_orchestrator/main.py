@@ -165,7 +165,7 @@ def create_worker_app(
             RunQueue(redis, keys, settings.consumer_name),
             pipeline,
             llm_settings,
-            Ledger(redis),
+            Ledger(redis, settings.key_prefix),
             sender,
         )
 

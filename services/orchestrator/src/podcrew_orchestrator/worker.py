@@ -18,15 +18,15 @@ from prometheus_client import Gauge
 from redis.exceptions import RedisError
 
 from podcrew_core.contracts.budget import BudgetLimits
-from podcrew_core.contracts.deadline import Deadline, deadline_scope
+from podcrew_core.contracts.deadline import Deadline
 from podcrew_core.contracts.errors import PodcrewError
-from podcrew_core.contracts.hop import RetryBudget
+from podcrew_core.contracts.hop import Hop, RetryBudget
 from podcrew_core.contracts.schemas import EventType, Run, RunError, RunResult, RunStatus
 from podcrew_core.llm import LLMSettings
-from podcrew_core.runtime.ledger import BudgetScope, Ledger, budget_scope
+from podcrew_core.runtime.ledger import Ledger
 from podcrew_core.runtime.logging import bind_run, log_run_audit
 from podcrew_core.runtime.metrics import RUN_COST, RUN_DURATION, RUN_TOKENS, RUNS_FINISHED
-from podcrew_core.runtime.resilience import retry_budget_scope
+from podcrew_core.runtime.scope import open_hop
 from podcrew_core.runtime.tracing import extract_context, invoke_agent_span
 from podcrew_orchestrator.pipeline import Outcome, Pipeline, RunSpec
 from podcrew_orchestrator.queue import Delivery, RunQueue
@@ -327,7 +327,6 @@ class Worker:
         return True
 
     async def _pipeline(self, run: Run, outcome: Outcome) -> None:
-        deadline_s = run.budget.deadline_s or self.settings.run_deadline_s
         history = (
             await self.store.thread_history(
                 run.tenant, run.thread_id, self.settings.thread_max_turns
@@ -344,30 +343,22 @@ class Worker:
             tenant_daily_tokens=tenant.daily_tokens,
             tenant_daily_cost_usd=tenant.daily_cost_usd,
             global_daily_cost_usd=self.settings.daily_spend_cap_usd,
-            key_prefix=self.settings.key_prefix,
         )
+        deadline = Deadline.after(run.budget.deadline_s or self.settings.run_deadline_s)
+        hop = Hop(run.id, deadline, RetryBudget(self.llm.retry_budget), limits)
         spec = RunSpec(
-            run_id=run.id,
             question=run.question,
             max_subquestions=run.max_subquestions,
             models=self.llm.models(run.tier),
-            deadline=Deadline.after(deadline_s),
-            budget=RetryBudget(self.llm.retry_budget),
+            hop=hop,
             history=history,
-            limits=limits,
         )
 
         async def emit(events: Sequence[tuple[EventType, dict[str, Any]]]) -> object:
             return await self.store.publish_many(run.id, events)
 
-        budget = BudgetScope(self.ledger, limits)
-        with (
-            deadline_scope(spec.deadline),
-            retry_budget_scope(spec.budget),
-            budget_scope(budget),
-        ):
-            async with asyncio.timeout(deadline_s):
-                await self.pipeline.run(spec, emit, outcome)
+        async with open_hop(hop, self.ledger, what="the run"):
+            await self.pipeline.run(spec, emit, outcome)
 
     def _notify(self, run: Run) -> None:
         """POST the final run to its callback URL, in the background: a slow receiver must
