@@ -193,6 +193,9 @@ def test_settings_reach_the_processes(helm_engine: Any, chartlib: Any) -> None:
     research = _env(release, "research-agent", chartlib)
     assert worker["PODCREW_ORCHESTRATOR_WORKER_CONCURRENCY"] == "7"
     assert worker["PODCREW_ORCHESTRATOR_KEY_PREFIX"] == "pc"
+    # The agents count a run's spend under the same keys as the worker.
+    assert research["PODCREW_RESEARCH_KEY_PREFIX"] == "pc"
+    assert _env(release, "writer-agent", chartlib)["PODCREW_WRITER_KEY_PREFIX"] == "pc"
     assert json.loads(worker["PODCREW_ORCHESTRATOR_TENANT_LIMITS"]) == {"acme": {"burst": 5}}
     assert worker["PODCREW_ORCHESTRATOR_RESEARCH_URL"] == "http://rel-podcrew-research-agent:8101"
     assert worker["PODCREW_ORCHESTRATOR_WRITER_URL"] == "http://rel-podcrew-writer-agent:8102"

@@ -14,13 +14,16 @@ from redis.asyncio import Redis
 
 from podcrew_cli.stack import LOOPBACK, find_redis_server, free_port
 from podcrew_core.contracts.budget import BudgetLimits
+from podcrew_core.contracts.deadline import Deadline
 from podcrew_core.contracts.errors import BudgetExceeded
+from podcrew_core.contracts.hop import Hop, RetryBudget
 from podcrew_core.contracts.schemas import Usage
 from podcrew_core.llm import LLMRequest, Message, Stage
 from podcrew_core.llm.budgeted import BudgetedProvider
 from podcrew_core.llm.offline import OfflineProvider
-from podcrew_core.runtime.ledger import BudgetScope, Ledger, budget_scope, utc_day
+from podcrew_core.runtime.ledger import Ledger, utc_day
 from podcrew_core.runtime.redis import create_redis
+from podcrew_core.runtime.scope import hop_context
 from podcrew_core.runtime.settings import RedisSettings
 
 
@@ -65,13 +68,17 @@ def _limits(**overrides: Any) -> BudgetLimits:
         "tenant_daily_tokens": 5000,
         "tenant_daily_cost_usd": 5.0,
         "global_daily_cost_usd": 50.0,
-        "key_prefix": "t",
     }
     return BudgetLimits(**(values | overrides))
 
 
+def _hop(limits: BudgetLimits) -> Hop:
+    """The hop of the run `limits` bind, as a process serving it opens it."""
+    return Hop(limits.run_id, Deadline.after(30), RetryBudget(0), limits)
+
+
 async def test_a_charge_adds_to_the_run_the_tenant_and_everyone(redis: Redis) -> None:
-    ledger = Ledger(redis)
+    ledger = Ledger(redis, "t")
     limits = _limits()
     usage = Usage(input_tokens=100, output_tokens=20, cache_read_input_tokens=5, cost_usd=0.25)
     await ledger.charge(limits, usage)
@@ -89,7 +96,7 @@ async def test_a_charge_adds_to_the_run_the_tenant_and_everyone(redis: Redis) ->
 
 
 async def test_nothing_spent_reads_as_zero(redis: Redis) -> None:
-    run, tenant, everyone = await Ledger(redis).spent(_limits())
+    run, tenant, everyone = await Ledger(redis, "t").spent(_limits())
     assert run.tokens == tenant.tokens == everyone.tokens == 0
     assert run.cost_usd == tenant.cost_usd == everyone.cost_usd == 0.0
 
@@ -107,7 +114,7 @@ async def test_nothing_spent_reads_as_zero(redis: Redis) -> None:
 async def test_a_check_refuses_once_a_budget_is_spent(
     redis: Redis, limits: BudgetLimits, budget: str
 ) -> None:
-    ledger = Ledger(redis)
+    ledger = Ledger(redis, "t")
     await ledger.check(_limits())
     await ledger.charge(limits, Usage(input_tokens=100, output_tokens=20, cost_usd=0.25))
     with pytest.raises(BudgetExceeded) as refused:
@@ -139,11 +146,11 @@ async def test_an_llm_call_costs_one_round_trip_after_the_first_of_its_scope(
     redis: Redis,
 ) -> None:
     provider = BudgetedProvider(OfflineProvider())
-    ledger = Ledger(redis)
+    ledger = Ledger(redis, "t")
     await ledger.charge(_limits(run_id="warm-up"), Usage())  # the scripts are loaded now
     await ledger.check(_limits(run_id="warm-up"))
     sent = _count_commands(redis)
-    with budget_scope(BudgetScope(ledger, _limits(max_tokens=10**6))):
+    with hop_context(_hop(_limits(max_tokens=10**6)), ledger):
         response = await provider.complete(WRITE_REQUEST)  # reads the totals, then charges
         assert sent == ["EVALSHA", "EVALSHA"]
         sent.clear()
@@ -164,9 +171,9 @@ async def test_a_scope_is_refused_by_what_its_last_charge_saw_others_spend(
     # this scope's next charge answers the tenant's total, and the call after it is refused
     # without reading the ledger again.
     provider = BudgetedProvider(OfflineProvider())
-    ledger = Ledger(redis)
+    ledger = Ledger(redis, "t")
     limits = _limits(tenant_daily_tokens=5_000)
-    with budget_scope(BudgetScope(ledger, limits)):
+    with hop_context(_hop(limits), ledger):
         await provider.complete(WRITE_REQUEST)
         await ledger.charge(_limits(run_id="other-run"), Usage(input_tokens=5_000))
         await provider.complete(WRITE_REQUEST)  # passed on the earlier totals: the bound

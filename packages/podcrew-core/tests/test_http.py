@@ -14,8 +14,25 @@ from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 from pydantic import BaseModel
 
-from podcrew_core.contracts.deadline import RUN_ID_HEADER, Deadline
-from podcrew_core.contracts.errors import UpstreamError, UpstreamTimeout
+from podcrew_core.contracts.deadline import Deadline
+from podcrew_core.contracts.errors import (
+    BadRequest,
+    BudgetExceeded,
+    CircuitOpen,
+    DeadlineExceeded,
+    InvalidModelOutput,
+    LLMOverloaded,
+    LLMRejected,
+    Overloaded,
+    PodcrewError,
+    RetryBudgetExhausted,
+    StateStoreUnavailable,
+    UpstreamError,
+    UpstreamTimeout,
+    ValidationFailed,
+)
+from podcrew_core.contracts.hop import RUN_ID_HEADER, Hop, RetryBudget
+from podcrew_core.contracts.problem import to_problem
 from podcrew_core.runtime import tracing
 from podcrew_core.runtime.http import create_http_client, post_json, server_time_s
 
@@ -116,8 +133,7 @@ async def _post(
         Echo(seen={"k": "v"}),
         Echo,
         target="test-agent",
-        run_id="run-1",
-        deadline=Deadline.after(deadline_s),
+        hop=Hop("run-1", Deadline.after(deadline_s), RetryBudget(2)),
         **kwargs,
     )
 
@@ -129,6 +145,8 @@ async def test_post_json_sends_the_body_and_the_client_and_hop_headers(
     assert echoed.seen["body"] == '{"seen":{"k":"v"}}'
     assert echoed.seen["authorization"] == "Bearer t0ken"
     assert echoed.seen[RUN_ID_HEADER] == "run-1"
+    assert echoed.seen["x-podcrew-retry-budget"] == "2"
+    assert 4000 < int(echoed.seen["x-podcrew-deadline-ms"]) <= 5000
     assert echoed.seen["content-type"] == "application/json"
 
 
@@ -266,8 +284,7 @@ async def test_a_service_says_how_long_its_app_took_and_the_caller_records_the_h
             Echo(seen={}),
             Echo,
             target="timed",
-            run_id="run_1",
-            deadline=Deadline.after(5),
+            hop=Hop("run_1", Deadline.after(5), RetryBudget(0)),
         )
     assert hops() == before + 1
     assert 0 <= hop_sum() - before_sum < 0.2  # the hop's cost excludes the app's 200 ms
@@ -282,3 +299,120 @@ def test_server_timing_is_read_by_name_and_unreadable_values_are_ignored() -> No
     assert timing("app;dur=soon") is None
     assert timing("cache;dur=1") is None
     assert server_time_s(httpx.Response(200)) is None
+
+
+# --- what post_json retries: the one policy, within the hop's retry budget -----------------
+
+
+class Agent:
+    """An agent behind an in-memory transport answering each request with the next of
+    `answers` (the last one repeats), counting requests and the retry budget each carried."""
+
+    def __init__(self, *answers: httpx.Response | type[httpx.TransportError]) -> None:
+        self.answers = list(answers)
+        self.budgets: list[str] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.budgets.append(request.headers["x-podcrew-retry-budget"])
+        answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+        if isinstance(answer, httpx.Response):
+            return answer
+        raise answer("refused", request=request)
+
+    @property
+    def requests(self) -> int:
+        return len(self.budgets)
+
+
+def problem(error: PodcrewError, **extra: Any) -> httpx.Response:
+    body = to_problem(error) | extra
+    return httpx.Response(error.status, json=body, headers=error.headers)
+
+
+async def _call(agent: Agent, retries: int = 2, deadline_s: float = 5.0) -> tuple[Echo, Hop]:
+    hop = Hop("run-1", Deadline.after(deadline_s), RetryBudget(retries))
+    async with httpx.AsyncClient(transport=httpx.MockTransport(agent)) as http:
+        echoed = await post_json(
+            http, "http://agent/v1/research", Echo(seen={}), Echo, target="agent", hop=hop
+        )
+    return echoed, hop
+
+
+ECHO = httpx.Response(200, json={"seen": {}})
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        LLMRejected("the provider refused the request", upstream_status=400),
+        InvalidModelOutput("submit_findings output failed validation: 1 error(s)"),
+        BudgetExceeded("the run used 120 of its 100 tokens", budget="run_tokens"),
+        DeadlineExceeded("research needs at least 0.05s but only 0.01s remain"),
+        BadRequest("x-podcrew-retry-budget must be a non-negative integer"),
+        ValidationFailed("sub_question: Field required"),
+        UpstreamTimeout("the LLM did not answer before the deadline"),
+        CircuitOpen("llm-anthropic failed repeatedly"),
+        RetryBudgetExhausted("the run's retry budget is spent"),
+    ],
+    ids=lambda e: e.slug,
+)
+async def test_a_problem_that_cannot_pass_is_never_retried(error: PodcrewError) -> None:
+    agent = Agent(problem(error))
+    with pytest.raises(type(error)) as failed:
+        await _call(agent)
+    assert agent.requests == 1
+    assert failed.value.detail == error.detail and failed.value.slug == error.slug
+    assert failed.value.extra == error.extra
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        problem(Overloaded("no research-agent slot freed up within 1.00s")),
+        problem(LLMOverloaded("Overloaded", upstream_status=529)),
+        problem(StateStoreUnavailable("the state store is unavailable for a moment")),
+        httpx.Response(502, text="<html>bad gateway</html>"),
+        httpx.ConnectError,
+    ],
+    ids=["overloaded", "llm-overloaded", "state-store", "proxy-502", "refused"],
+)
+async def test_what_can_pass_is_retried_within_the_hops_retry_budget(
+    answer: httpx.Response | type[httpx.TransportError],
+) -> None:
+    agent = Agent(answer, answer, ECHO)
+    _, hop = await _call(agent, retries=2)
+    assert agent.budgets == ["2", "1", "0"]  # each retry taken from the budget, and said so
+    assert (hop.retries.remaining, hop.retries.spent) == (0, 2)
+
+    agent = Agent(answer, ECHO)
+    with pytest.raises(PodcrewError):
+        await _call(agent, retries=0)
+    assert agent.requests == 1  # a budget of 0 means no retry
+
+
+async def test_attempts_are_bounded_whatever_the_budget() -> None:
+    agent = Agent(problem(LLMOverloaded("busy")))
+    with pytest.raises(LLMOverloaded):
+        await _call(agent, retries=10)
+    assert agent.requests == 3
+
+
+async def test_retries_the_agent_reports_spending_come_off_the_hops_budget() -> None:
+    agent = Agent(problem(LLMOverloaded("busy"), retries=2), ECHO)
+    _, hop = await _call(agent, retries=4)
+    assert agent.budgets == ["4", "1"]  # 2 by the agent, 1 for the retry itself
+    assert (hop.retries.remaining, hop.retries.spent) == (1, 3)
+
+
+async def test_a_retry_waits_what_the_agent_asks_if_the_deadline_allows() -> None:
+    busy = problem(Overloaded("full", headers={"Retry-After": "1"}))
+    agent = Agent(busy, ECHO)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await _call(agent, deadline_s=5.0)
+    assert agent.requests == 2 and loop.time() - started >= 1.0
+
+    agent = Agent(busy, ECHO)
+    with pytest.raises(Overloaded):
+        await _call(agent, deadline_s=0.5)  # no time to wait a second and call again
+    assert agent.requests == 1

@@ -7,9 +7,13 @@ import random
 
 import pytest
 
-from podcrew_core.contracts.deadline import Deadline, deadline_scope
+from podcrew_core.contracts.deadline import Deadline
 from podcrew_core.contracts.errors import (
+    BadRequest,
+    BudgetExceeded,
     CircuitOpen,
+    DeadlineExceeded,
+    InvalidModelOutput,
     LLMError,
     LLMOverloaded,
     LLMRateLimited,
@@ -17,9 +21,12 @@ from podcrew_core.contracts.errors import (
     LLMServerError,
     LLMTimeout,
     LLMUnavailable,
+    Overloaded,
+    PodcrewError,
     RetryBudgetExhausted,
+    UpstreamError,
 )
-from podcrew_core.contracts.hop import RetryBudget
+from podcrew_core.contracts.hop import Hop, RetryBudget
 from podcrew_core.contracts.schemas import Usage
 from podcrew_core.llm import LLMRequest, LLMResponse, Message, Stage, TextBlock
 from podcrew_core.llm.pricing import DEFAULT_PRICES, ModelPrice, PriceTable
@@ -28,10 +35,11 @@ from podcrew_core.llm.types import StreamEnd, TextDelta
 from podcrew_core.runtime.resilience import (
     BreakerState,
     CircuitBreaker,
-    retry_budget_scope,
     retry_delay_s,
     should_retry,
+    should_retry_status,
 )
+from podcrew_core.runtime.scope import hop_context
 
 REQUEST = LLMRequest(
     stage=Stage.PLAN, model="m", system="s", messages=[Message(role="user", content="hi")]
@@ -98,11 +106,28 @@ def _provider(inner: Scripted, attempts: int = 3, **breaker: object) -> Resilien
         (LLMRejected("x", upstream_status=400), False),
         (LLMRejected("x", upstream_status=422), False),
         (LLMError("stream error event"), False),
+        (InvalidModelOutput("x"), False),
+        (Overloaded("x"), True),
+        (UpstreamError("unreachable"), True),
+        (UpstreamError("reset after the request was sent", retryable=False), False),
+        (DeadlineExceeded("x"), False),
+        (BudgetExceeded("x"), False),
+        (BadRequest("x"), False),
+        (PodcrewError("unexpected"), True),
         (ValueError("bug"), False),
     ],
 )
 def test_only_what_can_succeed_is_retried(error: BaseException, retry: bool) -> None:
     assert should_retry(error) is retry
+
+
+def test_an_answer_that_says_nothing_is_judged_by_its_status() -> None:
+    assert all(should_retry_status(s) for s in (408, 429, 500, 502, 503, 504, 529))
+    assert not any(should_retry_status(s) for s in (400, 401, 403, 404, 409, 413, 422))
+
+
+def _hop(retries: int = 10, deadline_s: float = 30.0) -> Hop:
+    return Hop("run-1", Deadline.after(deadline_s), RetryBudget(retries))
 
 
 def test_delay_honours_retry_after_else_jittered_exponential() -> None:
@@ -140,8 +165,9 @@ async def test_attempts_are_bounded() -> None:
 async def test_retry_budget_caps_retries_across_calls() -> None:
     inner = Scripted(*[LLMServerError("x", upstream_status=500, retry_after_s=0.0)] * 20)
     provider = _provider(inner, attempts=5, consecutive_failures=100, min_calls=100)
-    budget = RetryBudget(3)
-    with retry_budget_scope(budget):
+    hop = _hop(retries=3)
+    budget = hop.retries
+    with hop_context(hop):
         for _ in range(3):
             with pytest.raises(LLMError):
                 await provider.complete(REQUEST)
@@ -152,13 +178,13 @@ async def test_retry_budget_caps_retries_across_calls() -> None:
 
 async def test_budget_exhaustion_is_a_clear_error() -> None:
     inner = Scripted(LLMServerError("x", upstream_status=500, retry_after_s=0.0))
-    with retry_budget_scope(RetryBudget(0)), pytest.raises(RetryBudgetExhausted):
+    with hop_context(_hop(retries=0)), pytest.raises(RetryBudgetExhausted):
         await _provider(inner).complete(REQUEST)
 
 
 async def test_no_retry_when_the_deadline_cannot_cover_the_wait() -> None:
     inner = Scripted(LLMRateLimited("x", upstream_status=429, retry_after_s=5.0))
-    with deadline_scope(Deadline.after(1.0)), pytest.raises(LLMRateLimited):
+    with hop_context(_hop(deadline_s=1.0)), pytest.raises(LLMRateLimited):
         await _provider(inner).complete(REQUEST)
     assert inner.calls == 1
 

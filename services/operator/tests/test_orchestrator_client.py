@@ -9,6 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
+from podcrew_core.contracts.errors import PROBLEM_BASE, DeadlineExceeded
+from podcrew_core.contracts.problem import to_problem
 from podcrew_core.contracts.schemas import ResolvedBudget, Run, RunCreate, RunStatus
 from podcrew_operator.clients.orchestrator import OrchestratorClient, create_http_client
 from podcrew_operator.errors import (
@@ -112,3 +114,24 @@ async def test_get_and_cancel() -> None:
     assert not await client(lambda r: httpx.Response(404)).cancel("run_1")
     with pytest.raises(OrchestratorUnavailable):
         await client(lambda r: httpx.Response(500)).cancel("run_1")
+
+
+async def test_the_apis_problem_says_whether_to_retry() -> None:
+    # A 5xx that cannot pass is refused for good; a 4xx the API marks retryable is retried:
+    # the problem's verdict, read by podcrew's codec, not the status alone.
+    late = DeadlineExceeded("the orchestrator ran out of time")
+    with pytest.raises(OrchestratorRejected, match="ran out of time") as refused:
+        await client(lambda r: httpx.Response(504, json=to_problem(late))).cancel("run_1")
+    assert refused.value.status == 504
+
+    limited = {
+        "type": PROBLEM_BASE + "rate-limited",
+        "title": "Too many requests",
+        "status": 429,
+        "detail": "tenant acme sent too many runs",
+        "retryable": True,
+    }
+    answer = httpx.Response(429, json=limited, headers={"Retry-After": "3"})
+    with pytest.raises(OrchestratorUnavailable, match="too many runs") as told:
+        await client(lambda r: answer).submit(BODY, "k")
+    assert told.value.retry_after_s == 3.0

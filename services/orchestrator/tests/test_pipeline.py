@@ -6,15 +6,24 @@ import asyncio
 import itertools
 import json
 import time
-from collections.abc import AsyncIterator, Collection, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
 from podcrew_core.contracts.citations import sources_section
 from podcrew_core.contracts.deadline import Deadline
-from podcrew_core.contracts.hop import RetryBudget
+from podcrew_core.contracts.errors import (
+    BudgetExceeded,
+    DeadlineExceeded,
+    LLMRejected,
+    Overloaded,
+    PodcrewError,
+)
+from podcrew_core.contracts.hop import Hop, RetryBudget
+from podcrew_core.contracts.problem import to_problem
 from podcrew_core.contracts.schemas import (
     EventType,
     Finding,
@@ -120,12 +129,10 @@ async def _run(
     outcome = Outcome()
     try:
         spec = RunSpec(
-            run_id="run_1",
             question="How do Python generators work?",
             max_subquestions=3,
             models=StageModels(plan="p", research="r", write="w"),
-            deadline=Deadline.after(10),
-            budget=RetryBudget(6),
+            hop=Hop("run_1", Deadline.after(10), RetryBudget(6)),
         )
         await pipeline.run(spec, emit, outcome)
     finally:
@@ -214,3 +221,141 @@ def test_the_planner_reads_the_question_its_bound_and_the_threads_earlier_turns(
         "earlier_turns": [{"asked": "What is a generator?", "answered": "A lazy iterator."}],
     }
     assert "earlier_turns" not in json.loads(plan_message("Q?", 3))
+
+
+# --- errors keep their meaning across a hop; retries stay within the run's budget ----------
+
+
+def _answering(
+    research: Callable[[int], httpx.Response], writer: Callable[[WriteRequest], httpx.Response]
+) -> tuple[httpx.MockTransport, list[str]]:
+    """Agents whose n-th research call answers `research(n)` and whose writer answers
+    `writer(request)`; the retry budget each research call carried is recorded."""
+    budgets: list[str] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/research":
+            budgets.append(request.headers["x-podcrew-retry-budget"])
+            return research(len(budgets) - 1)
+        return writer(WriteRequest.model_validate_json(request.content))
+
+    return httpx.MockTransport(handle), budgets
+
+
+def _found(retries: int = 0) -> httpx.Response:
+    response = ResearchResponse(
+        sub_question="s",
+        findings=[Finding(claim="c", source=Source(id="kb:1", title="T"))],
+        tool_calls=[],
+        steps=1,
+        usage=Usage(input_tokens=1, llm_calls=1),
+        model="m",
+        retries=retries,
+    )
+    return httpx.Response(200, content=response.model_dump_json())
+
+
+def _written(request: WriteRequest, retries: int = 0) -> httpx.Response:
+    done = WriteResponse(
+        report="r", sources=[], usage=Usage(llm_calls=1), model="w", retries=retries
+    )
+    sse = f"event: done\ndata: {done.model_dump_json()}\n\n"
+    return httpx.Response(200, text=sse, headers={"content-type": "text/event-stream"})
+
+
+def _stream_error(error: PodcrewError) -> Callable[[WriteRequest], httpx.Response]:
+    def answer(_: WriteRequest) -> httpx.Response:
+        sse = 'event: delta\ndata: {"text": "partial "}\n\n'
+        sse += f"event: error\ndata: {orjson.dumps(to_problem(error)).decode()}\n\n"
+        return httpx.Response(200, text=sse, headers={"content-type": "text/event-stream"})
+
+    return answer
+
+
+async def _run_against(transport: httpx.MockTransport, retries: int = 6) -> tuple[RunSpec, Events]:
+    http = httpx.AsyncClient(transport=transport)
+    pipeline = Pipeline(
+        provider=OfflineProvider(),
+        research=ResearchClient(http, "http://research"),
+        writer=WriterClient(http, "http://writer"),
+        writer_delta_flush_s=0.0,
+    )
+    spec = RunSpec(
+        question="How do Python generators work?",
+        max_subquestions=3,
+        models=StageModels(plan="p", research="r", write="w"),
+        hop=Hop("run_1", Deadline.after(10), RetryBudget(retries)),
+    )
+    events: Events = []
+
+    async def emit(batch: Sequence[tuple[EventType, dict[str, Any]]]) -> None:
+        events.extend(batch)
+
+    try:
+        await pipeline.run(spec, emit, Outcome())
+    finally:
+        await http.aclose()
+    return spec, events
+
+
+@pytest.mark.parametrize(
+    "error",
+    [BudgetExceeded("the run used 120 of its 100 tokens"), DeadlineExceeded("writing: too late")],
+    ids=lambda e: e.slug,
+)
+async def test_a_writer_failure_keeps_its_meaning_in_the_stream_and_before_it(
+    error: PodcrewError,
+) -> None:
+    in_stream, _ = _answering(lambda _: _found(), _stream_error(error))
+    with pytest.raises(type(error), match=error.detail):
+        await _run_against(in_stream)
+
+    refused, _ = _answering(
+        lambda _: _found(), lambda _: httpx.Response(error.status, json=to_problem(error))
+    )
+    with pytest.raises(type(error), match=error.detail):
+        await _run_against(refused)
+
+
+async def test_a_research_failure_is_reported_by_what_the_agent_said() -> None:
+    rejected = LLMRejected("the provider refused the request")
+    transport, budgets = _answering(
+        lambda n: _found() if n else httpx.Response(502, json=to_problem(rejected)), _written
+    )
+    _, events = await _run_against(transport)
+    failed = [d for k, d in events if k is EventType.RESEARCH_FINISHED and not d["ok"]]
+    assert failed == [
+        {
+            "index": failed[0]["index"],
+            "ok": False,
+            "error": "llm-rejected",
+            "detail": rejected.detail,
+        }
+    ]
+    assert len(budgets) == 3  # never retried
+
+
+async def test_every_research_call_out_of_budget_fails_the_run_as_budget_exceeded() -> None:
+    spent = BudgetExceeded("the run used 120 of its 100 tokens", budget="run_tokens")
+    transport, budgets = _answering(lambda _: httpx.Response(402, json=to_problem(spent)), _written)
+    with pytest.raises(BudgetExceeded):
+        await _run_against(transport)
+    assert len(budgets) == 3
+
+
+async def test_the_fan_out_spends_at_most_the_runs_retry_budget() -> None:
+    busy = Overloaded("no research-agent slot freed up")
+    # The first call of each sub-question is refused; the retry succeeds, the agent
+    # reporting one retry of its own. The writer then has what is left: nothing.
+    transport, budgets = _answering(
+        lambda n: httpx.Response(503, json=to_problem(busy)) if n < 3 else _found(retries=1),
+        _written,
+    )
+    spec, _ = await _run_against(transport, retries=7)
+    assert sorted(budgets) == ["1", "1", "1", "2", "2", "2"]  # a share of 2 each, then 1 left
+    assert (spec.hop.retries.spent, spec.hop.retries.remaining) == (6, 1)
+
+    transport, budgets = _answering(lambda _: httpx.Response(503, json=to_problem(busy)), _written)
+    with pytest.raises(NothingResearched):
+        await _run_against(transport, retries=0)
+    assert len(budgets) == 3  # no budget, no retry

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from podcrew_core.contracts.deadline import Deadline
 from podcrew_core.contracts.errors import ToolError
 from podcrew_research.settings import DEFAULT_CORPUS_DIR
 from podcrew_research.tools.kb_search import (
@@ -104,11 +103,11 @@ def test_duplicate_stems_are_refused(tmp_path: Path) -> None:
 
 async def test_tool_returns_hits_json_and_validates_input(kb: KnowledgeBase) -> None:
     tool = kb_search_tool(kb)
-    output = await tool.run({"query": "generators yield", "k": 2}, Deadline.after(5))
+    output = await tool.run({"query": "generators yield", "k": 2})
 
     hits = json.loads(output.content)["hits"]
     assert len(hits) == 2 == len(output.sources)
     assert hits[0]["source"] == output.sources[0].model_dump()
     assert isinstance(hits[0]["score"], float)
     with pytest.raises(ToolError, match="invalid kb_search input"):
-        await tool.run({"query": "x", "k": 99}, Deadline.after(5))
+        await tool.run({"query": "x", "k": 99})

@@ -13,6 +13,7 @@ from prometheus_client import REGISTRY
 
 from podcrew_core.contracts.deadline import Deadline
 from podcrew_core.contracts.errors import DeadlineExceeded, InvalidModelOutput, ToolError
+from podcrew_core.contracts.hop import Hop, RetryBudget
 from podcrew_core.contracts.schemas import Usage
 from podcrew_core.llm.types import (
     LLMRequest,
@@ -23,6 +24,7 @@ from podcrew_core.llm.types import (
     ToolResultBlock,
     ToolUseBlock,
 )
+from podcrew_core.runtime.scope import open_hop
 from podcrew_research.loop import CLOSING_PROMPT, FINDINGS_TOOL, LoopLimits, Researcher
 from podcrew_research.tools import Tool, ToolOutput
 from podcrew_research.tools.fetch_url import (
@@ -72,10 +74,6 @@ def tool_use(name: str, payload: dict[str, Any], id_: str = "toolu_1") -> ToolUs
     return ToolUseBlock(id=id_, name=name, input=payload)
 
 
-def deadline() -> Deadline:
-    return Deadline.after(30)
-
-
 def counter(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(f"{name}_total", labels) or 0.0
 
@@ -98,9 +96,7 @@ async def test_offline_model_searches_once_then_submits_kb_findings(
     researcher = Researcher(recording_provider, [kb_search_tool(kb), fetch_tool], model=MODEL)
     before = counter("podcrew_tool_calls", tool="kb_search", outcome="ok")
 
-    result = await researcher.research(
-        sub_question=SUB_QUESTION, question=QUESTION, deadline=deadline()
-    )
+    result = await researcher.research(sub_question=SUB_QUESTION, question=QUESTION)
 
     assert [(c.name, c.input, c.ok, c.results) for c in result.tool_calls] == [
         ("kb_search", {"query": SUB_QUESTION, "k": 5}, True, 5)
@@ -130,7 +126,7 @@ async def test_tool_results_reach_the_model_as_kb_hits_json(
     kb: KnowledgeBase, recording_provider: Any
 ) -> None:
     researcher = Researcher(recording_provider, [kb_search_tool(kb)], model=MODEL)
-    await researcher.research(sub_question=SUB_QUESTION, question=QUESTION, deadline=deadline())
+    await researcher.research(sub_question=SUB_QUESTION, question=QUESTION)
 
     second = recording_provider.requests[1]
     assert [m.role for m in second.messages] == ["user", "assistant", "user"]
@@ -146,16 +142,14 @@ async def test_tool_results_reach_the_model_as_kb_hits_json(
 async def test_failing_tool_is_reported_to_the_model_and_the_loop_finishes(
     recording_provider: Any,
 ) -> None:
-    async def broken(arguments: dict[str, Any], _: Deadline) -> ToolOutput:
+    async def broken(arguments: dict[str, Any]) -> ToolOutput:
         raise ToolError("the index is offline")
 
     tool = Tool(spec=KB_SEARCH_SPEC, run=broken)
     researcher = Researcher(recording_provider, [tool], model=MODEL)
     before = counter("podcrew_tool_calls", tool="kb_search", outcome="error")
 
-    result = await researcher.research(
-        sub_question=SUB_QUESTION, question=QUESTION, deadline=deadline()
-    )
+    result = await researcher.research(sub_question=SUB_QUESTION, question=QUESTION)
 
     (call,) = result.tool_calls
     assert (call.name, call.ok, call.results, call.error) == (
@@ -176,15 +170,13 @@ async def test_failing_tool_is_reported_to_the_model_and_the_loop_finishes(
 async def test_a_crashing_tool_is_reported_without_its_internals(
     recording_provider: Any,
 ) -> None:
-    async def crashing(arguments: dict[str, Any], _: Deadline) -> ToolOutput:
+    async def crashing(arguments: dict[str, Any]) -> ToolOutput:
         raise RuntimeError("secret internal state")
 
     researcher = Researcher(
         recording_provider, [Tool(spec=KB_SEARCH_SPEC, run=crashing)], model=MODEL
     )
-    result = await researcher.research(
-        sub_question=SUB_QUESTION, question=QUESTION, deadline=deadline()
-    )
+    result = await researcher.research(sub_question=SUB_QUESTION, question=QUESTION)
 
     (call,) = result.tool_calls
     assert not call.ok
@@ -200,9 +192,7 @@ async def test_unknown_tool_is_an_error_result_not_a_crash(kb: KnowledgeBase) ->
     researcher = Researcher(provider, [kb_search_tool(kb)], model=MODEL)
     before = counter("podcrew_tool_calls", tool="unknown", outcome="rejected")
 
-    result = await researcher.research(
-        sub_question=SUB_QUESTION, question=QUESTION, deadline=deadline()
-    )
+    result = await researcher.research(sub_question=SUB_QUESTION, question=QUESTION)
 
     (call,) = result.tool_calls
     assert call.name == "shell"
@@ -227,7 +217,7 @@ async def test_parallel_tool_uses_all_get_results_in_one_user_turn(kb: Knowledge
         ([tool_use(FINDINGS_TOOL, {"findings": []}, "toolu_c")], "tool_use"),
     )
     result = await Researcher(provider, [kb_search_tool(kb)], model=MODEL).research(
-        sub_question=SUB_QUESTION, question=QUESTION, deadline=deadline()
+        sub_question=SUB_QUESTION, question=QUESTION
     )
 
     assert [c.input["query"] for c in result.tool_calls] == ["generator yield", "with statement"]
@@ -245,9 +235,7 @@ async def test_token_cap_stops_the_loop(kb: KnowledgeBase, recording_provider: A
         model=MODEL,
         limits=LoopLimits(max_total_tokens=1),
     )
-    result = await researcher.research(
-        sub_question=SUB_QUESTION, question=QUESTION, deadline=deadline()
-    )
+    result = await researcher.research(sub_question=SUB_QUESTION, question=QUESTION)
 
     assert result.usage.llm_calls == 1
     assert len(recording_provider.requests) == 1
@@ -259,9 +247,7 @@ async def test_step_limit_ends_with_a_forced_findings_call(
     kb: KnowledgeBase, recording_provider: Any
 ) -> None:
     researcher = Researcher(recording_provider, [kb_search_tool(kb)], model=MODEL)
-    result = await researcher.research(
-        sub_question=SUB_QUESTION, question=QUESTION, deadline=deadline(), max_steps=1
-    )
+    result = await researcher.research(sub_question=SUB_QUESTION, question=QUESTION, max_steps=1)
 
     assert result.steps == 1
     assert result.usage.llm_calls == 2
@@ -291,7 +277,7 @@ async def test_model_that_stops_talking_is_asked_for_findings(kb: KnowledgeBase)
         forced,
     )
     result = await Researcher(provider, [kb_search_tool(kb)], model=MODEL).research(
-        sub_question=SUB_QUESTION, question=QUESTION, deadline=deadline()
+        sub_question=SUB_QUESTION, question=QUESTION
     )
 
     assert result.steps == 2
@@ -323,7 +309,7 @@ async def test_findings_citing_sources_no_tool_returned_are_dropped(kb: Knowledg
         ),
     )
     result = await Researcher(provider, [kb_search_tool(kb)], model=MODEL).research(
-        sub_question=SUB_QUESTION, question=QUESTION, deadline=deadline()
+        sub_question=SUB_QUESTION, question=QUESTION
     )
 
     assert [(f.claim, f.source) for f in result.findings] == [("Real.", hit)]
@@ -335,20 +321,24 @@ async def test_invalid_findings_are_invalid_model_output(kb: KnowledgeBase) -> N
     )
     with pytest.raises(InvalidModelOutput):
         await Researcher(provider, [kb_search_tool(kb)], model=MODEL).research(
-            sub_question=SUB_QUESTION, question=QUESTION, deadline=deadline()
+            sub_question=SUB_QUESTION, question=QUESTION
         )
 
 
-async def test_llm_call_is_bounded_by_the_deadline(kb: KnowledgeBase) -> None:
+async def test_research_is_bounded_by_the_deadline_of_the_hop_it_serves(
+    kb: KnowledgeBase,
+) -> None:
     class Slow(ScriptedProvider):
         async def complete(self, request: LLMRequest) -> LLMResponse:
             await asyncio.sleep(5)
             raise AssertionError("unreachable")
 
-    with pytest.raises(DeadlineExceeded):
-        await Researcher(Slow(), [kb_search_tool(kb)], model=MODEL).research(
-            sub_question=SUB_QUESTION, question=QUESTION, deadline=Deadline.after(0.05)
-        )
+    hop = Hop("run-1", Deadline.after(0.05), RetryBudget(0))
+    with pytest.raises(DeadlineExceeded, match="research did not finish"):
+        async with open_hop(hop, what="research"):
+            await Researcher(Slow(), [kb_search_tool(kb)], model=MODEL).research(
+                sub_question=SUB_QUESTION, question=QUESTION
+            )
 
 
 def test_tool_names_must_not_clash(kb: KnowledgeBase) -> None:

@@ -34,6 +34,7 @@ def problem(response: Any, status: int, slug: str) -> dict[str, Any]:
     body: dict[str, Any] = response.json()
     assert body["type"] == PROBLEM_BASE + slug
     assert body["status"] == status
+    assert body["retryable"] is False  # each of these: repeating the call cannot help
     return body
 
 

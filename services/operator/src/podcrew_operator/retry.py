@@ -1,7 +1,8 @@
 """When to try again: the retry policy as constants and pure functions.
 
 The parsing of `Retry-After`, the retryable statuses and the jittered backoff are podcrew's
-shared policy (`podcrew_orchestrator.webhooks`); this module only adds the operator's bounds.
+one retry policy (`podcrew_core.runtime.resilience`); this module only adds the operator's
+bounds.
 """
 
 from __future__ import annotations

@@ -20,13 +20,13 @@ import structlog
 from redis.exceptions import RedisError
 
 from podcrew_core.contracts.budget import BudgetLimits
-from podcrew_core.contracts.deadline import Deadline, deadline_scope
+from podcrew_core.contracts.deadline import Deadline
 from podcrew_core.contracts.errors import PodcrewError
-from podcrew_core.contracts.hop import RetryBudget
+from podcrew_core.contracts.hop import Hop, RetryBudget
 from podcrew_core.contracts.schemas import EventType, Run, RunError, RunStatus
 from podcrew_core.llm import LLMSettings
-from podcrew_core.runtime.ledger import BudgetScope, Ledger, budget_scope
-from podcrew_core.runtime.resilience import retry_budget_scope
+from podcrew_core.runtime.ledger import Ledger
+from podcrew_core.runtime.scope import open_hop
 from podcrew_orchestrator.aftermath import Aftermath, Ending
 from podcrew_orchestrator.cancellation import CancelWatch
 from podcrew_orchestrator.pipeline import Outcome, Pipeline, RunSpec
@@ -127,7 +127,6 @@ class RunExecutor:
                 await self._finish(run, RunStatus.SUCCEEDED, outcome, None)
 
     async def _pipeline(self, run: Run, outcome: Outcome) -> None:
-        deadline_s = run.budget.deadline_s
         history = (
             await self.store.thread_history(
                 run.tenant, run.thread_id, self.settings.thread_max_turns
@@ -144,30 +143,26 @@ class RunExecutor:
             tenant_daily_tokens=tenant.daily_tokens,
             tenant_daily_cost_usd=tenant.daily_cost_usd,
             global_daily_cost_usd=self.settings.daily_spend_cap_usd,
-            key_prefix=self.settings.key_prefix,
+        )
+        hop = Hop(
+            run.id,
+            Deadline.after(run.budget.deadline_s),
+            RetryBudget(self.llm.retry_budget),
+            limits,
         )
         spec = RunSpec(
-            run_id=run.id,
             question=run.question,
             max_subquestions=run.max_subquestions,
             models=self.llm.models(run.tier),
-            deadline=Deadline.after(deadline_s),
-            budget=RetryBudget(self.llm.retry_budget),
+            hop=hop,
             history=history,
-            limits=limits,
         )
 
         async def emit(events: Sequence[tuple[EventType, dict[str, Any]]]) -> object:
             return await self.store.publish_many(run.id, events)
 
-        budget = BudgetScope(self.ledger, limits)
-        with (
-            deadline_scope(spec.deadline),
-            retry_budget_scope(spec.budget),
-            budget_scope(budget),
-        ):
-            async with asyncio.timeout(deadline_s):
-                await self.pipeline.run(spec, emit, outcome)
+        async with open_hop(hop, self.ledger, what="the run"):
+            await self.pipeline.run(spec, emit, outcome)
 
     async def _cancelled(self, run: Run, outcome: Outcome) -> None:
         """A client cancelled the run: `DELETE` stored its final state already, so only the

@@ -15,11 +15,9 @@ from typing import Any
 
 import structlog
 
-from podcrew_core.contracts.budget import BudgetLimits
 from podcrew_core.contracts.citations import number_sources, sources_section
-from podcrew_core.contracts.deadline import Deadline
 from podcrew_core.contracts.errors import BudgetExceeded, PodcrewError, UpstreamError
-from podcrew_core.contracts.hop import RetryBudget
+from podcrew_core.contracts.hop import Hop
 from podcrew_core.contracts.schemas import (
     EventType,
     Plan,
@@ -78,6 +76,7 @@ _TOOL_EVENT_FIELDS = {"name", "input", "ok", "results", "cached"}
 class NothingResearched(UpstreamError):
     slug = "nothing-researched"
     title = "No sub-question could be researched"
+    retryable = False
 
 
 @dataclass
@@ -117,16 +116,18 @@ class Outcome:
 
 @dataclass(frozen=True)
 class RunSpec:
-    """What the pipeline needs to know about one run."""
+    """What the pipeline needs to know about one run; `hop` is the run's own (its deadline,
+    retry budget and limits), from which each call to an agent gets its hop."""
 
-    run_id: str
     question: str
     max_subquestions: int
     models: StageModels
-    deadline: Deadline
-    budget: RetryBudget
+    hop: Hop
     history: list[tuple[str, str]] = field(default_factory=list)
-    limits: BudgetLimits | None = None
+
+    @property
+    def run_id(self) -> str:
+        return self.hop.run_id or ""
 
 
 class DeltaBatcher:
@@ -200,8 +201,8 @@ class Pipeline:
     writer_delta_flush_s: float = WRITER_DELTA_FLUSH_S
 
     async def run(self, spec: RunSpec, emit: EventSink, outcome: Outcome) -> None:
-        """Plan, research in parallel, write. The caller scopes `spec.deadline` and
-        `spec.budget` over this task, so the planner's own LLM calls obey them too."""
+        """Plan, research in parallel, write. The caller opens `spec.hop` over this task
+        (`runtime.scope.open_hop`), so the planner's own LLM calls obey it too."""
         outcome.question = spec.question
         plan = await self._plan(spec, outcome)
         outcome.sub_questions = plan.sub_questions
@@ -215,16 +216,38 @@ class Pipeline:
             ]
         )
         FANOUT_WIDTH.observe(len(plan.sub_questions))
+        results = await self._fan_out(spec, plan.sub_questions, emit)
+        failures: list[PodcrewError] = []
+        for sub, response in zip(plan.sub_questions, results, strict=True):
+            if isinstance(response, PodcrewError):
+                outcome.unresearched.append(sub)
+                failures.append(response)
+                continue
+            for call in response.tool_calls:
+                outcome.tool_calls[call.name] = outcome.tool_calls.get(call.name, 0) + 1
+            outcome.usage += response.usage
+            outcome.sections.append(ResearchedSection(sub_question=sub, findings=response.findings))
+        if not outcome.sections:
+            budget = next((f for f in failures if isinstance(f, BudgetExceeded)), None)
+            if budget is not None:
+                raise BudgetExceeded(budget.detail)
+            raise NothingResearched("every research call failed; see the research.finished events")
+        await self._write_report(spec, outcome, emit)
 
-        # Each parallel call may spend an equal share of the retries left; what they report
-        # spending comes off the run's budget, so the whole fan-out stays within it.
-        share = spec.budget.remaining // len(plan.sub_questions)
+    async def _fan_out(
+        self, spec: RunSpec, sub_questions: list[str], emit: EventSink
+    ) -> list[ResearchResponse | PodcrewError]:
+        """Research every sub-question at once. Each call may spend an equal share of the
+        retries left; what each spent (its own retries and the agent's) comes off the run's
+        budget, so the whole fan-out stays within it."""
+        share = spec.hop.retries.remaining // len(sub_questions)
+        hops = [spec.hop.share(share) for _ in sub_questions]
         tasks = [
-            asyncio.ensure_future(self._research(spec, index, sub, share, emit))
-            for index, sub in enumerate(plan.sub_questions)
+            asyncio.ensure_future(self._research(spec, index, sub, hop, emit))
+            for index, (sub, hop) in enumerate(zip(sub_questions, hops, strict=True))
         ]
         try:
-            results = await asyncio.gather(*tasks)
+            return await asyncio.gather(*tasks)
         except BaseException:
             # gather leaves the others running when one fails: stop them, so nothing is
             # published for this run after its final event.
@@ -232,40 +255,22 @@ class Pipeline:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             raise
-        for response in results:
-            if isinstance(response, ResearchResponse):
-                for call in response.tool_calls:
-                    outcome.tool_calls[call.name] = outcome.tool_calls.get(call.name, 0) + 1
-                spec.budget.remaining -= response.retries
-                spec.budget.spent += response.retries
-        sections = outcome.sections
-        unresearched = outcome.unresearched
-        failures: list[PodcrewError] = []
-        for sub, response in zip(plan.sub_questions, results, strict=True):
-            if isinstance(response, PodcrewError):
-                unresearched.append(sub)
-                failures.append(response)
-                continue
-            outcome.usage += response.usage
-            sections.append(ResearchedSection(sub_question=sub, findings=response.findings))
-        if not sections:
-            budget = next((f for f in failures if f.slug == BudgetExceeded.slug), None)
-            if budget is not None:
-                raise BudgetExceeded(budget.detail)
-            raise NothingResearched("every research call failed; see the research.finished events")
+        finally:
+            for hop in hops:
+                spec.hop.retries.charge(hop.retries.spent)
 
+    async def _write_report(self, spec: RunSpec, outcome: Outcome, emit: EventSink) -> None:
         write = WriteRequest(
             run_id=spec.run_id,
             question=spec.question,
-            sections=sections,
-            unresearched=unresearched,
+            sections=outcome.sections,
+            unresearched=outcome.unresearched,
             model=spec.models.write,
         )
         report = await self._write(write, spec, emit)
-        spec.budget.spent += report.retries
         outcome.usage += report.usage
         outcome.result = RunResult(
-            report=report.report, sources=report.sources, unresearched=unresearched
+            report=report.report, sources=report.sources, unresearched=outcome.unresearched
         )
 
     async def _plan(self, spec: RunSpec, outcome: Outcome) -> Plan:
@@ -286,7 +291,7 @@ class Pipeline:
         return Plan(sub_questions=plan.sub_questions[: spec.max_subquestions])
 
     async def _research(
-        self, spec: RunSpec, index: int, sub_question: str, retry_budget: int, emit: EventSink
+        self, spec: RunSpec, index: int, sub_question: str, hop: Hop, emit: EventSink
     ) -> ResearchResponse | PodcrewError:
         """One sub-question (its `research.started` is the caller's); a failure is reported
         in events and returned, never raised."""
@@ -297,7 +302,7 @@ class Pipeline:
             model=spec.models.research,
         )
         try:
-            response = await self.research.research(body, spec.deadline, retry_budget, spec.limits)
+            response = await self.research.research(body, hop)
         except PodcrewError as exc:
             log.warning("research_failed", index=index, error=exc.slug, detail=exc.detail)
             await emit(
@@ -329,9 +334,7 @@ class Pipeline:
         with invoke_agent_span(WRITER_AGENT, remote=True, run_id=spec.run_id):
             deltas = DeltaBatcher(emit, self.writer_delta_flush_s)
             try:
-                async for item in self.writer.stream(
-                    body, spec.deadline, spec.budget.remaining, spec.limits
-                ):
+                async for item in self.writer.stream(body, spec.hop):
                     if isinstance(item, WriteResponse):
                         await deltas.close()  # all the text before the run's final event
                         return item

@@ -51,6 +51,13 @@ def create_worker(
     background: list[AfterFinish] = [WebhookNotice(webhooks)] if webhooks is not None else []
     watch = CancelWatch(store)
     executor = RunExecutor(
-        settings, store, queue, pipeline, llm, Ledger(redis), Aftermath(parts, background), watch
+        settings,
+        store,
+        queue,
+        pipeline,
+        llm,
+        Ledger(redis, settings.key_prefix),
+        Aftermath(parts, background),
+        watch,
     )
     return QueueConsumer(settings, store, queue, executor, watch)

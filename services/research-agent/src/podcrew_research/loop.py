@@ -4,8 +4,9 @@ The conversation has the Messages-API shape of `podcrew_core.llm.types`, so the 
 runs on the offline model is the loop that runs on Claude. The model may call the tools
 (`kb_search`, `fetch_url`) for up to `max_steps` turns and ends by calling
 `submit_findings`; if it never does, one last call forces that tool. Bounds: the steps,
-a hard cap on tokens per research call, and the caller's deadline around every LLM call and
-every tool.
+a hard cap on tokens per research call, and the deadline of the hop being served, which the
+route opens around the whole loop (`runtime.scope.open_hop`) and every LLM call and tool
+reads from there.
 """
 
 from __future__ import annotations
@@ -13,20 +14,14 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import structlog
 from pydantic import ValidationError
 
-from podcrew_core.contracts.deadline import Deadline
-from podcrew_core.contracts.errors import (
-    BlockedURL,
-    DeadlineExceeded,
-    InvalidModelOutput,
-    ToolError,
-)
+from podcrew_core.contracts.errors import BlockedURL, InvalidModelOutput, ToolError
 from podcrew_core.contracts.schemas import (
     Finding,
     FindingsReport,
@@ -53,8 +48,6 @@ from podcrew_core.runtime.tracing import execute_tool_span, mark_failed
 from podcrew_research.tools import Tool
 from podcrew_research.tools.fetch_url import FETCH_URL_TOOL
 from podcrew_research.tools.kb_search import KB_SEARCH_TOOL
-
-T = TypeVar("T")
 
 log = structlog.get_logger(__name__)
 
@@ -129,17 +122,16 @@ class Researcher:
         *,
         sub_question: str,
         question: str,
-        deadline: Deadline,
         max_steps: int | None = None,
         model: str | None = None,
     ) -> ResearchResponse:
-        """Answer `sub_question` (in the context of `question`) before `deadline`.
+        """Answer `sub_question` (in the context of `question`), within the hop being served.
 
-        Raises `DeadlineExceeded` when an LLM call cannot finish in time and
-        `InvalidModelOutput` when the model's findings do not validate; tool failures are
-        told to the model instead.
+        Raises `InvalidModelOutput` when the model's findings do not validate, and what the
+        model's calls raise (`DeadlineExceeded` among them); tool failures are told to the
+        model instead.
         """
-        session = _Session(self, sub_question, question, deadline, model or self.model)
+        session = _Session(self, sub_question, question, model or self.model)
         return await session.run(max_steps or self.limits.max_steps)
 
 
@@ -152,12 +144,10 @@ class _Session:
         researcher: Researcher,
         sub_question: str,
         question: str,
-        deadline: Deadline,
         model: str,
     ) -> None:
         self.agent = researcher
         self.sub_question = sub_question
-        self.deadline = deadline
         self.messages: list[Message] = [
             Message(role="user", content=research_message(sub_question, question))
         ]
@@ -188,7 +178,7 @@ class _Session:
         stop = "max_steps"
         for _ in range(max_steps):
             request = self.request(ToolChoice(type="auto"))
-            response = await self.llm(request, self.agent.provider.complete)
+            response = await self.agent.provider.complete(request)
             self.record_usage(response)
             steps += 1
             self.messages.append(Message(role="assistant", content=list(response.content)))
@@ -242,25 +232,11 @@ class _Session:
                 role="user", content=[*last.blocks(), TextBlock(text=CLOSING_PROMPT)]
             )
         request = self.request(ToolChoice(type="auto"))
-        report, response = await self.llm(
-            request,
-            lambda r: structured(self.agent.provider, r, FINDINGS_TOOL_SPEC, FindingsReport),
+        report, response = await structured(
+            self.agent.provider, request, FINDINGS_TOOL_SPEC, FindingsReport
         )
         self.record_usage(response)
         return report
-
-    async def llm(self, request: LLMRequest, call: Callable[[LLMRequest], Awaitable[T]]) -> T:
-        """`call(request)` under the deadline (the provider meters the call itself)."""
-        if self.deadline.remaining() <= 0:
-            raise DeadlineExceeded("no time left for the next LLM call")
-        scope = asyncio.timeout(self.deadline.remaining())
-        try:
-            async with scope:
-                return await call(request)
-        except TimeoutError as exc:
-            if not scope.expired():
-                raise
-            raise DeadlineExceeded("the LLM did not answer before the deadline") from exc
 
     def record_usage(self, response: LLMResponse) -> None:
         self.usage += response.usage
@@ -287,7 +263,7 @@ class _Session:
                 if position >= MAX_TOOL_USES_PER_STEP:
                     outcome = "rejected"
                     raise ToolError(f"at most {MAX_TOOL_USES_PER_STEP} tool calls run per turn")
-                output = await tool.run(dict(use.input), self.deadline)
+                output = await tool.run(dict(use.input))
                 content, results = output.content, len(output.sources)
                 cached = output.cached
                 for source in output.sources:

@@ -64,7 +64,7 @@ def create_app(settings: ResearchSettings | None = None) -> FastAPI:
         async with AsyncExitStack() as stack:
             redis = create_redis(RedisSettings())
             stack.push_async_callback(redis.aclose)
-            app.state.ledger = Ledger(redis)
+            app.state.ledger = Ledger(redis, settings.key_prefix)
             provider = create_provider(llm_settings)
             stack.push_async_callback(provider.aclose)
             policy = egress_policy(settings)

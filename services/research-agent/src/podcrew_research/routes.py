@@ -7,12 +7,12 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from podcrew_core.contracts.errors import PROBLEM_CONTENT_TYPE
-from podcrew_core.contracts.hop import read_hop
+from podcrew_core.contracts.hop import Hop
 from podcrew_core.contracts.schemas import ResearchRequest, ResearchResponse
 from podcrew_core.runtime.app import JSONBody
 from podcrew_core.runtime.disconnect import unless_disconnected
 from podcrew_core.runtime.logging import bind_run
-from podcrew_core.runtime.scope import hop_scope
+from podcrew_core.runtime.scope import open_hop
 from podcrew_research.deps import LLMSettingsDep, ResearcherDep, SettingsDep, SlotsDep
 
 
@@ -48,22 +48,23 @@ async def research(
     """Answer `sub_question` with findings and their sources, within the caller's deadline
     (`x-podcrew-deadline-ms`, else the service default)."""
     bind_run(body.run_id)
-    hop = read_hop(
+    hop = Hop.from_headers(
         request.headers,
         default_deadline_s=settings.default_deadline_s,
-        default_retry_budget=llm.retry_budget,
+        default_retries=llm.retry_budget,
         what="research",
     )
-    with hop_scope(hop, request.app.state.ledger):
-        async with slots.hold(hop.deadline):
-            response = await unless_disconnected(
-                request,
-                researcher.research(
-                    sub_question=body.sub_question,
-                    question=body.question,
-                    deadline=hop.deadline,
-                    max_steps=body.max_steps,
-                    model=body.model,
-                ),
-            )
-        return response.model_copy(update={"retries": hop.budget.spent})
+    async with (
+        open_hop(hop, request.app.state.ledger, what="research"),
+        slots.hold(hop.deadline),
+    ):
+        response = await unless_disconnected(
+            request,
+            researcher.research(
+                sub_question=body.sub_question,
+                question=body.question,
+                max_steps=body.max_steps,
+                model=body.model,
+            ),
+        )
+    return response.model_copy(update={"retries": hop.retries.spent})

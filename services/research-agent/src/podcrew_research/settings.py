@@ -51,6 +51,11 @@ class ResearchSettings(ServiceSettings):
         description="How long a kb_search or fetch_url result is reused for the same input, "
         "from Redis (0: no cache).",
     )
+    key_prefix: str = Field(
+        default="podcrew",
+        description="Prefix of the Redis keys of the spend ledger; the orchestrator's "
+        "key_prefix (the chart sets both from one value), so every hop counts a run alike.",
+    )
     default_deadline_s: float = Field(
         default=60.0,
         gt=0,

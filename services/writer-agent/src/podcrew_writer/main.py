@@ -31,7 +31,7 @@ def create_app(settings: WriterSettings | None = None) -> FastAPI:
         configure_logging("writer-agent", settings.log_level)
         configure_tracing("writer-agent")
         redis = create_redis(RedisSettings())
-        app.state.ledger = Ledger(redis)
+        app.state.ledger = Ledger(redis, settings.key_prefix)
         provider = create_provider(llm_settings)
         app.state.provider = provider
 

@@ -11,19 +11,21 @@ from fastapi import APIRouter, Depends, Request
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from podcrew_core.contracts.errors import PodcrewError
-from podcrew_core.contracts.hop import Hop, read_hop
+from podcrew_core.contracts.hop import Hop
+from podcrew_core.contracts.problem import to_problem
 from podcrew_core.contracts.schemas import WriteDelta, WriteRequest, WriteResponse
 from podcrew_core.llm import LLMProvider, LLMSettings
 from podcrew_core.runtime.admission import Admission
 from podcrew_core.runtime.app import JSONBody
 from podcrew_core.runtime.disconnect import unless_disconnected
 from podcrew_core.runtime.ledger import Ledger
-from podcrew_core.runtime.scope import hop_scope
+from podcrew_core.runtime.scope import hop_context, open_hop
 from podcrew_writer import compose
 from podcrew_writer.settings import WriterSettings
 
 router = APIRouter(prefix="/v1", tags=["writer"])
 log = structlog.get_logger(__name__)
+_WRITING = "writing the report"
 
 
 async def get_provider(request: Request) -> LLMProvider:
@@ -35,11 +37,11 @@ async def get_provider(request: Request) -> LLMProvider:
 def _hop(request: Request) -> Hop:
     settings: WriterSettings = request.app.state.settings
     llm: LLMSettings = request.app.state.llm_settings
-    return read_hop(
+    return Hop.from_headers(
         request.headers,
         default_deadline_s=settings.default_deadline_s,
-        default_retry_budget=llm.retry_budget,
-        what="writing the report",
+        default_retries=llm.retry_budget,
+        what=_WRITING,
     )
 
 
@@ -71,12 +73,15 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     "/write", dependencies=[JSONBody], summary="Write the report in one response", responses=_ERRORS
 )
 async def write(request: Request, body: WriteRequest, provider: Provider) -> WriteResponse:
-    with hop_scope(_hop(request), request.app.state.ledger) as hop:
-        async with _slots(request).hold(hop.deadline):
-            response = await unless_disconnected(
-                request, compose.write(provider, _draft(request, body))
-            )
-    return response.model_copy(update={"retries": hop.budget.spent})
+    hop = _hop(request)
+    async with (
+        open_hop(hop, request.app.state.ledger, what=_WRITING),
+        _slots(request).hold(hop.deadline),
+    ):
+        response = await unless_disconnected(
+            request, compose.write(provider, _draft(request, body))
+        )
+    return response.model_copy(update={"retries": hop.retries.spent})
 
 
 @router.post(
@@ -120,15 +125,17 @@ async def _events(
     ledger: Ledger,
     flush_s: float,
 ) -> AsyncIterator[ServerSentEvent]:
-    # The scopes are entered here because the stream runs after the route has returned.
-    with hop_scope(hop, ledger):
-        try:
+    # The hop is opened here because the stream runs after the route has returned; without a
+    # timeout around the block, which a generator cannot hold across its yields: each LLM
+    # call is bounded by the hop's deadline instead.
+    try:
+        with hop_context(hop, ledger):
             async with slots.hold(hop.deadline):
                 async for item in _stream(provider, draft, hop, flush_s):
                     yield item
-        except PodcrewError as exc:
-            log.warning("write_stream_failed", error=exc.slug, detail=exc.detail)
-            yield ServerSentEvent(data=orjson.dumps(exc.to_problem()).decode(), event="error")
+    except PodcrewError as exc:
+        log.warning("write_stream_failed", error=exc.slug, detail=exc.detail)
+        yield ServerSentEvent(data=orjson.dumps(to_problem(exc)).decode(), event="error")
 
 
 async def _stream(
@@ -136,7 +143,7 @@ async def _stream(
 ) -> AsyncIterator[ServerSentEvent]:
     async for item in compose.write_stream(provider, draft, flush_s=flush_s):
         if isinstance(item, WriteResponse):
-            done = item.model_copy(update={"retries": hop.budget.spent})
+            done = item.model_copy(update={"retries": hop.retries.spent})
             yield ServerSentEvent(data=done.model_dump_json(), event="done")
         else:
             yield ServerSentEvent(data=WriteDelta(text=item).model_dump_json(), event="delta")

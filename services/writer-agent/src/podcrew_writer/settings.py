@@ -13,6 +13,11 @@ class WriterSettings(ServiceSettings):
 
     port: int = Field(default=8102, ge=1, le=65535, description="TCP port to listen on.")
     max_tokens: int = Field(default=4096, ge=256, le=64000, description="Report length cap.")
+    key_prefix: str = Field(
+        default="podcrew",
+        description="Prefix of the Redis keys of the spend ledger; the orchestrator's "
+        "key_prefix (the chart sets both from one value), so every hop counts a run alike.",
+    )
     default_deadline_s: float = Field(
         default=120.0, gt=0, description="Deadline when the caller sends none."
     )

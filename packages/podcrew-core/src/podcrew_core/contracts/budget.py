@@ -1,13 +1,12 @@
-"""What one run may spend: its token and cost limits and the daily caps that also bind it,
-carried to every hop in the `x-podcrew-budget` header."""
+"""What one run may spend: its token and cost limits and the daily caps that also bind it.
+
+The limits name the run and the tenant whose counters they bind; where those counters live
+is the ledger's business (`podcrew_core.runtime.ledger`), never the wire's.
+"""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ValidationError
-
-from podcrew_core.contracts.errors import BadRequest
-
-BUDGET_HEADER = "x-podcrew-budget"
+from pydantic import BaseModel
 
 
 class BudgetLimits(BaseModel):
@@ -20,14 +19,3 @@ class BudgetLimits(BaseModel):
     tenant_daily_tokens: int
     tenant_daily_cost_usd: float
     global_daily_cost_usd: float
-    key_prefix: str = "podcrew"  # the worker's Redis key prefix, so every hop counts alike
-
-    def header(self) -> str:
-        return self.model_dump_json()
-
-    @classmethod
-    def from_header(cls, value: str) -> BudgetLimits:
-        try:
-            return cls.model_validate_json(value)
-        except ValidationError as exc:
-            raise BadRequest(f"{BUDGET_HEADER} is not a valid budget") from exc

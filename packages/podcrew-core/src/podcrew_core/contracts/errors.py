@@ -1,54 +1,87 @@
 """Errors by meaning: each class has its HTTP status, a stable slug (the problem `type`)
-and whether repeating the same call can succeed.
+and whether repeating the same call can succeed (`retryable`).
 
 Code raises the class that says what went wrong (`RunNotFound`, `UpstreamTimeout`, ...);
-`podcrew_core.runtime.problems` maps every one of them, and every framework error, to an
-`application/problem+json` response once. Nothing here imports a web framework, so every
-process (the operator included) can share these types.
+`podcrew_core.contracts.problem` writes each as an `application/problem+json` body and, on
+the calling side of a hop, rebuilds the same class from its slug, so an error keeps its
+meaning (and its retryability) from one process to the next. Every class with a slug of its
+own is registered under it when it is defined, wherever it lives, and must be constructible
+from its detail alone (the codec rebuilds it so). Nothing here imports a web framework, so
+every process (the operator included) can share these types.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 PROBLEM_BASE = "https://podcrew.dev/problems/"
 
+_BY_SLUG: dict[str, type[PodcrewError]] = {}
+
 
 class PodcrewError(Exception):
-    """Base of every error podcrew raises on purpose."""
+    """Base of every error podcrew raises on purpose.
 
-    status: ClassVar[int] = 500
-    slug: ClassVar[str] = "internal-error"
-    title: ClassVar[str] = "Internal error"
+    `status`, `slug`, `title` and `retryable` are stated by each class; an instance may say
+    otherwise about `retryable` when one case of a class cannot pass (a connection reset
+    after the request was sent) or when the service that raised it said so.
+    """
 
-    def __init__(self, detail: str, *, headers: dict[str, str] | None = None, **extra: Any):
+    status: int = 500
+    slug: str = "internal-error"
+    title: str = "Internal error"
+    # An unexpected failure may be a passing one (as 5xx in HTTP): the caller may try again.
+    retryable: bool = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        slug = cls.__dict__.get("slug")
+        if slug is None:  # a variant of its parent: the parent's slug names it on the wire
+            return
+        known = _BY_SLUG.get(slug)
+        # The same class defined again (its module reloaded) takes its own place back.
+        if known is not None and _name(known) != _name(cls):
+            raise TypeError(f"problem slug {slug!r} is taken by {_name(known)}")
+        _BY_SLUG[slug] = cls
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        headers: dict[str, str] | None = None,
+        retryable: bool | None = None,
+        **extra: Any,
+    ):
         super().__init__(detail)
         self.detail = detail
         self.headers = headers or {}
         self.extra = extra
+        if retryable is not None:
+            self.retryable = retryable
 
     @property
     def type_uri(self) -> str:
         return PROBLEM_BASE + self.slug
 
-    def to_problem(self, instance: str | None = None) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "type": self.type_uri,
-            "title": self.title,
-            "status": self.status,
-            "detail": self.detail,
-        }
-        if instance:
-            body["instance"] = instance
-        body.update(self.extra)
-        return body
+
+def _name(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def error_class(slug: str) -> type[PodcrewError] | None:
+    """The class registered under `slug`, if this process has defined one."""
+    return _BY_SLUG.get(slug)
+
+
+_BY_SLUG[PodcrewError.slug] = PodcrewError
 
 
 class BadRequest(PodcrewError):
     status = 400
     slug = "bad-request"
     title = "Bad request"
+    retryable = False
 
 
 class MalformedJSON(BadRequest):
@@ -60,12 +93,14 @@ class Unauthorized(PodcrewError):
     status = 401
     slug = "unauthorized"
     title = "Missing or invalid credentials"
+    retryable = False
 
 
 class NotFound(PodcrewError):
     status = 404
     slug = "not-found"
     title = "Not found"
+    retryable = False
 
 
 class RunNotFound(NotFound):
@@ -77,54 +112,67 @@ class MethodNotAllowed(PodcrewError):
     status = 405
     slug = "method-not-allowed"
     title = "Method not allowed"
+    retryable = False
 
 
 class Conflict(PodcrewError):
     status = 409
     slug = "conflict"
     title = "Conflict"
+    retryable = False
 
 
 class PayloadTooLarge(PodcrewError):
     status = 413
     slug = "payload-too-large"
     title = "Request body too large"
+    retryable = False
 
 
 class UnsupportedMediaType(PodcrewError):
     status = 415
     slug = "unsupported-media-type"
     title = "Unsupported media type"
+    retryable = False
 
 
 class ValidationFailed(PodcrewError):
     status = 422
     slug = "validation-failed"
     title = "Request failed validation"
+    retryable = False
 
 
 class Overloaded(PodcrewError):
+    """No slot freed up in time: another replica, or the same one a moment later, may serve."""
+
     status = 503
     slug = "overloaded"
     title = "Service overloaded"
+    retryable = True
 
 
 class StateStoreUnavailable(PodcrewError):
     status = 503
     slug = "state-store-unavailable"
     title = "State store unavailable"
+    retryable = True
 
 
 class NotReady(PodcrewError):
     status = 503
     slug = "not-ready"
     title = "Service not ready"
+    retryable = True
 
 
 class DeadlineExceeded(PodcrewError):
+    """The run's time is spent: no later attempt can finish before it either."""
+
     status = 504
     slug = "deadline-exceeded"
     title = "Deadline exceeded"
+    retryable = False
 
 
 class UpstreamError(PodcrewError):
@@ -133,12 +181,16 @@ class UpstreamError(PodcrewError):
     status = 502
     slug = "upstream-error"
     title = "Upstream service failed"
+    retryable = True
 
 
 class UpstreamTimeout(UpstreamError):
+    """No answer before the deadline: podcrew's calls wait as long as the run has left."""
+
     status = 504
     slug = "upstream-timeout"
     title = "Upstream service timed out"
+    retryable = False
 
 
 class LLMError(UpstreamError):
@@ -147,7 +199,7 @@ class LLMError(UpstreamError):
 
     slug = "llm-error"
     title = "LLM call failed"
-    retryable: ClassVar[bool] = False
+    retryable = False
 
     def __init__(
         self,
@@ -204,22 +256,26 @@ class LLMRejected(LLMError):
 
     slug = "llm-rejected"
     title = "The LLM provider rejected the request"
+    retryable = False
 
 
 class CircuitOpen(LLMError):
     status = 503
     slug = "circuit-open"
     title = "Upstream circuit open"
+    retryable = False
 
 
 class RetryBudgetExhausted(LLMError):
     slug = "retry-budget-exhausted"
     title = "The run's retry budget is spent"
+    retryable = False
 
 
 class InvalidModelOutput(LLMError):
     slug = "invalid-model-output"
     title = "The model's structured output did not validate"
+    retryable = False
 
 
 class ToolError(PodcrewError):
@@ -228,6 +284,7 @@ class ToolError(PodcrewError):
     status = 502
     slug = "tool-error"
     title = "Tool call failed"
+    retryable = False
 
 
 class BlockedURL(ToolError):
@@ -240,3 +297,18 @@ class BudgetExceeded(PodcrewError):
     status = 402
     slug = "budget-exceeded"
     title = "Budget exceeded"
+    retryable = False
+
+
+class UnknownProblem(UpstreamError):
+    """An answer whose problem `type` this process does not know: a newer service's error,
+    or a page from something in between (a proxy). It keeps the status, the slug and the
+    retryability the answer gave."""
+
+    def __init__(
+        self, detail: str, *, status: int, slug: str, title: str, retryable: bool, **extra: Any
+    ) -> None:
+        super().__init__(detail, retryable=retryable, **extra)
+        self.status = status
+        self.slug = slug
+        self.title = title

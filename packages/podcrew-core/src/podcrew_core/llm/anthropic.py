@@ -28,7 +28,6 @@ import httpx2
 import orjson
 from pydantic import ValidationError
 
-from podcrew_core.contracts.deadline import current_deadline
 from podcrew_core.contracts.errors import (
     DeadlineExceeded,
     LLMError,
@@ -51,6 +50,7 @@ from podcrew_core.llm.types import (
     TextDelta,
     ToolUseBlock,
 )
+from podcrew_core.runtime.scope import time_left
 from podcrew_core.runtime.tracing import tracing_enabled
 
 _CACHE = {"type": "ephemeral"}
@@ -258,13 +258,11 @@ class AnthropicProvider:
         )
 
     def _timeout(self) -> httpx2.Timeout:
-        budget = self._timeout_s
-        deadline = current_deadline()
-        if deadline is not None:
-            remaining = deadline.remaining()
-            if remaining < _MIN_CALL_S:
-                raise DeadlineExceeded("no time left for an LLM call")
-            budget = min(budget, remaining)
+        budget = time_left(self._timeout_s)
+        # Below the minimum only because the hop's deadline is near (the setting itself may
+        # be shorter, and is honoured).
+        if budget < min(_MIN_CALL_S, self._timeout_s):
+            raise DeadlineExceeded("no time left for an LLM call")
         return httpx2.Timeout(budget, connect=min(self._connect_s, budget))
 
     async def complete(self, request: LLMRequest) -> LLMResponse:

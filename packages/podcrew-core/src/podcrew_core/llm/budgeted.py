@@ -7,18 +7,19 @@ from collections.abc import AsyncIterator
 
 from podcrew_core.llm.base import LLMProvider
 from podcrew_core.llm.types import LLMRequest, LLMResponse, StreamEnd, StreamEvent
-from podcrew_core.runtime.ledger import current_budget
+from podcrew_core.runtime.scope import current_spend
 
 
 class BudgetedProvider:
-    """Checks the budgets in scope before each call and charges what the call used."""
+    """Checks the budgets of the hop being served before each call and charges what the
+    call used."""
 
     def __init__(self, inner: LLMProvider) -> None:
         self.inner = inner
         self.name = inner.name
 
     async def complete(self, request: LLMRequest) -> LLMResponse:
-        scope = current_budget()
+        scope = current_spend()
         if scope is not None:
             await scope.check()
         response = await self.inner.complete(request)
@@ -27,7 +28,7 @@ class BudgetedProvider:
         return response
 
     async def stream(self, request: LLMRequest) -> AsyncIterator[StreamEvent]:
-        scope = current_budget()
+        scope = current_spend()
         if scope is not None:
             await scope.check()
         async for event in self.inner.stream(request):

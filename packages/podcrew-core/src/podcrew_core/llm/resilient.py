@@ -1,8 +1,9 @@
 """Retries and the circuit breaker around any provider.
 
 Each attempt goes through the breaker; a failed attempt is retried only when the error can
-succeed on retry (`resilience.should_retry`), another attempt is allowed, the run's retry
-budget has a retry left, and the run's deadline leaves time to wait and call again. A stream
+succeed on retry (`resilience.should_retry`), another attempt is allowed, the retry budget of
+the hop being served (`current_hop()`) has a retry left, and its deadline leaves time to wait
+and call again. A stream
 is retried only before its first delta: after that, the caller has seen text and a retry
 would duplicate it.
 """
@@ -15,7 +16,6 @@ from collections.abc import AsyncIterator
 
 import structlog
 
-from podcrew_core.contracts.deadline import current_deadline
 from podcrew_core.contracts.errors import LLMError, RetryBudgetExhausted
 from podcrew_core.llm.base import LLMProvider
 from podcrew_core.llm.types import LLMRequest, LLMResponse, StreamEvent
@@ -23,10 +23,10 @@ from podcrew_core.runtime.resilience import (
     LLM_RETRIES,
     MAX_RETRY_AFTER_S,
     CircuitBreaker,
-    current_retry_budget,
     retry_delay_s,
     should_retry,
 )
+from podcrew_core.runtime.scope import current_hop
 
 _MIN_CALL_S = 0.05
 
@@ -54,15 +54,15 @@ class ResilientProvider:
         delay = retry_delay_s(attempt - 1, error.retry_after_s, self._rng)
         if delay > MAX_RETRY_AFTER_S:
             raise error
-        deadline = current_deadline()
-        if deadline is not None and deadline.remaining() < delay + _MIN_CALL_S:
-            raise error
-        budget = current_retry_budget()
-        if budget is not None and not budget.try_spend():
-            raise RetryBudgetExhausted(
-                f"the run's retry budget is spent; last failure: {error.detail}",
-                upstream_status=error.upstream_status,
-            ) from error
+        hop = current_hop()
+        if hop is not None:
+            if hop.deadline.remaining() < delay + _MIN_CALL_S:
+                raise error
+            if not hop.retries.try_spend():
+                raise RetryBudgetExhausted(
+                    f"the run's retry budget is spent; last failure: {error.detail}",
+                    upstream_status=error.upstream_status,
+                ) from error
         LLM_RETRIES.labels(error.reason).inc()
         log.info("llm_retry", reason=error.reason, attempt=attempt, delay_s=round(delay, 3))
         await asyncio.sleep(delay)

@@ -15,8 +15,8 @@ from fastapi import Depends, FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from podcrew_core.contracts.deadline import RUN_ID_HEADER
 from podcrew_core.contracts.errors import NotReady, PayloadTooLarge, UnsupportedMediaType
+from podcrew_core.contracts.hop import RUN_ID_HEADER
 from podcrew_core.runtime.metrics import (
     HTTP_SERVER_DURATION,
     HTTP_SERVER_IN_FLIGHT,

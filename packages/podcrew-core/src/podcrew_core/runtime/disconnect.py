@@ -23,6 +23,7 @@ class ClientClosedRequest(PodcrewError):
     status = 499
     slug = "client-closed-request"
     title = "The caller went away"
+    retryable = False  # nobody is waiting for a second answer either
 
 
 async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:

@@ -1,5 +1,7 @@
-"""Calls between podcrew services: one pooled `httpx.AsyncClient` per process, a retry
-policy stated as constants plus a pure predicate, and errors mapped to meaning.
+"""Calls between podcrew services: one pooled `httpx.AsyncClient` per process, and
+`post_json`, which carries the run's hop, retries by the one policy (`runtime.resilience`)
+within the hop's retry budget, and raises the error the other service answered with, by
+its meaning (`contracts.problem`).
 
 The client keeps httpx's API but sends over aiohttp's HTTP/1.1 stack (the `httpx-aiohttp`
 transport): in `python -m bench` it cut the worker's hop to an agent from ~13 to ~4 ms and
@@ -9,57 +11,46 @@ CPU per request.
 
 from __future__ import annotations
 
+import asyncio
+import random
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import TypeVar
 
 import aiohttp
 import httpx
 from httpx_aiohttp import AiohttpTransport
 from pydantic import BaseModel, ValidationError
-from tenacity import (
-    AsyncRetrying,
-    retry_if_exception,
-    stop_after_attempt,
-    wait_exponential_jitter,
-)
 
-from podcrew_core.contracts.budget import BudgetLimits
-from podcrew_core.contracts.deadline import RUN_ID_HEADER, Deadline
 from podcrew_core.contracts.errors import (
-    BudgetExceeded,
     DeadlineExceeded,
     PodcrewError,
     UpstreamError,
     UpstreamTimeout,
 )
-from podcrew_core.contracts.hop import hop_headers
+from podcrew_core.contracts.hop import Hop
 from podcrew_core.runtime.metrics import (
     HTTP_CLIENT_DURATION,
     HTTP_CLIENT_HOP_OVERHEAD,
     HTTP_CLIENT_REQUESTS,
 )
+from podcrew_core.runtime.resilience import (
+    HOP_MAX_ATTEMPTS,
+    answer_error,
+    hop_retry_delay_s,
+    retry_after_s,
+    should_retry,
+)
 from podcrew_core.runtime.tracing import instrument_http_client
 
 T = TypeVar("T", bound=BaseModel)
 
-MAX_ATTEMPTS = 3
-RETRY_BASE_S = 0.1
-RETRY_MAX_S = 2.0
-RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
-
-
-def should_retry(exc: BaseException) -> bool:
-    """Retry what can succeed on a second try: refused connections and overload answers."""
-    if isinstance(exc, _RetryableStatus):
-        return True
-    return isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.RemoteProtocolError)
-
-
-class _RetryableStatus(Exception):
-    def __init__(self, response: httpx.Response) -> None:
-        super().__init__(f"HTTP {response.status_code}")
-        self.response = response
+# A connection that was refused or closed before any answer: the request never reached the
+# service, so sending it again cannot do its work twice. Any other transport failure (a
+# reset mid-answer) may come after the work was done, and is not retried.
+RETRYABLE_TRANSPORT_ERRORS = (httpx.ConnectError, httpx.RemoteProtocolError)
+_JITTER = random.Random()  # noqa: S311 - jitter, not security
 
 
 def _unmasked(exc: httpx.TransportError) -> httpx.TransportError:
@@ -135,41 +126,6 @@ def create_http_client(
     return client
 
 
-def internal_headers(
-    run_id: str,
-    deadline: Deadline,
-    retry_budget: int | None = None,
-    limits: BudgetLimits | None = None,
-) -> dict[str, str]:
-    """Run id, remaining deadline, the retry budget this hop may spend, and spend limits."""
-    return {RUN_ID_HEADER: run_id, **hop_headers(deadline, retry_budget, limits)}
-
-
-def _detail(response: httpx.Response) -> str:
-    try:
-        body = response.json()
-    except ValueError:
-        return response.text[:200]
-    if isinstance(body, dict) and "detail" in body:
-        return str(body["detail"])
-    return response.text[:200]
-
-
-def _upstream_error(target: str, response: httpx.Response) -> PodcrewError:
-    """The error a hop answered with; budget and deadline errors keep their meaning, since
-    they end the run for the same reason, whichever hop ran into them."""
-    detail = _detail(response)
-    try:
-        kind = str(response.json().get("type", ""))
-    except (ValueError, AttributeError):
-        kind = ""
-    if kind.endswith("/" + BudgetExceeded.slug):
-        return BudgetExceeded(detail)
-    if kind.endswith("/" + DeadlineExceeded.slug):
-        return DeadlineExceeded(f"{target}: {detail}")
-    return UpstreamError(f"{target} answered {response.status_code}: {detail}")
-
-
 def server_time_s(response: httpx.Response) -> float | None:
     """The `app` duration of a `Server-Timing` header (podcrew's services send one), in s."""
     for metric in response.headers.get("server-timing", "").split(","):
@@ -193,6 +149,83 @@ def observe_hop(target: str, response: httpx.Response, elapsed_s: float) -> None
         HTTP_CLIENT_HOP_OVERHEAD.labels(target).observe(max(0.0, elapsed_s - server_s))
 
 
+def transport_error(target: str, exc: httpx.HTTPError) -> UpstreamError:
+    """What a failed exchange with `target` means: out of time, or unreachable (retryable
+    only if the request cannot have reached it)."""
+    if isinstance(exc, httpx.TimeoutException):
+        return UpstreamTimeout(f"{target} did not answer before the deadline")
+    return UpstreamError(
+        f"{target} unreachable: {exc.__class__.__name__}",
+        retryable=isinstance(exc, RETRYABLE_TRANSPORT_ERRORS),
+    )
+
+
+def charge_reported(hop: Hop, error: PodcrewError) -> None:
+    """Charge `hop` with the retries a failed answer says the other service spent on it
+    (`retries` in its problem, see `runtime.scope`)."""
+    retries = error.extra.get("retries")
+    if isinstance(retries, int):
+        hop.retries.charge(retries)
+
+
+@dataclass
+class _Call:
+    """One `post_json` call to `target`: what it sends, and how its last attempt ended (the
+    `outcome` label of its metric)."""
+
+    client: httpx.AsyncClient
+    url: str
+    payload: bytes
+    target: str
+    hop: Hop
+    outcome: str = "error"
+
+    async def attempt(self) -> httpx.Response:
+        """One POST; a success, or the error the exchange or the answer means."""
+        hop = self.hop
+        if hop.deadline.remaining() <= 0:
+            raise DeadlineExceeded(f"no time left to call {self.target}")
+        sent = time.perf_counter()
+        try:
+            response = await self.client.post(
+                self.url,
+                content=self.payload,
+                headers={"content-type": "application/json", **hop.to_headers()},
+                timeout=max(0.001, hop.deadline.remaining()),
+            )
+        except httpx.HTTPError as exc:
+            timed_out = isinstance(exc, httpx.TimeoutException)
+            self.outcome = "timeout" if timed_out else "connection_error"
+            raise transport_error(self.target, exc) from exc
+        observe_hop(self.target, response, time.perf_counter() - sent)
+        if response.status_code < 400:
+            return response
+        self.outcome = f"http_{response.status_code // 100}xx"
+        error = answer_error(response.status_code, response.content, response.headers)
+        charge_reported(hop, error)
+        raise error
+
+    async def answer(self) -> httpx.Response:
+        """Attempts until one succeeds, or until the policy, the attempts, the deadline or
+        the hop's retry budget allow no other; each retry is taken from the budget."""
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return await self.attempt()
+            except PodcrewError as error:
+                advice = retry_after_s(error.headers.get("Retry-After"), time.time())
+                delay = hop_retry_delay_s(attempt - 1, advice, _JITTER)
+                if (
+                    not should_retry(error)
+                    or attempt >= HOP_MAX_ATTEMPTS
+                    or self.hop.deadline.remaining() <= delay
+                    or not self.hop.retries.try_spend()
+                ):
+                    raise
+            await asyncio.sleep(delay)
+
+
 async def post_json(
     client: httpx.AsyncClient,
     url: str,
@@ -200,61 +233,23 @@ async def post_json(
     response_model: type[T],
     *,
     target: str,
-    run_id: str,
-    deadline: Deadline,
-    retry_budget: int | None = None,
-    limits: BudgetLimits | None = None,
+    hop: Hop,
 ) -> T:
-    """POST `body`, retrying transient failures while the deadline allows, and parse the reply."""
-    payload = body.model_dump_json().encode()
-    retrying = AsyncRetrying(
-        stop=stop_after_attempt(MAX_ATTEMPTS),
-        wait=wait_exponential_jitter(multiplier=RETRY_BASE_S, max=RETRY_MAX_S),
-        retry=retry_if_exception(should_retry),
-        reraise=True,
-    )
+    """POST `body` with the run's `hop`, retrying what can succeed on retry within the hop's
+    retry budget and deadline, and parse the answer; a failure is the error it means (the
+    one the other service answered with, rebuilt from its problem body)."""
+    call = _Call(client, url, body.model_dump_json().encode(), target, hop)
     started = time.perf_counter()
-    outcome = "error"
     try:
-        async for attempt in retrying:
-            with attempt:
-                if deadline.remaining() <= 0:
-                    raise DeadlineExceeded(f"no time left to call {target}")
-                sent = time.perf_counter()
-                response = await client.post(
-                    url,
-                    content=payload,
-                    headers={
-                        "content-type": "application/json",
-                        **internal_headers(run_id, deadline, retry_budget, limits),
-                    },
-                    timeout=max(0.001, deadline.remaining()),
-                )
-                observe_hop(target, response, time.perf_counter() - sent)
-                if response.status_code in RETRYABLE_STATUS:
-                    raise _RetryableStatus(response)
-        if response.status_code >= 400:
-            outcome = f"http_{response.status_code // 100}xx"
-            raise _upstream_error(target, response)
+        response = await call.answer()
         try:
             parsed = response_model.model_validate_json(response.content)
         except ValidationError as exc:
             raise UpstreamError(
-                f"{target} sent a response that does not match its contract"
+                f"{target} sent a response that does not match its contract", retryable=False
             ) from exc
-        outcome = "ok"
+        call.outcome = "ok"
         return parsed
-    except _RetryableStatus as exc:
-        outcome = f"http_{exc.response.status_code // 100}xx"
-        raise UpstreamError(
-            f"{target} answered {exc.response.status_code}: {_detail(exc.response)}"
-        ) from exc
-    except httpx.TimeoutException as exc:
-        outcome = "timeout"
-        raise UpstreamTimeout(f"{target} did not answer before the deadline") from exc
-    except httpx.HTTPError as exc:
-        outcome = "connection_error"
-        raise UpstreamError(f"{target} unreachable: {exc.__class__.__name__}") from exc
     finally:
-        HTTP_CLIENT_REQUESTS.labels(target, outcome).inc()
+        HTTP_CLIENT_REQUESTS.labels(target, call.outcome).inc()
         HTTP_CLIENT_DURATION.labels(target).observe(time.perf_counter() - started)

@@ -1,8 +1,9 @@
 """Token and cost budgets, enforced before every LLM call, in whichever process makes it.
 
-A run's spend is kept in Redis (`…:run:{id}:spend`), next to its tenant's spend for the UTC
-day and everyone's spend for the day. Every LLM call first checks all three against the
-limits the run carries (header `x-podcrew-budget`, set by the worker), then adds what it
+A run's spend is kept in Redis (`{prefix}:run:{id}:spend`), next to its tenant's spend for
+the UTC day and everyone's spend for the day; the prefix is each process's own setting (the
+same in every service of an installation), never part of a hop. Every LLM call first checks
+all three against the limits the run's hop carries (set by the worker), then adds what it
 used. So the research calls of one run, on any number of agent replicas, share the run's
 remaining budget, and a tenant's daily cap holds across runs.
 
@@ -21,9 +22,6 @@ then sees it.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -98,15 +96,18 @@ def _totals(counts: list[Any]) -> Totals:
 
 
 class Ledger:
-    """Spend counters in Redis (integer micro-dollars, so increments stay exact)."""
+    """Spend counters in Redis (integer micro-dollars, so increments stay exact), under
+    `prefix`: the orchestrator's `key_prefix`, which every service of an installation sets
+    alike."""
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, prefix: str = "podcrew") -> None:
         self.redis = redis
+        self.prefix = prefix
         self._spent = redis.register_script(_SPENT)
         self._charge = redis.register_script(_CHARGE)
 
     def _keys(self, limits: BudgetLimits) -> tuple[str, str, str]:
-        day, prefix = utc_day(), limits.key_prefix
+        day, prefix = utc_day(), self.prefix
         return (
             f"{prefix}:run:{limits.run_id}:spend",
             f"{prefix}:spend:{day}:tenant:{limits.tenant}",
@@ -157,9 +158,11 @@ class Ledger:
 
 @dataclass
 class BudgetScope:
+    """The spend of one hop's LLM calls: what they check and charge, and the totals the
+    last charge answered (which the next call checks instead of reading them again)."""
+
     ledger: Ledger
     limits: BudgetLimits
-    # The totals the scope's last charge answered; the next call checks these.
     totals: Totals | None = None
 
     async def check(self) -> None:
@@ -167,19 +170,3 @@ class BudgetScope:
 
     async def charge(self, usage: Usage) -> None:
         self.totals = await self.ledger.charge(self.limits, usage)
-
-
-_scope: ContextVar[BudgetScope | None] = ContextVar("podcrew_budget", default=None)
-
-
-def current_budget() -> BudgetScope | None:
-    return _scope.get()
-
-
-@contextmanager
-def budget_scope(scope: BudgetScope | None) -> Iterator[None]:
-    token = _scope.set(scope)
-    try:
-        yield
-    finally:
-        _scope.reset(token)

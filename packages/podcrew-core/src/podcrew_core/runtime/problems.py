@@ -1,7 +1,8 @@
 """Every error a service can raise, mapped once to an RFC 9457 `application/problem+json`
-response with a stable `type`: podcrew's own errors by their class, FastAPI's validation
-errors, Starlette's HTTP exceptions, a Redis outage (503, retry) and anything unexpected
-(a logged 500 that says no more)."""
+response with a stable `type`, written by the one codec (`contracts.problem.to_problem`):
+podcrew's own errors by their class, FastAPI's validation errors, Starlette's HTTP
+exceptions, a Redis outage (503, retry) and anything unexpected (a logged 500 that says no
+more)."""
 
 from __future__ import annotations
 
@@ -28,13 +29,15 @@ from podcrew_core.contracts.errors import (
     UnsupportedMediaType,
     ValidationFailed,
 )
+from podcrew_core.contracts.problem import to_problem
+from podcrew_core.runtime.resilience import should_retry_status
 
 log = structlog.get_logger(__name__)
 
 
 def problem_response(error: PodcrewError, instance: str | None = None) -> JSONResponse:
     return JSONResponse(
-        error.to_problem(instance),
+        to_problem(error, instance),
         status_code=error.status,
         media_type=PROBLEM_CONTENT_TYPE,
         headers=error.headers,
@@ -84,8 +87,10 @@ def install_problem_handlers(app: FastAPI) -> None:
         assert isinstance(exc, StarletteHTTPException)
         cls = _HTTP_STATUS_ERRORS.get(exc.status_code)
         if cls is None:
-            error: PodcrewError = PodcrewError(str(exc.detail))
-            body = error.to_problem(request.url.path) | {
+            error: PodcrewError = PodcrewError(
+                str(exc.detail), retryable=should_retry_status(exc.status_code)
+            )
+            body = to_problem(error, request.url.path) | {
                 "status": exc.status_code,
                 "title": str(exc.detail),
                 "type": "about:blank",

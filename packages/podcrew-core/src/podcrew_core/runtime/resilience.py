@@ -1,5 +1,12 @@
-"""Failure handling for calls to an upstream that can fail: the retry policy (constants and
-pure functions), a per-run retry budget, and a circuit breaker.
+"""Failure handling for calls to an upstream that can fail: the one retry policy (constants
+and pure functions) and a circuit breaker.
+
+The policy, for every retry podcrew makes (LLM calls, calls between its services, webhooks,
+the operator's calls to the API): an error says itself whether the same call can succeed if
+repeated (`PodcrewError.retryable`, kept across hops by the problem codec); an answer that
+says nothing is judged by its status (408, 429, 5xx); a retry waits the upstream's
+`Retry-After` or a jittered exponential backoff; and a run's retries come out of its retry
+budget (`Hop.retries`), so they stay within it however they are spread.
 
 Why the breaker is hand-written: pybreaker serialises every call through one RLock, and
 aiobreaker is unmaintained; neither has a failure-rate window or a bounded number of
@@ -13,22 +20,28 @@ import email.utils
 import random
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
 
 from prometheus_client import Counter, Gauge
 
-from podcrew_core.contracts.errors import CircuitOpen, LLMError
-from podcrew_core.contracts.hop import RetryBudget
+from podcrew_core.contracts.errors import CircuitOpen, PodcrewError
+from podcrew_core.contracts.problem import from_problem
 
 # --- retry policy -----------------------------------------------------------------------
 
+# Answers that say nothing of their own: these statuses can change on a second try.
+RETRYABLE_STATUS = frozenset({408, 429})  # and every 5xx
+# LLM calls: the Anthropic SDK's own schedule.
 INITIAL_RETRY_DELAY_S = 0.5
 MAX_RETRY_DELAY_S = 8.0
 MAX_RETRY_AFTER_S = 60.0  # upstream advice beyond this is treated as "give up"
+# Calls between podcrew's services: the agent behind a call is one of several replicas, so a
+# short wait is enough; three attempts at most.
+HOP_MAX_ATTEMPTS = 3
+HOP_RETRY_BASE_S = 0.1
+HOP_RETRY_MAX_S = 2.0
 
 LLM_RETRIES = Counter(
     "podcrew_llm_retries",
@@ -49,13 +62,23 @@ BREAKER_OPENED = Counter(
 
 
 def should_retry(error: BaseException) -> bool:
-    """Retry only what can succeed when repeated: 429, 529, 5xx, connection errors, timeouts."""
-    return isinstance(error, LLMError) and error.retryable
+    """Retry only what says it can succeed when repeated: a podcrew error that is
+    `retryable` (an LLM's 429, 529, 5xx, timeouts and lost connections; an agent that is
+    overloaded or unreachable). Anything else, a bug included, is not retried."""
+    return isinstance(error, PodcrewError) and error.retryable
 
 
 def should_retry_status(status: int) -> bool:
-    """Retry only HTTP answers that can change on a second try: 408, 429 and 5xx."""
-    return status in (408, 429) or 500 <= status <= 599
+    """Whether an answer that says nothing else can change on a second try: 408, 429, 5xx."""
+    return status in RETRYABLE_STATUS or 500 <= status <= 599
+
+
+def answer_error(
+    status: int, body: bytes | str | None, headers: Mapping[str, str] | None = None
+) -> PodcrewError:
+    """The error an answer of another podcrew service stands for: the one its problem body
+    names (`from_problem`), retryable as the body says, else as its status says."""
+    return from_problem(status, body, headers=headers, retryable=should_retry_status(status))
 
 
 def retry_after_s(value: str | None, now: float) -> float | None:
@@ -95,23 +118,10 @@ def retry_delay_s(attempt: int, retry_after_s: float | None, rng: random.Random)
     )
 
 
-# --- retry budget -------------------------------------------------------------------------
-
-
-_budget: ContextVar[RetryBudget | None] = ContextVar("podcrew_retry_budget", default=None)
-
-
-def current_retry_budget() -> RetryBudget | None:
-    return _budget.get()
-
-
-@contextmanager
-def retry_budget_scope(budget: RetryBudget) -> Iterator[RetryBudget]:
-    token = _budget.set(budget)
-    try:
-        yield budget
-    finally:
-        _budget.reset(token)
+def hop_retry_delay_s(attempt: int, retry_after: float | None, rng: random.Random) -> float:
+    """Seconds to wait before retry number `attempt` (0-based) of a call to another podcrew
+    service."""
+    return backoff_s(attempt, retry_after, base_s=HOP_RETRY_BASE_S, max_s=HOP_RETRY_MAX_S, rng=rng)
 
 
 # --- circuit breaker ---------------------------------------------------------------------

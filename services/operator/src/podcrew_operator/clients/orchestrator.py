@@ -1,8 +1,10 @@
 """The orchestrator's public run API, as the operator uses it.
 
-Every failure becomes an error by meaning (`podcrew_operator.errors`): what can pass
-(connection errors, 408, 429, 5xx, 401) is `Retryable` with the server's `Retry-After`; what
-cannot (the run refused) is not. The `httpx.AsyncClient` is injected, created at start-up.
+Every failure becomes an error by meaning (`podcrew_operator.errors`). An answer's problem is
+read with podcrew's codec (`contracts.problem`), so its verdict decides: what can pass
+(connection errors, 401, an error the API marks retryable, else 408, 429 and 5xx: the one
+policy of `runtime.resilience`) is `Retryable` with the server's `Retry-After`; what cannot
+(the run refused) is not. The `httpx.AsyncClient` is injected, created at start-up.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import httpx
 from pydantic import ValidationError
 
 from podcrew_core.contracts.schemas import Run, RunAccepted, RunCreate, RunStatus
+from podcrew_core.runtime.resilience import answer_error
 
 from ..errors import (
     OrchestratorRejected,
@@ -21,7 +24,7 @@ from ..errors import (
     OrchestratorUnavailable,
     RunLost,
 )
-from ..retry import retry_after_s, should_retry_status
+from ..retry import retry_after_s
 from ..settings import OperatorSettings
 
 USER_AGENT = "podcrew-operator"
@@ -50,19 +53,13 @@ class Submitted:
 
 
 def _detail(response: httpx.Response) -> str:
-    try:
-        body = response.json()
-    except ValueError:
-        return response.text[:200]
-    if isinstance(body, dict):
-        return str(body.get("detail") or body.get("title") or response.reason_phrase)
-    return response.text[:200]
+    """What an error answer says, by the codec (its problem's detail, else its text)."""
+    return answer_error(response.status_code, response.content, response.headers).detail
 
 
-def _unavailable(what: str, response: httpx.Response) -> OrchestratorUnavailable:
-    return OrchestratorUnavailable(
-        f"{what}: the orchestrator answered {response.status_code}: {_detail(response)}",
-        retry_after_s=retry_after_s(response.headers.get("retry-after"), time.time()),
+def _rejected(what: str, response: httpx.Response) -> OrchestratorRejected:
+    return OrchestratorRejected(
+        f"{what}: {response.status_code}: {_detail(response)}", status=response.status_code
     )
 
 
@@ -83,8 +80,14 @@ class OrchestratorClient:
             ) from exc
         if response.status_code == 401:
             raise OrchestratorUnauthorized(f"{what}: the orchestrator refused the API key (401)")
-        if should_retry_status(response.status_code):
-            raise _unavailable(what, response)
+        if response.status_code < 400:
+            return response
+        error = answer_error(response.status_code, response.content, response.headers)
+        if error.retryable:
+            raise OrchestratorUnavailable(
+                f"{what}: the orchestrator answered {response.status_code}: {error.detail}",
+                retry_after_s=retry_after_s(error.headers.get("Retry-After"), time.time()),
+            )
         return response
 
     async def submit(self, body: RunCreate, idempotency_key: str) -> Submitted:
@@ -123,10 +126,7 @@ class OrchestratorClient:
         if response.status_code == 404:
             raise RunLost(f"the orchestrator has no run {run_id} (expired, or another tenant)")
         if response.status_code != 200:
-            raise OrchestratorRejected(
-                f"read run {run_id}: {response.status_code}: {_detail(response)}",
-                status=response.status_code,
-            )
+            raise _rejected(f"read run {run_id}", response)
         try:
             return Run.model_validate_json(response.content)
         except ValidationError as exc:
@@ -144,7 +144,4 @@ class OrchestratorClient:
             return True
         if response.status_code in (404, 409):
             return False
-        raise OrchestratorRejected(
-            f"cancel run {run_id}: {response.status_code}: {_detail(response)}",
-            status=response.status_code,
-        )
+        raise _rejected(f"cancel run {run_id}", response)

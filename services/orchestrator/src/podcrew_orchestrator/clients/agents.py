@@ -1,4 +1,8 @@
-"""Calls to the research agents and the writer agent over the shared pooled client."""
+"""Calls to the research agents and the writer agent over the shared pooled client.
+
+Each call carries the run's `Hop` and charges back to it the retries the agent reports
+spending; a failure is the error the agent answered with, by its meaning (`contracts.problem`).
+"""
 
 from __future__ import annotations
 
@@ -7,12 +11,11 @@ import time
 from collections.abc import AsyncIterator
 
 import httpx
-import orjson
-from httpx_sse import aconnect_sse
+from httpx_sse import EventSource, aconnect_sse
 
-from podcrew_core.contracts.budget import BudgetLimits
-from podcrew_core.contracts.deadline import Deadline
-from podcrew_core.contracts.errors import BudgetExceeded, UpstreamError, UpstreamTimeout
+from podcrew_core.contracts.errors import PodcrewError, UpstreamError
+from podcrew_core.contracts.hop import Hop
+from podcrew_core.contracts.problem import from_problem
 from podcrew_core.contracts.schemas import (
     ResearchRequest,
     ResearchResponse,
@@ -20,8 +23,9 @@ from podcrew_core.contracts.schemas import (
     WriteRequest,
     WriteResponse,
 )
-from podcrew_core.runtime.http import internal_headers, observe_hop, post_json
+from podcrew_core.runtime.http import charge_reported, observe_hop, post_json, transport_error
 from podcrew_core.runtime.metrics import HTTP_CLIENT_DURATION, HTTP_CLIENT_REQUESTS
+from podcrew_core.runtime.resilience import answer_error
 from podcrew_core.runtime.tracing import invoke_agent_span
 
 RESEARCH_AGENT = "research-agent"
@@ -33,30 +37,34 @@ class ResearchClient:
         self.http = http
         self.url = base_url.rstrip("/") + "/v1/research"
 
-    async def research(
-        self,
-        body: ResearchRequest,
-        deadline: Deadline,
-        retry_budget: int,
-        limits: BudgetLimits | None = None,
-    ) -> ResearchResponse:
+    async def research(self, body: ResearchRequest, hop: Hop) -> ResearchResponse:
+        """Research one sub-question within `hop` (retried as `post_json` retries)."""
         with invoke_agent_span(
             RESEARCH_AGENT,
             remote=True,
             run_id=body.run_id,
             attributes={"gen_ai.request.model": body.model} if body.model else None,
         ):
-            return await post_json(
-                self.http,
-                self.url,
-                body,
-                ResearchResponse,
-                target=RESEARCH_AGENT,
-                run_id=body.run_id,
-                deadline=deadline,
-                retry_budget=retry_budget,
-                limits=limits,
+            response = await post_json(
+                self.http, self.url, body, ResearchResponse, target=RESEARCH_AGENT, hop=hop
             )
+        hop.retries.charge(response.retries)
+        return response
+
+
+class _Recorder:
+    """Counts and times one writer call like a `post_json` call (target `writer-agent`),
+    once, whenever it ends."""
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self.recorded = False
+
+    def __call__(self, outcome: str) -> None:
+        if not self.recorded:
+            self.recorded = True
+            HTTP_CLIENT_REQUESTS.labels(WRITER_AGENT, outcome).inc()
+            HTTP_CLIENT_DURATION.labels(WRITER_AGENT).observe(time.perf_counter() - self.started)
 
 
 class WriterClient:
@@ -64,74 +72,58 @@ class WriterClient:
         self.http = http
         self.url = base_url.rstrip("/") + "/v1/write/stream"
 
-    async def stream(
-        self,
-        body: WriteRequest,
-        deadline: Deadline,
-        retry_budget: int,
-        limits: BudgetLimits | None = None,
-    ) -> AsyncIterator[str | WriteResponse]:
+    async def stream(self, body: WriteRequest, hop: Hop) -> AsyncIterator[str | WriteResponse]:
         """Text deltas as the writer produces them, then the final `WriteResponse`.
 
         Counted and timed like `post_json` calls (target `writer-agent`), to the last event.
+        Not retried: once text has been seen, a second attempt would repeat it.
         """
-        started = time.perf_counter()
-        recorded = False
-
-        def record(outcome: str) -> None:
-            # Once, and before the final yield: the consumer stops reading at the result.
-            nonlocal recorded
-            if not recorded:
-                recorded = True
-                HTTP_CLIENT_REQUESTS.labels(WRITER_AGENT, outcome).inc()
-                HTTP_CLIENT_DURATION.labels(WRITER_AGENT).observe(time.perf_counter() - started)
-
-        headers = {
-            "content-type": "application/json",
-            **internal_headers(body.run_id, deadline, retry_budget, limits),
-        }
+        record = _Recorder()
         try:
             async with aconnect_sse(
                 self.http,
                 "POST",
                 self.url,
                 content=body.model_dump_json(),
-                headers=headers,
-                timeout=httpx.Timeout(max(0.001, deadline.remaining()), connect=2.0),
+                headers={"content-type": "application/json", **hop.to_headers()},
+                timeout=httpx.Timeout(max(0.001, hop.deadline.remaining()), connect=2.0),
             ) as source:
                 # For a stream the hop is what it adds before the answer starts.
-                observe_hop(WRITER_AGENT, source.response, time.perf_counter() - started)
-                if source.response.status_code >= 400:
-                    record(f"http_{source.response.status_code // 100}xx")
-                    await source.response.aread()
-                    raise UpstreamError(
-                        f"writer-agent answered {source.response.status_code}: "
-                        f"{source.response.text[:200]}"
-                    )
-                async for sse in source.aiter_sse():
-                    if sse.event == "delta":
-                        yield WriteDelta.model_validate_json(sse.data).text
-                    elif sse.event == "done":
-                        result = WriteResponse.model_validate_json(sse.data)
-                        record("ok")
-                        yield result
+                observe_hop(WRITER_AGENT, source.response, time.perf_counter() - record.started)
+                async for item in _items(source, record):
+                    if isinstance(item, WriteResponse):
+                        hop.retries.charge(item.retries)
+                        record("ok")  # before the final yield: the consumer stops reading at it
+                        yield item
                         return
-                    elif sse.event == "error":
-                        record("error")
-                        problem = orjson.loads(sse.data)
-                        detail = problem.get("detail", "unknown error")
-                        if str(problem.get("type", "")).endswith("/" + BudgetExceeded.slug):
-                            raise BudgetExceeded(detail)
-                        raise UpstreamError(f"writer-agent failed: {detail}")
-        except httpx.TimeoutException as exc:
-            record("timeout")
-            raise UpstreamTimeout("writer-agent did not finish before the deadline") from exc
+                    yield item
+        except PodcrewError as error:
+            charge_reported(hop, error)
+            raise
         except httpx.HTTPError as exc:
-            record("connection_error")
-            raise UpstreamError(f"writer-agent unreachable: {exc.__class__.__name__}") from exc
+            record("timeout" if isinstance(exc, httpx.TimeoutException) else "connection_error")
+            raise transport_error(WRITER_AGENT, exc) from exc
         except BaseException as exc:
             cancelled = isinstance(exc, asyncio.CancelledError | GeneratorExit)
             record("cancelled" if cancelled else "error")
             raise
         record("error")
-        raise UpstreamError("writer-agent closed the stream without a result")
+        raise UpstreamError(f"{WRITER_AGENT} closed the stream without a result")
+
+
+async def _items(source: EventSource, record: _Recorder) -> AsyncIterator[str | WriteResponse]:
+    """The writer's answer as text deltas and its result; a refusal, or an `error` event (a
+    problem, as in any answer), as the error it means."""
+    response = source.response
+    if response.status_code >= 400:
+        record(f"http_{response.status_code // 100}xx")
+        await response.aread()
+        raise answer_error(response.status_code, response.content, response.headers)
+    async for sse in source.aiter_sse():
+        if sse.event == "delta":
+            yield WriteDelta.model_validate_json(sse.data).text
+        elif sse.event == "done":
+            yield WriteResponse.model_validate_json(sse.data)
+        elif sse.event == "error":
+            record("error")
+            raise from_problem(None, sse.data)

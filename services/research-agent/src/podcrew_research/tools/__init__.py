@@ -7,7 +7,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from podcrew_core.contracts.deadline import Deadline
 from podcrew_core.contracts.schemas import Source
 from podcrew_core.llm.types import ToolSpec
 
@@ -22,7 +21,9 @@ class ToolOutput:
     cached: bool = False
 
 
-ToolFn = Callable[[dict[str, Any], Deadline], Awaitable[ToolOutput]]
+# A tool takes the model's input; the time it may take is what the hop being served has
+# left (`podcrew_core.runtime.scope.time_left`), read like every LLM call reads it.
+ToolFn = Callable[[dict[str, Any]], Awaitable[ToolOutput]]
 
 
 @dataclass(frozen=True, slots=True)

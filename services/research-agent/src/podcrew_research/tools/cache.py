@@ -13,7 +13,6 @@ import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from podcrew_core.contracts.deadline import Deadline
 from podcrew_core.contracts.schemas import Source
 from podcrew_core.runtime.metrics import CACHE_REQUESTS, Children
 from podcrew_research.tools import Tool, ToolOutput
@@ -35,7 +34,7 @@ def cached(tool: Tool, redis: Redis, ttl_s: int, prefix: str = "podcrew") -> Too
     if ttl_s <= 0:
         return tool
 
-    async def run(arguments: dict[str, Any], deadline: Deadline) -> ToolOutput:
+    async def run(arguments: dict[str, Any]) -> ToolOutput:
         key = cache_key(prefix, tool.name, arguments)
         try:
             async with asyncio.timeout(CACHE_TIMEOUT_S):
@@ -52,7 +51,7 @@ def cached(tool: Tool, redis: Redis, ttl_s: int, prefix: str = "podcrew") -> Too
                 cached=True,
             )
         _REQUESTS(tool.name, "miss").inc()
-        output = await tool.run(arguments, deadline)
+        output = await tool.run(arguments)
         record = {"content": output.content, "sources": [s.model_dump() for s in output.sources]}
         try:
             async with asyncio.timeout(CACHE_TIMEOUT_S):

@@ -22,7 +22,6 @@ from typing import Any
 import httpx
 from pydantic import BaseModel, Field, ValidationError
 
-from podcrew_core.contracts.deadline import Deadline
 from podcrew_core.contracts.errors import BlockedURL, ToolError
 from podcrew_core.contracts.schemas import Source
 from podcrew_core.llm.types import ToolSpec
@@ -34,6 +33,7 @@ from podcrew_core.runtime.egress import (
     parse_url,
     system_resolver,
 )
+from podcrew_core.runtime.scope import time_left
 from podcrew_research.tools import Tool, ToolOutput
 from podcrew_research.tools.html_text import html_to_text, normalize
 
@@ -138,9 +138,10 @@ class Fetcher:
         self.limits = limits or FetchLimits()
         self.guard = EgressGuard(policy, resolver)
 
-    async def fetch(self, raw_url: str, deadline: Deadline) -> Page:
-        """The text of the page at `raw_url`, within the policy's limits and the deadline."""
-        budget = min(self.policy.timeout_s, deadline.remaining())
+    async def fetch(self, raw_url: str) -> Page:
+        """The text of the page at `raw_url`, within the policy's limits and the deadline of
+        the hop being served."""
+        budget = time_left(self.policy.timeout_s)
         if budget <= 0:
             raise ToolError("no time left to fetch")
         try:
@@ -217,12 +218,12 @@ def page_json(page: Page) -> tuple[str, Source]:
 def fetch_url_tool(fetcher: Fetcher) -> Tool:
     """`fetch_url` as the loop sees it: validated input, the page as JSON out."""
 
-    async def run(arguments: dict[str, Any], deadline: Deadline) -> ToolOutput:
+    async def run(arguments: dict[str, Any]) -> ToolOutput:
         try:
             request = FetchUrlInput.model_validate(arguments)
         except ValidationError as exc:
             raise ToolError(f"invalid fetch_url input: {exc.errors()[0]['msg']}") from exc
-        page = await fetcher.fetch(request.url, deadline)
+        page = await fetcher.fetch(request.url)
         content, source = page_json(page)
         return ToolOutput(content=content, sources=[source])
 

@@ -18,7 +18,6 @@ from bm25s.stopwords import STOPWORDS_EN
 from bm25s.tokenization import Tokenizer
 from pydantic import BaseModel, Field, ValidationError
 
-from podcrew_core.contracts.deadline import Deadline
 from podcrew_core.contracts.errors import ToolError
 from podcrew_core.contracts.schemas import Source
 from podcrew_core.llm.types import ToolSpec
@@ -226,7 +225,7 @@ def hits_json(hits: list[tuple[Passage, float]]) -> str:
 def kb_search_tool(kb: KnowledgeBase) -> Tool:
     """`kb_search` as the loop sees it: validated input, JSON hits out."""
 
-    async def run(arguments: dict[str, Any], deadline: Deadline) -> ToolOutput:
+    async def run(arguments: dict[str, Any]) -> ToolOutput:
         try:
             query = KbSearchInput.model_validate(arguments)
         except ValidationError as exc:
