@@ -207,7 +207,12 @@ class _Call:
 
     async def answer(self) -> httpx.Response:
         """Attempts until one succeeds, or until the policy, the attempts, the deadline or
-        the hop's retry budget allow no other; each retry is taken from the budget."""
+        the hop's retry budget allow no other; each retry is taken from the budget.
+
+        A loop rather than tenacity: tenacity decides whether to stop before it computes the
+        wait, so it cannot refuse a retry whose wait (the other service's `Retry-After`)
+        would outlast the deadline, nor take a retry from the run's budget only once the
+        retry is certain to happen."""
         attempt = 0
         while True:
             attempt += 1
