@@ -25,6 +25,7 @@ import orjson
 
 from bench import analysis, harness
 from podcrew_cli.stack import LOOPBACK, free_port
+from podcrew_core.runtime.http import create_http_client
 
 REQUEST: dict[str, Any] = {
     "model": "claude-haiku-4-5",
@@ -107,6 +108,9 @@ def _raw_clients(url: str) -> dict[str, tuple[Call, Close]]:
         limits = module.Limits(max_connections=POOL, max_keepalive_connections=POOL)
         client = module.AsyncClient(limits=limits)
         out[name] = (httpx_call(client), client.aclose)
+    # podcrew's internal client: httpx's API over aiohttp's HTTP stack (runtime/transport.py).
+    internal = create_http_client(POOL)
+    out["httpx over aiohttp (podcrew's internal client)"] = (httpx_call(internal), internal.aclose)
     return out
 
 

@@ -142,26 +142,41 @@ WRITE_REQUEST = LLMRequest(
 )
 
 
+async def _calls(redis: Redis) -> dict[str, int]:
+    """Redis' own count of the ledger's commands so far (`INFO commandstats`)."""
+    stats = await redis.info("commandstats")
+    return {
+        name: int(stats.get(f"cmdstat_{name}", {}).get("calls", 0)) for name in ("hmget", "evalsha")
+    }
+
+
 async def test_an_llm_call_costs_one_round_trip_after_the_first_of_its_scope(
     redis: Redis,
 ) -> None:
     provider = BudgetedProvider(OfflineProvider())
     ledger = Ledger(redis, "t")
-    await ledger.charge(_limits(run_id="warm-up"), Usage())  # the scripts are loaded now
-    await ledger.check(_limits(run_id="warm-up"))
-    sent = _count_commands(redis)
+    await ledger.charge(_limits(run_id="warm-up"), Usage())  # the script is loaded now
+
+    async def sent_by(call: Any) -> dict[str, int]:
+        before = await _calls(redis)
+        await call
+        after = await _calls(redis)
+        return {name: after[name] - before[name] for name in after}
+
     with hop_context(_hop(_limits(max_tokens=10**6)), ledger):
-        response = await provider.complete(WRITE_REQUEST)  # reads the totals, then charges
-        assert sent == ["EVALSHA", "EVALSHA"]
-        sent.clear()
-        await provider.complete(WRITE_REQUEST)  # checks what the charge answered
-        assert sent == ["EVALSHA"]
-        sent.clear()
-        events = [event async for event in provider.stream(WRITE_REQUEST)]
-        assert sent == ["EVALSHA"]
-    assert events
+        first = provider.complete(WRITE_REQUEST)
+        # The first call of a scope reads the totals (three counters, one pipeline), then
+        # charges; the next calls check what the last charge answered: one charge each.
+        assert await sent_by(first) == {"hmget": 3, "evalsha": 1}
+        assert await sent_by(provider.complete(WRITE_REQUEST)) == {"hmget": 0, "evalsha": 1}
+
+        async def streamed() -> None:
+            assert [event async for event in provider.stream(WRITE_REQUEST)]
+
+        assert await sent_by(streamed()) == {"hmget": 0, "evalsha": 1}
+    per_call = (await OfflineProvider().complete(WRITE_REQUEST)).usage.total_tokens
     run, _, _ = await ledger.spent(_limits())
-    assert run.tokens == 3 * response.usage.total_tokens > 0
+    assert run.tokens == 3 * per_call > 0
 
 
 async def test_a_scope_is_refused_by_what_its_last_charge_saw_others_spend(

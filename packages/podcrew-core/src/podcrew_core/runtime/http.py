@@ -3,10 +3,8 @@
 within the hop's retry budget, and raises the error the other service answered with, by
 its meaning (`contracts.problem`).
 
-The client keeps httpx's API but sends over aiohttp's HTTP/1.1 stack (the `httpx-aiohttp`
-transport): in `python -m bench` it cut the worker's hop to an agent from ~13 to ~4 ms and
-its CPU by ~5 ms per run, httpx's own connection pool costing about three times aiohttp's
-CPU per request.
+The client keeps httpx's API but sends over aiohttp's HTTP/1.1 stack: `runtime/transport.py`
+says why and what it saves.
 """
 
 from __future__ import annotations
@@ -14,13 +12,10 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TypeVar
 
-import aiohttp
 import httpx
-from httpx_aiohttp import AiohttpTransport
 from pydantic import BaseModel, ValidationError
 
 from podcrew_core.contracts.errors import (
@@ -43,6 +38,7 @@ from podcrew_core.runtime.resilience import (
     should_retry,
 )
 from podcrew_core.runtime.tracing import instrument_http_client
+from podcrew_core.runtime.transport import AiohttpUnderHttpx
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -51,57 +47,6 @@ T = TypeVar("T", bound=BaseModel)
 # reset mid-answer) may come after the work was done, and is not retried.
 RETRYABLE_TRANSPORT_ERRORS = (httpx.ConnectError, httpx.RemoteProtocolError)
 _JITTER = random.Random()  # noqa: S311 - jitter, not security
-
-
-def _unmasked(exc: httpx.TransportError) -> httpx.TransportError:
-    """The httpx error httpx itself would have raised for an aiohttp connection failure.
-
-    httpx-aiohttp 0.2.0 maps every `aiohttp.ClientConnectionError` that is not a timeout to
-    `httpx.ConnectTimeout`, so a refused connection would read as "did not answer before the
-    deadline" (the anthropic SDK's vendored copy fixes the same entry). Timeouts keep their
-    type; a refused connect is `ConnectError`, a peer that closed without answering
-    `RemoteProtocolError` (both retried, as with httpx's own transport), a reset `ReadError`.
-    """
-    cause = exc.__cause__
-    if (
-        not isinstance(exc, httpx.ConnectTimeout)
-        or not isinstance(cause, aiohttp.ClientConnectionError)
-        or isinstance(cause, aiohttp.ServerTimeoutError)
-    ):
-        return exc
-    if isinstance(cause, aiohttp.ClientConnectorError):
-        return httpx.ConnectError(str(cause))
-    if isinstance(cause, aiohttp.ServerDisconnectedError):
-        return httpx.RemoteProtocolError(str(cause))
-    return httpx.ReadError(str(cause))
-
-
-class _UnmaskedStream(httpx.AsyncByteStream):
-    """A response body whose connection errors are reported as httpx would report them."""
-
-    def __init__(self, inner: httpx.AsyncByteStream) -> None:
-        self._inner = inner
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        try:
-            async for chunk in self._inner:
-                yield chunk
-        except httpx.ConnectTimeout as exc:
-            raise _unmasked(exc) from exc.__cause__
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
-
-
-class _Transport(AiohttpTransport):
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        try:
-            response = await super().handle_async_request(request)
-        except httpx.ConnectTimeout as exc:
-            raise _unmasked(exc) from exc.__cause__
-        assert isinstance(response.stream, httpx.AsyncByteStream)
-        response.stream = _UnmaskedStream(response.stream)
-        return response
 
 
 def create_http_client(
@@ -120,7 +65,7 @@ def create_http_client(
         headers=headers,
         limits=limits,
         timeout=httpx.Timeout(30.0, connect=2.0),
-        transport=_Transport(limits=limits),
+        transport=AiohttpUnderHttpx(limits=limits),
     )
     instrument_http_client(client)
     return client
