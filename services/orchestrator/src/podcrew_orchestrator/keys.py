@@ -52,3 +52,8 @@ class Keys:
 
     def thread(self, tenant: str, thread_id: str) -> str:
         return f"{self.prefix}:tenant:{tenant}:thread:{thread_id}"
+
+    def daily_spend(self, day: str) -> str:
+        """The spend of all tenants on a UTC day, as the budget ledger keeps it
+        (`podcrew_core.runtime.ledger`, which writes it); read for the daily spend gauge."""
+        return f"{self.prefix}:spend:{day}:all"

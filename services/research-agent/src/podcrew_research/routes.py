@@ -13,7 +13,13 @@ from podcrew_core.runtime.app import JSONBody
 from podcrew_core.runtime.disconnect import unless_disconnected
 from podcrew_core.runtime.logging import bind_run
 from podcrew_core.runtime.scope import hop_scope
-from podcrew_research.deps import LLMSettingsDep, ResearcherDep, SettingsDep, SlotsDep
+from podcrew_research.deps import (
+    LedgerDep,
+    LLMSettingsDep,
+    ResearcherDep,
+    SettingsDep,
+    SlotsDep,
+)
 
 
 def _problem(description: str) -> dict[str, Any]:
@@ -44,6 +50,7 @@ async def research(
     llm: LLMSettingsDep,
     researcher: ResearcherDep,
     slots: SlotsDep,
+    ledger: LedgerDep,
 ) -> ResearchResponse:
     """Answer `sub_question` with findings and their sources, within the caller's deadline
     (`x-podcrew-deadline-ms`, else the service default)."""
@@ -54,7 +61,7 @@ async def research(
         default_retry_budget=llm.retry_budget,
         what="research",
     )
-    with hop_scope(hop, request.app.state.ledger):
+    with hop_scope(hop, ledger):
         async with slots.hold(hop.deadline):
             response = await unless_disconnected(
                 request,
