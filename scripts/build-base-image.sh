@@ -3,13 +3,13 @@
 # from any container registry (air-gapped, or only a Debian mirror and PyPI reachable).
 #
 # debootstrap (bookworm, minbase) + python3, python3-venv, python3-pip, ca-certificates,
-# packed with `docker import`. The result is a drop-in BASE_IMAGE for services/*/Dockerfile:
+# packed with `docker import`. The result is a drop-in BASE_IMAGE for the services' Dockerfile:
 #
 #   scripts/build-base-image.sh --mirror http://deb.debian.org/debian --ca-bundle /etc/ssl/certs/ca-certificates.crt
-#   docker build --build-arg BASE_IMAGE=podcrew/base:bookworm -f services/writer-agent/Dockerfile .
+#   docker build --build-arg BASE_IMAGE=podcrew/base:bookworm --build-arg SERVICE=writer-agent .
 #
 # Its python3 is Debian's 3.11 (the default BASE_IMAGE, python:3.12-slim, has 3.12); the
-# Dockerfiles work with both.
+# Dockerfile works with both.
 #
 # Options:
 #   --tag TAG          image tag (default podcrew/base:bookworm)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Build podcrew's service images from the workspace root: podcrew/orchestrator (api, worker
-# and the podcrew CLI), podcrew/research-agent, podcrew/writer-agent. `make images` runs it.
+# Build podcrew's service images from the workspace root, all from the one Dockerfile with the
+# service as its SERVICE build argument: podcrew/orchestrator (api, worker and the podcrew CLI),
+# podcrew/research-agent, podcrew/writer-agent, podcrew/operator. `make images` runs it.
 #
 # Usage: scripts/build-images.sh [--base-image IMAGE] [--tag TAG] [--prefix PREFIX] [SERVICE...]
 #   --base-image IMAGE  BASE_IMAGE build argument (default python:3.12-slim; for a machine
@@ -36,7 +37,8 @@ done
 [ ${#SERVICES[@]} -gt 0 ] || SERVICES=(orchestrator research-agent writer-agent operator)
 
 for service in "${SERVICES[@]}"; do
-  [ -f "services/$service/Dockerfile" ] || { echo "build-images: no services/$service/Dockerfile" >&2; exit 2; }
+  grep -q "^FROM runtime AS $service\$" Dockerfile ||
+    { echo "build-images: the Dockerfile has no stage for $service" >&2; exit 2; }
 done
 
 built=()
@@ -47,9 +49,10 @@ for service in "${SERVICES[@]}"; do
   # shellcheck disable=SC2086 # DOCKER_BUILD_ARGS is a list of words on purpose
   docker build --network host \
     --build-arg "BASE_IMAGE=$BASE_IMAGE" \
+    --build-arg "SERVICE=$service" \
     --label "org.opencontainers.image.version=$TAG" \
     ${DOCKER_BUILD_ARGS:-} \
-    -f "services/$service/Dockerfile" -t "$image" .
+    -t "$image" .
   echo "build-images: $image built in $((SECONDS - start))s" >&2
   built+=("$image")
 done

@@ -50,9 +50,12 @@ def test_skaffold_builds_every_image_the_chart_runs() -> None:
         artifacts = section["build"]["artifacts"]
         assert {a["image"] for a in artifacts} == chart_images
         for artifact in artifacts:
-            assert (ROOT / artifact["context"] / artifact["docker"]["dockerfile"]).is_file(), (
-                artifact
-            )
+            dockerfile = ROOT / artifact["context"] / artifact["docker"]["dockerfile"]
+            assert dockerfile.is_file(), artifact
+            # One Dockerfile: the SERVICE build argument names the image's stage.
+            service = artifact["docker"]["buildArgs"]["SERVICE"]
+            assert artifact["image"].endswith(f"/{service}"), artifact
+            assert f"\nFROM runtime AS {service}\n" in dockerfile.read_text(), artifact
 
 
 @pytest.mark.parametrize("where", ["default", "kind"])

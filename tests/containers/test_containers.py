@@ -1,7 +1,7 @@
 """The images, proven by running the whole pipeline as containers.
 
 Builds the air-gapped base (`scripts/build-base-image.sh`, reused when present) and every
-service image on top of it (`scripts/build-images.sh`), then starts research agent, writer
+service image on top of it from the one Dockerfile (`scripts/build-images.sh`), then starts research agent, writer
 agent, api and worker as containers the way a cluster runs them: read-only root filesystem
 with a tmpfs at /tmp, uid 10001, no capabilities. Redis is a `redis-server` process.
 Everything uses the host network on distinct loopback ports: the daemon runs without a bridge
@@ -41,6 +41,7 @@ TAG = "containers-test"
 SERVICES = ("orchestrator", "research-agent", "writer-agent", "operator")
 MEMBERS = (
     "podcrew_core",
+    "podcrew_simulator",
     "podcrew_cli",
     "podcrew_orchestrator",
     "podcrew_research",
@@ -49,7 +50,7 @@ MEMBERS = (
 )
 # Which workspace members each image may contain, and nothing else.
 EXPECTED_MEMBERS = {
-    "orchestrator": {"podcrew_core", "podcrew_cli", "podcrew_orchestrator"},
+    "orchestrator": {"podcrew_core", "podcrew_simulator", "podcrew_cli", "podcrew_orchestrator"},
     "research-agent": {"podcrew_core", "podcrew_research"},
     "writer-agent": {"podcrew_core", "podcrew_writer"},
     "operator": {"podcrew_core", "podcrew_operator"},

@@ -50,7 +50,7 @@ def writer_with_workers(tmp_path: Path) -> Iterator[tuple[str, Path]]:
             "-m",
             "uvicorn",
             "--factory",
-            "podcrew_writer.main:create_app",
+            "podcrew_writer.__main__:app",
             "--host",
             LOOPBACK,
             "--port",

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 
 from podcrew_cli.stack import free_port
 from podcrew_core.contracts.errors import PROBLEM_BASE, PROBLEM_CONTENT_TYPE
+from podcrew_core.runtime.auth import ServiceTokenSettings
+from podcrew_core.runtime.settings import RedisSettings
 from podcrew_research.main import create_app
-from podcrew_research.settings import ResearchSettings
+from podcrew_research.settings import ResearchConfig, ResearchSettings
 
 BODY = {
     "run_id": "run-1",
@@ -20,11 +24,15 @@ BODY = {
 }
 
 
-@pytest.fixture
-def client(monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
+def config(**settings: Any) -> ResearchConfig:
     # A port nothing listens on: these tests need no Redis (no budget header is sent).
-    monkeypatch.setenv("PODCREW_REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")
-    with TestClient(create_app(ResearchSettings(max_concurrency=4))) as test_client:
+    redis = RedisSettings(url=SecretStr(f"redis://127.0.0.1:{free_port()}/0"))
+    return ResearchConfig(service=ResearchSettings(**settings), redis=redis)
+
+
+@pytest.fixture
+def client() -> Iterator[TestClient]:
+    with TestClient(create_app(config(max_concurrency=4))) as test_client:
         yield test_client
 
 
@@ -110,7 +118,23 @@ def test_metrics_expose_tool_calls_and_queue_depth(client: TestClient) -> None:
     assert 'podcrew_llm_requests_total{model="claude-haiku-4-5"' in text
 
 
+def test_the_app_obeys_the_settings_it_is_given_not_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PODCREW_SERVICE_TOKEN", "from-the-environment")
+    token = ServiceTokenSettings(service_token=SecretStr("given-to-create-app"))
+    given = dataclasses.replace(config(max_concurrency=4), auth=token)
+    with TestClient(create_app(given)) as client:
+
+        def status(token: str) -> int:
+            headers = {"authorization": f"Bearer {token}"}
+            return client.post("/v1/research", json=BODY, headers=headers).status_code
+
+        assert status("given-to-create-app") == 200
+        assert status("from-the-environment") == 401
+
+
 def test_missing_corpus_fails_startup(tmp_path: Any) -> None:
-    app = create_app(ResearchSettings(corpus_dir=tmp_path / "absent"))
+    app = create_app(config(corpus_dir=tmp_path / "absent"))
     with pytest.raises(FileNotFoundError), TestClient(app):
         pass

@@ -1,10 +1,12 @@
-"""Report composition: the streamed pieces add up to the report whatever the coalescing."""
+"""Report composition: the streamed pieces add up to the report whatever the batching."""
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import json
 import re
-import types
+import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -27,21 +29,13 @@ from podcrew_writer import compose
 DELTAS = [f"word{i} " for i in range(12)]
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def monotonic(self) -> float:
-        return self.now
-
-
 class ScriptedProvider:
-    """Streams `DELTAS`, the clock advancing `gaps[i]` seconds before delta i arrives."""
+    """Streams `DELTAS`, waiting `gaps[i]` seconds before delta i; fails before delta
+    `fail_after` if given."""
 
     name = "scripted"
 
-    def __init__(self, clock: Clock, gaps: list[float], fail_after: int | None = None) -> None:
-        self.clock = clock
+    def __init__(self, gaps: list[float], fail_after: int | None = None) -> None:
         self.gaps = gaps
         self.fail_after = fail_after
 
@@ -52,7 +46,7 @@ class ScriptedProvider:
         for i, (text, gap) in enumerate(zip(DELTAS, self.gaps, strict=True)):
             if i == self.fail_after:
                 raise LLMUnavailable("the LLM stream broke: RemoteProtocolError")
-            self.clock.now += gap
+            await asyncio.sleep(gap)
             yield TextDelta(text=text)
         yield StreamEnd(
             response=LLMResponse(
@@ -65,13 +59,6 @@ class ScriptedProvider:
 
     async def aclose(self) -> None:
         return None
-
-
-@pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    fake = Clock()
-    monkeypatch.setattr(compose, "time", types.SimpleNamespace(monotonic=fake.monotonic))
-    return fake
 
 
 def _draft() -> compose.Draft:
@@ -91,52 +78,56 @@ def _draft() -> compose.Draft:
 
 async def _collect(
     provider: ScriptedProvider, flush_s: float
-) -> tuple[list[str], WriteResponse | None]:
-    pieces: list[str] = []
+) -> tuple[list[tuple[float, str]], WriteResponse | None]:
+    """The pieces, each with the time it came (seconds from the start), and the result."""
+    pieces: list[tuple[float, str]] = []
     result: WriteResponse | None = None
+    started = time.monotonic()
     async for item in compose.write_stream(provider, _draft(), flush_s=flush_s):
         if isinstance(item, WriteResponse):
             result = item
         else:
-            pieces.append(item)
+            pieces.append((time.monotonic() - started, item))
     return pieces, result
 
 
-async def test_deltas_are_coalesced_into_one_piece_per_interval(clock: Clock) -> None:
-    # Four deltas per interval (binary fractions, so the sums are exact), then a pause.
-    gaps = [0.0] + [1 / 64] * 10 + [0.25]
-    pieces, result = await _collect(ScriptedProvider(clock, gaps), flush_s=4 / 64)
+async def test_deltas_are_batched_into_one_piece_per_interval() -> None:
+    # A delta every 20 ms, then a pause longer than the interval before the last.
+    pieces, result = await _collect(ScriptedProvider([0.0] + [0.02] * 10 + [0.3]), flush_s=0.07)
+    texts = [text for _, text in pieces]
     assert result is not None
-    assert "".join(pieces) == result.report  # the same text, in fewer pieces
+    assert "".join(texts) == result.report  # the same text, in fewer pieces
     assert result.report.startswith("".join(DELTAS))
-    assert pieces[0] == DELTAS[0]  # the first delta is not held back
-    assert pieces[1] == "".join(DELTAS[1:5])  # one interval after the first piece
-    assert pieces[2] == "".join(DELTAS[5:9])
-    assert pieces[3] == "".join(DELTAS[9:12])  # held back until the next delta came
-    assert pieces[4].startswith("\n\n## Sources")  # the tail: the source list
-    assert len(pieces) == 5
+    assert texts[0] == DELTAS[0]  # the first delta is not held back
+    assert 3 <= len(texts) <= 6  # ~one per 70 ms over 200 ms, then the last delta and the tail
+    # What waited for its interval went out when the interval ended, during the pause,
+    # not with the last delta.
+    assert texts[-1] == DELTAS[-1] + result.report.removeprefix("".join(DELTAS))
+    gaps = [b - a for (a, _), (b, _) in itertools.pairwise(pieces)]
+    assert all(gap >= 0.065 for gap in gaps[:-1]), gaps
     assert result.usage.output_tokens == 12
 
 
-async def test_the_held_back_text_is_flushed_with_the_tail(clock: Clock) -> None:
-    pieces, result = await _collect(ScriptedProvider(clock, [0.001] * 12), flush_s=0.05)
+async def test_the_held_back_text_is_flushed_with_the_tail() -> None:
+    pieces, result = await _collect(ScriptedProvider([0.001] * 12), flush_s=5.0)
     assert result is not None
-    assert pieces == [DELTAS[0], "".join(DELTAS[1:]) + result.report.removeprefix("".join(DELTAS))]
+    tail = result.report.removeprefix("".join(DELTAS))
+    assert [text for _, text in pieces] == [DELTAS[0], "".join(DELTAS[1:]) + tail]
 
 
-async def test_no_interval_yields_every_delta(clock: Clock) -> None:
-    pieces, result = await _collect(ScriptedProvider(clock, [0.0] * 12), flush_s=0.0)
+async def test_no_interval_yields_every_delta() -> None:
+    pieces, result = await _collect(ScriptedProvider([0.0] * 12), flush_s=0.0)
     assert result is not None
-    assert pieces[:-1] == DELTAS
-    assert "".join(pieces) == result.report
+    assert [text for _, text in pieces][:-1] == DELTAS
+    assert "".join(text for _, text in pieces) == result.report
 
 
-async def test_text_held_back_still_goes_out_before_a_failure(clock: Clock) -> None:
-    provider = ScriptedProvider(clock, [0.001] * 12, fail_after=5)
+async def test_text_held_back_still_goes_out_before_a_failure() -> None:
+    provider = ScriptedProvider([0.001] * 12, fail_after=5)
     pieces: list[str | WriteResponse] = []
 
     async def read() -> None:
-        async for item in compose.write_stream(provider, _draft(), flush_s=0.05):
+        async for item in compose.write_stream(provider, _draft(), flush_s=5.0):
             pieces.append(item)
 
     with pytest.raises(LLMError, match="stream broke"):

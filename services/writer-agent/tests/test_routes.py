@@ -3,6 +3,7 @@ in the stream's `error` event as in any answer, and says the retries the hop spe
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -18,8 +19,9 @@ from podcrew_core.llm import LLMRequest, LLMResponse
 from podcrew_core.llm.resilient import ResilientProvider
 from podcrew_core.llm.types import StreamEvent
 from podcrew_core.runtime.resilience import CircuitBreaker
+from podcrew_core.runtime.settings import RedisSettings
 from podcrew_writer.main import create_app
-from podcrew_writer.settings import WriterSettings
+from podcrew_writer.settings import WriterConfig, WriterSettings
 
 BODY: dict[str, Any] = {
     "run_id": "run-1",
@@ -53,10 +55,10 @@ class Failing:
 
 
 @pytest.fixture
-def client(monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
+def client() -> Iterator[TestClient]:
     # A port nothing listens on: no budget header is sent, so no Redis is needed.
-    monkeypatch.setenv("PODCREW_REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")
-    with TestClient(create_app(WriterSettings())) as test_client:
+    redis = RedisSettings(url=f"redis://127.0.0.1:{free_port()}/0")
+    with TestClient(create_app(WriterConfig(service=WriterSettings(), redis=redis))) as test_client:
         yield test_client
 
 
@@ -85,7 +87,8 @@ def test_a_failure_in_the_stream_is_a_problem_that_keeps_its_meaning(
         max_attempts=5,
         rng=random.Random(1),
     )
-    client.app.state.provider = provider  # type: ignore[attr-defined]
+    state = client.app.state  # type: ignore[attr-defined]
+    state.resources = dataclasses.replace(state.resources, provider=provider)
 
     (event,) = _events(client, {"x-podcrew-retry-budget": "5", "x-podcrew-deadline-ms": "30000"})
 

@@ -1,4 +1,6 @@
-"""Redis key names: one place, one prefix."""
+"""Every Redis key the orchestrator reads or writes is named here, under one prefix
+(`PODCREW_ORCHESTRATOR_KEY_PREFIX`); docs/architecture.md lists them with their types and
+lifetimes. Scripts and pipelines get their keys from here, never build one themselves."""
 
 from __future__ import annotations
 
@@ -7,6 +9,8 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True, slots=True)
 class Keys:
+    """The orchestrator's key names under `prefix`."""
+
     prefix: str
 
     @property

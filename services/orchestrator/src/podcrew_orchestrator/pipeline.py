@@ -31,6 +31,7 @@ from podcrew_core.contracts.schemas import (
 )
 from podcrew_core.llm import LLMProvider, LLMRequest, Message, Stage, output_tool, structured
 from podcrew_core.llm.settings import StageModels
+from podcrew_core.runtime.batching import batch_deltas
 from podcrew_core.runtime.metrics import FANOUT_WIDTH
 from podcrew_core.runtime.tracing import invoke_agent_span
 from podcrew_orchestrator.clients.agents import WRITER_AGENT, ResearchClient, WriterClient
@@ -41,9 +42,8 @@ Event = tuple[EventType, dict[str, Any]]
 # round trip to the store, not one each.
 EventSink = Callable[[Sequence[Event]], Awaitable[object]]
 
-# The writer streams a report as ~150 deltas; one event each cost a Redis round trip and a
-# wake-up of every reader per delta (docs/benchmarks.md). Batched per 50 ms they are ~10x
-# fewer and still read as a live stream.
+# The writer's text is published as one `writer.delta` event per this many seconds, not one
+# per delta (podcrew_core.runtime.batching says why).
 WRITER_DELTA_FLUSH_S = 0.05
 
 PLAN_TOOL = "submit_plan"
@@ -128,69 +128,6 @@ class RunSpec:
     @property
     def run_id(self) -> str:
         return self.hop.run_id or ""
-
-
-class DeltaBatcher:
-    """The writer's text deltas, published as one `writer.delta` event per `interval_s`.
-
-    The first delta after a quiet spell is held at most `interval_s`, even if the writer
-    pauses: a task of its own publishes. The caller only adds text and finally `close`s,
-    which publishes the rest and waits for it; the events' text, joined, is exactly the
-    writer's. With `interval_s` 0 every delta is published at once, as it comes.
-    """
-
-    def __init__(self, emit: EventSink, interval_s: float) -> None:
-        self._emit = emit
-        self._interval_s = interval_s
-        self._parts: list[str] = []
-        self._pending = asyncio.Event()  # text added (or closing): the publisher has work
-        self._closing = asyncio.Event()
-        self._abandoned = False
-        self._publisher = asyncio.create_task(self._publish()) if interval_s > 0 else None
-
-    async def add(self, text: str) -> None:
-        if self._publisher is None:
-            await self._emit([(EventType.WRITER_DELTA, {"text": text})])
-            return
-        if self._publisher.done():  # publishing failed (the store is away): fail now
-            self._publisher.result()
-        self._parts.append(text)
-        self._pending.set()
-
-    async def close(self) -> None:
-        """Publish what is left; raises what publishing raised."""
-        if self._publisher is not None:
-            self._closing.set()
-            self._pending.set()
-            await self._publisher
-
-    async def abandon(self) -> None:
-        """Stop publishing (the write failed or was cancelled); a no-op after `close`."""
-        if self._publisher is not None and not self._publisher.done():
-            # The flag as well as the cancellation: redis-py can swallow a cancellation
-            # that lands as a reply arrives.
-            self._abandoned = True
-            self._pending.set()
-            self._closing.set()
-            self._publisher.cancel()
-            await asyncio.gather(self._publisher, return_exceptions=True)
-
-    async def _publish(self) -> None:
-        while True:
-            await self._pending.wait()
-            if self._abandoned:
-                return
-            if not self._closing.is_set():  # gather what else comes within the interval
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self._interval_s):
-                        await self._closing.wait()
-            self._pending.clear()
-            text = "".join(self._parts)
-            self._parts.clear()
-            if text:
-                await self._emit([(EventType.WRITER_DELTA, {"text": text})])
-            if self._closing.is_set() and not self._parts:
-                return
 
 
 @dataclass
@@ -332,13 +269,13 @@ class Pipeline:
         # The span is opened here, not in the client's generator: the pipeline returns at
         # the result without draining the generator, which then closes in another context.
         with invoke_agent_span(WRITER_AGENT, remote=True, run_id=spec.run_id):
-            deltas = DeltaBatcher(emit, self.writer_delta_flush_s)
-            try:
-                async for item in self.writer.stream(body, spec.hop):
+            stream = self.writer.stream(body, spec.hop)
+            # Closed on the way out, so nothing is read, nor published, after the result.
+            async with contextlib.aclosing(
+                batch_deltas(stream, self.writer_delta_flush_s)
+            ) as pieces:
+                async for item in pieces:
                     if isinstance(item, WriteResponse):
-                        await deltas.close()  # all the text before the run's final event
                         return item
-                    await deltas.add(item)
-            finally:
-                await deltas.abandon()
+                    await emit([(EventType.WRITER_DELTA, {"text": item})])
         raise UpstreamError("writer-agent closed the stream without a result")  # pragma: no cover

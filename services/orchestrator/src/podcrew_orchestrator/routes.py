@@ -10,75 +10,33 @@ from typing import Annotated, Any
 import anyio
 import orjson
 import structlog
-from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi import APIRouter, Header, Query, Response
 from redis.exceptions import RedisError
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from podcrew_core.contracts.errors import PROBLEM_CONTENT_TYPE, Conflict, RunNotFound
 from podcrew_core.contracts.schemas import EventType, Run, RunAccepted, RunCreate, RunStatus
-from podcrew_core.llm import LLMSettings
-from podcrew_core.runtime.admission import Admission
 from podcrew_core.runtime.app import JSONBody
-from podcrew_core.runtime.auth import KeyRing, presented_key
 from podcrew_core.runtime.logging import bind_run, log_run_audit
+from podcrew_orchestrator.deps import (
+    LLM,
+    Hub,
+    Settings,
+    Slots,
+    Store,
+    Streams,
+    SubmissionsDep,
+    Tenant,
+)
 from podcrew_orchestrator.estimate import Estimate, estimate
 from podcrew_orchestrator.hub import EventHub
-from podcrew_orchestrator.settings import OrchestratorSettings
 from podcrew_orchestrator.store import RunEvent, RunStore
-from podcrew_orchestrator.submit import Submissions
 
 router = APIRouter(prefix="/v1", tags=["runs"])
 
 SSE_CLOSE_GRACE_S = 2.0  # time for the closing event to reach the client
 SSE_RETRY_MS = 500
-DEFAULT_TENANT = "default"
 _PROBLEM: dict[str, Any] = {"content": {PROBLEM_CONTENT_TYPE: {}}}
-
-# The dependencies below are `async def` although they do not await: FastAPI runs a sync
-# dependency in the threadpool, a thread hop each per request for what is an attribute read.
-
-
-async def get_store(request: Request) -> RunStore:
-    store: RunStore = request.app.state.store
-    return store
-
-
-async def get_hub(request: Request) -> EventHub:
-    hub: EventHub = request.app.state.hub
-    return hub
-
-
-async def get_settings(request: Request) -> OrchestratorSettings:
-    settings: OrchestratorSettings = request.app.state.settings
-    return settings
-
-
-async def get_submissions(request: Request) -> Submissions:
-    submissions: Submissions = request.app.state.submissions
-    return submissions
-
-
-async def get_tenant(request: Request) -> str:
-    """The tenant of the presented API key (401 otherwise); `default` when auth is off."""
-    keyring: KeyRing = request.app.state.keyring
-    if not keyring:
-        return DEFAULT_TENANT
-    tenant = keyring.tenant(presented_key(request))
-    structlog.contextvars.bind_contextvars(tenant=tenant)
-    return tenant
-
-
-async def get_admission(request: Request) -> Admission:
-    admission: Admission = request.app.state.admission
-    return admission
-
-
-Store = Annotated[RunStore, Depends(get_store)]
-Hub = Annotated[EventHub, Depends(get_hub)]
-Settings = Annotated[OrchestratorSettings, Depends(get_settings)]
-Tenant = Annotated[str, Depends(get_tenant)]
-Slots = Annotated[Admission, Depends(get_admission)]
-SubmissionsDep = Annotated[Submissions, Depends(get_submissions)]
 
 
 async def _load(store: RunStore, run_id: str, tenant: str) -> Run:
@@ -161,8 +119,7 @@ async def _final(store: RunStore, run_id: str) -> Response:
     summary="Expected tokens and cost of a question, before running it",
     responses={400: _PROBLEM, 401: _PROBLEM, 415: _PROBLEM, 422: _PROBLEM},
 )
-async def estimate_run(body: RunCreate, tenant: Tenant, request: Request) -> Estimate:
-    llm: LLMSettings = request.app.state.llm_settings
+async def estimate_run(body: RunCreate, tenant: Tenant, llm: LLM) -> Estimate:
     return estimate(body, llm)
 
 
@@ -207,11 +164,10 @@ async def run_events(
     tenant: Tenant,
     store: Store,
     hub: Hub,
-    request: Request,
+    streams: Streams,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
 ) -> EventSourceResponse:
     await _load(store, run_id, tenant)
-    streams: Admission = request.app.state.streams
     streams.check_capacity()
     after = last_event_id if last_event_id and _valid_id(last_event_id) else "0"
 

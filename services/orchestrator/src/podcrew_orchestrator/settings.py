@@ -1,16 +1,21 @@
-"""Orchestrator settings (`PODCREW_ORCHESTRATOR_*`), shared by the api and worker modes."""
+"""The orchestrator's settings, shared by the api and worker modes: its own
+(`PODCREW_ORCHESTRATOR_*`) and the shared parts it reads, together in `OrchestratorConfig`,
+which the entry point builds and hands to the app factories."""
 
 from __future__ import annotations
 
 import os
 import socket
+from dataclasses import dataclass, field
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from podcrew_core.runtime.auth import ApiKey
-from podcrew_core.runtime.settings import ServiceSettings
+from podcrew_core.llm import LLMSettings
+from podcrew_core.runtime.auth import ApiKey, ServiceTokenSettings
+from podcrew_core.runtime.settings import RedisSettings, ServiceSettings
 from podcrew_orchestrator.limits import TenantLimits
+from podcrew_orchestrator.webhooks import WebhookSettings
 
 
 def _default_consumer() -> str:
@@ -119,3 +124,16 @@ class OrchestratorSettings(ServiceSettings):
 
     def limits_for(self, tenant: str) -> TenantLimits:
         return self.tenant_limits.get(tenant, self.default_tenant_limits)
+
+
+@dataclass(frozen=True, kw_only=True)
+class OrchestratorConfig:
+    """Everything the orchestrator reads from its environment, in either mode, read once by
+    whoever starts it (`__main__`, a test) and handed to `create_app` or `create_worker_app`.
+    A part not given is read from the environment when this is built."""
+
+    service: OrchestratorSettings = field(default_factory=OrchestratorSettings)
+    llm: LLMSettings = field(default_factory=LLMSettings)
+    redis: RedisSettings = field(default_factory=RedisSettings)
+    auth: ServiceTokenSettings = field(default_factory=ServiceTokenSettings)
+    webhooks: WebhookSettings = field(default_factory=WebhookSettings)

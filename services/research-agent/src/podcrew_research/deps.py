@@ -1,41 +1,30 @@
-"""Typed dependencies: how routes reach the resources the lifespan created.
-
-All `async def`: FastAPI runs a plain `def` dependency in a worker thread, and these only
-read an attribute, so a thread hop each would cost far more than the work."""
+"""Typed dependencies: how routes reach what the lifespan built (podcrew_core.runtime.deps)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated
-
-from fastapi import Depends, Request
 
 from podcrew_core.llm import LLMSettings
 from podcrew_core.runtime.admission import Admission
+from podcrew_core.runtime.deps import part
+from podcrew_core.runtime.ledger import Ledger
 from podcrew_research.loop import Researcher
-from podcrew_research.settings import ResearchSettings
+from podcrew_research.settings import ResearchConfig, ResearchSettings
 
 
-async def get_settings(request: Request) -> ResearchSettings:
-    settings: ResearchSettings = request.app.state.settings
-    return settings
+@dataclass(frozen=True, slots=True)
+class Resources:
+    """The research agent's resources, built in its lifespan."""
+
+    config: ResearchConfig
+    researcher: Researcher
+    slots: Admission
+    ledger: Ledger
 
 
-async def get_llm_settings(request: Request) -> LLMSettings:
-    llm: LLMSettings = request.app.state.llm_settings
-    return llm
-
-
-async def get_researcher(request: Request) -> Researcher:
-    researcher: Researcher = request.app.state.researcher
-    return researcher
-
-
-async def get_slots(request: Request) -> Admission:
-    slots: Admission = request.app.state.slots
-    return slots
-
-
-SettingsDep = Annotated[ResearchSettings, Depends(get_settings)]
-LLMSettingsDep = Annotated[LLMSettings, Depends(get_llm_settings)]
-ResearcherDep = Annotated[Researcher, Depends(get_researcher)]
-SlotsDep = Annotated[Admission, Depends(get_slots)]
+SettingsDep = Annotated[ResearchSettings, part(Resources, lambda r: r.config.service)]
+LLMSettingsDep = Annotated[LLMSettings, part(Resources, lambda r: r.config.llm)]
+ResearcherDep = Annotated[Researcher, part(Resources, lambda r: r.researcher)]
+SlotsDep = Annotated[Admission, part(Resources, lambda r: r.slots)]
+LedgerDep = Annotated[Ledger, part(Resources, lambda r: r.ledger)]

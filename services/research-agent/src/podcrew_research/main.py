@@ -7,21 +7,21 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import Depends, FastAPI
+from redis.asyncio import Redis
 
-from podcrew_core.llm import LLMSettings, Stage, create_provider
+from podcrew_core.llm import LLMProvider, Stage, create_provider
 from podcrew_core.runtime.admission import Admission
 from podcrew_core.runtime.app import Readiness, create_service_app
-from podcrew_core.runtime.auth import ServiceTokenSettings, require_service_token
+from podcrew_core.runtime.auth import require_service_token
+from podcrew_core.runtime.deps import provide
 from podcrew_core.runtime.egress import EgressPolicy
 from podcrew_core.runtime.ledger import Ledger
-from podcrew_core.runtime.logging import configure_logging
-from podcrew_core.runtime.redis import create_redis
-from podcrew_core.runtime.settings import RedisSettings
-from podcrew_core.runtime.tracing import configure_tracing
+from podcrew_core.runtime.redis import create_redis, redis_ready
 from podcrew_research import __version__
+from podcrew_research.deps import Resources
 from podcrew_research.loop import LoopLimits, Researcher
 from podcrew_research.routes import router
-from podcrew_research.settings import ResearchSettings
+from podcrew_research.settings import ResearchConfig, ResearchSettings
 from podcrew_research.tools.cache import cached
 from podcrew_research.tools.fetch_url import (
     Fetcher,
@@ -50,56 +50,64 @@ def fetch_limits(settings: ResearchSettings) -> FetchLimits:
     )
 
 
-def create_app(settings: ResearchSettings | None = None) -> FastAPI:
+def _researcher(
+    config: ResearchConfig, kb: KnowledgeBase, provider: LLMProvider, redis: Redis, fetcher: Fetcher
+) -> Researcher:
+    """The tool loop over the knowledge base and the web, each tool behind the Redis cache."""
+    settings = config.service
+    return Researcher(
+        provider,
+        [
+            cached(kb_search_tool(kb), redis, settings.tool_cache_ttl_s),
+            cached(fetch_url_tool(fetcher), redis, settings.tool_cache_ttl_s),
+        ],
+        model=config.llm.model_for(Stage.RESEARCH),
+        limits=LoopLimits(
+            max_steps=settings.max_steps,
+            max_total_tokens=settings.max_tokens_per_call,
+            max_output_tokens=settings.llm_max_output_tokens,
+        ),
+    )
+
+
+def create_app(config: ResearchConfig) -> FastAPI:
     """Build the research agent. Resources are created in the lifespan, not here."""
-    settings = settings or ResearchSettings()
-    llm_settings = LLMSettings()
+    settings = config.service
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        configure_logging("research-agent", settings.log_level)
-        configure_tracing("research-agent")
         # Indexing reads and tokenizes the whole corpus: keep it off the event loop.
         kb = await asyncio.to_thread(KnowledgeBase.load, settings.corpus_dir)
         async with AsyncExitStack() as stack:
-            redis = create_redis(RedisSettings())
+            redis = create_redis(config.redis)
             stack.push_async_callback(redis.aclose)
-            app.state.ledger = Ledger(redis, settings.key_prefix)
-            provider = create_provider(llm_settings)
+            provider = create_provider(config.llm)
             stack.push_async_callback(provider.aclose)
             policy = egress_policy(settings)
             client = await stack.enter_async_context(create_fetch_client(policy))
             fetcher = Fetcher(client, policy, limits=fetch_limits(settings))
-            app.state.researcher = Researcher(
-                provider,
-                [
-                    cached(kb_search_tool(kb), redis, settings.tool_cache_ttl_s),
-                    cached(fetch_url_tool(fetcher), redis, settings.tool_cache_ttl_s),
-                ],
-                model=llm_settings.model_for(Stage.RESEARCH),
-                limits=LoopLimits(
-                    max_steps=settings.max_steps,
-                    max_total_tokens=settings.max_tokens_per_call,
-                    max_output_tokens=settings.llm_max_output_tokens,
+            provide(
+                app,
+                Resources(
+                    config=config,
+                    researcher=_researcher(config, kb, provider, redis, fetcher),
+                    slots=Admission(
+                        "research-agent",
+                        settings.max_concurrency,
+                        settings.max_queue,
+                        settings.max_queue_wait_s,
+                    ),
+                    ledger=Ledger(redis, settings.key_prefix),
                 ),
-            )
-            app.state.slots = Admission(
-                "research-agent",
-                settings.max_concurrency,
-                settings.max_queue,
-                settings.max_queue_wait_s,
             )
 
             async def kb_loaded() -> None:
                 if len(kb) == 0:
                     raise RuntimeError("the knowledge base is empty")
 
-            async def redis_ready() -> None:
-                await redis.ping()
-
             readiness: Readiness = app.state.readiness
             readiness.checks["kb"] = kb_loaded
-            readiness.checks["redis"] = redis_ready
+            readiness.checks["redis"] = redis_ready(redis)
             yield
             readiness.draining = True
 
@@ -108,11 +116,11 @@ def create_app(settings: ResearchSettings | None = None) -> FastAPI:
         version=__version__,
         description="Answers one sub-question with a bounded tool-use loop over kb_search "
         "and fetch_url, returning findings with their sources.",
+        service="research-agent",
+        log_level=settings.log_level,
         lifespan=lifespan,
         max_body_bytes=settings.max_body_bytes,
     )
-    app.state.settings = settings
-    app.state.llm_settings = llm_settings
-    service_token = ServiceTokenSettings().service_token
-    app.include_router(router, dependencies=[Depends(require_service_token(service_token))])
+    token = require_service_token(config.auth.service_token)
+    app.include_router(router, dependencies=[Depends(token)])
     return app

@@ -13,7 +13,13 @@ from podcrew_core.runtime.app import JSONBody
 from podcrew_core.runtime.disconnect import unless_disconnected
 from podcrew_core.runtime.logging import bind_run
 from podcrew_core.runtime.scope import open_hop
-from podcrew_research.deps import LLMSettingsDep, ResearcherDep, SettingsDep, SlotsDep
+from podcrew_research.deps import (
+    LedgerDep,
+    LLMSettingsDep,
+    ResearcherDep,
+    SettingsDep,
+    SlotsDep,
+)
 
 
 def _problem(description: str) -> dict[str, Any]:
@@ -44,6 +50,7 @@ async def research(
     llm: LLMSettingsDep,
     researcher: ResearcherDep,
     slots: SlotsDep,
+    ledger: LedgerDep,
 ) -> ResearchResponse:
     """Answer `sub_question` with findings and their sources, within the caller's deadline
     (`x-podcrew-deadline-ms`, else the service default)."""
@@ -55,7 +62,7 @@ async def research(
         what="research",
     )
     async with (
-        open_hop(hop, request.app.state.ledger, what="research"),
+        open_hop(hop, ledger, what="research"),
         slots.hold(hop.deadline),
     ):
         response = await unless_disconnected(

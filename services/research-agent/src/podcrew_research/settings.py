@@ -1,13 +1,17 @@
-"""The research agent's settings (`PODCREW_RESEARCH_*`), built in `create_app()`."""
+"""The research agent's settings: its own (`PODCREW_RESEARCH_*`) and the shared parts it reads,
+together in `ResearchConfig`, which the entry point builds and hands to `create_app`."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from podcrew_core.runtime.settings import ServiceSettings
+from podcrew_core.llm import LLMSettings
+from podcrew_core.runtime.auth import ServiceTokenSettings
+from podcrew_core.runtime.settings import RedisSettings, ServiceSettings
 
 # Shipped inside the package so a wheel or an image carries a working knowledge base.
 DEFAULT_CORPUS_DIR = Path(__file__).resolve().parent / "corpus"
@@ -87,3 +91,15 @@ class ResearchSettings(ServiceSettings):
         description="Tests and local development only: let fetch_url reach loopback and "
         "private addresses. Link-local (cloud metadata), multicast and reserved stay refused.",
     )
+
+
+@dataclass(frozen=True, kw_only=True)
+class ResearchConfig:
+    """Everything the research agent reads from its environment, read once by whoever starts
+    it (`__main__`, a test) and handed to `create_app`. A part not given is read from the
+    environment when this is built."""
+
+    service: ResearchSettings = field(default_factory=ResearchSettings)
+    llm: LLMSettings = field(default_factory=LLMSettings)
+    redis: RedisSettings = field(default_factory=RedisSettings)
+    auth: ServiceTokenSettings = field(default_factory=ServiceTokenSettings)

@@ -6,9 +6,8 @@ model, so every `[n]` in the report points at a real source whatever the model w
 
 from __future__ import annotations
 
+import contextlib
 import json
-import math
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -17,6 +16,7 @@ from podcrew_core.contracts.errors import LLMError
 from podcrew_core.contracts.schemas import SourceRef, WriteRequest, WriteResponse
 from podcrew_core.llm import LLMProvider, LLMRequest, LLMResponse, Message, Stage
 from podcrew_core.llm.types import StreamEnd, TextDelta
+from podcrew_core.runtime.batching import batch_deltas
 
 SYSTEM_PROMPT = (
     "You are podcrew's writer. The user message is a JSON document: the question, its "
@@ -84,38 +84,31 @@ async def write_stream(
     """Yield the report's text in pieces, then the complete `WriteResponse` (whose report is
     the pieces joined).
 
-    The model's deltas are coalesced: a piece goes out as soon as a delta arrives `flush_s`
-    or more after the previous piece (so the first delta goes at once), otherwise the text
-    waits for a later delta, the end of the stream, or a failure, whichever comes first. A
-    model streams ~140 deltas for a report; each piece costs an SSE event here and a
-    parse, a Redis write and a fan-out to every watcher downstream. `flush_s=0` yields
-    every delta as it comes.
+    The model's deltas go out batched, at most one piece per `flush_s` and the first at once
+    (`podcrew_core.runtime.batching`); text held back when the model fails still goes out
+    before the failure. `flush_s=0` yields every delta as it comes.
     """
+    async with contextlib.aclosing(batch_deltas(_report(provider, draft), flush_s)) as pieces:
+        async for piece in pieces:
+            yield piece
+
+
+async def _report(provider: LLMProvider, draft: Draft) -> AsyncIterator[str | WriteResponse]:
+    """The model's deltas, the source list after them, then the whole `WriteResponse`."""
     parts: list[str] = []
-    sent = 0  # parts[:sent] have gone out
-    sent_at = -math.inf
     final: LLMResponse | None = None
-    try:
-        async for event in provider.stream(draft.request):
-            if isinstance(event, TextDelta):
-                parts.append(event.text)
-                now = time.monotonic()
-                if now - sent_at >= flush_s:
-                    yield "".join(parts[sent:])
-                    sent, sent_at = len(parts), now
-            elif isinstance(event, StreamEnd):
-                final = event.response
-    except Exception:
-        if sent < len(parts):  # what the model did write still reaches the caller
-            yield "".join(parts[sent:])
-        raise
+    async for event in provider.stream(draft.request):
+        if isinstance(event, TextDelta):
+            parts.append(event.text)
+            yield event.text
+        elif isinstance(event, StreamEnd):
+            final = event.response
     if final is None:
         raise LLMError("the model's stream ended without a final message")
     body = "".join(parts)
     tail = ("" if body.endswith("\n") else "\n") + sources_section(draft.sources)
-    rest = "".join(parts[sent:]) + tail
-    if rest:
-        yield rest
+    if tail:
+        yield tail
     yield WriteResponse(
         report=body + tail, sources=draft.sources, usage=final.usage, model=final.model
     )

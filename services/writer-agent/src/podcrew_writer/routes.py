@@ -3,40 +3,33 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Any
 
 import orjson
 import structlog
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from podcrew_core.contracts.errors import PodcrewError
 from podcrew_core.contracts.hop import Hop
 from podcrew_core.contracts.problem import to_problem
 from podcrew_core.contracts.schemas import WriteDelta, WriteRequest, WriteResponse
-from podcrew_core.llm import LLMProvider, LLMSettings
+from podcrew_core.llm import LLMProvider
 from podcrew_core.runtime.admission import Admission
 from podcrew_core.runtime.app import JSONBody
 from podcrew_core.runtime.disconnect import unless_disconnected
 from podcrew_core.runtime.ledger import Ledger
 from podcrew_core.runtime.scope import hop_context, open_hop
 from podcrew_writer import compose
-from podcrew_writer.settings import WriterSettings
+from podcrew_writer.deps import Resources, Writer
 
 router = APIRouter(prefix="/v1", tags=["writer"])
 log = structlog.get_logger(__name__)
 _WRITING = "writing the report"
 
 
-async def get_provider(request: Request) -> LLMProvider:
-    # async: FastAPI would run a plain `def` dependency in a worker thread.
-    provider: LLMProvider = request.app.state.provider
-    return provider
-
-
-def _hop(request: Request) -> Hop:
-    settings: WriterSettings = request.app.state.settings
-    llm: LLMSettings = request.app.state.llm_settings
+def _hop(request: Request, writer: Resources) -> Hop:
+    settings, llm = writer.config.service, writer.config.llm
     return Hop.from_headers(
         request.headers,
         default_deadline_s=settings.default_deadline_s,
@@ -45,13 +38,9 @@ def _hop(request: Request) -> Hop:
     )
 
 
-def _draft(request: Request, body: WriteRequest) -> compose.Draft:
-    settings: WriterSettings = request.app.state.settings
-    llm: LLMSettings = request.app.state.llm_settings
-    return compose.prepare(body, body.model or llm.write_model, settings.max_tokens)
-
-
-Provider = Annotated[LLMProvider, Depends(get_provider)]
+def _draft(body: WriteRequest, writer: Resources) -> compose.Draft:
+    model = body.model or writer.config.llm.write_model
+    return compose.prepare(body, model, writer.config.service.max_tokens)
 
 
 _PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
@@ -72,14 +61,14 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 @router.post(
     "/write", dependencies=[JSONBody], summary="Write the report in one response", responses=_ERRORS
 )
-async def write(request: Request, body: WriteRequest, provider: Provider) -> WriteResponse:
-    hop = _hop(request)
+async def write(request: Request, body: WriteRequest, writer: Writer) -> WriteResponse:
+    hop = _hop(request, writer)
     async with (
-        open_hop(hop, request.app.state.ledger, what=_WRITING),
-        _slots(request).hold(hop.deadline),
+        open_hop(hop, writer.ledger, what=_WRITING),
+        writer.slots.hold(hop.deadline),
     ):
         response = await unless_disconnected(
-            request, compose.write(provider, _draft(request, body))
+            request, compose.write(writer.provider, _draft(body, writer))
         )
     return response.model_copy(update={"retries": hop.retries.spent})
 
@@ -98,23 +87,15 @@ async def write(request: Request, body: WriteRequest, provider: Provider) -> Wri
         **_ERRORS,
     },
 )
-async def write_stream(
-    request: Request, body: WriteRequest, provider: Provider
-) -> EventSourceResponse:
-    hop = _hop(request)  # refused here, before the stream starts, if the deadline is too close
-    draft = _draft(request, body)
-    slots = _slots(request)
-    slots.check_capacity()  # a full writer says 503 up front rather than in the stream
-    ledger: Ledger = request.app.state.ledger
-    settings: WriterSettings = request.app.state.settings
+async def write_stream(request: Request, body: WriteRequest, writer: Writer) -> EventSourceResponse:
+    # Refused here, before the stream starts, if the deadline is too close.
+    hop = _hop(request, writer)
+    draft = _draft(body, writer)
+    writer.slots.check_capacity()  # a full writer says 503 up front rather than in the stream
+    flush_s = writer.config.service.delta_flush_s
     return EventSourceResponse(
-        _events(provider, draft, hop, slots, ledger, settings.delta_flush_s), ping=15
+        _events(writer.provider, draft, hop, writer.slots, writer.ledger, flush_s), ping=15
     )
-
-
-def _slots(request: Request) -> Admission:
-    slots: Admission = request.app.state.slots
-    return slots
 
 
 async def _events(

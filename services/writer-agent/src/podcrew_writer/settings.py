@@ -1,11 +1,16 @@
-"""Writer agent settings (`PODCREW_WRITER_*`)."""
+"""The writer agent's settings: its own (`PODCREW_WRITER_*`) and the shared parts it reads,
+together in `WriterConfig`, which the entry point builds and hands to `create_app`."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from podcrew_core.runtime.settings import ServiceSettings
+from podcrew_core.llm import LLMSettings
+from podcrew_core.runtime.auth import ServiceTokenSettings
+from podcrew_core.runtime.settings import RedisSettings, ServiceSettings
 
 
 class WriterSettings(ServiceSettings):
@@ -29,3 +34,15 @@ class WriterSettings(ServiceSettings):
         "many seconds, each carrying the model's deltas since the last (0: one event per "
         "model delta).",
     )
+
+
+@dataclass(frozen=True, kw_only=True)
+class WriterConfig:
+    """Everything the writer agent reads from its environment, read once by whoever starts it
+    (`__main__`, a test) and handed to `create_app`. A part not given is read from the
+    environment when this is built."""
+
+    service: WriterSettings = field(default_factory=WriterSettings)
+    llm: LLMSettings = field(default_factory=LLMSettings)
+    redis: RedisSettings = field(default_factory=RedisSettings)
+    auth: ServiceTokenSettings = field(default_factory=ServiceTokenSettings)

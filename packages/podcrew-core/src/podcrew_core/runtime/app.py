@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from podcrew_core.contracts.errors import NotReady, PayloadTooLarge, UnsupportedMediaType
 from podcrew_core.contracts.hop import RUN_ID_HEADER
+from podcrew_core.runtime.logging import configure_logging
 from podcrew_core.runtime.metrics import (
     HTTP_SERVER_DURATION,
     HTTP_SERVER_IN_FLIGHT,
@@ -26,7 +27,7 @@ from podcrew_core.runtime.metrics import (
     mark_process_dead,
 )
 from podcrew_core.runtime.problems import install_problem_handlers, problem_response
-from podcrew_core.runtime.tracing import flush_tracing, instrument_app
+from podcrew_core.runtime.tracing import configure_tracing, flush_tracing, instrument_app
 
 ReadinessCheck = Callable[[], Awaitable[None]]
 _UNTRACKED = frozenset({"/metrics", "/healthz", "/readyz"})
@@ -143,11 +144,18 @@ def create_service_app(
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]],
     max_body_bytes: int = 256 * 1024,
     description: str = "",
+    service: str | None = None,
+    log_level: str = "INFO",
 ) -> FastAPI:
-    """A FastAPI app with podcrew's health, readiness, metrics and error handling."""
+    """A FastAPI app with podcrew's health, readiness, metrics and error handling. With a
+    `service` name, its lifespan first configures JSON logging at `log_level` and tracing
+    for that service, before the service's own `lifespan` builds anything."""
 
     @asynccontextmanager
     async def observed_lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if service is not None:
+            configure_logging(service, log_level)
+            configure_tracing(service)
         try:
             async with lifespan(app):
                 yield

@@ -101,13 +101,22 @@ class Ledger:
         self.prefix = prefix
         self._charge = redis.register_script(_CHARGE)
 
+    # Every key the ledger writes is built here (docs/architecture.md lists them).
     def _keys(self, limits: BudgetLimits) -> tuple[str, str, str]:
         day, prefix = utc_day(), self.prefix
         return (
             f"{prefix}:run:{limits.run_id}:spend",
             f"{prefix}:spend:{day}:tenant:{limits.tenant}",
-            f"{prefix}:spend:{day}:all",
+            self._everyone(day),
         )
+
+    def _everyone(self, day: str) -> str:
+        return f"{self.prefix}:spend:{day}:all"
+
+    async def spent_by_everyone_today(self) -> Spend:
+        """What every tenant has spent today: the counter the daily spend cap binds."""
+        tokens, micro = await self.redis.hmget(self._everyone(utc_day()), "tokens", "micro_usd")
+        return Spend(int(tokens or 0), int(micro or 0) / _MICRO)
 
     async def spent(self, limits: BudgetLimits) -> Totals:
         """What the run, its tenant today and everyone today have spent, in one round trip."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -101,3 +102,12 @@ def create_redis(settings: RedisSettings) -> Redis:
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
     )
     return InstrumentedRedis.from_pool(pool)
+
+
+def redis_ready(redis: Redis) -> Callable[[], Awaitable[None]]:
+    """A readiness check (`Readiness.checks`): Redis answers PING."""
+
+    async def check() -> None:
+        await redis.ping()
+
+    return check

@@ -9,7 +9,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class ServiceSettings(BaseSettings):
-    """Where a service listens and how it logs. Built in `create_app()`, never at import."""
+    """Where a service listens and how it logs. Built by the entry point, never at import."""
 
     model_config = SettingsConfigDict(extra="ignore")
 

@@ -25,6 +25,8 @@ _REQUESTS = Children(CACHE_REQUESTS)  # a lookup per tool call: from a dict
 
 
 def cache_key(prefix: str, tool: str, arguments: dict[str, Any]) -> str:
+    """The key of a tool's result for these arguments: the research agent's only Redis keys
+    (besides the spend ledger's, `podcrew_core.runtime.ledger`) are built here."""
     canonical = orjson.dumps(arguments, option=orjson.OPT_SORT_KEYS)
     return f"{prefix}:cache:tool:{tool}:{hashlib.sha256(canonical).hexdigest()}"
 
