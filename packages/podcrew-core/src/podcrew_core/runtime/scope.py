@@ -81,5 +81,7 @@ async def open_hop(hop: Hop, ledger: Ledger | None = None, *, what: str) -> Asyn
         except TimeoutError as exc:
             if not bound.expired():
                 raise  # a timeout of the block's own, not the deadline
-            within = f"{budget_s:.0f}s" if budget_s >= 1 else f"{budget_s:.2f}s"
+            # Whole seconds as the deadline was set (a run's 300 s arrive here as 299.99):
+            # fractions only for a hop that had less than half a second.
+            within = f"{budget_s:.0f}s" if budget_s >= 0.5 else f"{budget_s:.2f}s"
             raise DeadlineExceeded(f"{what} did not finish within {within}") from exc
