@@ -111,6 +111,24 @@ def simulator_env(latency_s: float) -> dict[str, str]:
     }
 
 
+@contextlib.contextmanager
+def simulator(env: dict[str, str]) -> Iterator[str]:
+    """podcrew's simulated Messages API alone on a free loopback port, with `env` on top of
+    this process's environment; its URL once it answers, stopped on the way out."""
+    port = free_port()
+    full = {**os.environ, **env, "PODCREW_SIM_PORT": str(port), "PODCREW_SIM_HOST": LOOPBACK}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "podcrew_cli", "simulate-llm"], env=full, stdout=subprocess.DEVNULL
+    )
+    url = f"http://{LOOPBACK}:{port}"
+    try:
+        wait_http(f"{url}/healthz", process)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
 def stack_env(opts: Options) -> dict[str, str]:
     """Settings that keep the stack's protections from shaping the measurement: tenant
     limits, the result cache, coalescing and the tool cache off or lifted; concurrency and

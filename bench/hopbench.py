@@ -13,8 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -24,7 +22,6 @@ import httpx
 import orjson
 
 from bench import analysis, harness
-from podcrew_cli.stack import LOOPBACK, free_port
 from podcrew_core.runtime.http import create_http_client
 
 REQUEST: dict[str, Any] = {
@@ -206,29 +203,14 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=10)
     parser.add_argument("--latency", type=float, default=0.0, help="simulated seconds per call")
     args = parser.parse_args()
-    port = free_port()
-    env = {
-        **os.environ,
-        "PODCREW_SIM_PORT": str(port),
-        "PODCREW_SIM_HOST": LOOPBACK,
-        "PODCREW_SIM_LATENCY_S": str(args.latency),
-        "PODCREW_SIM_LOG_LEVEL": "WARNING",
-    }
-    sim = subprocess.Popen(
-        [sys.executable, "-m", "podcrew_cli", "simulate-llm"], env=env, stdout=subprocess.DEVNULL
-    )
-    url = f"http://{LOOPBACK}:{port}"
-    try:
-        harness.wait_http(f"{url}/healthz", sim)
+    env = {"PODCREW_SIM_LATENCY_S": str(args.latency), "PODCREW_SIM_LOG_LEVEL": "WARNING"}
+    with harness.simulator(env) as url:
         try:
             import uvloop
 
             results = uvloop.run(measure(url, args.calls, args.concurrency))
         except ImportError:  # pragma: no cover
             results = asyncio.run(measure(url, args.calls, args.concurrency))
-    finally:
-        sim.terminate()
-        sim.wait(10)
     print("| client | mode | hop overhead p50 (ms) | p95 | client CPU ms/call |")
     print("|---|---|---|---|---|")
     for name, modes in results.items():

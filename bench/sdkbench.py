@@ -18,15 +18,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bench import harness
-from podcrew_cli.stack import LOOPBACK, free_port
 from podcrew_core.contracts.schemas import Finding, ResearchedSection, Source, WriteRequest
 from podcrew_core.llm import LLMRequest, LLMSettings, Message, Stage, ToolSpec
 from podcrew_core.llm.anthropic import AnthropicProvider, to_params
@@ -162,21 +159,8 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=400)
     parser.add_argument("--concurrency", type=int, default=10)
     args = parser.parse_args()
-    port = free_port()
-    env = {**harness.simulator_env(0.0), "PODCREW_SIM_PORT": str(port)}
-    env["PODCREW_SIM_HOST"] = LOOPBACK
-    sim = subprocess.Popen(
-        [sys.executable, "-m", "podcrew_cli", "simulate-llm"],
-        env={**os.environ, **env},
-        stdout=subprocess.DEVNULL,
-    )
-    url = f"http://{LOOPBACK}:{port}"
-    try:
-        harness.wait_http(f"{url}/healthz", sim)
+    with harness.simulator(harness.simulator_env(0.0)) as url:
         results = asyncio.run(measure(url, args.calls, args.concurrency))
-    finally:
-        sim.terminate()
-        sim.wait(10)
     print("| call | way | mode | client CPU ms/call |")
     print("|---|---|---|---|")
     for request_name, ways in results.items():
