@@ -58,8 +58,8 @@ def _researcher(
     return Researcher(
         provider,
         [
-            cached(kb_search_tool(kb), redis, settings.tool_cache_ttl_s),
-            cached(fetch_url_tool(fetcher), redis, settings.tool_cache_ttl_s),
+            cached(kb_search_tool(kb), redis, settings.tool_cache_ttl_s, settings.key_prefix),
+            cached(fetch_url_tool(fetcher), redis, settings.tool_cache_ttl_s, settings.key_prefix),
         ],
         model=config.llm.model_for(Stage.RESEARCH),
         limits=LoopLimits(

@@ -31,8 +31,9 @@ def cache_key(prefix: str, tool: str, arguments: dict[str, Any]) -> str:
     return f"{prefix}:cache:tool:{tool}:{hashlib.sha256(canonical).hexdigest()}"
 
 
-def cached(tool: Tool, redis: Redis, ttl_s: int, prefix: str = "podcrew") -> Tool:
-    """`tool`, answered from Redis when it ran with the same input in the last `ttl_s`."""
+def cached(tool: Tool, redis: Redis, ttl_s: int, prefix: str) -> Tool:
+    """`tool`, answered from Redis when it ran with the same input in the last `ttl_s`, under
+    the installation's key `prefix`."""
     if ttl_s <= 0:
         return tool
 
