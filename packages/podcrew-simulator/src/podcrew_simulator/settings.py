@@ -11,7 +11,7 @@ from typing import Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from podcrew_core.runtime.settings import ServiceSettings
+from podcrew_core.runtime.settings import Port, ServiceSettings
 
 Fault = Literal["429", "529", "500", "slow", "drop"]
 FAULTS: tuple[Fault, ...] = ("429", "529", "500", "slow", "drop")
@@ -89,7 +89,7 @@ class SimulatorSettings(ServiceSettings, FaultProfile):
 
     model_config = SettingsConfigDict(env_prefix="PODCREW_SIM_", extra="ignore")
 
-    port: int = Field(default=8200, ge=1, le=65535, description="TCP port to listen on.")
+    port: Port = Field(default=8200, description="TCP port to listen on.")
     max_body_bytes: int = Field(
         default=MESSAGES_API_MAX_BODY_BYTES,
         ge=1024,

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from podcrew_core.runtime.settings import LoggingSettings
 
 
-class OperatorSettings(BaseSettings):
+class OperatorSettings(LoggingSettings):
     model_config = SettingsConfigDict(env_prefix="PODCREW_OPERATOR_", extra="ignore")
 
     api_url: str = Field(
@@ -62,9 +62,6 @@ class OperatorSettings(BaseSettings):
     liveness_endpoint: str | None = Field(
         default=None,
         description="Serve kopf's liveness probe here, e.g. `http://0.0.0.0:8080/healthz`.",
-    )
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
-        default="INFO", description="Lowest level written to the JSON log on stderr."
     )
 
     @field_validator("api_key")

@@ -13,7 +13,7 @@ from pydantic_settings import SettingsConfigDict
 
 from podcrew_core.llm import LLMSettings
 from podcrew_core.runtime.auth import ApiKey, ServiceTokenSettings
-from podcrew_core.runtime.settings import RedisSettings, ServiceSettings
+from podcrew_core.runtime.settings import Port, RedisSettings, ServiceSettings
 from podcrew_orchestrator.limits import TenantLimits
 from podcrew_orchestrator.webhooks import WebhookSettings
 
@@ -25,13 +25,11 @@ def _default_consumer() -> str:
 class OrchestratorSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="PODCREW_ORCHESTRATOR_", extra="ignore")
 
-    port: int = Field(default=8000, ge=1, le=65535, description="API port (api mode).")
+    port: Port = Field(default=8000, description="API port (api mode).")
     max_concurrency: int = Field(
         default=512, ge=1, description="Run submissions (and their waits) served at once."
     )
-    worker_port: int = Field(
-        default=8001, ge=1, le=65535, description="Health and metrics port (worker mode)."
-    )
+    worker_port: Port = Field(default=8001, description="Health and metrics port (worker mode).")
     research_url: str = Field(
         default="http://127.0.0.1:8101", description="Base URL of the research agents."
     )

@@ -11,19 +11,19 @@ from pydantic_settings import SettingsConfigDict
 
 from podcrew_core.llm import LLMSettings
 from podcrew_core.runtime.auth import ServiceTokenSettings
-from podcrew_core.runtime.settings import RedisSettings, ServiceSettings
+from podcrew_core.runtime.settings import AgentSettings, Port, RedisSettings
 
 # Shipped inside the package so a wheel or an image carries a working knowledge base.
 DEFAULT_CORPUS_DIR = Path(__file__).resolve().parent / "corpus"
 
 
-class ResearchSettings(ServiceSettings):
+class ResearchSettings(AgentSettings):
     """Where the knowledge base lives, how long the tool loop may run, and the egress guard
     for `fetch_url`."""
 
     model_config = SettingsConfigDict(env_prefix="PODCREW_RESEARCH_", extra="ignore")
 
-    port: int = Field(default=8101, ge=1, le=65535, description="TCP port to listen on.")
+    port: Port = Field(default=8101, description="TCP port to listen on.")
     corpus_dir: Path = Field(
         default=DEFAULT_CORPUS_DIR,
         description="Directory of *.md / *.txt files indexed for kb_search at startup.",
@@ -54,11 +54,6 @@ class ResearchSettings(ServiceSettings):
         ge=0,
         description="How long a kb_search or fetch_url result is reused for the same input, "
         "from Redis (0: no cache).",
-    )
-    key_prefix: str = Field(
-        default="podcrew",
-        description="Prefix of the Redis keys of the spend ledger; the orchestrator's "
-        "key_prefix (the chart sets both from one value), so every hop counts a run alike.",
     )
     default_deadline_s: float = Field(
         default=60.0,

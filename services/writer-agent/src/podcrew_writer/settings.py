@@ -10,19 +10,14 @@ from pydantic_settings import SettingsConfigDict
 
 from podcrew_core.llm import LLMSettings
 from podcrew_core.runtime.auth import ServiceTokenSettings
-from podcrew_core.runtime.settings import RedisSettings, ServiceSettings
+from podcrew_core.runtime.settings import AgentSettings, Port, RedisSettings
 
 
-class WriterSettings(ServiceSettings):
+class WriterSettings(AgentSettings):
     model_config = SettingsConfigDict(env_prefix="PODCREW_WRITER_", extra="ignore")
 
-    port: int = Field(default=8102, ge=1, le=65535, description="TCP port to listen on.")
+    port: Port = Field(default=8102, description="TCP port to listen on.")
     max_tokens: int = Field(default=4096, ge=256, le=64000, description="Report length cap.")
-    key_prefix: str = Field(
-        default="podcrew",
-        description="Prefix of the Redis keys of the spend ledger; the orchestrator's "
-        "key_prefix (the chart sets both from one value), so every hop counts a run alike.",
-    )
     default_deadline_s: float = Field(
         default=120.0, gt=0, description="Deadline when the caller sends none."
     )

@@ -1,23 +1,33 @@
-"""The settings every service shares; each service subclasses with its own env prefix."""
+"""The settings every service shares; each service subclasses with its own env prefix, so
+a shared setting is declared once here and read as `PODCREW_<SERVICE>_<NAME>`."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+Port = Annotated[int, Field(ge=1, le=65535)]
+"""A TCP port: each service declares its own default and says what listens on it."""
 
-class ServiceSettings(BaseSettings):
-    """Where a service listens and how it logs. Built by the entry point, never at import."""
+
+class LoggingSettings(BaseSettings):
+    """How a process logs: every podcrew process, an HTTP service or not (the operator)."""
 
     model_config = SettingsConfigDict(extra="ignore")
 
-    host: str = Field(default="127.0.0.1", description="Interface to listen on.")
-    port: int = Field(default=8000, ge=1, le=65535, description="TCP port to listen on.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", description="Lowest level written to the JSON log on stderr."
     )
+
+
+class ServiceSettings(LoggingSettings):
+    """Where an HTTP service listens, what it admits and how it stops. Built by the entry
+    point, never at import."""
+
+    host: str = Field(default="127.0.0.1", description="Interface to listen on.")
+    port: Port = Field(default=8000, description="TCP port to listen on.")
     max_body_bytes: int = Field(default=256 * 1024, ge=1024, description="Largest accepted body.")
     max_concurrency: int = Field(
         default=256, ge=1, description="Requests served at once; the rest wait for a slot."
@@ -45,6 +55,16 @@ class ServiceSettings(BaseSettings):
         description="How long an idle keep-alive connection stays open. Longer than the idle "
         "timeout of the clients in front (podcrew's own 5 s, proxies' usual 60 s), so a client "
         "never sends a request on a connection the server is closing.",
+    )
+
+
+class AgentSettings(ServiceSettings):
+    """What both agents (research and writer) read alike."""
+
+    key_prefix: str = Field(
+        default="podcrew",
+        description="Prefix of the Redis keys of the spend ledger; the orchestrator's "
+        "key_prefix (the chart sets both from one value), so every hop counts a run alike.",
     )
 
 
