@@ -69,7 +69,8 @@ def render() -> str:
             "|---|---|---|",
         ]
         for name, field in settings.model_fields.items():
-            meaning = (field.description or "").replace("|", "\\|")
+            # A description is the field's attribute docstring, wrapped in the source.
+            meaning = " ".join((field.description or "").split()).replace("|", "\\|")
             out.append(f"| `{prefix}{name.upper()}` | {_default(settings, name)} | {meaning} |")
         out.append("")
     return "\n".join(out)

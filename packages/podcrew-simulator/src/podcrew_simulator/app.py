@@ -395,7 +395,7 @@ def create_simulator_app(settings: SimulatorSettings | None = None) -> FastAPI:
         title="podcrew simulated Messages API",
         version=version("podcrew-core"),
         lifespan=lifespan,
-        max_body_bytes=settings.max_body_bytes,
+        settings=settings,
         description="Anthropic's Messages API wire protocol, answered by podcrew's "
         "deterministic model, with injectable latency and faults, for tests and load tests.",
     )

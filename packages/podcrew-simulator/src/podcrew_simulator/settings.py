@@ -11,7 +11,7 @@ from typing import Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from podcrew_core.runtime.settings import ServiceSettings
+from podcrew_core.runtime.settings import Port, ServiceSettings
 
 Fault = Literal["429", "529", "500", "slow", "drop"]
 FAULTS: tuple[Fault, ...] = ("429", "529", "500", "slow", "drop")
@@ -24,45 +24,30 @@ MESSAGES_API_MAX_BODY_BYTES = 32 * 1024 * 1024
 class FaultProfile(BaseModel):
     """How slow and how unreliable the simulated API is; changeable while it runs."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
-    latency_s: float = Field(
-        default=0.0, ge=0.0, le=600.0, description="Total time of a non-streaming call."
-    )
-    ttft_s: float = Field(
-        default=0.0, ge=0.0, le=600.0, description="Time to first token of a stream."
-    )
-    stream_chunk_delay_s: float = Field(
-        default=0.0, ge=0.0, le=60.0, description="Pause between two deltas of a stream."
-    )
-    rate_429: float = Field(
-        default=0.0, ge=0.0, le=1.0, description="Share of calls refused with 429 rate_limit_error."
-    )
-    rate_529: float = Field(
-        default=0.0, ge=0.0, le=1.0, description="Share of calls refused with 529 overloaded_error."
-    )
-    rate_500: float = Field(
-        default=0.0, ge=0.0, le=1.0, description="Share of calls failing with 500 api_error."
-    )
-    rate_slow: float = Field(
-        default=0.0, ge=0.0, le=1.0, description="Share of calls that stall `slow_s` first."
-    )
-    rate_drop: float = Field(
-        default=0.0,
-        ge=0.0,
-        le=1.0,
-        description="Share of calls whose connection is cut: mid-stream, or before a "
-        "non-streaming body.",
-    )
-    retry_after_s: float = Field(
-        default=1.0, ge=0.0, le=3600.0, description="`retry-after` sent with 429 and 529."
-    )
-    slow_s: float = Field(
-        default=30.0, ge=0.0, le=3600.0, description="How long a slow call stalls before answering."
-    )
-    seed: int | None = Field(
-        default=None, description="Seed of the fault dice, for a reproducible fault sequence."
-    )
+    latency_s: float = Field(default=0.0, ge=0.0, le=600.0)
+    """Total time of a non-streaming call."""
+    ttft_s: float = Field(default=0.0, ge=0.0, le=600.0)
+    """Time to first token of a stream."""
+    stream_chunk_delay_s: float = Field(default=0.0, ge=0.0, le=60.0)
+    """Pause between two deltas of a stream."""
+    rate_429: float = Field(default=0.0, ge=0.0, le=1.0)
+    """Share of calls refused with 429 rate_limit_error."""
+    rate_529: float = Field(default=0.0, ge=0.0, le=1.0)
+    """Share of calls refused with 529 overloaded_error."""
+    rate_500: float = Field(default=0.0, ge=0.0, le=1.0)
+    """Share of calls failing with 500 api_error."""
+    rate_slow: float = Field(default=0.0, ge=0.0, le=1.0)
+    """Share of calls that stall `slow_s` first."""
+    rate_drop: float = Field(default=0.0, ge=0.0, le=1.0)
+    """Share of calls whose connection is cut: mid-stream, or before a non-streaming body."""
+    retry_after_s: float = Field(default=1.0, ge=0.0, le=3600.0)
+    """`retry-after` sent with 429 and 529."""
+    slow_s: float = Field(default=30.0, ge=0.0, le=3600.0)
+    """How long a slow call stalls before answering."""
+    seed: int | None = None
+    """Seed of the fault dice, for a reproducible fault sequence."""
 
     @model_validator(mode="after")
     def _one_fault_per_call(self) -> Self:
@@ -89,23 +74,16 @@ class SimulatorSettings(ServiceSettings, FaultProfile):
 
     model_config = SettingsConfigDict(env_prefix="PODCREW_SIM_", extra="ignore")
 
-    port: int = Field(default=8200, ge=1, le=65535, description="TCP port to listen on.")
-    max_body_bytes: int = Field(
-        default=MESSAGES_API_MAX_BODY_BYTES,
-        ge=1024,
-        description="Largest accepted request body (the Messages API takes 32 MiB).",
-    )
-    require_api_key: bool = Field(
-        default=True,
-        description="Answer 401 authentication_error to calls with neither `x-api-key` nor "
-        "`authorization`.",
-    )
-    call_log_size: int = Field(
-        default=100_000, ge=1, le=10_000_000, description="How many calls `/_sim/calls` keeps."
-    )
-    cache_entries: int = Field(
-        default=10_000, ge=1, le=1_000_000, description="How many cached prompt prefixes are kept."
-    )
+    port: Port = 8200
+    """TCP port to listen on."""
+    max_body_bytes: int = Field(default=MESSAGES_API_MAX_BODY_BYTES, ge=1024)
+    """Largest accepted request body (the Messages API takes 32 MiB)."""
+    require_api_key: bool = True
+    """Answer 401 authentication_error to calls with neither `x-api-key` nor `authorization`."""
+    call_log_size: int = Field(default=100_000, ge=1, le=10_000_000)
+    """How many calls `/_sim/calls` keeps."""
+    cache_entries: int = Field(default=10_000, ge=1, le=1_000_000)
+    """How many cached prompt prefixes are kept."""
 
     def fault_profile(self) -> FaultProfile:
         """The runtime-changeable part of these settings."""

@@ -14,12 +14,13 @@ the server's Retry-After (else jittered backoff); an invalid or refused run beco
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
+from kopf.on import DaemonDecorator
 
 from .clients.kubernetes import Connection, KubernetesClient
 from .clients.orchestrator import OrchestratorClient, create_http_client
@@ -195,20 +196,26 @@ async def login(
 # --- AgentRun -------------------------------------------------------------------------------
 
 
+def _agentrun_daemon(handler_id: str, *, when: Callable[..., bool]) -> DaemonDecorator:
+    """A daemon per AgentRun while `when` holds, cancelled if it has not exited
+    `DAEMON_CANCELLATION_TIMEOUT_S` after it was told to stop."""
+    return kopf.daemon(
+        GROUP,
+        VERSION,
+        PLURAL,
+        id=handler_id,
+        when=when,
+        cancellation_timeout=DAEMON_CANCELLATION_TIMEOUT_S,
+        registry=registry,
+    )
+
+
 @kopf.index(GROUP, VERSION, PLURAL, when=_in_flight, registry=registry)
 def runs_in_flight(uid: str | None, **_: Any) -> dict[str | None, bool]:
     return {uid: True}
 
 
-@kopf.daemon(
-    GROUP,
-    VERSION,
-    PLURAL,
-    id="run",
-    when=_unfinished,
-    cancellation_timeout=DAEMON_CANCELLATION_TIMEOUT_S,
-    registry=registry,
-)
+@_agentrun_daemon("run", when=_unfinished)
 async def run(
     body: kopf.Body,
     spec: kopf.Spec,
@@ -228,15 +235,7 @@ async def run(
         )
 
 
-@kopf.daemon(
-    GROUP,
-    VERSION,
-    PLURAL,
-    id="expire",
-    when=_expires,
-    cancellation_timeout=DAEMON_CANCELLATION_TIMEOUT_S,
-    registry=registry,
-)
+@_agentrun_daemon("expire", when=_expires)
 async def expire_finished(
     body: kopf.Body,
     spec: kopf.Spec,

@@ -2,70 +2,42 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from podcrew_core.runtime.settings import LoggingSettings
 
 
-class OperatorSettings(BaseSettings):
+class OperatorSettings(LoggingSettings):
     model_config = SettingsConfigDict(env_prefix="PODCREW_OPERATOR_", extra="ignore")
 
-    api_url: str = Field(
-        default="http://127.0.0.1:8000",
-        pattern=r"^https?://",
-        description="Base URL of the orchestrator API the runs are submitted to.",
-    )
-    api_key: SecretStr | None = Field(
-        default=None,
-        description="API key sent as `Authorization: Bearer` (from a Secret); unset: none is "
-        "sent, which only an API without keys accepts.",
-    )
-    request_timeout_s: float = Field(
-        default=10.0, gt=0, description="Time limit of one call to the orchestrator API."
-    )
-    poll_interval_s: float = Field(
-        default=1.0, gt=0, description="First wait between two reads of a run's progress."
-    )
-    poll_max_interval_s: float = Field(
-        default=15.0,
-        gt=0,
-        description="The wait grows by half while a run does not change, up to this.",
-    )
-    retry_base_delay_s: float = Field(
-        default=1.0,
-        gt=0,
-        description="Backoff base after a failed call that gave no Retry-After (jittered, "
-        "doubling per attempt).",
-    )
-    retry_max_delay_s: float = Field(
-        default=60.0, gt=0, description="Cap of that backoff (a Retry-After is honoured as is)."
-    )
-    max_concurrent_runs: int = Field(
-        default=20,
-        ge=1,
-        description="AgentRuns in flight at the orchestrator at once; more stay Pending.",
-    )
-    finalizer_timeout_s: float = Field(
-        default=60.0,
-        ge=0,
-        description="How long a deleted AgentRun waits for its run to be cancelled before "
-        "its finalizer is removed anyway (the orchestrator may be gone).",
-    )
-    namespaces: list[str] = Field(
-        default_factory=list,
-        description="JSON list of namespaces to watch (`--namespace` adds to it).",
-    )
-    cluster_wide: bool = Field(
-        default=False, description="Watch AgentRuns in every namespace (`--all-namespaces`)."
-    )
-    liveness_endpoint: str | None = Field(
-        default=None,
-        description="Serve kopf's liveness probe here, e.g. `http://0.0.0.0:8080/healthz`.",
-    )
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
-        default="INFO", description="Lowest level written to the JSON log on stderr."
-    )
+    api_url: str = Field(default="http://127.0.0.1:8000", pattern=r"^https?://")
+    """Base URL of the orchestrator API the runs are submitted to."""
+    api_key: SecretStr | None = None
+    """API key sent as `Authorization: Bearer` (from a Secret); unset: none is sent, which only
+    an API without keys accepts."""
+    request_timeout_s: float = Field(default=10.0, gt=0)
+    """Time limit of one call to the orchestrator API."""
+    poll_interval_s: float = Field(default=1.0, gt=0)
+    """First wait between two reads of a run's progress."""
+    poll_max_interval_s: float = Field(default=15.0, gt=0)
+    """The wait grows by half while a run does not change, up to this."""
+    retry_base_delay_s: float = Field(default=1.0, gt=0)
+    """Backoff base after a failed call that gave no Retry-After (jittered, doubling per
+    attempt)."""
+    retry_max_delay_s: float = Field(default=60.0, gt=0)
+    """Cap of that backoff (a Retry-After is honoured as is)."""
+    max_concurrent_runs: int = Field(default=20, ge=1)
+    """AgentRuns in flight at the orchestrator at once; more stay Pending."""
+    finalizer_timeout_s: float = Field(default=60.0, ge=0)
+    """How long a deleted AgentRun waits for its run to be cancelled before its finalizer is
+    removed anyway (the orchestrator may be gone)."""
+    namespaces: list[str] = Field(default_factory=list)
+    """JSON list of namespaces to watch (`--namespace` adds to it)."""
+    cluster_wide: bool = False
+    """Watch AgentRuns in every namespace (`--all-namespaces`)."""
+    liveness_endpoint: str | None = None
+    """Serve kopf's liveness probe here, e.g. `http://0.0.0.0:8080/healthz`."""
 
     @field_validator("api_key")
     @classmethod

@@ -57,9 +57,7 @@ def _api_resources(config: OrchestratorConfig, redis: Redis) -> ApiResources:
         store=store,
         hub=EventHub(redis, keys),  # one reader for every waiter and event stream
         submissions=Submissions(redis, keys, store, limiter, settings, webhooks=webhooks),
-        admission=Admission(
-            "api", settings.max_concurrency, settings.max_queue, settings.max_queue_wait_s
-        ),
+        admission=Admission.from_settings("api", settings),
         streams=Admission("api-streams", settings.max_event_streams, max_queue=0, max_wait_s=0),
     )
 
@@ -94,9 +92,8 @@ def create_app(config: OrchestratorConfig) -> FastAPI:
         version=VERSION,
         description="Submit research questions, follow their progress, fetch cited reports.",
         service="orchestrator-api",
-        log_level=settings.log_level,
+        settings=settings,
         lifespan=lifespan,
-        max_body_bytes=settings.max_body_bytes,
     )
     app.include_router(routes.router)
     return app
@@ -194,7 +191,7 @@ def create_worker_app(config: OrchestratorConfig) -> FastAPI:
         version=VERSION,
         description="Executes queued runs: plan, research in parallel, write.",
         service="orchestrator-worker",
-        log_level=settings.log_level,
+        settings=settings,
         lifespan=lifespan,
     )
     return app

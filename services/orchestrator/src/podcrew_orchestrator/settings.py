@@ -13,7 +13,7 @@ from pydantic_settings import SettingsConfigDict
 
 from podcrew_core.llm import LLMSettings
 from podcrew_core.runtime.auth import ApiKey, ServiceTokenSettings
-from podcrew_core.runtime.settings import RedisSettings, ServiceSettings
+from podcrew_core.runtime.settings import Port, RedisSettings, ServiceSettings
 from podcrew_orchestrator.limits import TenantLimits
 from podcrew_orchestrator.webhooks import WebhookSettings
 
@@ -25,102 +25,69 @@ def _default_consumer() -> str:
 class OrchestratorSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="PODCREW_ORCHESTRATOR_", extra="ignore")
 
-    port: int = Field(default=8000, ge=1, le=65535, description="API port (api mode).")
-    max_concurrency: int = Field(
-        default=512, ge=1, description="Run submissions (and their waits) served at once."
-    )
-    worker_port: int = Field(
-        default=8001, ge=1, le=65535, description="Health and metrics port (worker mode)."
-    )
-    research_url: str = Field(
-        default="http://127.0.0.1:8101", description="Base URL of the research agents."
-    )
-    writer_url: str = Field(default="http://127.0.0.1:8102", description="Base URL of the writer.")
-    key_prefix: str = Field(default="podcrew", description="Prefix of every Redis key.")
-    worker_concurrency: int = Field(
-        default=32,
-        ge=1,
-        le=4096,
-        description="Runs one worker process executes at once; the rest wait in the queue, "
-        "where the worker autoscaler sees them. A worker's runs share one event loop: keep "
-        "runs per second (this / a run's duration) times the CPU per run (~20-40 ms) well "
-        "under one core, or every await lags and calls time out (docs/benchmarks.md).",
-    )
-    writer_delta_flush_s: float = Field(
-        default=0.05,
-        ge=0,
-        le=5,
-        description="The writer's text is published as one `writer.delta` event per this "
-        "many seconds instead of one per model delta: the same text in ~10x fewer events "
-        "(0: one event per delta).",
-    )
-    consumer_name: str = Field(
-        default_factory=_default_consumer,
-        description="This worker's consumer name in the group (default: hostname-pid).",
-    )
-    claim_min_idle_s: float = Field(
-        default=30.0,
-        ge=0.5,
-        description="A run whose worker has not heartbeaten for this long is reclaimed.",
-    )
-    max_deliveries: int = Field(
-        default=5, ge=1, description="Deliveries after which a run is dead-lettered and failed."
-    )
-    run_deadline_s: float = Field(
-        default=300.0, gt=0, description="Time a run may take from start to result."
-    )
-    run_ttl_s: int = Field(
-        default=7 * 24 * 3600, ge=60, description="How long run records and events are kept."
-    )
-    max_wait_s: float = Field(
-        default=60.0, ge=0, le=600, description="Largest `?wait=` a client may ask for."
-    )
-    trim_interval_s: float = Field(
-        default=60.0, gt=0, description="How often a worker trims acknowledged queue entries."
-    )
-    api_keys: list[ApiKey] = Field(
-        default_factory=list,
-        description='JSON list of {"tenant", "sha256"}: the SHA-256 hex of each API key and '
-        "its tenant. Empty: the API is open and every run belongs to tenant `default` (local "
-        "use only; a warning is logged).",
-    )
-    tenant_limits: dict[str, TenantLimits] = Field(
-        default_factory=dict,
-        description="JSON: limits per tenant (requests_per_minute, burst, concurrent_runs, "
-        "daily_tokens, daily_cost_usd); tenants not listed get default_tenant_limits.",
-    )
-    default_tenant_limits: TenantLimits = Field(
-        default_factory=TenantLimits, description="JSON: limits of a tenant not listed."
-    )
-    daily_spend_cap_usd: float = Field(
-        default=500.0, ge=0, description="Spend of all tenants together in a UTC day."
-    )
-    max_run_tokens: int = Field(
-        default=500_000, ge=1, description="Largest token budget a run may ask for (and default)."
-    )
-    max_run_cost_usd: float = Field(
-        default=5.0, gt=0, description="Largest cost budget a run may ask for (and default)."
-    )
-    idempotency_ttl_s: int = Field(
-        default=24 * 3600, ge=60, description="How long an Idempotency-Key is remembered."
-    )
-    coalesce: bool = Field(
-        default=True,
-        description="Identical concurrent questions of one tenant share one execution.",
-    )
-    result_cache_ttl_s: int = Field(
-        default=3600, ge=0, description="How long a result answers an identical question (0: off)."
-    )
-    thread_ttl_s: int = Field(default=7 * 24 * 3600, ge=60, description="Lifetime of a thread.")
-    thread_max_turns: int = Field(
-        default=10, ge=1, le=100, description="Previous turns of a thread given to the planner."
-    )
-    max_event_streams: int = Field(
-        default=2000, ge=1, description="SSE streams one api process serves at once."
-    )
-    http_max_connections: int = Field(
-        default=256, ge=1, description="Pool size of the client to the agents."
-    )
+    port: Port = 8000
+    """API port (api mode)."""
+    max_concurrency: int = Field(default=512, ge=1)
+    """Run submissions (and their waits) served at once."""
+    worker_port: Port = 8001
+    """Health and metrics port (worker mode)."""
+    research_url: str = "http://127.0.0.1:8101"
+    """Base URL of the research agents."""
+    writer_url: str = "http://127.0.0.1:8102"
+    """Base URL of the writer."""
+    key_prefix: str = "podcrew"
+    """Prefix of every Redis key."""
+    worker_concurrency: int = Field(default=32, ge=1, le=4096)
+    """Runs one worker process executes at once; the rest wait in the queue, where the worker
+    autoscaler sees them. A worker's runs share one event loop: keep runs per second (this / a
+    run's duration) times the CPU per run (~20-40 ms) well under one core, or every await lags
+    and calls time out (docs/benchmarks.md)."""
+    writer_delta_flush_s: float = Field(default=0.05, ge=0, le=5)
+    """The writer's text is published as one `writer.delta` event per this many seconds instead
+    of one per model delta: the same text in ~10x fewer events (0: one event per delta)."""
+    consumer_name: str = Field(default_factory=_default_consumer)
+    """This worker's consumer name in the group (default: hostname-pid)."""
+    claim_min_idle_s: float = Field(default=30.0, ge=0.5)
+    """A run whose worker has not heartbeaten for this long is reclaimed."""
+    max_deliveries: int = Field(default=5, ge=1)
+    """Deliveries after which a run is dead-lettered and failed."""
+    run_deadline_s: float = Field(default=300.0, gt=0)
+    """Time a run may take from start to result."""
+    run_ttl_s: int = Field(default=7 * 24 * 3600, ge=60)
+    """How long run records and events are kept."""
+    max_wait_s: float = Field(default=60.0, ge=0, le=600)
+    """Largest `?wait=` a client may ask for."""
+    trim_interval_s: float = Field(default=60.0, gt=0)
+    """How often a worker trims acknowledged queue entries."""
+    api_keys: list[ApiKey] = Field(default_factory=list)
+    """JSON list of {"tenant", "sha256"}: the SHA-256 hex of each API key and its tenant. Empty:
+    the API is open and every run belongs to tenant `default` (local use only; a warning is
+    logged)."""
+    tenant_limits: dict[str, TenantLimits] = Field(default_factory=dict)
+    """JSON: limits per tenant (requests_per_minute, burst, concurrent_runs, daily_tokens,
+    daily_cost_usd); tenants not listed get default_tenant_limits."""
+    default_tenant_limits: TenantLimits = Field(default_factory=TenantLimits)
+    """JSON: limits of a tenant not listed."""
+    daily_spend_cap_usd: float = Field(default=500.0, ge=0)
+    """Spend of all tenants together in a UTC day."""
+    max_run_tokens: int = Field(default=500_000, ge=1)
+    """Largest token budget a run may ask for (and default)."""
+    max_run_cost_usd: float = Field(default=5.0, gt=0)
+    """Largest cost budget a run may ask for (and default)."""
+    idempotency_ttl_s: int = Field(default=24 * 3600, ge=60)
+    """How long an Idempotency-Key is remembered."""
+    coalesce: bool = True
+    """Identical concurrent questions of one tenant share one execution."""
+    result_cache_ttl_s: int = Field(default=3600, ge=0)
+    """How long a result answers an identical question (0: off)."""
+    thread_ttl_s: int = Field(default=7 * 24 * 3600, ge=60)
+    """Lifetime of a thread."""
+    thread_max_turns: int = Field(default=10, ge=1, le=100)
+    """Previous turns of a thread given to the planner."""
+    max_event_streams: int = Field(default=2000, ge=1)
+    """SSE streams one api process serves at once."""
+    http_max_connections: int = Field(default=256, ge=1)
+    """Pool size of the client to the agents."""
 
     def limits_for(self, tenant: str) -> TenantLimits:
         return self.tenant_limits.get(tenant, self.default_tenant_limits)

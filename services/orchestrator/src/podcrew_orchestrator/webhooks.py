@@ -359,7 +359,9 @@ class WebhookSettings(BaseSettings):
     """`PODCREW_WEBHOOK_*`: the signing secret and the egress guard for completion webhooks.
     Built in the lifespan of whichever process delivers them, never at import."""
 
-    model_config = SettingsConfigDict(env_prefix="PODCREW_WEBHOOK_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="PODCREW_WEBHOOK_", extra="ignore", use_attribute_docstrings=True
+    )
 
     secret: SecretStr | None = Field(
         default=None,
@@ -367,29 +369,16 @@ class WebhookSettings(BaseSettings):
         f"{MIN_SECRET_CHARS} characters. Unset (or empty) disables webhooks: a run that asks "
         "for one is refused, never sent unsigned.",
     )
-    allow_private: bool = Field(
-        default=False,
-        description="Tests and local development only: let webhooks reach loopback and "
-        "private addresses. Link-local (cloud metadata), multicast and reserved stay refused.",
-    )
-    allowed_hosts: list[str] = Field(
-        default_factory=list,
-        description="If set, webhooks only go to these hosts and their subdomains; empty "
-        "means any public host.",
-    )
-    timeout_s: float = Field(
-        default=10.0,
-        gt=0,
-        le=120,
-        description="Time limit of one delivery attempt (resolution, connection and answer).",
-    )
-    max_attempts: int = Field(
-        default=DEFAULT_MAX_ATTEMPTS,
-        ge=1,
-        le=20,
-        description="Attempts per delivery, the first included; 408, 429, 5xx and network "
-        "errors are retried with jittered exponential backoff.",
-    )
+    allow_private: bool = False
+    """Tests and local development only: let webhooks reach loopback and private addresses.
+    Link-local (cloud metadata), multicast and reserved stay refused."""
+    allowed_hosts: list[str] = Field(default_factory=list)
+    """If set, webhooks only go to these hosts and their subdomains; empty means any public host."""
+    timeout_s: float = Field(default=10.0, gt=0, le=120)
+    """Time limit of one delivery attempt (resolution, connection and answer)."""
+    max_attempts: int = Field(default=DEFAULT_MAX_ATTEMPTS, ge=1, le=20)
+    """Attempts per delivery, the first included; 408, 429, 5xx and network errors are retried
+    with jittered exponential backoff."""
 
     @field_validator("secret")
     @classmethod

@@ -91,12 +91,7 @@ def create_app(config: ResearchConfig) -> FastAPI:
                 Resources(
                     config=config,
                     researcher=_researcher(config, kb, provider, redis, fetcher),
-                    slots=Admission(
-                        "research-agent",
-                        settings.max_concurrency,
-                        settings.max_queue,
-                        settings.max_queue_wait_s,
-                    ),
+                    slots=Admission.from_settings("research-agent", settings),
                     ledger=Ledger(redis, settings.key_prefix),
                 ),
             )
@@ -117,9 +112,8 @@ def create_app(config: ResearchConfig) -> FastAPI:
         description="Answers one sub-question with a bounded tool-use loop over kb_search "
         "and fetch_url, returning findings with their sources.",
         service="research-agent",
-        log_level=settings.log_level,
+        settings=settings,
         lifespan=lifespan,
-        max_body_bytes=settings.max_body_bytes,
     )
     token = require_service_token(config.auth.service_token)
     app.include_router(router, dependencies=[Depends(token)])

@@ -11,86 +11,51 @@ from pydantic_settings import SettingsConfigDict
 
 from podcrew_core.llm import LLMSettings
 from podcrew_core.runtime.auth import ServiceTokenSettings
-from podcrew_core.runtime.settings import RedisSettings, ServiceSettings
+from podcrew_core.runtime.settings import AgentSettings, Port, RedisSettings
 
 # Shipped inside the package so a wheel or an image carries a working knowledge base.
 DEFAULT_CORPUS_DIR = Path(__file__).resolve().parent / "corpus"
 
 
-class ResearchSettings(ServiceSettings):
+class ResearchSettings(AgentSettings):
     """Where the knowledge base lives, how long the tool loop may run, and the egress guard
     for `fetch_url`."""
 
     model_config = SettingsConfigDict(env_prefix="PODCREW_RESEARCH_", extra="ignore")
 
-    port: int = Field(default=8101, ge=1, le=65535, description="TCP port to listen on.")
-    corpus_dir: Path = Field(
-        default=DEFAULT_CORPUS_DIR,
-        description="Directory of *.md / *.txt files indexed for kb_search at startup.",
-    )
-    max_steps: int = Field(
-        default=4,
-        ge=1,
-        le=20,
-        description="Model turns per research call unless the request asks for fewer or more.",
-    )
-    max_tokens_per_call: int = Field(
-        default=20_000,
-        ge=1,
-        description="Hard cap on tokens (input + output, all LLM calls) spent on one research "
-        "call; the loop stops once it is exceeded.",
-    )
-    llm_max_output_tokens: int = Field(
-        default=1024, ge=16, le=64_000, description="max_tokens of each LLM call in the loop."
-    )
-    max_concurrency: int = Field(
-        default=64,
-        ge=1,
-        description="Research calls served at once; the rest wait for a slot (the queue depth "
-        "the autoscaler watches) until their deadline.",
-    )
-    tool_cache_ttl_s: int = Field(
-        default=900,
-        ge=0,
-        description="How long a kb_search or fetch_url result is reused for the same input, "
-        "from Redis (0: no cache).",
-    )
-    key_prefix: str = Field(
-        default="podcrew",
-        description="Prefix of the Redis keys of the spend ledger; the orchestrator's "
-        "key_prefix (the chart sets both from one value), so every hop counts a run alike.",
-    )
-    default_deadline_s: float = Field(
-        default=60.0,
-        gt=0,
-        description="Deadline of a request that carries no x-podcrew-deadline-ms header.",
-    )
-    fetch_timeout_s: float = Field(
-        default=5.0, gt=0, description="Time limit of one fetch_url call, redirects included."
-    )
-    fetch_max_bytes: int = Field(
-        default=1_000_000,
-        ge=1024,
-        description="Bytes of (decompressed) body read per fetch; the rest is not downloaded.",
-    )
-    fetch_max_chars: int = Field(
-        default=8000,
-        ge=100,
-        description="Characters of page text handed to the model per fetch.",
-    )
-    fetch_max_redirects: int = Field(
-        default=3, ge=0, le=10, description="Redirects followed per fetch, each re-checked."
-    )
-    fetch_allowed_hosts: list[str] = Field(
-        default_factory=list,
-        description="If set, fetch_url only reaches these hosts and their subdomains; "
-        "empty means any public host.",
-    )
-    fetch_allow_private: bool = Field(
-        default=False,
-        description="Tests and local development only: let fetch_url reach loopback and "
-        "private addresses. Link-local (cloud metadata), multicast and reserved stay refused.",
-    )
+    port: Port = 8101
+    """TCP port to listen on."""
+    corpus_dir: Path = DEFAULT_CORPUS_DIR
+    """Directory of *.md / *.txt files indexed for kb_search at startup."""
+    max_steps: int = Field(default=4, ge=1, le=20)
+    """Model turns per research call unless the request asks for fewer or more."""
+    max_tokens_per_call: int = Field(default=20_000, ge=1)
+    """Hard cap on tokens (input + output, all LLM calls) spent on one research call; the loop
+    stops once it is exceeded."""
+    llm_max_output_tokens: int = Field(default=1024, ge=16, le=64_000)
+    """max_tokens of each LLM call in the loop."""
+    max_concurrency: int = Field(default=64, ge=1)
+    """Research calls served at once; the rest wait for a slot (the queue depth the autoscaler
+    watches) until their deadline."""
+    tool_cache_ttl_s: int = Field(default=900, ge=0)
+    """How long a kb_search or fetch_url result is reused for the same input, from Redis (0: no
+    cache)."""
+    default_deadline_s: float = Field(default=60.0, gt=0)
+    """Deadline of a request that carries no x-podcrew-deadline-ms header."""
+    fetch_timeout_s: float = Field(default=5.0, gt=0)
+    """Time limit of one fetch_url call, redirects included."""
+    fetch_max_bytes: int = Field(default=1_000_000, ge=1024)
+    """Bytes of (decompressed) body read per fetch; the rest is not downloaded."""
+    fetch_max_chars: int = Field(default=8000, ge=100)
+    """Characters of page text handed to the model per fetch."""
+    fetch_max_redirects: int = Field(default=3, ge=0, le=10)
+    """Redirects followed per fetch, each re-checked."""
+    fetch_allowed_hosts: list[str] = Field(default_factory=list)
+    """If set, fetch_url only reaches these hosts and their subdomains; empty means any public
+    host."""
+    fetch_allow_private: bool = False
+    """Tests and local development only: let fetch_url reach loopback and private addresses.
+    Link-local (cloud metadata), multicast and reserved stay refused."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -29,9 +29,7 @@ def create_app(config: WriterConfig) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         redis = create_redis(config.redis)
         provider = create_provider(config.llm)
-        slots = Admission(
-            "writer-agent", settings.max_concurrency, settings.max_queue, settings.max_queue_wait_s
-        )
+        slots = Admission.from_settings("writer-agent", settings)
         provide(app, Resources(config, provider, slots, Ledger(redis, settings.key_prefix)))
         app.state.readiness.checks["redis"] = redis_ready(redis)
         try:
@@ -45,9 +43,8 @@ def create_app(config: WriterConfig) -> FastAPI:
         version=VERSION,
         description="Turns a question and its findings into a cited markdown report.",
         service="writer-agent",
-        log_level=settings.log_level,
+        settings=settings,
         lifespan=lifespan,
-        max_body_bytes=settings.max_body_bytes,
     )
     token = require_service_token(config.auth.service_token)
     app.include_router(routes.router, dependencies=[Depends(token)])

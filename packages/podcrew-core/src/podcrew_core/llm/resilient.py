@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 
 import structlog
 
@@ -67,44 +68,47 @@ class ResilientProvider:
         log.info("llm_retry", reason=error.reason, attempt=attempt, delay_s=round(delay, 3))
         await asyncio.sleep(delay)
 
+    @contextmanager
+    def _through_breaker(self) -> Iterator[None]:
+        """One attempt as the breaker counts it: a failure a retry could mend counts against
+        the upstream, one that is the request's own fault counts as the upstream answering,
+        and no answer at all (cancelled, closed) gives the slot back uncounted."""
+        self.breaker.before_call()
+        try:
+            yield
+        except LLMError as error:
+            self.breaker.record(ok=not error.retryable)
+            raise
+        except BaseException:
+            self.breaker.release()
+            raise
+        self.breaker.record(ok=True)
+
     async def complete(self, request: LLMRequest) -> LLMResponse:
         attempt = 0
         while True:
             attempt += 1
-            self.breaker.before_call()
             try:
-                response = await self.inner.complete(request)
+                with self._through_breaker():
+                    return await self.inner.complete(request)
             except LLMError as error:
-                self.breaker.record(ok=not error.retryable)
                 await self._before_retry(error, attempt)
-                continue
-            except BaseException:
-                self.breaker.release()
-                raise
-            self.breaker.record(ok=True)
-            return response
 
     async def stream(self, request: LLMRequest) -> AsyncIterator[StreamEvent]:
         attempt = 0
         while True:
             attempt += 1
-            self.breaker.before_call()
             started = False
             try:
-                async for event in self.inner.stream(request):
-                    started = True
-                    yield event
+                with self._through_breaker():
+                    async for event in self.inner.stream(request):
+                        started = True
+                        yield event
+                return
             except LLMError as error:
-                self.breaker.record(ok=not error.retryable)
                 if started:
                     raise
                 await self._before_retry(error, attempt)
-                continue
-            except BaseException:
-                self.breaker.release()
-                raise
-            self.breaker.record(ok=True)
-            return
 
     async def aclose(self) -> None:
         await self.inner.aclose()

@@ -38,71 +38,54 @@ def _default_tiers() -> dict[str, StageModels]:
 
 
 class LLMSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="PODCREW_LLM_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="PODCREW_LLM_", extra="ignore", use_attribute_docstrings=True
+    )
 
-    provider: Literal["offline", "anthropic", "simulated"] = Field(
-        default="offline",
-        description="offline: deterministic, no network (default). anthropic: Claude through "
-        "the official SDK (ANTHROPIC_API_KEY, ANTHROPIC_BASE_URL). simulated: the same SDK "
-        "against podcrew's simulated Messages API at PODCREW_LLM_SIMULATOR_URL.",
-    )
-    plan_model: str = Field(default="claude-haiku-4-5", description="Planner model (standard).")
-    research_model: str = Field(
-        default="claude-haiku-4-5", description="Research-loop model (standard tier)."
-    )
-    write_model: str = Field(default="claude-sonnet-4-5", description="Writer model (standard).")
-    tiers: dict[str, StageModels] = Field(
-        default_factory=_default_tiers,
-        description="JSON: models per stage for the economy and premium tiers a run may ask "
-        'for, e.g. {"premium": {"plan": …, "research": …, "write": …}}.',
-    )
-    prices: dict[str, ModelPrice] = Field(
-        default_factory=lambda: dict(DEFAULT_PRICES),
-        description="JSON: $ per million tokens per model (input, output, cache_write, "
-        "cache_read); defaults are current Claude list prices.",
-    )
-    fallback_price: ModelPrice = Field(
-        default=ModelPrice(input=15.0, output=75.0),
-        description="JSON: price of a model missing from the table (deliberately high).",
-    )
-    simulator_url: str = Field(
-        default="http://127.0.0.1:8200", description="Base URL of the simulated Messages API."
-    )
-    call_timeout_s: float = Field(
-        default=120.0, gt=0, description="Upper bound on one LLM call (the deadline may cut it)."
-    )
-    connect_timeout_s: float = Field(default=5.0, gt=0, description="TCP/TLS connect timeout.")
-    max_attempts: int = Field(
-        default=3, ge=1, le=10, description="Attempts per LLM call, the first included."
-    )
-    retry_budget: int = Field(
-        default=8, ge=0, description="Retries one run may spend over all its LLM calls."
-    )
-    breaker_consecutive_failures: int = Field(
-        default=5, ge=1, description="Failures in a row that open the LLM circuit breaker."
-    )
-    breaker_failure_rate: float = Field(
-        default=0.5, gt=0, le=1, description="Failure ratio in the window that opens it."
-    )
-    breaker_min_calls: int = Field(
-        default=10, ge=1, description="Calls in the window before the rate counts."
-    )
-    breaker_window_s: float = Field(default=30.0, gt=0, description="The failure-rate window.")
-    breaker_open_s: float = Field(
-        default=15.0, gt=0, description="How long the breaker stays open before probing."
-    )
-    breaker_half_open_probes: int = Field(
-        default=1, ge=1, description="Calls let through while half-open."
-    )
-    max_connections: int = Field(
-        default=256, ge=1, description="Connection pool size to the LLM endpoint."
-    )
-    offline_latency_s: float = Field(
-        default=0.0,
-        ge=0.0,
-        le=60.0,
-        description="Simulated think time per offline call, to make progress visible in demos.",
-    )
+    provider: Literal["offline", "anthropic", "simulated"] = "offline"
+    """offline: deterministic, no network (default). anthropic: Claude through the official SDK
+    (ANTHROPIC_API_KEY, ANTHROPIC_BASE_URL). simulated: the same SDK against podcrew's
+    simulated Messages API at PODCREW_LLM_SIMULATOR_URL."""
+    plan_model: str = "claude-haiku-4-5"
+    """Planner model (standard)."""
+    research_model: str = "claude-haiku-4-5"
+    """Research-loop model (standard tier)."""
+    write_model: str = "claude-sonnet-4-5"
+    """Writer model (standard)."""
+    tiers: dict[str, StageModels] = Field(default_factory=_default_tiers)
+    """JSON: models per stage for the economy and premium tiers a run may ask for, e.g.
+    {"premium": {"plan": …, "research": …, "write": …}}."""
+    prices: dict[str, ModelPrice] = Field(default_factory=lambda: dict(DEFAULT_PRICES))
+    """JSON: $ per million tokens per model (input, output, cache_write, cache_read); defaults
+    are current Claude list prices."""
+    fallback_price: ModelPrice = ModelPrice(input=15.0, output=75.0)
+    """JSON: price of a model missing from the table (deliberately high)."""
+    simulator_url: str = "http://127.0.0.1:8200"
+    """Base URL of the simulated Messages API."""
+    call_timeout_s: float = Field(default=120.0, gt=0)
+    """Upper bound on one LLM call (the deadline may cut it)."""
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    """TCP/TLS connect timeout."""
+    max_attempts: int = Field(default=3, ge=1, le=10)
+    """Attempts per LLM call, the first included."""
+    retry_budget: int = Field(default=8, ge=0)
+    """Retries one run may spend over all its LLM calls."""
+    breaker_consecutive_failures: int = Field(default=5, ge=1)
+    """Failures in a row that open the LLM circuit breaker."""
+    breaker_failure_rate: float = Field(default=0.5, gt=0, le=1)
+    """Failure ratio in the window that opens it."""
+    breaker_min_calls: int = Field(default=10, ge=1)
+    """Calls in the window before the rate counts."""
+    breaker_window_s: float = Field(default=30.0, gt=0)
+    """The failure-rate window."""
+    breaker_open_s: float = Field(default=15.0, gt=0)
+    """How long the breaker stays open before probing."""
+    breaker_half_open_probes: int = Field(default=1, ge=1)
+    """Calls let through while half-open."""
+    max_connections: int = Field(default=256, ge=1)
+    """Connection pool size to the LLM endpoint."""
+    offline_latency_s: float = Field(default=0.0, ge=0.0, le=60.0)
+    """Simulated think time per offline call, to make progress visible in demos."""
 
     @model_validator(mode="after")
     def _standard_tier(self) -> LLMSettings:

@@ -17,6 +17,7 @@ from prometheus_client import Counter, Gauge
 
 from podcrew_core.contracts.deadline import Deadline
 from podcrew_core.contracts.errors import Overloaded
+from podcrew_core.runtime.settings import ServiceSettings
 
 IN_FLIGHT = Gauge(
     "podcrew_admission_in_flight",
@@ -59,6 +60,11 @@ class Admission:
         self._depth.set(0)
         for reason in ("queue_full", "wait_timeout"):  # exported at 0, so rates are never empty
             REJECTED.labels(service, reason)
+
+    @classmethod
+    def from_settings(cls, service: str, settings: ServiceSettings) -> Admission:
+        """The admission control a service's settings ask for, under its metrics label."""
+        return cls(service, settings.max_concurrency, settings.max_queue, settings.max_queue_wait_s)
 
     @property
     def waiting(self) -> int:

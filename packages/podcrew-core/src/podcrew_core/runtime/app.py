@@ -27,6 +27,7 @@ from podcrew_core.runtime.metrics import (
     mark_process_dead,
 )
 from podcrew_core.runtime.problems import install_problem_handlers, problem_response
+from podcrew_core.runtime.settings import ServiceSettings
 from podcrew_core.runtime.tracing import configure_tracing, flush_tracing, instrument_app
 
 ReadinessCheck = Callable[[], Awaitable[None]]
@@ -142,19 +143,20 @@ def create_service_app(
     title: str,
     version: str,
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]],
-    max_body_bytes: int = 256 * 1024,
+    settings: ServiceSettings | None = None,
     description: str = "",
     service: str | None = None,
-    log_level: str = "INFO",
 ) -> FastAPI:
-    """A FastAPI app with podcrew's health, readiness, metrics and error handling. With a
-    `service` name, its lifespan first configures JSON logging at `log_level` and tracing
-    for that service, before the service's own `lifespan` builds anything."""
+    """A FastAPI app with podcrew's health, readiness, metrics and error handling, refusing
+    bodies over `settings.max_body_bytes` (no settings: the defaults). With a `service`
+    name, its lifespan first configures JSON logging at `settings.log_level` and tracing for
+    that service, before the service's own `lifespan` builds anything."""
+    settings = settings or ServiceSettings.model_construct()
 
     @asynccontextmanager
     async def observed_lifespan(app: FastAPI) -> AsyncIterator[None]:
         if service is not None:
-            configure_logging(service, log_level)
+            configure_logging(service, settings.log_level)
             configure_tracing(service)
         try:
             async with lifespan(app):
@@ -166,7 +168,7 @@ def create_service_app(
     app = FastAPI(title=title, version=version, description=description, lifespan=observed_lifespan)
     app.state.readiness = Readiness()
     install_problem_handlers(app)
-    app.add_middleware(ObservabilityMiddleware, max_body_bytes=max_body_bytes)
+    app.add_middleware(ObservabilityMiddleware, max_body_bytes=settings.max_body_bytes)
     instrument_app(app)  # server spans, when tracing is configured (podcrew_core.runtime.tracing)
 
     @app.get("/healthz", tags=["ops"], summary="Liveness: the process is serving")

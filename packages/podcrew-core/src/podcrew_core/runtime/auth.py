@@ -28,8 +28,10 @@ def hash_key(key: str) -> str:
 
 
 class ApiKey(BaseModel):
-    tenant: str = Field(pattern=TENANT_PATTERN, description="Tenant the key belongs to.")
-    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="hash_key(key)")
+    tenant: str = Field(pattern=TENANT_PATTERN)
+    """Tenant the key belongs to."""
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    """hash_key(key)"""
 
 
 def presented_key(request: Request) -> str | None:
@@ -65,14 +67,14 @@ class KeyRing:
 class ServiceTokenSettings(BaseSettings):
     """`PODCREW_SERVICE_TOKEN`: the secret the orchestrator presents to the agents."""
 
-    model_config = SettingsConfigDict(env_prefix="PODCREW_", extra="ignore")
-
-    service_token: SecretStr | None = Field(
-        default=None,
-        description="Shared secret the orchestrator sends to the agents (Bearer). When set, "
-        "the agents refuse internal calls without it; when unset they accept any caller "
-        "(local use only — NetworkPolicies in the chart still restrict who can connect).",
+    model_config = SettingsConfigDict(
+        env_prefix="PODCREW_", extra="ignore", use_attribute_docstrings=True
     )
+
+    service_token: SecretStr | None = None
+    """Shared secret the orchestrator sends to the agents (Bearer). When set, the agents refuse
+    internal calls without it; when unset they accept any caller (local use only —
+    NetworkPolicies in the chart still restrict who can connect)."""
 
 
 def require_service_token(token: SecretStr | None) -> Callable[[Request], Awaitable[None]]:

@@ -5,10 +5,15 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
+from pydantic import BaseModel, ValidationError
+
+from podcrew_core.contracts.errors import ToolError
 from podcrew_core.contracts.schemas import Source
 from podcrew_core.llm.types import ToolSpec
+
+InputT = TypeVar("InputT", bound=BaseModel)
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,3 +45,12 @@ class Tool:
     @property
     def name(self) -> str:
         return self.spec.name
+
+
+def parse_input(model: type[InputT], tool: str, arguments: dict[str, Any]) -> InputT:
+    """The model's `arguments` to `tool` as `model`; a `ToolError` (which the model is shown)
+    naming the first thing wrong with them if they do not validate."""
+    try:
+        return model.model_validate(arguments)
+    except ValidationError as exc:
+        raise ToolError(f"invalid {tool} input: {exc.errors()[0]['msg']}") from exc

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field
 
 from podcrew_core.contracts.errors import BlockedURL, ToolError
 from podcrew_core.contracts.schemas import Source
@@ -34,7 +34,7 @@ from podcrew_core.runtime.egress import (
     system_resolver,
 )
 from podcrew_core.runtime.scope import time_left
-from podcrew_research.tools import Tool, ToolOutput
+from podcrew_research.tools import Tool, ToolOutput, parse_input
 from podcrew_research.tools.html_text import html_to_text, normalize
 
 __all__ = [
@@ -219,10 +219,7 @@ def fetch_url_tool(fetcher: Fetcher) -> Tool:
     """`fetch_url` as the loop sees it: validated input, the page as JSON out."""
 
     async def run(arguments: dict[str, Any]) -> ToolOutput:
-        try:
-            request = FetchUrlInput.model_validate(arguments)
-        except ValidationError as exc:
-            raise ToolError(f"invalid fetch_url input: {exc.errors()[0]['msg']}") from exc
+        request = parse_input(FetchUrlInput, "fetch_url", arguments)
         page = await fetcher.fetch(request.url)
         content, source = page_json(page)
         return ToolOutput(content=content, sources=[source])

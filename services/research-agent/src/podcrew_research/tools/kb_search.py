@@ -16,12 +16,11 @@ from typing import Any
 import bm25s
 from bm25s.stopwords import STOPWORDS_EN
 from bm25s.tokenization import Tokenizer
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field
 
-from podcrew_core.contracts.errors import ToolError
 from podcrew_core.contracts.schemas import Source
 from podcrew_core.llm.types import ToolSpec
-from podcrew_research.tools import Tool, ToolOutput
+from podcrew_research.tools import Tool, ToolOutput, parse_input
 
 KB_SEARCH_TOOL = "kb_search"
 
@@ -226,10 +225,7 @@ def kb_search_tool(kb: KnowledgeBase) -> Tool:
     """`kb_search` as the loop sees it: validated input, JSON hits out."""
 
     async def run(arguments: dict[str, Any]) -> ToolOutput:
-        try:
-            query = KbSearchInput.model_validate(arguments)
-        except ValidationError as exc:
-            raise ToolError(f"invalid kb_search input: {exc.errors()[0]['msg']}") from exc
+        query = parse_input(KbSearchInput, "kb_search", arguments)
         # Inline, not in a thread: over the shipped corpus (~600 passages) a search takes
         # ~0.03 ms (0.1 ms at worst), a fraction of what a hop to a worker thread and back
         # costs, and the event loop is never held up for long. A corpus a hundred times
