@@ -67,10 +67,10 @@ class Spend:
 # MULTI pipeline of nine commands (HINCRBY tokens, HINCRBY micro-dollars, EXPIRE, for each of
 # the three counters), because redis-py builds and parses every command of a pipeline, on
 # every LLM call. `uv run python -m bench.luabench` (2026-12-06, this machine) measured client
-# plus Redis CPU 52 us per charge as Lua and 138 us as a pipeline: 8 LLM calls per run make
-# it 0.7 ms per run, 2-3 % of a run's CPU in `make bench` (24-34 ms). The check, measured
-# the same way, saves 22 us as Lua (0.1 ms per run over ~5 checks, under 0.5 %): it reads
-# the counters with redis-py's pipeline.
+# plus Redis CPU per charge 59-74 us as Lua and 146-164 us as the pipeline: 8 LLM calls per
+# run make it 0.7 ms per run, 3-4 % of a run's CPU in `make bench` (18-23 ms). The check,
+# measured the same way, saved 20-35 us as Lua, 0.1-0.2 ms over a run's ~5 checks (under
+# 1 %): it reads the counters with redis-py's pipeline.
 _CHARGE = """
 local out = {}
 for i, key in ipairs(KEYS) do

@@ -3,13 +3,14 @@ aiohttp's HTTP/1.1 stack (the `httpx-aiohttp` transport), instead of httpx's own
 
 Why: httpx's connection pool costs several times aiohttp's CPU per request, on every call
 between podcrew's services (a run makes four: three research calls and the writer's
-stream). `uv run python -m bench.hopbench --calls 300` (2026-12-06, this machine) measured
-client CPU per call 0.56 ms for httpx alone and 0.28 ms for this client one call at a time,
-0.84 and 0.21 ms ten at once: 1.1-2.5 ms per run, 3-10 % of a run's CPU in `make bench`
-(24-34 ms per run at 500 and 10 concurrent runs). Round 1 measured the same change in
-the stack: the worker's CPU 18.5 -> 13.5 ms per run and its hop to a research agent 13.2 ->
-4.4 ms (docs/benchmarks.md, "Round 1 experiments"). Callers keep httpx's API, its typed
-errors and its OpenTelemetry instrumentation; only this module knows the transport.
+stream). `uv run python -m bench.hopbench` (2026-12-06, this machine, nothing else running)
+measured client CPU per call 0.43 ms for httpx alone and 0.22 ms for this client one call at
+a time, 0.86 and 0.19 ms ten at once: 0.8-2.7 ms per run, 4-14 % of a run's CPU in
+`make bench` (18-23 ms per run at 500 and 10 concurrent runs). Round 1 measured the same
+change in the stack: the worker's CPU 18.5 -> 13.5 ms per run and its hop to a research
+agent 13.2 -> 4.4 ms (docs/benchmarks.md, "Round 1 experiments"). Callers keep httpx's
+API, its typed errors and its OpenTelemetry instrumentation; only this module knows the
+transport.
 """
 
 from __future__ import annotations
