@@ -21,6 +21,17 @@ PROBLEM = "application/problem+json"
         ({"question": 42}, 422, "validation-failed"),
         ({"question": "What is Python?", "surprise": True}, 422, "validation-failed"),
         ({"question": "What is Python?", "max_subquestions": 9}, 422, "validation-failed"),
+        # Numbers are strict: a string or a boolean is not a number, whatever it spells.
+        ({"question": "What is Python?", "max_subquestions": "3"}, 422, "validation-failed"),
+        ({"question": "What is Python?", "max_subquestions": True}, 422, "validation-failed"),
+        ({"question": "What is Python?", "budget": {"max_tokens": "10"}}, 422, "validation-failed"),
+        ({"question": "What is Python?", "budget": {"max_tokens": True}}, 422, "validation-failed"),
+        ({"question": "What is Python?", "budget": {"deadline_s": "30"}}, 422, "validation-failed"),
+        (
+            {"question": "What is Python?", "budget": {"max_cost_usd": False}},
+            422,
+            "validation-failed",
+        ),
         (["a list"], 422, "validation-failed"),
     ],
 )
@@ -83,3 +94,4 @@ def test_unknown_route_and_method(runs: Any) -> None:
     response = runs.http.put("/v1/runs")
     assert response.status_code == 405
     assert response.headers["content-type"] == PROBLEM
+    assert response.headers["allow"] == "POST"  # what the path does take

@@ -80,16 +80,18 @@ class Usage(_Wire):
 
 class RunBudget(_Wire):
     """Limits a client asks for one run; unset fields take the server's defaults (which are
-    also the caps). The run record holds what is in force instead: `ResolvedBudget`."""
+    also the caps). The run record holds what is in force instead: `ResolvedBudget`.
+
+    Numbers are strict: `"10"` or `true` is a mistake in the client, not a budget."""
 
     max_tokens: int | None = Field(
-        default=None, ge=1, le=10**12, description="Tokens over all LLM calls."
+        default=None, strict=True, ge=1, le=10**12, description="Tokens over all LLM calls."
     )
     max_cost_usd: float | None = Field(
-        default=None, gt=0, le=1e9, description="Spend over all calls."
+        default=None, strict=True, gt=0, le=1e9, description="Spend over all calls."
     )
     deadline_s: float | None = Field(
-        default=None, gt=0, le=3600, description="Seconds from start to result."
+        default=None, strict=True, gt=0, le=3600, description="Seconds from start to result."
     )
 
 
@@ -108,6 +110,7 @@ class RunCreate(_Wire):
     question: Question = Field(description="The research question, 3 to 4000 characters.")
     max_subquestions: int = Field(
         default=4,
+        strict=True,
         ge=MIN_SUBQUESTIONS,
         le=MAX_SUBQUESTIONS,
         description="Upper bound on how many sub-questions the planner may fan out.",
