@@ -346,6 +346,16 @@ async def test_every_research_call_out_of_budget_fails_the_run_as_budget_exceede
     assert len(budgets) == 3
 
 
+async def test_a_deadline_too_short_for_any_research_fails_the_run_as_deadline_exceeded() -> None:
+    # Each research agent refuses work it cannot finish in time (504 deadline-exceeded): the
+    # run ends for that reason, not as `nothing-researched`.
+    late = DeadlineExceeded("research needs at least 0.05s but only 0.01s remain")
+    transport, budgets = _answering(lambda _: httpx.Response(504, json=to_problem(late)), _written)
+    with pytest.raises(DeadlineExceeded, match=r"only 0\.01s remain"):
+        await _run_against(transport)
+    assert len(budgets) == 3  # not retryable: asked once each
+
+
 async def test_the_fan_out_spends_at_most_the_runs_retry_budget() -> None:
     busy = Overloaded("no research-agent slot freed up")
     # The first call of each sub-question is refused; the retry succeeds, the agent

@@ -16,7 +16,12 @@ from typing import Any
 import structlog
 
 from podcrew_core.contracts.citations import number_sources, sources_section
-from podcrew_core.contracts.errors import BudgetExceeded, PodcrewError, UpstreamError
+from podcrew_core.contracts.errors import (
+    BudgetExceeded,
+    DeadlineExceeded,
+    PodcrewError,
+    UpstreamError,
+)
 from podcrew_core.contracts.hop import Hop
 from podcrew_core.contracts.schemas import (
     EventType,
@@ -77,6 +82,19 @@ class NothingResearched(UpstreamError):
     slug = "nothing-researched"
     title = "No sub-question could be researched"
     retryable = False
+
+
+def _why_nothing_was_researched(failures: list[PodcrewError], spec: RunSpec) -> PodcrewError:
+    """The error a run ends with when no research call found anything: what ends a run
+    whatever the hop that ran into it (a spent budget, then the run's deadline), else
+    `NothingResearched`. A deadline too short for any research is `deadline-exceeded`."""
+    for ending in (BudgetExceeded, DeadlineExceeded):
+        hit = next((f for f in failures if isinstance(f, ending)), None)
+        if hit is not None:
+            return ending(hit.detail)
+    if spec.hop.deadline.remaining() <= 0:
+        return DeadlineExceeded("the run's deadline passed before any research call answered")
+    return NothingResearched("every research call failed; see the research.finished events")
 
 
 @dataclass
@@ -165,10 +183,7 @@ class Pipeline:
             outcome.usage += response.usage
             outcome.sections.append(ResearchedSection(sub_question=sub, findings=response.findings))
         if not outcome.sections:
-            budget = next((f for f in failures if isinstance(f, BudgetExceeded)), None)
-            if budget is not None:
-                raise BudgetExceeded(budget.detail)
-            raise NothingResearched("every research call failed; see the research.finished events")
+            raise _why_nothing_was_researched(failures, spec)
         await self._write_report(spec, outcome, emit)
 
     async def _fan_out(
