@@ -18,7 +18,7 @@ from podcrew_core.runtime.admission import Admission
 from podcrew_core.runtime.app import ReadinessCheck, create_service_app
 from podcrew_core.runtime.auth import KeyRing, service_auth_header
 from podcrew_core.runtime.deps import provide
-from podcrew_core.runtime.egress import create_client
+from podcrew_core.runtime.egress import EgressGuard, create_client
 from podcrew_core.runtime.http import create_http_client
 from podcrew_core.runtime.ledger import Ledger
 from podcrew_core.runtime.metrics import DAILY_SPEND, DAILY_SPEND_CAP
@@ -50,13 +50,14 @@ def _api_resources(config: OrchestratorConfig, redis: Redis) -> ApiResources:
     limiter = TenantLimiter(
         redis, keys, max_run_age_s=settings.run_deadline_s * settings.max_deliveries
     )
-    webhooks = bool(config.webhooks.secret)
+    # Callbacks are checked at submit by the same guard as their deliveries.
+    callbacks = EgressGuard(config.webhooks.policy()) if config.webhooks.secret else None
     return ApiResources(
         config=config,
         keyring=KeyRing(settings.api_keys),
         store=store,
         hub=EventHub(redis, keys),  # one reader for every waiter and event stream
-        submissions=Submissions(redis, keys, store, limiter, settings, webhooks=webhooks),
+        submissions=Submissions(redis, keys, store, limiter, settings, callbacks=callbacks),
         admission=Admission.from_settings("api", settings),
         streams=Admission("api-streams", settings.max_event_streams, max_queue=0, max_wait_s=0),
     )

@@ -8,6 +8,7 @@ execute is charged against the tenant's rate and concurrency limits and enqueued
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import uuid
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from podcrew_core.contracts.schemas import (
     RunResult,
     RunStatus,
 )
-from podcrew_core.runtime.egress import parse_url
+from podcrew_core.runtime.egress import EgressGuard, UnresolvableHost
 from podcrew_core.runtime.logging import log_run_audit
 from podcrew_core.runtime.metrics import CACHE_REQUESTS
 from podcrew_core.runtime.tracing import current_trace_id
@@ -93,9 +94,10 @@ class Submissions:
         limiter: TenantLimiter,
         settings: OrchestratorSettings,
         *,
-        webhooks: bool = False,
+        callbacks: EgressGuard | None = None,
     ) -> None:
-        self.webhooks = webhooks
+        # The guard webhook deliveries go through; None: this installation sends none.
+        self.callbacks = callbacks
         self.redis = redis
         self.keys = keys
         self.store = store
@@ -105,11 +107,7 @@ class Submissions:
 
     async def submit(self, tenant: str, body: RunCreate, idempotency_key: str | None) -> Submitted:
         if body.callback_url is not None:
-            if not self.webhooks:
-                raise WebhooksNotConfigured(
-                    "this installation sends no webhooks: PODCREW_WEBHOOK_SECRET is not set"
-                )
-            parse_url(body.callback_url)  # refuse a malformed URL now; addresses at delivery
+            await self._check_callback(body.callback_url)
         run = Run(
             id=f"run_{uuid.uuid4().hex}",
             status=RunStatus.QUEUED,
@@ -134,6 +132,18 @@ class Submissions:
             if idem_key is not None:  # nothing was accepted: the same key may be retried
                 await self.redis.delete(idem_key)
             raise
+
+    async def _check_callback(self, url: str) -> None:
+        """Refuse now (`400 blocked-url`) a callback the delivery's egress guard would refuse:
+        a malformed URL, a host off the allow-list, or one that resolves to a loopback,
+        private, link-local or metadata address. A name that does not resolve yet is
+        accepted: the guard checks again, and pins the address, at delivery."""
+        if self.callbacks is None:
+            raise WebhooksNotConfigured(
+                "this installation sends no webhooks: PODCREW_WEBHOOK_SECRET is not set"
+            )
+        with contextlib.suppress(UnresolvableHost):
+            await self.callbacks.check(url)
 
     async def _reserve_idempotency(self, key: str, run_id: str, digest: str) -> Run | None:
         """None when the key is new (now reserved for `run_id`); else the run it names."""
