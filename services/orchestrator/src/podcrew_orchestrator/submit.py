@@ -9,7 +9,6 @@ execute is charged against the tenant's rate and concurrency limits and enqueued
 from __future__ import annotations
 
 import hashlib
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -32,7 +31,7 @@ from podcrew_core.runtime.egress import parse_url
 from podcrew_core.runtime.logging import log_run_audit
 from podcrew_core.runtime.metrics import CACHE_REQUESTS
 from podcrew_core.runtime.tracing import current_trace_id
-from podcrew_orchestrator.keys import Keys
+from podcrew_orchestrator.keys import Keys, new_run_id
 from podcrew_orchestrator.limits import TenantLimiter
 from podcrew_orchestrator.settings import OrchestratorSettings
 from podcrew_orchestrator.store import RunStore
@@ -111,7 +110,7 @@ class Submissions:
                 )
             parse_url(body.callback_url)  # refuse a malformed URL now; addresses at delivery
         run = Run(
-            id=f"run_{uuid.uuid4().hex}",
+            id=new_run_id(),
             status=RunStatus.QUEUED,
             tenant=tenant,
             question=body.question,
