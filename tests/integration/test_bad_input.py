@@ -95,3 +95,26 @@ def test_unknown_route_and_method(runs: Any) -> None:
     assert response.status_code == 405
     assert response.headers["content-type"] == PROBLEM
     assert response.headers["allow"] == "POST"  # what the path does take
+
+
+@pytest.mark.parametrize(
+    "key", [b"has space", "é".encode(), b"x" * 201, b"tab\there", b'"quoted" key']
+)
+def test_a_malformed_idempotency_key_is_refused(runs: Any, key: bytes) -> None:
+    """The key becomes part of a Redis key name: only printable ASCII, at most 200, gets in."""
+    response = runs.http.post(
+        "/v1/runs", json={"question": "What is Python?"}, headers={"Idempotency-Key": key}
+    )
+    assert response.status_code == 422
+    assert response.headers["content-type"] == PROBLEM
+    assert response.json()["type"].endswith("/validation-failed")
+
+
+@pytest.mark.parametrize("thread_id", ["a:b", "*", "{x}", "t" * 129, "é", "a b", ""])
+def test_a_malformed_thread_id_is_refused(runs: Any, thread_id: str) -> None:
+    response = runs.http.post(
+        "/v1/runs", json={"question": "What is Python?", "thread_id": thread_id}
+    )
+    assert response.status_code == 422
+    assert response.headers["content-type"] == PROBLEM
+    assert response.json()["type"].endswith("/validation-failed")

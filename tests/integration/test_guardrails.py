@@ -225,3 +225,55 @@ def test_tool_results_are_cached_and_the_hit_is_visible(tenants_stack: Any) -> N
     assert calls[1] and all(c["cached"] for c in calls[1])
     metrics = httpx.get(f"http://127.0.0.1:{tenants_stack.config.research_port}/metrics").text
     assert 'podcrew_cache_requests_total{cache="kb_search",outcome="hit"}' in metrics
+
+
+MISSING_RUN = "run_" + "0" * 32
+
+
+def _malformed_ids(real: str) -> list[str]:
+    """Ids a client could send that are not a run id's shape; some name a real run's keys."""
+    return [
+        f"{real}:events",
+        f"{real}*",
+        "*",
+        "{x}",
+        f"{{{real}}}",
+        f"{real}%00",
+        "%00",
+        real.upper(),
+        real[:-1],
+        f"{real}0",
+        "run_" + "a" * 4000,
+        "run_" + "é" * 32,
+        f"{real} ",
+        "run_",
+    ]
+
+
+def _not_found(client: httpx.Client, method: str, path: str) -> dict[str, Any]:
+    """The 404 problem of `path`, without the fields that echo the id it was asked for."""
+    response = client.request(method, path)
+    assert response.status_code == 404, (path[:80], response.status_code, response.text[:200])
+    assert response.headers["content-type"] == "application/problem+json"
+    problem = response.json()
+    assert problem.pop("detail") and problem.pop("instance") and problem.pop("run_id", True)
+    return problem
+
+
+@pytest.mark.parametrize(
+    ("method", "template"),
+    [("GET", "/v1/runs/{}"), ("DELETE", "/v1/runs/{}"), ("GET", "/v1/runs/{}/events")],
+)
+def test_a_malformed_run_id_is_a_missing_run_for_every_tenant(
+    tenants_stack: Any, method: str, template: str
+) -> None:
+    """An id that is not a run id answers exactly as a missing run, for the run's own tenant
+    and for another: never a 500 (which would tell another tenant the run exists)."""
+    with _client(tenants_stack, ACME) as acme, _client(tenants_stack, GLOBEX) as globex:
+        real = acme.post("/v1/runs?wait=30", json={"question": "What is a Python set?"})
+        assert real.json()["status"] == "succeeded"
+        for client in (acme, globex):
+            missing = _not_found(client, method, template.format(MISSING_RUN))
+            for run_id in _malformed_ids(real.json()["id"]):
+                assert _not_found(client, method, template.format(run_id)) == missing
+        assert acme.get(f"/v1/runs/{real.json()['id']}").json()["status"] == "succeeded"

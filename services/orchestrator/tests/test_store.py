@@ -22,7 +22,7 @@ from podcrew_core.contracts.schemas import (
     SourceRef,
     Usage,
 )
-from podcrew_orchestrator.keys import Keys
+from podcrew_orchestrator.keys import Keys, is_run_id, new_run_id
 from podcrew_orchestrator.store import RunStore
 
 pytestmark = pytest.mark.integration  # a real redis-server
@@ -80,3 +80,10 @@ async def test_a_stored_run_is_what_the_api_would_serialise(redis: Redis) -> Non
     )
     assert stored.encode() == answered
     assert await store.get_json("run_missing") is None
+
+
+def test_only_the_shape_of_a_new_run_id_is_a_run_id() -> None:
+    made = new_run_id()
+    assert is_run_id(made) and made != new_run_id()
+    for other in (f"{made}:events", f"{made}\n", made.upper(), made[:-1], "run_", "*"):
+        assert not is_run_id(other)

@@ -4,7 +4,24 @@ lifetimes. Scripts and pipelines get their keys from here, never build one thems
 
 from __future__ import annotations
 
+import re
+import uuid
 from dataclasses import dataclass
+
+# What `new_run_id` makes. A run id from a client becomes part of key names (`run:{id}`,
+# `run:{id}:events`), so an id of any other shape is refused before it reaches Redis:
+# `run_x:events` would otherwise name another run's event stream.
+_RUN_ID = re.compile(r"run_[0-9a-f]{32}")
+
+
+def new_run_id() -> str:
+    """A fresh run id: `run_` and 32 lowercase hex digits (a random UUID)."""
+    return f"run_{uuid.uuid4().hex}"
+
+
+def is_run_id(value: str) -> bool:
+    """Whether `value` has the shape `new_run_id` gives, and so may name a run's keys."""
+    return _RUN_ID.fullmatch(value) is not None
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,6 +30,7 @@ from podcrew_orchestrator.deps import (
 )
 from podcrew_orchestrator.estimate import Estimate, estimate
 from podcrew_orchestrator.hub import EventHub
+from podcrew_orchestrator.keys import is_run_id
 from podcrew_orchestrator.store import RunEvent, RunStore
 
 router = APIRouter(prefix="/v1", tags=["runs"])
@@ -40,8 +41,11 @@ _PROBLEM: dict[str, Any] = {"content": {PROBLEM_CONTENT_TYPE: {}}}
 
 
 async def _load(store: RunStore, run_id: str, tenant: str) -> Run:
-    """The run, if it exists and belongs to `tenant`; another tenant's run does not exist."""
-    run = await store.get(run_id)
+    """The run, if it exists and belongs to `tenant`; another tenant's run does not exist.
+
+    An id that is not a run id's shape names no run: it answers as a missing run does,
+    before any key is built from it."""
+    run = await store.get(run_id) if is_run_id(run_id) else None
     if run is None or run.tenant != tenant:
         raise RunNotFound(f"no run with id {run_id!r}")
     return run

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -33,7 +32,7 @@ from podcrew_core.runtime.egress import EgressGuard, UnresolvableHost
 from podcrew_core.runtime.logging import log_run_audit
 from podcrew_core.runtime.metrics import CACHE_REQUESTS
 from podcrew_core.runtime.tracing import current_trace_id
-from podcrew_orchestrator.keys import Keys
+from podcrew_orchestrator.keys import Keys, new_run_id
 from podcrew_orchestrator.limits import TenantLimiter
 from podcrew_orchestrator.settings import OrchestratorSettings
 from podcrew_orchestrator.store import RunStore
@@ -109,7 +108,7 @@ class Submissions:
         if body.callback_url is not None:
             await self._check_callback(body.callback_url)
         run = Run(
-            id=f"run_{uuid.uuid4().hex}",
+            id=new_run_id(),
             status=RunStatus.QUEUED,
             tenant=tenant,
             question=body.question,
