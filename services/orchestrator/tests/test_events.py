@@ -141,3 +141,19 @@ async def test_a_finished_run_streams_up_to_its_final_event_and_ends(redis: Redi
         assert hub.connections == 0  # served without the hub
     finally:
         await hub.aclose()
+
+
+async def test_a_stream_redis_refuses_ends_without_asking_to_resume(redis: Redis) -> None:
+    store = RunStore(redis, KEYS, ttl_s=3600)
+    hub = EventHub(redis, KEYS)
+    try:
+        run_id = await _running_run(store)
+        await redis.set(KEYS.events(run_id), "not a stream")  # every read of it is refused
+        events = await asyncio.wait_for(_rest(_follow(store, hub, run_id, "0", anyio.Event())), 10)
+        assert [e.event for e in events] == ["stream.closing"]
+        assert json.loads(str(events[0].data)) == {
+            "reason": "event stream unreadable",
+            "resume": False,  # a reconnect would meet the same refusal
+        }
+    finally:
+        await hub.aclose()

@@ -18,7 +18,7 @@ from redis.backoff import NoBackoff
 
 import podcrew_orchestrator.hub as hub_module
 from podcrew_core.contracts.schemas import EventType, Run, RunStatus
-from podcrew_orchestrator.hub import EventHub, Subscription
+from podcrew_orchestrator.hub import EventHub, InvalidStreamId, StreamUnreadable, Subscription
 from podcrew_orchestrator.keys import Keys
 from podcrew_orchestrator.settings import OrchestratorSettings
 from podcrew_orchestrator.store import RunEvent, RunStore
@@ -294,3 +294,48 @@ async def test_closing_the_hub_ends_every_wait(make_hub: MakeHub, store: RunStor
     await asyncio.sleep(0.2)
     await hub.aclose()
     assert not await asyncio.wait_for(waiter, 2)
+
+
+BAD_CURSORS = ("99999999999999999999", "1-99999999999999999999", "abc", "-1", "1-", "1-2-3")
+
+
+async def test_a_cursor_redis_would_refuse_is_refused_where_it_enters(
+    make_hub: MakeHub, store: RunStore
+) -> None:
+    hub = make_hub()
+    bad_run, good_run = _run_id(), _run_id()
+    await _publish(store, bad_run, 1)
+    for cursor in BAD_CURSORS:
+        with pytest.raises(InvalidStreamId, match="stream id is <ms>-<seq> or <ms>"):
+            async with hub.subscribe(bad_run, cursor):
+                pass
+    # The hub watches nothing for them, so another run's subscriber reads on undisturbed.
+    async with hub.subscribe(good_run) as subscription:
+        published = await _publish(store, good_run, 3, final=True)
+        assert await _to_the_end(subscription) == published
+    assert hub.watched == 0
+
+
+async def test_a_stream_redis_refuses_ends_its_own_subscription_and_no_other(
+    make_hub: MakeHub, store: RunStore, redis: Redis
+) -> None:
+    hub = make_hub()
+    bad_run, good_run = _run_id(), _run_id()
+    # Its key holds no stream: every XREAD that names it fails, as one with a bad cursor would.
+    await redis.set(KEYS.events(bad_run), "not a stream")
+    isolated = _metric("podcrew_event_hub_isolated_streams_total")
+    async with hub.subscribe(bad_run) as bad, hub.subscribe(good_run) as good:
+        assert hub.connections == 1  # both streams in the same read
+        published = await _publish(store, good_run, 5)
+        started = time.monotonic()
+        with pytest.raises(StreamUnreadable):
+            await asyncio.wait_for(bad.next(), 10)
+        published += await _publish(store, good_run, 5, final=True)
+        assert await _to_the_end(good) == published
+        assert time.monotonic() - started < 2  # no backing off and reading again
+        # A new subscriber of the same stream is refused again, still alone.
+        async with hub.subscribe(bad_run) as again:
+            with pytest.raises(StreamUnreadable):
+                await asyncio.wait_for(again.next(), 10)
+    assert _metric("podcrew_event_hub_isolated_streams_total") == isolated + 2
+    assert hub.watched == 0

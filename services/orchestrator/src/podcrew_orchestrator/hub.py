@@ -17,6 +17,12 @@ cursor, then goes on with what the reader hands it; it skips what it has already
 A stream is watched only while someone subscribes to it, and a reader with nothing to watch
 holds no connection.
 
+One subscriber cannot stall the others that share its reader's XREAD. Cursors are checked
+where they enter (`stream_id`: what Redis accepts as a stream id), and a read that Redis
+still refuses (a bad argument, a key of another type) is not retried as it is: the reader
+reads each of its streams alone once, ends the subscriptions of the streams Redis refuses
+(their `next` raises `StreamUnreadable`) and reads on with the rest.
+
 Waiters for a run's end (`wait_final`) do not watch its events: they read the finished-runs
 stream, where the worker announces each run in the same Lua step that makes it final. One
 XREAD over one key serves every waiter of the process, whatever their number.
@@ -26,8 +32,9 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,7 +42,7 @@ from typing import Any
 import structlog
 from prometheus_client import Counter, Gauge
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 from redis.typing import KeyT, StreamIdT
 
 from podcrew_core.contracts.schemas import RunStatus
@@ -60,6 +67,13 @@ BACKFILL_COUNT = 200
 RECONNECT_BASE_S = 0.1
 RECONNECT_MAX_S = 5.0
 WAKE_TTL_S = 3600
+# Redis stream ids are two unsigned 64-bit numbers, `<ms>-<seq>`; `<ms>` alone means seq 0.
+MAX_ID_PART = 2**64 - 1
+_STREAM_ID = re.compile(r"(\d{1,20})(?:-(\d{1,20}))?")
+VALID_STREAM_ID = (
+    f"a stream id is <ms>-<seq> or <ms>, each a whole number from 0 to {MAX_ID_PART}, "
+    "as in the id of an event the stream sent"
+)
 
 log = structlog.get_logger(__name__)
 
@@ -78,8 +92,35 @@ HUB_READ_ERRORS = Counter(
 )
 
 
+HUB_ISOLATED = Counter(
+    "podcrew_event_hub_isolated_streams",
+    "Streams whose read Redis refused: their subscriptions ended, the other streams read on.",
+)
+
+
+class InvalidStreamId(ValueError):
+    """Not an id Redis accepts for a stream: malformed, or a part beyond 64 bits."""
+
+
+class StreamUnreadable(Exception):
+    """Redis refuses to read this subscription's stream from its cursor; reading again
+    cannot help, so the subscription ends."""
+
+
+def stream_id(value: str) -> tuple[int, int]:
+    """`value` as a comparable (ms, seq) pair if Redis would accept it as a stream id;
+    `1700000000000` stands for `1700000000000-0`. Raises `InvalidStreamId` otherwise."""
+    match = _STREAM_ID.fullmatch(value)
+    if match is None:
+        raise InvalidStreamId(f"{value[:40]!r} is not a stream id: {VALID_STREAM_ID}")
+    ms, seq = int(match[1]), int(match[2] or 0)
+    if ms > MAX_ID_PART or seq > MAX_ID_PART:
+        raise InvalidStreamId(f"{value[:40]!r} is out of range: {VALID_STREAM_ID}")
+    return ms, seq
+
+
 def _order(entry_id: str) -> tuple[int, int]:
-    """A stream id as a comparable pair; `1700000000000` stands for `1700000000000-0`."""
+    """A stream id Redis wrote as a comparable pair (no need to check it)."""
     ms, _, seq = entry_id.partition("-")
     return int(ms), int(seq or 0)
 
@@ -90,7 +131,7 @@ class Subscription:
 
     def __init__(self, redis: Redis, key: str, after: str, *, max_buffered: int) -> None:
         self.key = key
-        ms, seq = _order(after)
+        ms, seq = stream_id(after)  # a cursor Redis would refuse would fail the shared read
         self.cursor = f"{ms}-{seq}"  # the last event returned (or skipped)
         self._redis = redis
         self._max_buffered = max_buffered
@@ -98,6 +139,7 @@ class Subscription:
         self._backfill_to: str | None = None  # events up to here are read from Redis first
         self._ready = asyncio.Event()
         self._closed = False
+        self._failure: StreamUnreadable | None = None
 
     @property
     def buffered(self) -> int:
@@ -109,10 +151,16 @@ class Subscription:
         self._closed = True
         self._ready.set()
 
+    def fail(self, failure: StreamUnreadable) -> None:
+        """End the subscription: Redis refuses to read its stream. `next` raises `failure`."""
+        self._failure = failure
+        self.close()
+
     async def next(self) -> list[RunEvent]:
         """The next events after the cursor, waiting for them; [] once closed.
 
-        Raises `RedisError` only when it has to read a gap itself and Redis is away."""
+        Raises `RedisError` only when it has to read a gap itself and Redis is away, and
+        `StreamUnreadable` when Redis refuses to read the stream at all."""
         while not self._closed:
             if self._backfill_to is not None:
                 events = await self._backfill(self._backfill_to)
@@ -127,6 +175,8 @@ class Subscription:
             if events:
                 self.cursor = events[-1].id
                 return events
+        if self._failure is not None:
+            raise self._failure
         return []
 
     def joined_behind(self, reader_cursor: str) -> None:
@@ -219,9 +269,16 @@ class _Reader(_BlockingReader):
     After a Redis error its cursors are where they were, so reading on from them loses and
     repeats nothing."""
 
-    def __init__(self, redis: Redis, wake_key: str, rng: random.Random) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        wake_key: str,
+        rng: random.Random,
+        drop: Callable[[_Watch, StreamUnreadable], None],
+    ) -> None:
         self.redis = redis
         self.wake_key = wake_key
+        self._drop = drop  # ends a stream's subscriptions and stops watching it
         self.watches: dict[str, _Watch] = {}
         self._rng = rng
         self._wake_cursor = "0-0"
@@ -277,6 +334,12 @@ class _Reader(_BlockingReader):
             async with asyncio.timeout(READ_BLOCK_MS / 1000 + READ_STALL_S):
                 # redis-py types stream replies as a union of every shape; these are strings.
                 reply: Any = await connection.xread(streams, count=READ_COUNT, block=READ_BLOCK_MS)
+        except ResponseError:
+            # Redis answered, and refused: the same read would fail forever, for every
+            # stream in it. Find the streams it refuses and read on without them.
+            if not await self._isolate(connection):
+                raise
+            return
         finally:
             self._blocked = False
         for key, entries in reply or []:
@@ -290,6 +353,27 @@ class _Reader(_BlockingReader):
             watch.cursor = events[-1].id
             for subscriber in watch.subscribers:
                 subscriber.deliver(events)
+
+    async def _isolate(self, connection: Redis) -> bool:
+        """Read each watched stream alone, once, without blocking; drop those Redis refuses.
+        Whether any was dropped (if none was, the error is not one stream's)."""
+        watches = list(self.watches.values())
+        async with connection.pipeline(transaction=False) as pipe:
+            for watch in watches:
+                pipe.xread({watch.key: watch.cursor}, count=1)
+            replies = await pipe.execute(raise_on_error=False)
+        # A connection error raises out of `execute` (the reader backs off and reads again);
+        # a ResponseError in the replies is Redis refusing that stream.
+        refused = [
+            (watch, reply)
+            for watch, reply in zip(watches, replies, strict=True)
+            if isinstance(reply, ResponseError)
+        ]
+        for watch, error in refused:
+            HUB_ISOLATED.inc()
+            log.warning("event_hub_stream_unreadable", stream=watch.key, error=repr(error))
+            self._drop(watch, StreamUnreadable(f"the event stream cannot be read: {error}"))
+        return bool(refused)
 
 
 class _Waiter:
@@ -482,7 +566,7 @@ class EventHub:
         reader = next((r for r in self._readers if len(r.watches) < self.streams_per_reader), None)
         if reader is None:
             wake_key = self.keys.hub_wake(f"{self._name}:{len(self._readers)}")
-            reader = _Reader(self.redis, wake_key, self._rng)
+            reader = _Reader(self.redis, wake_key, self._rng, self._drop)
             self._readers.append(reader)
         watch = _Watch(subscription.key, subscription.cursor, reader, {subscription})
         self._watches[watch.key] = watch
@@ -490,9 +574,19 @@ class EventHub:
         reader.add(watch)
         return reader
 
+    def _drop(self, watch: _Watch, failure: StreamUnreadable) -> None:
+        """Stop watching a stream Redis refuses to read, and end its subscriptions."""
+        if self._watches.get(watch.key) is watch:
+            HUB_STREAMS.dec()
+            del self._watches[watch.key]
+        watch.reader.watches.pop(watch.key, None)
+        for subscription in watch.subscribers:
+            subscription.fail(failure)
+        watch.subscribers.clear()
+
     def _unwatch(self, subscription: Subscription) -> None:
         watch = self._watches.get(subscription.key)
-        if watch is None:
+        if watch is None or subscription not in watch.subscribers:  # dropped already
             return
         watch.subscribers.discard(subscription)
         if not watch.subscribers:

@@ -14,7 +14,12 @@ from fastapi import APIRouter, Header, Query, Response
 from redis.exceptions import RedisError
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from podcrew_core.contracts.errors import PROBLEM_CONTENT_TYPE, Conflict, RunNotFound
+from podcrew_core.contracts.errors import (
+    PROBLEM_CONTENT_TYPE,
+    BadRequest,
+    Conflict,
+    RunNotFound,
+)
 from podcrew_core.contracts.schemas import EventType, Run, RunAccepted, RunCreate, RunStatus
 from podcrew_core.runtime.app import JSONBody
 from podcrew_core.runtime.logging import bind_run, log_run_audit
@@ -29,7 +34,13 @@ from podcrew_orchestrator.deps import (
     Tenant,
 )
 from podcrew_orchestrator.estimate import Estimate, estimate
-from podcrew_orchestrator.hub import EventHub
+from podcrew_orchestrator.hub import (
+    VALID_STREAM_ID,
+    EventHub,
+    InvalidStreamId,
+    StreamUnreadable,
+    stream_id,
+)
 from podcrew_orchestrator.keys import is_run_id
 from podcrew_orchestrator.store import RunEvent, RunStore
 
@@ -161,7 +172,7 @@ async def cancel_run(run_id: str, tenant: Tenant, store: Store) -> Run:
     "/runs/{run_id}/events",
     summary="Progress as Server-Sent Events, resumable with Last-Event-ID",
     response_class=EventSourceResponse,
-    responses={404: _PROBLEM, 200: {"content": {"text/event-stream": {}}}},
+    responses={400: _PROBLEM, 404: _PROBLEM, 200: {"content": {"text/event-stream": {}}}},
 )
 async def run_events(
     run_id: str,
@@ -172,8 +183,8 @@ async def run_events(
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
 ) -> EventSourceResponse:
     await _load(store, run_id, tenant)
+    after = await _resume_point(store, run_id, last_event_id)
     streams.check_capacity()
-    after = last_event_id if last_event_id and _valid_id(last_event_id) else "0"
 
     shutdown = anyio.Event()  # set by sse-starlette when the server starts shutting down
 
@@ -226,6 +237,8 @@ async def _follow(
             finally:
                 stop.cancel()
         yield _closing("server shutting down")
+    except StreamUnreadable:  # reconnecting would meet the same refusal
+        yield _closing("event stream unreadable", resume=False)
     except RedisError as exc:
         structlog.get_logger(__name__).warning(
             "event_stream_closed", reason="state store unavailable", error=repr(exc)
@@ -237,16 +250,32 @@ def _sse(event: RunEvent) -> ServerSentEvent:
     return ServerSentEvent(data=event.data, event=event.type, id=event.id)
 
 
-def _closing(reason: str) -> ServerSentEvent:
+def _closing(reason: str, *, resume: bool = True) -> ServerSentEvent:
     """The last event of a stream the server ends early; it has no id, so the client's
     Last-Event-ID still names the last real event and a reconnect resumes without a gap."""
     return ServerSentEvent(
-        data=orjson.dumps({"reason": reason, "resume": True}).decode(),
+        data=orjson.dumps({"reason": reason, "resume": resume}).decode(),
         event="stream.closing",
         retry=SSE_RETRY_MS,
     )
 
 
-def _valid_id(value: str) -> bool:
-    ms, _, seq = value.partition("-")
-    return ms.isdigit() and (seq == "" or seq.isdigit())
+async def _resume_point(store: RunStore, run_id: str, last_event_id: str | None) -> str:
+    """Where a stream resumes: after the client's `Last-Event-ID`, or from the start.
+
+    An id that Redis would refuse, or that is past the run's latest event (so not one this
+    stream sent), is a 400 before the stream starts: followed, it would either fail every
+    read or wait for events that never come, and a reconnect would do the same again."""
+    if not last_event_id:
+        return "0"
+    try:
+        position = stream_id(last_event_id)
+    except InvalidStreamId as exc:
+        raise BadRequest(f"Last-Event-ID: {exc}") from exc
+    latest = await store.last_event_id(run_id)
+    if latest is None or position > stream_id(latest):
+        raise BadRequest(
+            f"Last-Event-ID {last_event_id[:40]!r} is past the run's latest event "
+            f"({latest or 'none'}): {VALID_STREAM_ID}"
+        )
+    return "{}-{}".format(*position)

@@ -244,3 +244,8 @@ class RunStore:
             return []
         _, entries = reply[0]
         return RunEvent.from_entries(entries)
+
+    async def last_event_id(self, run_id: str) -> str | None:
+        """The id of the run's latest event; None when it has none (or no longer exists)."""
+        reply: Any = await self.redis.xrevrange(self.keys.events(run_id), count=1)
+        return str(reply[0][0]) if reply else None
