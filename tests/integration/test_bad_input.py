@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ import httpx
 import pytest
 
 from podcrew_cli.stack import LOOPBACK, Stack
+from podcrew_core.runtime.serve import MAX_HEADER_BYTES
 
 pytestmark = pytest.mark.integration
 
@@ -140,3 +142,29 @@ def test_a_chunked_body_over_the_limit_is_refused_without_reading_it(
     assert response.headers["content-type"] == PROBLEM
     assert response.json()["type"].endswith("/payload-too-large")
     assert grown < _LIMIT + _MARGIN, f"{service} grew by {grown} bytes"
+
+
+@pytest.mark.parametrize("service", ["api", "research-agent", "writer-agent"])
+def test_a_request_head_over_the_bound_gets_431_and_the_connection_closes(
+    stack: Stack, service: str
+) -> None:
+    """A head that has not ended by the bound is refused there; a long but ordinary
+    header is served."""
+    port = {
+        "api": stack.config.api_port,
+        "research-agent": stack.config.research_port,
+        "writer-agent": stack.config.writer_port,
+    }[service]
+    with httpx.Client(base_url=f"http://{LOOPBACK}:{port}", timeout=10.0) as client:
+        assert client.get("/healthz", headers={"x-long": "a" * 16_000}).status_code == 200
+
+    # One byte past the bound and no end of the head: refused without waiting for more.
+    # (Sent exactly so: bytes still arriving after the server closes would reset the
+    # connection and could discard its answer on the way back.)
+    head = b"GET /healthz HTTP/1.1\r\nhost: podcrew\r\nx-endless: "
+    with socket.create_connection((LOOPBACK, port), timeout=10.0) as sock:
+        sock.sendall(head + b"a" * (MAX_HEADER_BYTES + 1 - len(head)))
+        answer = b""
+        while chunk := sock.recv(4096):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 431 "), answer[:100]
