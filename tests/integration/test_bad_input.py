@@ -92,6 +92,15 @@ def test_unknown_route_and_method(runs: Any) -> None:
     assert response.headers["content-type"] == PROBLEM
 
 
+def _port(stack: Stack, service: str) -> int:
+    ports = {
+        "api": stack.config.api_port,
+        "research-agent": stack.config.research_port,
+        "writer-agent": stack.config.writer_port,
+    }
+    return ports[service]
+
+
 def _peak_rss_bytes(pid: int) -> int:
     """The process's resident memory at its peak since `_reset_peak_rss` (VmHWM)."""
     status = Path(f"/proc/{pid}/status").read_text()
@@ -117,11 +126,7 @@ def test_a_chunked_body_over_the_limit_is_refused_without_reading_it(
 ) -> None:
     """No Content-Length to refuse by: the body (valid JSON, 128 times the limit) is cut
     off as it arrives, before authentication, and the process never holds it."""
-    port = {
-        "api": stack.config.api_port,
-        "research-agent": stack.config.research_port,
-        "writer-agent": stack.config.writer_port,
-    }[service]
+    port = _port(stack, service)
     process = stack.services[service].process
     assert process is not None
     chunks = 128 * _LIMIT // _CHUNK
@@ -150,11 +155,7 @@ def test_a_request_head_over_the_bound_gets_431_and_the_connection_closes(
 ) -> None:
     """A head that has not ended by the bound is refused there; a long but ordinary
     header is served."""
-    port = {
-        "api": stack.config.api_port,
-        "research-agent": stack.config.research_port,
-        "writer-agent": stack.config.writer_port,
-    }[service]
+    port = _port(stack, service)
     with httpx.Client(base_url=f"http://{LOOPBACK}:{port}", timeout=10.0) as client:
         assert client.get("/healthz", headers={"x-long": "a" * 16_000}).status_code == 200
 
