@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import socket
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+
+from podcrew_cli.stack import LOOPBACK, Stack
+from podcrew_core.runtime.serve import MAX_HEADER_BYTES
 
 pytestmark = pytest.mark.integration
 
@@ -118,3 +125,82 @@ def test_a_malformed_thread_id_is_refused(runs: Any, thread_id: str) -> None:
     assert response.status_code == 422
     assert response.headers["content-type"] == PROBLEM
     assert response.json()["type"].endswith("/validation-failed")
+
+
+def _port(stack: Stack, service: str) -> int:
+    ports = {
+        "api": stack.config.api_port,
+        "research-agent": stack.config.research_port,
+        "writer-agent": stack.config.writer_port,
+    }
+    return ports[service]
+
+
+def _peak_rss_bytes(pid: int) -> int:
+    """The process's resident memory at its peak since `_reset_peak_rss` (VmHWM)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    kib = next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))
+    return int(kib) * 1024
+
+
+def _reset_peak_rss(pid: int) -> None:
+    Path(f"/proc/{pid}/clear_refs").write_text("5")  # peak := current resident size
+
+
+_LIMIT = 256 * 1024  # every service's default max_body_bytes
+_CHUNK = 64 * 1024
+_MARGIN = 2 * 1024 * 1024  # a request's own allocations and the interpreter's slack
+
+
+@pytest.mark.parametrize(
+    ("service", "path"),
+    [("api", "/v1/runs"), ("research-agent", "/v1/research"), ("writer-agent", "/v1/write")],
+)
+def test_a_chunked_body_over_the_limit_is_refused_without_reading_it(
+    stack: Stack, service: str, path: str
+) -> None:
+    """No Content-Length to refuse by: the body (valid JSON, 128 times the limit) is cut
+    off as it arrives, before authentication, and the process never holds it."""
+    port = _port(stack, service)
+    process = stack.services[service].process
+    assert process is not None
+    chunks = 128 * _LIMIT // _CHUNK
+
+    def body() -> Iterator[bytes]:
+        yield b'{"question": "'
+        for _ in range(chunks):
+            yield b"x" * _CHUNK
+        yield b'"}'
+
+    _reset_peak_rss(process.pid)
+    before = _peak_rss_bytes(process.pid)
+    with httpx.Client(base_url=f"http://{LOOPBACK}:{port}", timeout=30.0) as client:
+        response = client.post(path, content=body(), headers={"content-type": "application/json"})
+    grown = _peak_rss_bytes(process.pid) - before
+
+    assert response.status_code == 413
+    assert response.headers["content-type"] == PROBLEM
+    assert response.json()["type"].endswith("/payload-too-large")
+    assert grown < _LIMIT + _MARGIN, f"{service} grew by {grown} bytes"
+
+
+@pytest.mark.parametrize("service", ["api", "research-agent", "writer-agent"])
+def test_a_request_head_over_the_bound_gets_431_and_the_connection_closes(
+    stack: Stack, service: str
+) -> None:
+    """A head that has not ended by the bound is refused there; a long but ordinary
+    header is served."""
+    port = _port(stack, service)
+    with httpx.Client(base_url=f"http://{LOOPBACK}:{port}", timeout=10.0) as client:
+        assert client.get("/healthz", headers={"x-long": "a" * 16_000}).status_code == 200
+
+    # One byte past the bound and no end of the head: refused without waiting for more.
+    # (Sent exactly so: bytes still arriving after the server closes would reset the
+    # connection and could discard its answer on the way back.)
+    head = b"GET /healthz HTTP/1.1\r\nhost: podcrew\r\nx-endless: "
+    with socket.create_connection((LOOPBACK, port), timeout=10.0) as sock:
+        sock.sendall(head + b"a" * (MAX_HEADER_BYTES + 1 - len(head)))
+        answer = b""
+        while chunk := sock.recv(4096):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 431 "), answer[:100]

@@ -64,10 +64,46 @@ class Readiness:
         return {n: r for n, r in zip(names, results, strict=True) if r is not None}
 
 
+class _BodyLimit:
+    """Counts the request body as the app reads it: once more than `limit` bytes have
+    arrived it reads no further, so a chunked body (no `Content-Length`) is refused at the
+    limit instead of being buffered whole.
+
+    Past the limit the app is told the client went away (`http.disconnect`), which ends its
+    read; whatever it then answers is dropped, and the middleware sends 413 itself.
+    """
+
+    def __init__(self, receive: Receive, limit: int) -> None:
+        self._receive = receive
+        self._limit = limit
+        self._received = 0
+        self.exceeded = False
+
+    async def __call__(self) -> Message:
+        if self.exceeded:
+            return {"type": "http.disconnect"}
+        message = await self._receive()
+        if message["type"] == "http.request":
+            self._received += len(message.get("body", b""))
+            if self._received > self._limit:
+                self.exceeded = True
+                return {"type": "http.disconnect"}
+        return message
+
+
+def _too_large(limit: int, path: str) -> ASGIApp:
+    """413 problem+json that also closes the connection: the rest of the body is never
+    read, and the connection cannot carry another request after it."""
+    response = problem_response(PayloadTooLarge(f"request body exceeds {limit} bytes"), path)
+    response.headers["connection"] = "close"
+    return response
+
+
 class ObservabilityMiddleware:
     """Counts and times every request by route template, binds the run id for logging,
-    refuses bodies over the size limit before the app reads them, and says in a
-    `Server-Timing: app;dur=<ms>` header how long the app took to start its answer.
+    refuses bodies over the size limit (by `Content-Length` before the app runs, and while
+    the app reads any other body), and says in a `Server-Timing: app;dur=<ms>` header how
+    long the app took to start its answer.
 
     Written as raw ASGI rather than `BaseHTTPMiddleware`, which would buffer streaming (SSE)
     responses and add a task per request.
@@ -84,8 +120,7 @@ class ObservabilityMiddleware:
         headers = dict(scope["headers"])
         length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
-            error = PayloadTooLarge(f"request body exceeds {self.max_body_bytes} bytes")
-            await problem_response(error, scope["path"])(scope, receive, send)
+            await _too_large(self.max_body_bytes, scope["path"])(scope, receive, send)
             return
         run_id = headers.get(_RUN_ID_HEADER)
         structlog.contextvars.clear_contextvars()
@@ -93,10 +128,15 @@ class ObservabilityMiddleware:
             structlog.contextvars.bind_contextvars(run_id=run_id.decode("latin-1"))
         status = 500
         started = time.perf_counter()
+        body = _BodyLimit(receive, self.max_body_bytes)
+        response_started = False
 
         async def send_wrapper(message: Message) -> None:
-            nonlocal status
+            nonlocal status, response_started
+            if body.exceeded and not response_started:
+                return  # the app's answer to a cut-off body; the 413 replaces it
             if message["type"] == "http.response.start":
+                response_started = True
                 status = message["status"]
                 # How long the app took before answering (for a plain JSON answer: all of
                 # it), so a caller can tell its hop's own cost from the work behind it.
@@ -109,15 +149,27 @@ class ObservabilityMiddleware:
 
         HTTP_SERVER_IN_FLIGHT.inc()
         try:
-            await self.app(scope, receive, send_wrapper)
+            try:
+                await self.app(scope, body, send_wrapper)
+            except Exception:
+                # A failure caused by cutting the body off is the 413 below, not a 500.
+                if not body.exceeded or response_started:
+                    raise
+            if body.exceeded and not response_started:
+                status = 413
+                await _too_large(self.max_body_bytes, scope["path"])(scope, receive, send)
         finally:
             HTTP_SERVER_IN_FLIGHT.dec()
-            route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
-            if template not in _UNTRACKED:
-                method = scope["method"]
-                _REQUESTS(method, template, str(status)).inc()
-                _DURATION(method, template).observe(time.perf_counter() - started)
+            self._observe(scope, status, started)
+
+    @staticmethod
+    def _observe(scope: Scope, status: int, started: float) -> None:
+        route = scope.get("route")
+        template = getattr(route, "path", None) or "unmatched"
+        if template not in _UNTRACKED:
+            method = scope["method"]
+            _REQUESTS(method, template, str(status)).inc()
+            _DURATION(method, template).observe(time.perf_counter() - started)
 
 
 async def get_readiness(request: Request) -> Readiness:

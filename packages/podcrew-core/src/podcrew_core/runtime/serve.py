@@ -6,6 +6,11 @@ for `drain_delay_s`, so load balancers stop sending it traffic; then uvicorn sto
 accepting, in-flight requests get `graceful_shutdown_s` to finish (open SSE streams end
 with a `stream.closing` event the client resumes from), the lifespan shutdown runs (a
 worker hands its unfinished runs back to the queue), and the process exits 0.
+
+A request's head (request line and headers) is bounded by `MAX_HEADER_BYTES`: past it
+the client gets 431 and the connection closes. httptools (llhttp) sets no such bound and
+uvicorn keeps every header it parses, so without this one request could fill memory
+before the app ever sees it; bodies are bounded by the app (`max_body_bytes`).
 """
 
 from __future__ import annotations
@@ -18,8 +23,56 @@ from types import FrameType
 
 import uvicorn
 from fastapi import FastAPI
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from podcrew_core.runtime.settings import ServiceSettings
+
+MAX_HEADER_BYTES = 64 * 1024
+"""The largest request head (request line and headers) a service reads: room for long
+bearer tokens and trace headers, four times h11's default."""
+
+_TOO_LARGE_TEXT = b"Request header fields too large"
+_HEADERS_TOO_LARGE = STATUS_LINE[431] + b"".join(
+    (
+        b"content-type: text/plain; charset=utf-8\r\n",
+        b"content-length: %d\r\n" % len(_TOO_LARGE_TEXT),
+        b"connection: close\r\n\r\n",
+        _TOO_LARGE_TEXT,
+    )
+)
+
+
+class BoundedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with the request head bounded by `MAX_HEADER_BYTES`.
+
+    Counts every byte received while a head is being read (the chunk that completes a head
+    may also carry body bytes, so the count stops there): a head is refused once more than
+    the bound has arrived without completing, so at most the bound plus one read is held.
+    """
+
+    _in_head = True
+    _head_bytes = 0
+
+    def data_received(self, data: bytes) -> None:
+        if self._in_head:
+            self._head_bytes += len(data)
+        super().data_received(data)
+        if (
+            self._in_head
+            and self._head_bytes > MAX_HEADER_BYTES
+            and not self.transport.is_closing()
+        ):
+            self.transport.write(_HEADERS_TOO_LARGE)
+            self.transport.close()
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        self._head_bytes = 0
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._in_head = True  # what follows is the next request's head
+        super().on_message_complete()
 
 
 def _after_graceful_shutdown(signum: int, _: object) -> None:
@@ -77,7 +130,7 @@ def serve(app: FastAPI, settings: ServiceSettings) -> None:
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http="httptools",
+        http=BoundedHttpToolsProtocol,
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=round(settings.graceful_shutdown_s),
