@@ -109,9 +109,6 @@ class RunExecutor:
                     raise
                 log.info("run_cancelled")
                 await self._cancelled(run, outcome)
-            except TimeoutError:
-                detail = f"the run did not finish within {run.budget.deadline_s:.0f}s"
-                await self._fail(run, outcome, RunError(type="deadline-exceeded", detail=detail))
             except RedisError:
                 # The state store blinked: the run did nothing wrong. Leave the entry pending;
                 # it is reclaimed and run again once Redis is back.

@@ -73,7 +73,7 @@ async def open_hop(hop: Hop, ledger: Ledger | None = None, *, what: str) -> Asyn
     """`hop_context`, with the block bounded by the hop's deadline: when it passes, the
     block is cancelled and `DeadlineExceeded` says that `what` did not finish in time."""
     budget_s = hop.deadline.remaining()
-    bound = asyncio.timeout_at(asyncio.get_running_loop().time() + budget_s)
+    bound = asyncio.timeout(budget_s)
     with hop_context(hop, ledger):
         try:
             async with bound:
