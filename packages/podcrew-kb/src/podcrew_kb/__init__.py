@@ -1,0 +1,1 @@
+"""podcrew knowledge base."""
