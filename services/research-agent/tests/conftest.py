@@ -9,6 +9,7 @@ import pytest
 
 from podcrew_core.llm.offline import OfflineProvider
 from podcrew_core.llm.types import LLMRequest, LLMResponse
+from podcrew_kb.embed import Embedder, load_embedder
 from podcrew_research.settings import DEFAULT_CORPUS_DIR
 from podcrew_research.tools.kb_search import KnowledgeBase
 
@@ -26,8 +27,13 @@ class RecordingProvider(OfflineProvider):
 
 
 @pytest.fixture(scope="session")
-def kb() -> KnowledgeBase:
-    return KnowledgeBase.load(DEFAULT_CORPUS_DIR)
+def embedder() -> Embedder:
+    return load_embedder()
+
+
+@pytest.fixture(scope="session")
+def kb(embedder: Embedder) -> KnowledgeBase:
+    return KnowledgeBase.load(DEFAULT_CORPUS_DIR, embedder=embedder)
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""kb_search: passages, ids, relevance on the shipped Python documentation."""
+"""kb_search: relevance and source ids on the shipped Python documentation, the tool's JSON,
+the cache key that follows the index version, and re-indexing a changed source."""
 
 from __future__ import annotations
 
@@ -7,41 +8,44 @@ import time
 from pathlib import Path
 
 import pytest
+from prometheus_client import REGISTRY
 
 from podcrew_core.contracts.errors import ToolError
-from podcrew_research.settings import DEFAULT_CORPUS_DIR
+from podcrew_kb.chunk import MAX_CHARS
+from podcrew_kb.embed import Embedder
+from podcrew_research.settings import DEFAULT_CORPUS_DIR, ResearchSettings
+from podcrew_research.tools import Tool, ToolOutput
 from podcrew_research.tools.kb_search import (
-    MAX_CHARS,
+    INDEX_VERSION_ARGUMENT,
     KnowledgeBase,
     kb_search_tool,
-    load_passages,
-    split_passages,
+    versioned,
 )
 
 
-def test_generators_yield_finds_the_yield_topic(kb: KnowledgeBase) -> None:
+def test_generators_yield_finds_the_yield_section(kb: KnowledgeBase) -> None:
     hits = kb.search("generators yield", 5)
 
-    assert hits[0][0].source.id.startswith("kb:yield#")
-    assert hits[0][0].source.title == 'The "yield" statement'
-    assert "generator" in " ".join(p.text for p, _ in hits)
-    scores = [s for _, s in hits]
+    assert hits[0].chunk.id == "python-docs/yield.md#the-yield-statement"
+    assert hits[0].chunk.title == 'The "yield" statement'
+    assert "generator" in " ".join(h.chunk.text for h in hits)
+    scores = [h.score for h in hits]
     assert scores == sorted(scores, reverse=True)
     assert scores[-1] > 0
 
 
 @pytest.mark.parametrize(
-    ("query", "topic"),
+    ("query", "expected"),
     [
-        ("list comprehension display", "lists"),
-        ("format string syntax replacement field", "formatstrings"),
-        ("try except finally clause", "try"),
-        ("with statement context manager __enter__", "with"),
+        ("list comprehension display", "python-docs/lists.md#list-displays"),
+        ("format string syntax replacement field", "python-docs/formatstrings.md#"),
+        ("try except finally clause", "python-docs/try.md#"),
+        ("with statement context manager __enter__", "python-docs/with.md#the-with-statement"),
     ],
 )
-def test_python_questions_find_their_topic(kb: KnowledgeBase, query: str, topic: str) -> None:
-    ids = [p.source.id for p, _ in kb.search(query, 5)]
-    assert any(i.startswith(f"kb:{topic}#") for i in ids), ids
+def test_python_questions_find_their_section(kb: KnowledgeBase, query: str, expected: str) -> None:
+    ids = [h.chunk.id for h in kb.search(query, 5)]
+    assert any(i.startswith(expected) for i in ids), ids
 
 
 def test_query_of_unknown_words_or_stopwords_finds_nothing(kb: KnowledgeBase) -> None:
@@ -49,65 +53,78 @@ def test_query_of_unknown_words_or_stopwords_finds_nothing(kb: KnowledgeBase) ->
     assert kb.search("the of a", 5) == []
 
 
-def test_index_builds_fast_with_passages_of_sane_size() -> None:
-    started = time.perf_counter()
-    kb = KnowledgeBase.load(DEFAULT_CORPUS_DIR)
-    assert time.perf_counter() - started < 3.0
-    assert len(kb) > 300
-    assert max(len(p.text) for p in kb.passages) <= MAX_CHARS
-    ids = [p.source.id for p in kb.passages]
+def test_shipped_corpus_chunks_are_bounded_with_unique_ids(kb: KnowledgeBase) -> None:
+    chunks = kb.live.current.chunks
+    assert len(chunks) > 300
+    assert max(len(c.text) for c in chunks) <= MAX_CHARS
+    ids = [c.id for c in chunks]
     assert len(ids) == len(set(ids))
+    assert all(i.startswith("python-docs/") and ".md" in i for i in ids)
 
 
-def test_passages_keep_headings_with_their_text_and_number_from_one(tmp_path: Path) -> None:
-    (tmp_path / "notes.md").write_text(
-        "# Notes\n\nFirst paragraph.\n\n## Part two\n\nSecond part text.\n", encoding="utf-8"
-    )
-    (tmp_path / "plain.txt").write_text("No heading here.\n", encoding="utf-8")
-    (tmp_path / "ignored.json").write_text("{}", encoding="utf-8")
-
-    passages = load_passages(tmp_path)
-
-    assert [(p.source.id, p.source.title, p.text, p.indexed) for p in passages] == [
-        ("kb:notes#1", "Notes", "First paragraph.", "# Notes\n\nFirst paragraph."),
-        ("kb:notes#2", "Notes", "Second part text.", "## Part two\n\nSecond part text."),
-        ("kb:plain#1", "plain", "No heading here.", "No heading here."),
-    ]
+def test_corpus_setting_still_names_the_sources_and_kb_sources_overrides_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("PODCREW_RESEARCH_CORPUS_DIR", str(tmp_path))
+    assert ResearchSettings().knowledge_sources() == [str(tmp_path)]
+    monkeypatch.setenv("PODCREW_RESEARCH_KB_SOURCES", f"/docs/a, team=/docs/b,{tmp_path}")
+    assert ResearchSettings().knowledge_sources() == ["/docs/a", "team=/docs/b", str(tmp_path)]
+    monkeypatch.delenv("PODCREW_RESEARCH_CORPUS_DIR")
+    monkeypatch.delenv("PODCREW_RESEARCH_KB_SOURCES")
+    assert ResearchSettings().knowledge_sources() == [str(DEFAULT_CORPUS_DIR)]
 
 
-def test_repeated_passages_are_kept_once_in_the_most_specific_file(tmp_path: Path) -> None:
-    shared = "A context manager defines the runtime context of a with statement."
-    (tmp_path / "all.md").write_text(f"# All\n\n{shared}\n\n## Other\n\n" + "x " * 900)
-    (tmp_path / "with.md").write_text(f"# With\n\n{shared}\n")
-
-    passages = load_passages(tmp_path)
-
-    assert [p.source.id for p in passages if p.text == shared] == ["kb:with#1"]
-    assert [p.source.id for p in passages] == ["kb:all#2", "kb:with#1"]
-
-
-def test_long_sections_split_into_passages_of_at_most_three_long_paragraphs() -> None:
-    paragraph = "word " * 100
-    passages = split_passages("\n\n".join([paragraph] * 7))
-    assert len(passages) >= 3
-    assert all(p.count("\n\n") <= 2 for p in passages)
-
-
-def test_duplicate_stems_are_refused(tmp_path: Path) -> None:
-    (tmp_path / "a").mkdir()
-    (tmp_path / "a" / "x.md").write_text("text", encoding="utf-8")
-    (tmp_path / "x.txt").write_text("text", encoding="utf-8")
-    with pytest.raises(ValueError, match="share a stem"):
-        load_passages(tmp_path)
-
-
-async def test_tool_returns_hits_json_and_validates_input(kb: KnowledgeBase) -> None:
+async def test_tool_returns_hits_with_citable_sources_and_validates_input(
+    kb: KnowledgeBase,
+) -> None:
     tool = kb_search_tool(kb)
     output = await tool.run({"query": "generators yield", "k": 2})
 
     hits = json.loads(output.content)["hits"]
     assert len(hits) == 2 == len(output.sources)
     assert hits[0]["source"] == output.sources[0].model_dump()
+    assert output.sources[0].id == "kb:python-docs/yield.md#the-yield-statement"
+    assert output.sources[0].url is None
     assert isinstance(hits[0]["score"], float)
     with pytest.raises(ToolError, match="invalid kb_search input"):
         await tool.run({"query": "x", "k": 99})
+
+
+async def test_the_index_version_travels_with_the_arguments(kb: KnowledgeBase) -> None:
+    seen: list[dict[str, object]] = []
+
+    async def record(arguments: dict[str, object]) -> ToolOutput:
+        seen.append(arguments)
+        return ToolOutput(content="{}")
+
+    tool = versioned(Tool(spec=kb_search_tool(kb).spec, run=record), kb)
+    await tool.run({"query": "yield"})
+    assert seen == [{"query": "yield", INDEX_VERSION_ARGUMENT: kb.version}]
+
+
+def _skipped_total() -> float:
+    return REGISTRY.get_sample_value("podcrew_kb_files_skipped_total") or 0.0
+
+
+async def test_a_changed_source_is_searched_after_refresh_and_bad_files_are_counted(
+    tmp_path: Path, embedder: Embedder
+) -> None:
+    (tmp_path / "guide.md").write_text("# Guide\n\nThe frobnicator needs a license key.\n")
+    kb = KnowledgeBase.load(tmp_path, embedder=embedder)
+    old_version = kb.version
+    tool = kb_search_tool(kb)
+    assert kb.refresh() is None  # nothing changed
+
+    skipped_before = _skipped_total()
+    (tmp_path / "broken.pdf").write_bytes(b"%PDF-1.7 this is not a PDF")
+    (tmp_path / "ops.md").write_text("# Operations\n\n## Backups\n\nQuuxbackups run nightly.\n")
+    time.sleep(0.01)
+    report = kb.refresh()
+
+    assert report is not None
+    assert [s.path for s in report.skipped] == ["broken.pdf"]
+    assert _skipped_total() == skipped_before + 1
+    assert kb.version != old_version
+    output = await tool.run({"query": "when do quuxbackups run"})
+    assert output.sources[0].id == "kb:ops.md#backups"
+    assert output.sources[0].title == "Operations > Backups"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -33,7 +34,12 @@ from podcrew_research.tools.fetch_url import (
     create_fetch_client,
     fetch_url_tool,
 )
-from podcrew_research.tools.kb_search import KB_SEARCH_SPEC, KnowledgeBase, kb_search_tool
+from podcrew_research.tools.kb_search import (
+    KB_SEARCH_SPEC,
+    KnowledgeBase,
+    kb_search_tool,
+    source_of,
+)
 
 SUB_QUESTION = "How do generators yield values?"
 QUESTION = "How do Python generators work?"
@@ -108,6 +114,9 @@ async def test_offline_model_searches_once_then_submits_kb_findings(
     assert result.findings
     assert all(f.source.id.startswith("kb:") and f.source.url is None for f in result.findings)
     assert any("yield" in f.source.id for f in result.findings)
+    # Each cites a chunk: the file and the anchor of its section.
+    cited = [f.source.id for f in result.findings]
+    assert all(re.fullmatch(r"kb:python-docs/[a-z-]+\.md#[a-z0-9~-]+", i) for i in cited), cited
     assert counter("podcrew_tool_calls", tool="kb_search", outcome="ok") == before + 1
     # The model was offered both tools plus the findings tool, and chose freely.
     first = recording_provider.requests[0]
@@ -263,7 +272,7 @@ async def test_step_limit_ends_with_a_forced_findings_call(
 
 
 async def test_model_that_stops_talking_is_asked_for_findings(kb: KnowledgeBase) -> None:
-    hit = kb.search("generator yield", 1)[0][0].source.model_dump()
+    hit = source_of(kb.search("generator yield", 1)[0]).model_dump()
 
     def forced(request: LLMRequest) -> Reply:
         assert request.tool_choice is not None
@@ -287,7 +296,7 @@ async def test_model_that_stops_talking_is_asked_for_findings(kb: KnowledgeBase)
 
 
 async def test_findings_citing_sources_no_tool_returned_are_dropped(kb: KnowledgeBase) -> None:
-    hit = kb.search("generator yield", 1)[0][0].source
+    hit = source_of(kb.search("generator yield", 1)[0])
     invented = {"id": "kb:made-up#1", "title": "Made up", "url": None}
     real_with_wrong_title = {"id": hit.id, "title": "wrong", "url": None}
     provider = ScriptedProvider(

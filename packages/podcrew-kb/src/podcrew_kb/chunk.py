@@ -56,7 +56,9 @@ def _cut(paragraph: str) -> list[str]:
     current: list[str] = []
     size = 0
     lines = [
-        line[i : i + MAX_CHARS] for line in paragraph.splitlines() for i in range(0, len(line) or 1, MAX_CHARS)
+        line[i : i + MAX_CHARS]
+        for line in paragraph.splitlines()
+        for i in range(0, len(line) or 1, MAX_CHARS)
     ]
     for line in lines:
         if current and size + len(line) + 1 > MAX_CHARS:
@@ -92,7 +94,7 @@ def split_text(text: str) -> list[str]:
 def _title(document: Document, section: Section) -> str:
     if not section.heading or section.heading == document.title:
         return document.title
-    return f"{document.title} › {section.heading}"
+    return f"{document.title} > {section.heading}"
 
 
 def chunk_document(path: str, document: Document) -> list[Chunk]:

@@ -31,7 +31,7 @@ CANDIDATES = 50
 # A chunk only the dense retriever finds must be at least this similar to the query (cosine).
 # Any text has nearest neighbours; below this they are noise (a query of stopwords or of
 # words the model does not know), and an empty answer is the honest one. Chosen on the
-# shipped corpus: real questions' dense-only hits score 0.45–0.8, stopword queries < 0.35.
+# shipped corpus: real questions' dense-only hits score 0.45 to 0.8, stopword queries < 0.35.
 DENSE_MIN_SIMILARITY = 0.4
 # Python keywords are English stopwords too ("with", "if", "for", "in"); in documents about
 # code they name statements, so they must stay searchable.

@@ -119,7 +119,8 @@ def parse_html(data: bytes, fallback_title: str) -> Document:
         raise ParseError("the document has no body")
     anchors = _Anchors()
     sections: list[Section] = []
-    heading, anchor, parts = "", "", []
+    heading, anchor = "", ""
+    parts: list[str] = []
     for node in _outermost(body.css(_HTML_BLOCKS)):
         tag = node.tag or ""
         text = _node_text(node, keep_lines=tag == "pre")
@@ -190,10 +191,11 @@ def _outline_by_page(reader: object) -> dict[int, str]:
             stack[:0] = item
             continue
         try:
-            page = reader.get_destination_page_number(item) + 1  # type: ignore[arg-type]
+            page = reader.get_destination_page_number(item)  # type: ignore[arg-type]
         except (ValueError, KeyError, TypeError, AttributeError):
             continue
-        found.setdefault(page, str(getattr(item, "title", "")))
+        if page is not None:
+            found.setdefault(page + 1, str(getattr(item, "title", "")))
     return found
 
 

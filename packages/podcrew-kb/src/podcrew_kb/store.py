@@ -4,7 +4,7 @@
 INDEX/
   manifest.json        format name and version, embedding model, corpus digest, counts
   chunks.jsonl         one chunk a line: id, title, text (line n is row n of the vectors)
-  vectors.npy          float32, chunks × 256, unit rows (numpy's format, no pickle)
+  vectors.npy          float32, chunks x 256, unit rows (numpy's format, no pickle)
   bm25/                bm25s's own files (scores as .npy, vocabulary and parameters as JSON)
 ```
 

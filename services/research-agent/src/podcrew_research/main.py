@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
@@ -29,7 +30,12 @@ from podcrew_research.tools.fetch_url import (
     create_fetch_client,
     fetch_url_tool,
 )
-from podcrew_research.tools.kb_search import KnowledgeBase, kb_search_tool
+from podcrew_research.tools.kb_search import (
+    KnowledgeBase,
+    kb_search_tool,
+    keep_current,
+    versioned,
+)
 
 
 def egress_policy(settings: ResearchSettings) -> EgressPolicy:
@@ -55,10 +61,11 @@ def _researcher(
 ) -> Researcher:
     """The tool loop over the knowledge base and the web, each tool behind the Redis cache."""
     settings = config.service
+    kb_tool = cached(kb_search_tool(kb), redis, settings.tool_cache_ttl_s, settings.key_prefix)
     return Researcher(
         provider,
         [
-            cached(kb_search_tool(kb), redis, settings.tool_cache_ttl_s, settings.key_prefix),
+            versioned(kb_tool, kb),
             cached(fetch_url_tool(fetcher), redis, settings.tool_cache_ttl_s, settings.key_prefix),
         ],
         model=config.llm.model_for(Stage.RESEARCH),
@@ -70,15 +77,24 @@ def _researcher(
     )
 
 
+async def _stop(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 def create_app(config: ResearchConfig) -> FastAPI:
     """Build the research agent. Resources are created in the lifespan, not here."""
     settings = config.service
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # Indexing reads and tokenizes the whole corpus: keep it off the event loop.
-        kb = await asyncio.to_thread(KnowledgeBase.load, settings.corpus_dir)
+        # Indexing reads, tokenizes and embeds the whole corpus: keep it off the event loop.
+        kb = await asyncio.to_thread(KnowledgeBase.load, *settings.knowledge_sources())
         async with AsyncExitStack() as stack:
+            if settings.kb_refresh_interval_s > 0:
+                watcher = asyncio.create_task(keep_current(kb, settings.kb_refresh_interval_s))
+                stack.push_async_callback(_stop, watcher)
             redis = create_redis(config.redis)
             stack.push_async_callback(redis.aclose)
             provider = create_provider(config.llm)

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field
-from pydantic_settings import SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import NoDecode, SettingsConfigDict
 
 from podcrew_core.llm import LLMSettings
 from podcrew_core.runtime.auth import ServiceTokenSettings
@@ -26,7 +27,15 @@ class ResearchSettings(AgentSettings):
     port: Port = 8101
     """TCP port to listen on."""
     corpus_dir: Path = DEFAULT_CORPUS_DIR
-    """Directory of *.md / *.txt files indexed for kb_search at startup."""
+    """Directory of documents indexed for kb_search when kb_sources is empty (the bundled Python
+    documentation by default)."""
+    kb_sources: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Knowledge sources for kb_search, comma-separated: each a directory of Markdown, text, HTML
+    and PDF files or of an index built by `podcrew kb build`, written PATH or NAME=PATH (NAME
+    then starts the source ids of its chunks). Empty: corpus_dir."""
+    kb_refresh_interval_s: float = Field(default=10.0, ge=0)
+    """How often the knowledge sources are checked for changes and re-indexed without a restart
+    (0: never)."""
     max_steps: int = Field(default=4, ge=1, le=20)
     """Model turns per research call unless the request asks for fewer or more."""
     max_tokens_per_call: int = Field(default=20_000, ge=1)
@@ -56,6 +65,18 @@ class ResearchSettings(AgentSettings):
     fetch_allow_private: bool = False
     """Tests and local development only: let fetch_url reach loopback and private addresses.
     Link-local (cloud metadata), multicast and reserved stay refused."""
+
+    @field_validator("kb_sources", mode="before")
+    @classmethod
+    def _split_sources(cls, value: object) -> object:
+        # One environment variable lists them all, as paths are written in a shell.
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    def knowledge_sources(self) -> list[str]:
+        """The sources kb_search indexes: kb_sources, or else corpus_dir."""
+        return self.kb_sources or [str(self.corpus_dir)]
 
 
 @dataclass(frozen=True, kw_only=True)

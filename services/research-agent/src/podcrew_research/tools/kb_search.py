@@ -1,40 +1,63 @@
-"""`kb_search`: BM25 over a directory of markdown and text files, built once at startup.
+"""`kb_search`: hybrid search (BM25 and dense vectors, `podcrew_kb`) over the knowledge
+sources the installation points at, kept current while the agent runs.
 
-Each file is split into passages of one to three paragraphs; a passage is what a hit
-returns, identified as `kb:<file-stem>#<n>` and titled by the file's first heading.
+A hit's source id is `kb:` and the chunk's id, the file's path and the anchor of its
+section (`kb:guide/install.md#requirements`), titled by the document and section: the
+citation in a report tells the reader which file to open and where. Other tools' sources
+keep their own prefixes (a fetched page is its URL), so ids never collide.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
-import keyword
-import re
-from dataclasses import dataclass
+import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import bm25s
-from bm25s.stopwords import STOPWORDS_EN
-from bm25s.tokenization import Tokenizer
+import structlog
+from prometheus_client import Counter, Gauge, Histogram
 from pydantic import BaseModel, Field
 
 from podcrew_core.contracts.schemas import Source
 from podcrew_core.llm.types import ToolSpec
+from podcrew_kb.embed import Embedder, load_embedder
+from podcrew_kb.index import Hit
+from podcrew_kb.sources import BuildReport, LiveIndex, SourceSpec
 from podcrew_research.tools import Tool, ToolOutput, parse_input
 
-KB_SEARCH_TOOL = "kb_search"
+log = structlog.get_logger(__name__)
 
-SUFFIXES = frozenset({".md", ".txt"})
-MAX_PARAGRAPHS = 3
-# A passage is cut near this size: long enough to carry a claim with its context, short
-# enough that five hits stay a small part of the loop's token budget. Below MIN_CHARS the
-# paragraph limit is waived, so one-line code samples join the prose around them.
-TARGET_CHARS = 1200
-MIN_CHARS = 400
-MAX_CHARS = 2400
-# Python keywords are English stopwords too ("with", "if", "for", "in"); in a corpus about
-# Python they name statements, so they must stay searchable.
-STOPWORDS = sorted(set(STOPWORDS_EN) - set(keyword.kwlist))
+KB_SEARCH_TOOL = "kb_search"
+SOURCE_PREFIX = "kb:"
+# Up to this many chunks a search (well under a millisecond) runs on the event loop; past it
+# (a few milliseconds at 50k chunks) it moves to a thread, so the loop keeps serving others.
+INLINE_MAX_CHUNKS = 5000
+# The index version is part of what a result depends on, so it is part of the tool cache's
+# key: after a re-index, cached hits of the old corpus are never served again.
+INDEX_VERSION_ARGUMENT = "index_version"
+
+KB_CHUNKS = Gauge(
+    "podcrew_kb_chunks",
+    "Chunks in the knowledge-base index being searched.",
+    multiprocess_mode="livemax",
+)
+KB_FILES_SKIPPED = Counter(
+    "podcrew_kb_files_skipped",
+    "Knowledge-source files (or duplicate chunk ids) left out of an index build because they "
+    "could not be parsed.",
+)
+KB_BUILDS = Counter(
+    "podcrew_kb_builds",
+    "Knowledge-base index builds by outcome (built, unchanged, error).",
+    ["outcome"],
+)
+KB_BUILD_DURATION = Histogram(
+    "podcrew_kb_build_duration_seconds",
+    "Time to (re)build the knowledge-base index from its sources.",
+    buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),
+)
 
 
 class KbSearchInput(BaseModel):
@@ -50,172 +73,84 @@ KB_SEARCH_SPEC = ToolSpec(
     input_schema=KbSearchInput.model_json_schema(),
 )
 
-_HEADING = re.compile(r"^#{1,6}\s+(?P<title>.+?)\s*#*\s*$")
-_BLANK_LINES = re.compile(r"\n\s*\n")
 
-
-@dataclass(frozen=True, slots=True)
-class Passage:
-    """A searchable piece of a corpus file. `indexed` (section headings included) is what
-    BM25 sees; `text` (headings dropped, the title is in the source) is what a hit shows."""
-
-    source: Source
-    text: str
-    indexed: str
-
-
-def _title(text: str, fallback: str) -> str:
-    for line in text.splitlines():
-        match = _HEADING.match(line.strip())
-        if match:
-            return match.group("title")
-    return fallback
-
-
-def _cut(paragraph: str) -> list[str]:
-    """Split an oversized paragraph (a long table or code block) at line boundaries."""
-    if len(paragraph) <= MAX_CHARS:
-        return [paragraph]
-    pieces: list[str] = []
-    current: list[str] = []
-    size = 0
-    for line in paragraph.splitlines():
-        if current and size + len(line) + 1 > MAX_CHARS:
-            pieces.append("\n".join(current))
-            current, size = [], 0
-        current.append(line[:MAX_CHARS])
-        size += len(line) + 1
-    if current:
-        pieces.append("\n".join(current))
-    return pieces
-
-
-def split_passages(text: str) -> list[str]:
-    """Group paragraphs into passages of one to three (more if they are tiny), about
-    `TARGET_CHARS` long.
-
-    A heading always starts a new passage, so a passage never straddles two sections and
-    carries its section's title as its first line.
-    """
-    paragraphs = [p.strip("\n") for p in _BLANK_LINES.split(text) if p.strip()]
-    passages: list[str] = []
-    current: list[str] = []
-    size = 0
-
-    def flush() -> None:
-        nonlocal current, size
-        if current and not all(_HEADING.match(p) for p in current):
-            passages.append("\n\n".join(current))
-        current, size = [], 0
-
-    for paragraph in paragraphs:
-        if _HEADING.match(paragraph):
-            flush()
-        for piece in _cut(paragraph):
-            full = size + len(piece) > TARGET_CHARS or (
-                len(current) >= MAX_PARAGRAPHS and size >= MIN_CHARS
-            )
-            # A lone heading is glued to what follows instead of being flushed on its own.
-            if current and full and not (len(current) == 1 and _HEADING.match(current[0])):
-                flush()
-            current.append(piece)
-            size += len(piece)
-    flush()
-    return passages
-
-
-def load_passages(corpus_dir: Path) -> list[Passage]:
-    """Every passage of every `*.md`/`*.txt` file under `corpus_dir`, in a stable order.
-
-    A passage repeated word for word in several files (the Python help topics repeat whole
-    sections) is kept once, in the most specific file: the one with the fewest passages.
-    """
-    if not corpus_dir.is_dir():
-        raise FileNotFoundError(f"corpus directory {corpus_dir} does not exist")
-    files: list[tuple[str, str, list[tuple[int, str, str]]]] = []
-    stems: dict[str, Path] = {}
-    for path in sorted(corpus_dir.rglob("*")):
-        if path.suffix.lower() not in SUFFIXES or not path.is_file():
-            continue
-        if path.stem in stems:
-            # Ids are `kb:<stem>#<n>`; two files with one stem would share ids.
-            raise ValueError(f"corpus files {stems[path.stem]} and {path} share a stem")
-        stems[path.stem] = path
-        text = path.read_text(encoding="utf-8", errors="replace")
-        # Numbered by position in the file, so an id does not move when other files change.
-        numbered = enumerate(split_passages(text), start=1)
-        files.append((path.stem, _title(text, path.stem), [(n, c, _body(c)) for n, c in numbered]))
-
-    owner: dict[str, tuple[int, str]] = {}
-    for stem, _, items in files:
-        for _, _, body in items:
-            claim = (len(items), stem)
-            owner[_key(body)] = min(owner.get(_key(body), claim), claim)
-    passages: list[Passage] = []
-    emitted: set[str] = set()
-    for stem, title, items in files:
-        for n, chunk, body in items:
-            key = _key(body)
-            if owner[key][1] != stem or key in emitted:
-                continue
-            emitted.add(key)
-            source = Source(id=f"kb:{stem}#{n}", title=title, url=None)
-            passages.append(Passage(source=source, text=body, indexed=chunk))
-    return passages
-
-
-def _body(chunk: str) -> str:
-    return "\n\n".join(p for p in chunk.split("\n\n") if not _HEADING.match(p))
-
-
-def _key(body: str) -> str:
-    return " ".join(body.split())
+def source_of(hit: Hit) -> Source:
+    """The citable source of a hit."""
+    return Source(id=f"{SOURCE_PREFIX}{hit.chunk.id}", title=hit.chunk.title, url=None)
 
 
 class KnowledgeBase:
-    """A BM25 index over the corpus passages. Build with `load()`; searching never mutates."""
+    """The searchable knowledge sources: the current index, and `refresh` to rebuild it when
+    the sources changed. Searches take the index of the moment and finish on it."""
 
-    def __init__(self, passages: list[Passage]) -> None:
-        if not passages:
-            raise ValueError("the knowledge base has no passages")
-        self.passages = passages
-        self._tokenizer = Tokenizer(stopwords=STOPWORDS)
-        ids = self._tokenizer.tokenize(
-            [p.indexed for p in passages], update_vocab=True, return_as="ids", show_progress=False
-        )
-        self._index = bm25s.BM25()
-        self._index.index((ids, self._tokenizer.get_vocab_dict()), show_progress=False)
+    def __init__(self, live: LiveIndex) -> None:
+        self.live = live
 
     @classmethod
-    def load(cls, corpus_dir: Path) -> KnowledgeBase:
-        return cls(load_passages(corpus_dir))
+    def load(
+        cls, *sources: Path | str | SourceSpec, embedder: Embedder | None = None
+    ) -> KnowledgeBase:
+        """Build the index over `sources` now (each a directory of documents or of a built
+        index, or a `SourceSpec`)."""
+        specs = [s if isinstance(s, SourceSpec) else SourceSpec.parse(str(s)) for s in sources]
+        kb = cls(LiveIndex(specs, embedder or load_embedder()))
+        report = kb.refresh()
+        assert report is not None
+        return kb
+
+    def refresh(self) -> BuildReport | None:
+        """Rebuild if the sources changed (blocking: call it from a thread); its report, or
+        `None` if nothing changed. A failed build raises and keeps the current index."""
+        started = time.perf_counter()
+        try:
+            report = self.live.refresh()
+        except Exception:
+            KB_BUILDS.labels("error").inc()
+            raise
+        if report is None:
+            KB_BUILDS.labels("unchanged").inc()
+            return None
+        KB_BUILDS.labels("built").inc()
+        KB_BUILD_DURATION.observe(time.perf_counter() - started)
+        KB_FILES_SKIPPED.inc(len(report.skipped))
+        KB_CHUNKS.set(len(self.live.current))
+        for skipped in report.skipped:
+            log.warning("kb_file_skipped", path=skipped.path, reason=skipped.reason)
+        log.info(
+            "kb_indexed", files=report.files, chunks=report.chunks, skipped=len(report.skipped)
+        )
+        return report
+
+    @property
+    def version(self) -> str:
+        """The digest of the corpus the current index was built from."""
+        return self.live.current.digest
 
     def __len__(self) -> int:
-        return len(self.passages)
+        return len(self.live.current)
 
-    def search(self, query: str, k: int = 5) -> list[tuple[Passage, float]]:
-        """The `k` best passages for `query` with their BM25 scores; none if nothing matches."""
-        # Words the corpus never uses drop out here rather than growing the vocabulary.
-        tokens = self._tokenizer.tokenize(
-            [query], update_vocab=False, return_as="ids", show_progress=False
-        )
-        if not any(tokens[0]):
-            return []
-        k = max(1, min(k, len(self.passages)))
-        indices, scores = self._index.retrieve(tokens, k=k, show_progress=False, n_threads=0)
-        return [
-            (self.passages[int(i)], float(s))
-            for i, s in zip(indices[0], scores[0], strict=True)
-            if s > 0
-        ]
+    def search(self, query: str, k: int = 5) -> list[Hit]:
+        """The `k` best chunks for `query`; none if nothing relevant is found."""
+        return self.live.current.search(query, k)
 
 
-def hits_json(hits: list[tuple[Passage, float]]) -> str:
+async def keep_current(kb: KnowledgeBase, interval_s: float) -> None:
+    """Re-index whenever the sources change, checking every `interval_s`, until cancelled.
+    A failed re-index is logged and counted; the agent keeps searching the last good one."""
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            await asyncio.to_thread(kb.refresh)
+        except Exception:  # a broken source must not end re-indexing for good
+            log.exception("kb_refresh_failed")
+
+
+def hits_json(hits: Sequence[Hit]) -> str:
     """The tool result the model reads: the hits, each with its source and text."""
     payload: dict[str, Any] = {
         "hits": [
-            {"source": p.source.model_dump(), "text": p.text, "score": round(score, 4)}
-            for p, score in hits
+            {"source": source_of(h).model_dump(), "text": h.chunk.text, "score": round(h.score, 4)}
+            for h in hits
         ]
     }
     return json.dumps(payload, ensure_ascii=False)
@@ -225,12 +160,22 @@ def kb_search_tool(kb: KnowledgeBase) -> Tool:
     """`kb_search` as the loop sees it: validated input, JSON hits out."""
 
     async def run(arguments: dict[str, Any]) -> ToolOutput:
-        query = parse_input(KbSearchInput, "kb_search", arguments)
-        # Inline, not in a thread: over the shipped corpus (~600 passages) a search takes
-        # ~0.03 ms (0.1 ms at worst), a fraction of what a hop to a worker thread and back
-        # costs, and the event loop is never held up for long. A corpus a hundred times
-        # larger would warrant `asyncio.to_thread` again.
-        hits = kb.search(query.query, query.k)
-        return ToolOutput(content=hits_json(hits), sources=[p.source for p, _ in hits])
+        query = parse_input(KbSearchInput, KB_SEARCH_TOOL, arguments)
+        index = kb.live.current
+        if len(index) <= INLINE_MAX_CHUNKS:
+            hits = index.search(query.query, query.k)
+        else:
+            hits = await asyncio.to_thread(index.search, query.query, query.k)
+        return ToolOutput(content=hits_json(hits), sources=[source_of(h) for h in hits])
 
     return Tool(spec=KB_SEARCH_SPEC, run=run)
+
+
+def versioned(tool: Tool, kb: KnowledgeBase) -> Tool:
+    """`tool` (a cached `kb_search`) called with the index version among its arguments, so
+    a cache in front of it keys results by the corpus they came from."""
+
+    async def run(arguments: dict[str, Any]) -> ToolOutput:
+        return await tool.run({**arguments, INDEX_VERSION_ARGUMENT: kb.version})
+
+    return Tool(spec=tool.spec, run=run)
