@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -196,7 +195,6 @@ def test_a_failed_rebuild_keeps_the_last_good_index(embedder: Embedder, tmp_path
     live.refresh()
     good = live.current
     (tmp_path / "a.md").unlink()
-    time.sleep(0.01)
     with pytest.raises(ValueError, match="no readable documents"):
         live.refresh()
     assert live.current is good

@@ -4,7 +4,6 @@ the cache key that follows the index version, and re-indexing a changed source."
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -118,7 +117,6 @@ async def test_a_changed_source_is_searched_after_refresh_and_bad_files_are_coun
     skipped_before = _skipped_total()
     (tmp_path / "broken.pdf").write_bytes(b"%PDF-1.7 this is not a PDF")
     (tmp_path / "ops.md").write_text("# Operations\n\n## Backups\n\nQuuxbackups run nightly.\n")
-    time.sleep(0.01)
     report = kb.refresh()
 
     assert report is not None

@@ -1,4 +1,5 @@
-"""The `podcrew` command: `up` runs the stack, `ask` asks it, `demo` does both."""
+"""The `podcrew` command: `up` runs the stack, `ask` asks it, `demo` does both; `kb build`
+indexes a directory of documents."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from podcrew_cli import kb
 from podcrew_cli.ask import ask
 from podcrew_cli.stack import Stack, StackConfig
 
@@ -23,6 +25,10 @@ DEMO_LATENCY_S = "0.4"
 
 
 def _config(args: argparse.Namespace) -> StackConfig:
+    env = {}
+    if args.kb:
+        # The research agent indexes these instead of the bundled corpus.
+        env["PODCREW_RESEARCH_KB_SOURCES"] = ",".join(str(Path(p).resolve()) for p in args.kb)
     return StackConfig(
         api_port=args.api_port,
         worker_port=args.worker_port,
@@ -33,6 +39,7 @@ def _config(args: argparse.Namespace) -> StackConfig:
         llm=args.llm,
         simulator_port=args.simulator_port,
         data_dir=Path(args.data_dir) if args.data_dir else None,
+        env=env,
     )
 
 
@@ -105,6 +112,13 @@ def main(argv: list[str] | None = None) -> None:
         )
         p.add_argument("--simulator-port", type=int, default=8200)
         p.add_argument("--data-dir", help="where Redis data and logs go (default: a temp dir)")
+        p.add_argument(
+            "--kb",
+            action="append",
+            metavar="DIR",
+            help="research these documents (or a `podcrew kb build` index) instead of the "
+            "bundled Python docs; repeatable",
+        )
         if name == "demo":
             p.add_argument("question", nargs="?", default=DEMO_QUESTION)
     p = sub.add_parser(
@@ -113,6 +127,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--host", help="interface (default PODCREW_SIM_HOST or 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (default PODCREW_SIM_PORT or 8200)")
+    kb.add_parser(sub)
     p = sub.add_parser("ask", help="ask a running stack")
     p.add_argument("question")
     p.add_argument("--api-url", default=os.environ.get("PODCREW_API_URL", "http://127.0.0.1:8000"))
@@ -124,7 +139,9 @@ def main(argv: list[str] | None = None) -> None:
         overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v}
         run_simulator(SimulatorSettings(**overrides))
         return
-    if args.command == "up":
+    if args.command == "kb":
+        code = kb.run(args, console)
+    elif args.command == "up":
         code = _up(args, console)
     elif args.command == "demo":
         code = _demo(args, console)
