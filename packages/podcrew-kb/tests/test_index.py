@@ -204,7 +204,7 @@ def test_a_rebuild_embeds_only_new_text(embedder: Embedder, index: Index) -> Non
     calls: list[int] = []
 
     class Counting(Embedder):
-        def embed(self, texts: list[str], batch_size: int = 256) -> np.ndarray:  # type: ignore[type-arg]
+        def embed(self, texts: list[str], batch_size: int = 32) -> np.ndarray:  # type: ignore[type-arg]
             calls.append(len(texts))
             return super().embed(texts, batch_size)
 
