@@ -68,6 +68,8 @@ def test_corpus_setting_still_names_the_sources_and_kb_sources_overrides_it(
     assert ResearchSettings().knowledge_sources() == [str(tmp_path)]
     monkeypatch.setenv("PODCREW_RESEARCH_KB_SOURCES", f"/docs/a, team=/docs/b,{tmp_path}")
     assert ResearchSettings().knowledge_sources() == ["/docs/a", "team=/docs/b", str(tmp_path)]
+    monkeypatch.setenv("PODCREW_RESEARCH_KB_SOURCES", '["/docs/a", "team=/docs/b,c"]')
+    assert ResearchSettings().knowledge_sources() == ["/docs/a", "team=/docs/b,c"]
     monkeypatch.delenv("PODCREW_RESEARCH_CORPUS_DIR")
     monkeypatch.delenv("PODCREW_RESEARCH_KB_SOURCES")
     assert ResearchSettings().knowledge_sources() == [str(DEFAULT_CORPUS_DIR)]

@@ -3,6 +3,7 @@ together in `ResearchConfig`, which the entry point builds and hands to `create_
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
@@ -69,7 +70,10 @@ class ResearchSettings(AgentSettings):
     @field_validator("kb_sources", mode="before")
     @classmethod
     def _split_sources(cls, value: object) -> object:
-        # One environment variable lists them all, as paths are written in a shell.
+        # One environment variable lists them all: comma-separated as a shell writes paths, or
+        # a JSON array as the chart renders a list.
+        if isinstance(value, str) and value.lstrip().startswith("["):
+            return json.loads(value)
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
