@@ -42,7 +42,7 @@ def _ask(api_url: str, question: str) -> dict[str, Any]:
 
 def _cited(run: dict[str, Any]) -> list[str]:
     result = run["result"]
-    numbers = {int(n) for n in re.findall(r"\[(\d+)\]", result["report"])}
+    numbers = {int(n) for n in re.findall(r"(?<!\S)\[(\d+)\]", result["report"])}
     assert numbers, "the report cites nothing"
     return [s["source"]["id"] for s in result["sources"] if s["number"] in numbers]
 

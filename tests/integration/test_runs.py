@@ -13,7 +13,8 @@ pytestmark = pytest.mark.integration
 def assert_cited_report(run: dict[str, Any]) -> None:
     assert run["status"] == "succeeded", run
     result = run["result"]
-    numbers = {int(n) for n in re.findall(r"\[(\d+)\]", result["report"])}
+    # A citation is " [n]" as the writer appends it; quoted code such as `x[0]` is not one.
+    numbers = {int(n) for n in re.findall(r"(?<!\S)\[(\d+)\]", result["report"])}
     assert numbers, "the report cites nothing"
     assert numbers <= {s["number"] for s in result["sources"]}, "a citation points nowhere"
     assert all(s["source"]["id"].startswith("kb:") for s in result["sources"])
