@@ -12,11 +12,14 @@ from typing import Annotated, Any
 
 import structlog
 from fastapi import Depends, FastAPI, Request, Response
+from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
+from pydantic import SecretStr
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from podcrew_core.contracts.errors import NotReady, PayloadTooLarge, UnsupportedMediaType
 from podcrew_core.contracts.hop import RUN_ID_HEADER
+from podcrew_core.runtime.auth import require_service_token
 from podcrew_core.runtime.logging import configure_logging
 from podcrew_core.runtime.metrics import (
     HTTP_SERVER_DURATION,
@@ -190,6 +193,22 @@ async def require_json(request: Request) -> None:
 JSONBody = Depends(require_json)
 
 
+def _serve_docs(app: FastAPI, token: SecretStr) -> None:
+    """`/openapi.json` for callers that present `token`, and no `/docs` or `/redoc`.
+
+    An internal service's schema maps what an attacker inside the network could call, so it
+    is not handed to anyone who asks; the interactive pages go, because a browser loading
+    them cannot present the token to fetch the schema they render."""
+
+    @app.get(
+        "/openapi.json",
+        include_in_schema=False,
+        dependencies=[Depends(require_service_token(token))],
+    )
+    async def openapi() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+
 def create_service_app(
     *,
     title: str,
@@ -198,11 +217,13 @@ def create_service_app(
     settings: ServiceSettings | None = None,
     description: str = "",
     service: str | None = None,
+    docs_token: SecretStr | None = None,
 ) -> FastAPI:
     """A FastAPI app with podcrew's health, readiness, metrics and error handling, refusing
     bodies over `settings.max_body_bytes` (no settings: the defaults). With a `service`
     name, its lifespan first configures JSON logging at `settings.log_level` and tracing for
-    that service, before the service's own `lifespan` builds anything."""
+    that service, before the service's own `lifespan` builds anything. With a `docs_token`
+    (an internal service's token), its OpenAPI document is behind that token (`_serve_docs`)."""
     settings = settings or ServiceSettings.model_construct()
 
     @asynccontextmanager
@@ -217,7 +238,20 @@ def create_service_app(
             flush_tracing()  # the spans of the last requests
             mark_process_dead()  # this worker's in-flight gauges (multiprocess mode)
 
-    app = FastAPI(title=title, version=version, description=description, lifespan=observed_lifespan)
+    if docs_token is not None and not docs_token.get_secret_value():
+        docs_token = None  # an empty token guards nothing, as `require_service_token` reads it
+    public = docs_token is None
+    app = FastAPI(
+        title=title,
+        version=version,
+        description=description,
+        lifespan=observed_lifespan,
+        openapi_url="/openapi.json" if public else None,
+        docs_url="/docs" if public else None,
+        redoc_url="/redoc" if public else None,
+    )
+    if docs_token is not None:
+        _serve_docs(app, docs_token)
     app.state.readiness = Readiness()
     install_problem_handlers(app)
     app.add_middleware(ObservabilityMiddleware, max_body_bytes=settings.max_body_bytes)
