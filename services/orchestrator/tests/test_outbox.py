@@ -59,15 +59,15 @@ async def public_address(host: str, port: int) -> list[str]:
 
 
 class Receiver:
-    """What a webhook receiver got, answering 204 (or waiting while `held` is set)."""
+    """What a webhook receiver got, answering 204 (once `open` is set; it is at first)."""
 
     def __init__(self) -> None:
         self.requests: list[httpx.Request] = []
-        self.held = asyncio.Event()
+        self.open = asyncio.Event()
+        self.open.set()
 
     async def answer(self, request: httpx.Request) -> httpx.Response:
-        while self.held.is_set():
-            await asyncio.sleep(0.01)
+        await self.open.wait()
         self.requests.append(request)
         return httpx.Response(204)
 
@@ -166,14 +166,14 @@ async def test_a_stopped_workers_delivery_is_finished_by_another_once(
     store: RunStore, make_outbox: Any, receiver: Any, redis: Redis
 ) -> None:
     _, got = receiver
-    got.held.set()  # the first worker's delivery hangs, as if its process were stopping
+    got.open.clear()  # the first worker's delivery hangs, as if its process were stopping
     first = make_outbox("worker-1", claim_idle_s=0.3)
     run = queued()
     await store.create(run)
     assert await finish(store, run)
     await until(lambda: len(first._tasks) == 1)
     await first.drain(0.0)  # stopped with the delivery unfinished: it stays pending
-    got.held.clear()
+    got.open.set()
     assert got.requests == []
     make_outbox("worker-2", claim_idle_s=0.3)
     await until(lambda: got.runs() == [run.id])
