@@ -169,13 +169,8 @@ def create_worker_app(config: OrchestratorConfig) -> FastAPI:
             else None
         )
         worker = create_worker(settings, redis, pipeline, llm_settings)
-        outbox = delivering(
-            redis,
-            Keys(settings.key_prefix),
-            settings.consumer_name,
-            sender,
-            settings.graceful_shutdown_s,
-        )
+        keys, grace_s = Keys(settings.key_prefix), settings.graceful_shutdown_s
+        outbox = delivering(redis, keys, settings.consumer_name, sender, grace_s)
         checks = app.state.readiness.checks
         checks["redis"] = redis_ready(redis)
         checks["research-agent"] = _agent_check(http, settings.research_url)
@@ -188,7 +183,7 @@ def create_worker_app(config: OrchestratorConfig) -> FastAPI:
             async with outbox:
                 yield
                 app.state.readiness.draining = True
-                await worker.drain(settings.graceful_shutdown_s)
+                await worker.drain(grace_s)
         finally:
             app.state.readiness.draining = True
             consumer.cancel()

@@ -193,6 +193,30 @@ async def require_json(request: Request) -> None:
 JSONBody = Depends(require_json)
 
 
+def _new_app(
+    title: str,
+    version: str,
+    description: str,
+    lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]],
+    docs_token: SecretStr | None,
+) -> FastAPI:
+    """The FastAPI app, its docs at FastAPI's usual paths or, with a `docs_token`, behind it
+    (`_serve_docs`). An empty token guards nothing, as `require_service_token` reads it."""
+    if docs_token is None or not docs_token.get_secret_value():
+        return FastAPI(title=title, version=version, description=description, lifespan=lifespan)
+    app = FastAPI(
+        title=title,
+        version=version,
+        description=description,
+        lifespan=lifespan,
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
+    )
+    _serve_docs(app, docs_token)
+    return app
+
+
 def _serve_docs(app: FastAPI, token: SecretStr) -> None:
     """`/openapi.json` for callers that present `token`, and no `/docs` or `/redoc`.
 
@@ -238,20 +262,7 @@ def create_service_app(
             flush_tracing()  # the spans of the last requests
             mark_process_dead()  # this worker's in-flight gauges (multiprocess mode)
 
-    if docs_token is not None and not docs_token.get_secret_value():
-        docs_token = None  # an empty token guards nothing, as `require_service_token` reads it
-    public = docs_token is None
-    app = FastAPI(
-        title=title,
-        version=version,
-        description=description,
-        lifespan=observed_lifespan,
-        openapi_url="/openapi.json" if public else None,
-        docs_url="/docs" if public else None,
-        redoc_url="/redoc" if public else None,
-    )
-    if docs_token is not None:
-        _serve_docs(app, docs_token)
+    app = _new_app(title, version, description, observed_lifespan, docs_token)
     app.state.readiness = Readiness()
     install_problem_handlers(app)
     app.add_middleware(ObservabilityMiddleware, max_body_bytes=settings.max_body_bytes)
