@@ -29,6 +29,7 @@ from podcrew_orchestrator.deps import ApiResources
 from podcrew_orchestrator.hub import EventHub
 from podcrew_orchestrator.keys import Keys
 from podcrew_orchestrator.limits import TenantLimiter
+from podcrew_orchestrator.outbox import delivering
 from podcrew_orchestrator.pipeline import Pipeline
 from podcrew_orchestrator.settings import OrchestratorConfig, OrchestratorSettings
 from podcrew_orchestrator.store import RunStore
@@ -167,7 +168,9 @@ def create_worker_app(config: OrchestratorConfig) -> FastAPI:
             if webhook_settings.secret
             else None
         )
-        worker = create_worker(settings, redis, pipeline, llm_settings, sender)
+        worker = create_worker(settings, redis, pipeline, llm_settings)
+        keys, grace_s = Keys(settings.key_prefix), settings.graceful_shutdown_s
+        outbox = delivering(redis, keys, settings.consumer_name, sender, grace_s)
         checks = app.state.readiness.checks
         checks["redis"] = redis_ready(redis)
         checks["research-agent"] = _agent_check(http, settings.research_url)
@@ -175,10 +178,14 @@ def create_worker_app(config: OrchestratorConfig) -> FastAPI:
         consumer = asyncio.create_task(worker.run(), name="worker")
         checks["consumer"] = _consumer_check(consumer)
         try:
-            yield
+            # The outbox stops after the worker: the runs the worker finishes while it
+            # drains owe their webhooks too (any not under way by then stay pending).
+            async with outbox:
+                yield
+                app.state.readiness.draining = True
+                await worker.drain(grace_s)
         finally:
             app.state.readiness.draining = True
-            await worker.drain(settings.graceful_shutdown_s)
             consumer.cancel()
             await webhook_client.aclose()
             with contextlib.suppress(asyncio.CancelledError):

@@ -246,8 +246,11 @@ class WebhookSender:
             SIGNATURE_HEADER: signature_header(self._secret, timestamp, body),
         }
 
-    async def deliver(self, url: str, body: bytes) -> DeliveryResult:
-        """POST `body` (the run's final JSON) to `url` until it is accepted or cannot be.
+    async def deliver(
+        self, url: str, body: bytes, delivery_id: str | None = None
+    ) -> DeliveryResult:
+        """POST `body` (the run's final JSON) to `url` until it is accepted or cannot be,
+        as delivery `delivery_id` (a fresh one if None).
 
         Never raises for a failed delivery; the result says how it ended.
         """
@@ -255,7 +258,7 @@ class WebhookSender:
         # that decides both the outcome and the wait (`Retry-After`), and the result is a
         # value, not an exception. Expressing that in tenacity means smuggling responses
         # through exceptions into a custom wait and stop; the loop says it directly.
-        delivery_id = str(uuid.uuid4())
+        delivery_id = delivery_id or str(uuid.uuid4())
         attempt = 0
         while True:
             attempt += 1
