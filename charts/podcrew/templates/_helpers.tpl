@@ -255,13 +255,16 @@ OTEL_SDK_DISABLED: "true"
 
 {{/*
 Refuse shutdown timings Kubernetes would cut short: the kubelet's grace period covers the
-preStop sleep and then the process's own graceful shutdown.
+preStop sleep and then the process's own graceful shutdown. A worker's shutdown is up to
+twice its graceful shutdown (its runs finish, then webhooks in flight), then it hands the
+runs still unfinished back to the queue: that must happen before the kubelet's SIGKILL.
 (dict "name" "api" "values" .Values.api)
 */}}
 {{- define "podcrew.checkShutdown" -}}
 {{- $v := .values }}
-{{- if ge (add (int $v.preStopSleepSeconds) (int (ceil $v.gracefulShutdownSeconds))) (int $v.terminationGracePeriodSeconds) }}
-{{- fail (printf "%s: preStopSleepSeconds (%v) + gracefulShutdownSeconds (%v) must be less than terminationGracePeriodSeconds (%v)" .name $v.preStopSleepSeconds $v.gracefulShutdownSeconds $v.terminationGracePeriodSeconds) }}
+{{- $drains := eq .name "worker" | ternary 2 1 }}
+{{- if ge (add (int $v.preStopSleepSeconds) (mul $drains (int (ceil $v.gracefulShutdownSeconds)))) (int $v.terminationGracePeriodSeconds) }}
+{{- fail (printf "%s: preStopSleepSeconds (%v) + %d x gracefulShutdownSeconds (%v) must be less than terminationGracePeriodSeconds (%v)" .name $v.preStopSleepSeconds $drains $v.gracefulShutdownSeconds $v.terminationGracePeriodSeconds) }}
 {{- end }}
 {{- end }}
 

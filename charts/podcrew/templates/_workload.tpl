@@ -120,10 +120,12 @@ spec:
             periodSeconds: 5
             timeoutSeconds: 3
             failureThreshold: 2
+          {{- if gt (int $v.preStopSleepSeconds) 0 }}
           lifecycle:
             preStop:
               exec:
                 command: ["sleep", "{{ $v.preStopSleepSeconds }}"]
+          {{- end }}
           resources:
             {{- toYaml $v.resources | nindent 12 }}
           securityContext:

@@ -112,10 +112,12 @@ async def _export_daily_spend(ledger: Ledger) -> None:
         await asyncio.sleep(SPEND_GAUGE_INTERVAL_S)
 
 
-def _agent_check(http: httpx.AsyncClient, base_url: str) -> ReadinessCheck:
+def _agent_check(agent: ResearchClient | WriterClient, name: str) -> ReadinessCheck:
+    """Ready while at least one replica of the agent answers its health check."""
+
     async def check() -> None:
-        response = await http.get(base_url.rstrip("/") + "/healthz", timeout=1.0)
-        response.raise_for_status()
+        if not await agent.reachable():
+            raise RuntimeError(f"no {name} replica answers")
 
     return check
 
@@ -173,8 +175,8 @@ def create_worker_app(config: OrchestratorConfig) -> FastAPI:
         outbox = delivering(redis, keys, settings.consumer_name, sender, grace_s)
         checks = app.state.readiness.checks
         checks["redis"] = redis_ready(redis)
-        checks["research-agent"] = _agent_check(http, settings.research_url)
-        checks["writer-agent"] = _agent_check(http, settings.writer_url)
+        checks["research-agent"] = _agent_check(pipeline.research, "research-agent")
+        checks["writer-agent"] = _agent_check(pipeline.writer, "writer-agent")
         consumer = asyncio.create_task(worker.run(), name="worker")
         checks["consumer"] = _consumer_check(consumer)
         try:

@@ -32,9 +32,11 @@ class OrchestratorSettings(ServiceSettings):
     worker_port: Port = 8001
     """Health and metrics port (worker mode)."""
     research_url: str = "http://127.0.0.1:8101"
-    """Base URL of the research agents."""
+    """Base URL of the research agents: one (a Kubernetes Service), or several replicas
+    comma-separated, which calls take in turn; a call that cannot reach one is retried on
+    another."""
     writer_url: str = "http://127.0.0.1:8102"
-    """Base URL of the writer."""
+    """Base URL of the writer: one, or several replicas comma-separated (as `research_url`)."""
     key_prefix: str = "podcrew"
     """Prefix of every Redis key."""
     worker_concurrency: int = Field(default=32, ge=1, le=4096)

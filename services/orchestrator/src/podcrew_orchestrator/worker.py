@@ -22,7 +22,7 @@ from podcrew_orchestrator.aftermath import (
     audit,
 )
 from podcrew_orchestrator.cancellation import CancelWatch
-from podcrew_orchestrator.consumer import QueueConsumer
+from podcrew_orchestrator.consumer import IntakeGate, QueueConsumer
 from podcrew_orchestrator.executor import RunExecutor
 from podcrew_orchestrator.keys import Keys
 from podcrew_orchestrator.pipeline import Pipeline
@@ -57,4 +57,5 @@ def create_worker(
         Aftermath(parts),
         watch,
     )
-    return QueueConsumer(settings, store, queue, executor, watch)
+    gate = IntakeGate(pipeline.unreachable_agents)
+    return QueueConsumer(settings, store, queue, executor, watch, gate)
