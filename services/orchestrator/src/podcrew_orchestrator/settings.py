@@ -7,13 +7,14 @@ from __future__ import annotations
 import os
 import socket
 from dataclasses import dataclass, field
+from typing import Annotated
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from podcrew_core.llm import LLMSettings
 from podcrew_core.runtime.auth import ApiKey, ServiceTokenSettings
-from podcrew_core.runtime.settings import Port, RedisSettings, ServiceSettings
+from podcrew_core.runtime.settings import Port, RedisSettings, SecretSetting, ServiceSettings
 from podcrew_orchestrator.limits import TenantLimits
 from podcrew_orchestrator.webhooks import WebhookSettings
 
@@ -61,7 +62,7 @@ class OrchestratorSettings(ServiceSettings):
     """Largest `?wait=` a client may ask for."""
     trim_interval_s: float = Field(default=60.0, gt=0)
     """How often a worker trims acknowledged queue entries."""
-    api_keys: list[ApiKey] = Field(default_factory=list)
+    api_keys: Annotated[list[ApiKey], SecretSetting()] = Field(default_factory=list)
     """JSON list of {"tenant", "sha256"}: the SHA-256 hex of each API key and its tenant. Empty:
     the API is open and every run belongs to tenant `default` (local use only; a warning is
     logged)."""

@@ -42,7 +42,7 @@ import httpx
 import structlog
 from prometheus_client import Counter
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
 from podcrew_core.contracts.errors import BadRequest, BlockedURL
 from podcrew_core.runtime.egress import (
@@ -53,6 +53,7 @@ from podcrew_core.runtime.egress import (
     system_resolver,
 )
 from podcrew_core.runtime.resilience import backoff_s, retry_after_s, should_retry_status
+from podcrew_core.runtime.settings import PodcrewSettings
 
 log = structlog.get_logger(__name__)
 
@@ -358,7 +359,7 @@ class WebhookSender:
 # --- settings -------------------------------------------------------------------------------
 
 
-class WebhookSettings(BaseSettings):
+class WebhookSettings(PodcrewSettings):
     """`PODCREW_WEBHOOK_*`: the signing secret and the egress guard for completion webhooks.
     Built in the lifespan of whichever process delivers them, never at import."""
 
