@@ -13,7 +13,7 @@ from pydantic_settings import BaseSettings
 
 from podcrew_core.llm.settings import LLMSettings
 from podcrew_core.runtime.auth import ServiceTokenSettings
-from podcrew_core.runtime.settings import RedisSettings
+from podcrew_core.runtime.settings import FILE_SUFFIX, RedisSettings, is_secret
 from podcrew_operator.settings import OperatorSettings
 from podcrew_orchestrator.settings import OrchestratorSettings
 from podcrew_orchestrator.webhooks import WebhookSettings
@@ -39,6 +39,11 @@ Every setting is an environment variable, read by pydantic-settings when a servi
 classes themselves; `make test` fails when it is out of date.
 
 Secrets (`SecretStr`) are never logged. Dynamic defaults are described, not shown.
+
+A secret setting may instead come from a file: `<NAME>_FILE` holds the path of a file whose
+content (less a trailing newline) is the value, as a Kubernetes Secret mounted as a volume
+provides it (the chart does so, docs/deploy.md). The table names those variables. Setting both
+`<NAME>` and `<NAME>_FILE`, or naming a file that cannot be read, stops the process at start.
 """
 
 
@@ -56,10 +61,18 @@ def _default(settings: type[BaseSettings], name: str) -> str:
     return f"`{value}`"
 
 
+def _variable(settings: type[BaseSettings], name: str) -> str:
+    field = settings.model_fields[name]
+    alias = field.validation_alias
+    # An alias is the whole name (the SDK's own variable); otherwise prefix + name.
+    prefix = settings.model_config.get("env_prefix", "")
+    var = (alias if isinstance(alias, str) else f"{prefix}{name}").upper()
+    return f"`{var}` or `{var}{FILE_SUFFIX}`" if is_secret(field) else f"`{var}`"
+
+
 def render() -> str:
     out = [HEADER]
     for title, settings, used_by in SECTIONS:
-        prefix = settings.model_config.get("env_prefix", "")
         out += [
             f"## {title}",
             "",
@@ -71,7 +84,7 @@ def render() -> str:
         for name, field in settings.model_fields.items():
             # A description is the field's attribute docstring, wrapped in the source.
             meaning = " ".join((field.description or "").split()).replace("|", "\\|")
-            out.append(f"| `{prefix}{name.upper()}` | {_default(settings, name)} | {meaning} |")
+            out.append(f"| {_variable(settings, name)} | {_default(settings, name)} | {meaning} |")
         out.append("")
     return "\n".join(out)
 

@@ -454,15 +454,38 @@ def pod_specs(objects: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]
     return out
 
 
+def secret_mounts(container: dict[str, Any], release: Release) -> dict[str, dict[str, Any]]:
+    """mountPath -> the Secret volume mounted there, for a container of one of the release's
+    pods (found by identity: the container is the object the release holds)."""
+    for _, spec in pod_specs(release.all()):
+        if any(c is container for c in spec["containers"]):
+            volumes = {v["name"]: v for v in spec.get("volumes", [])}
+            return {
+                m["mountPath"]: volumes[m["name"]]["secret"]
+                for m in container.get("volumeMounts", [])
+                if "secret" in volumes.get(m["name"], {})
+            }
+    raise AssertionError(f"container {container.get('name')} is not in the release")
+
+
 def env_of(container: dict[str, Any], release: Release) -> dict[str, Any]:
     """A container's environment: ConfigMap values from envFrom, then `env` entries (value or
-    valueFrom), as the kubelet composes them."""
+    valueFrom), as the kubelet composes them. A `<NAME>_FILE` pointing into a mounted Secret
+    also gives `<NAME>` as {"secretFile": {"name": secret, "key": key}}: what the process reads."""
     env: dict[str, Any] = {}
     configmaps = {o["metadata"]["name"]: o.get("data", {}) for o in release.of_kind("ConfigMap")}
     for source in container.get("envFrom", []):
         env.update(configmaps[source["configMapRef"]["name"]])
+    mounts = secret_mounts(container, release)
     for item in container.get("env", []):
         env[item["name"]] = item.get("value", item.get("valueFrom"))
+        directory, _, file = str(item.get("value", "")).rpartition("/")
+        if item["name"].endswith("_FILE") and directory in mounts:
+            secret = mounts[directory]
+            (entry,) = [i for i in secret["items"] if i["path"] == file]
+            env[item["name"].removesuffix("_FILE")] = {
+                "secretFile": {"name": secret["secretName"], "key": entry["key"]}
+            }
     return env
 
 

@@ -57,6 +57,7 @@ def _settings_readers() -> list[tuple[Any, tuple[str, ...]]]:
 LEFT_TO_THE_PROCESS = {
     "PODCREW_ORCHESTRATOR_CONSUMER_NAME": "hostname-pid is unique per pod already",
     "PODCREW_ORCHESTRATOR_API_KEYS": "set from api.auth.existingSecret, in the api only (tested below)",
+    "ANTHROPIC_API_KEY": "set from llm.anthropic.existingSecret with provider anthropic (below)",
 }
 # Where each settings prefix lives in values.yaml.
 CONFIG_VALUES = {
@@ -106,8 +107,9 @@ def test_every_setting_reaches_the_processes_that_read_it(helm_engine: Any, char
     missing = []
     for cls, readers in _settings_readers():
         prefix = cls.model_config.get("env_prefix", "")
-        for field in cls.model_fields:
-            var = f"{prefix}{field}".upper()
+        for field, info in cls.model_fields.items():
+            alias = info.validation_alias
+            var = (alias if isinstance(alias, str) else f"{prefix}{field}").upper()
             if var in LEFT_TO_THE_PROCESS:
                 continue
             absent = [c for c in readers if var not in default[c]]
@@ -221,9 +223,14 @@ STAND_INS = {
 
 
 def test_the_settings_parse_with_the_services_own_settings_classes(
-    helm_engine: Any, chartlib: Any, monkeypatch: pytest.MonkeyPatch, values_file: str
+    helm_engine: Any,
+    chartlib: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    values_file: str,
+    tmp_path: Path,
 ) -> None:
-    """The rendered values are what pydantic-settings accepts (types, bounds, JSON)."""
+    """The rendered values are what pydantic-settings accepts (types, bounds, JSON), secrets
+    read from files as the kubelet mounts them."""
     release = helm_engine.release(values_file)
     env = _env_by_component(release, chartlib)
     for cls, readers in _settings_readers():
@@ -232,7 +239,18 @@ def test_the_settings_parse_with_the_services_own_settings_classes(
                 continue
             with monkeypatch.context() as m:
                 for key, value in env[component].items():
-                    # Secrets and $(VAR) references are resolved by the kubelet: stand in for them.
+                    base = key.removesuffix("_FILE")
+                    if isinstance(value, dict) and "secretFile" in value:
+                        continue  # read through its <NAME>_FILE
+                    if key != base and isinstance(env[component].get(base), dict):
+                        # The mounted Secret: a file with a stand-in and a trailing newline.
+                        stand_in = tmp_path / key
+                        stand_in.write_text(
+                            STAND_INS.get(base, "a-secret-from-a-mounted-file") + "\n"
+                        )
+                        m.setenv(key, str(stand_in))
+                        continue
+                    # $(VAR) references are resolved by the kubelet: stand in for them.
                     resolved = (
                         value
                         if isinstance(value, str) and "$(" not in value
@@ -267,13 +285,19 @@ def test_in_cluster_redis_is_the_official_image_with_aof_on_a_volume(
     assert len(secret["data"]["redis-password"]) >= 32
     assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
     # The agents keep the spend ledger (and the research agent its tool cache) there too.
+    # The URL is plain configuration; the password reaches every process as a file.
     for component in COMPONENTS:
-        env = _container(release, component)["env"]
-        names = [e["name"] for e in env]
-        url = next(e["value"] for e in env if e["name"] == "PODCREW_REDIS_URL")
-        assert url == "redis://:$(REDIS_PASSWORD)@rel-podcrew-redis:6379/0"
-        # $(VAR) expands only from variables defined before it.
-        assert names.index("REDIS_PASSWORD") < names.index("PODCREW_REDIS_URL")
+        env = _env(release, component, chartlib)
+        assert env["PODCREW_REDIS_URL"] == "redis://rel-podcrew-redis:6379/0"
+        assert env["PODCREW_REDIS_PASSWORD"] == {
+            "secretFile": {"name": "rel-podcrew-redis", "key": "redis-password"}
+        }
+    # Redis itself: the password from the same file, into a config include, never the env.
+    assert "env" not in container
+    (command,) = [line for line in container["command"][2].splitlines() if "requirepass" in line]
+    assert "$(cat /var/run/secrets/podcrew/redis/redis-password)" in command
+    probe = container["readinessProbe"]["exec"]["command"][2]
+    assert probe.startswith('REDISCLI_AUTH="$(cat /var/run/secrets/podcrew/redis/redis-password)"')
     all_images = [
         c["image"] for _, spec in chartlib.pod_specs(release.all()) for c in spec["containers"]
     ]
@@ -288,7 +312,7 @@ def test_minimal_redis_has_no_password_and_no_volume(helm_engine: Any, chartlib:
     for component in COMPONENTS:
         env = _env(release, component, chartlib)
         assert env["PODCREW_REDIS_URL"] == "redis://rel-podcrew-redis:6379/0", component
-        assert "REDIS_PASSWORD" not in env, component
+        assert "PODCREW_REDIS_PASSWORD" not in env, component
 
 
 def test_external_redis_comes_from_an_existing_secret(helm_engine: Any, chartlib: Any) -> None:
@@ -297,7 +321,7 @@ def test_external_redis_comes_from_an_existing_secret(helm_engine: Any, chartlib
     assert not [o for o in release.objects if o["metadata"]["name"].endswith("-redis")]
     for component in COMPONENTS:
         assert _env(release, component, chartlib)["PODCREW_REDIS_URL"] == {
-            "secretKeyRef": {"name": "podcrew-redis-url", "key": "url"}
+            "secretFile": {"name": "podcrew-redis-url", "key": "url"}
         }
     with pytest.raises(Exception, match="externalRedis"):
         helm_engine.install({"redis": {"enabled": False}})
@@ -356,11 +380,11 @@ def test_anthropic_key_comes_from_an_existing_secret(helm_engine: Any, chartlib:
         env = _env(release, component, chartlib)
         assert env["PODCREW_LLM_PROVIDER"] == "anthropic"
         assert env["ANTHROPIC_API_KEY"] == {
-            "secretKeyRef": {"name": "podcrew-anthropic", "key": "ANTHROPIC_API_KEY"}
+            "secretFile": {"name": "podcrew-anthropic", "key": "ANTHROPIC_API_KEY"}
         }
     assert "ANTHROPIC_API_KEY" not in _env(release, "api", chartlib)
     assert _env(release, "api", chartlib)["PODCREW_ORCHESTRATOR_API_KEYS"] == {
-        "secretKeyRef": {"name": "podcrew-api-keys", "key": "api-keys"}
+        "secretFile": {"name": "podcrew-api-keys", "key": "api-keys"}
     }
     with pytest.raises(Exception, match=r"llm\.anthropic\.existingSecret"):
         helm_engine.install({"llm": {"provider": "anthropic"}})
@@ -379,7 +403,7 @@ def test_agents_require_the_service_token_the_worker_sends(helm_engine: Any, cha
     release = helm_engine.release("default-values.yaml")
     secret = release.get("Secret", "service-token")
     assert len(secret["data"]["service-token"]) >= 48
-    ref = {"secretKeyRef": {"name": "rel-podcrew-service-token", "key": "service-token"}}
+    ref = {"secretFile": {"name": "rel-podcrew-service-token", "key": "service-token"}}
     for component in ("worker", "research-agent", "writer-agent"):
         assert _env(release, component, chartlib)["PODCREW_SERVICE_TOKEN"] == ref
     assert "PODCREW_SERVICE_TOKEN" not in _env(release, "api", chartlib)
@@ -390,11 +414,16 @@ def test_agents_require_the_service_token_the_worker_sends(helm_engine: Any, cha
 
 # --- completion webhooks ---------------------------------------------------------------------
 
-WEBHOOK_SECRET_REF = {"secretKeyRef": {"name": "podcrew-webhook", "key": "webhook-secret"}}
+WEBHOOK_SECRET_REF = {"secretFile": {"name": "podcrew-webhook", "key": "webhook-secret"}}
 
 
 def _webhook_env(env: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in env.items() if k.startswith("PODCREW_WEBHOOK_")}
+    """The webhook settings as the process reads them (the secret's file resolved)."""
+    return {
+        k: v
+        for k, v in env.items()
+        if k.startswith("PODCREW_WEBHOOK_") and k != "PODCREW_WEBHOOK_SECRET_FILE"
+    }
 
 
 def test_webhooks_reach_the_api_and_the_worker_only(helm_engine: Any, chartlib: Any) -> None:
@@ -431,7 +460,7 @@ def test_webhooks_reach_the_api_and_the_worker_only(helm_engine: Any, chartlib: 
     )
     for component in ("api", "worker"):
         assert custom[component]["PODCREW_WEBHOOK_SECRET"] == {
-            "secretKeyRef": {"name": "hooks", "key": "signing-key"}
+            "secretFile": {"name": "hooks", "key": "signing-key"}
         }
         assert json.loads(custom[component]["PODCREW_WEBHOOK_ALLOWED_HOSTS"]) == [
             "hooks.example.com"
@@ -487,7 +516,10 @@ def test_webhook_egress_only_when_enabled(helm_engine: Any) -> None:
         {"to": [{"ipBlock": {"cidr": "10.30.0.0/16"}}], "ports": ports},
     ]
     assert not helm_engine.install(
-        {"webhooks": {"enabled": True, "existingSecret": "hooks"}}
+        {
+            "webhooks": {"enabled": True, "existingSecret": "hooks"},
+            "networkPolicy": {"enabled": False},
+        }
     ).of_kind("NetworkPolicy")
 
 
@@ -757,7 +789,9 @@ def test_network_policies_for_anthropic_restricted_clients_and_external_redis(
                 "ports": [{"protocol": "TCP", "port": 6380}],
             }
         ], component
-    assert not helm_engine.release("default-values.yaml").of_kind("NetworkPolicy")
+    # On by default (the policy checks want every pod selected by one), off on request.
+    assert helm_engine.release("default-values.yaml").of_kind("NetworkPolicy")
+    assert not helm_engine.install({"networkPolicy": {"enabled": False}}).of_kind("NetworkPolicy")
 
 
 # --- monitoring ------------------------------------------------------------------------------
@@ -937,23 +971,35 @@ def test_helm_test_pod_submits_a_run(helm_engine: Any, chartlib: Any) -> None:
     env = {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
     assert env["PODCREW_API_URL"] == "http://rel-podcrew-api:8000"
     assert pod["spec"]["restartPolicy"] == "Never"
-    keyed = helm_engine.release("hpa-values.yaml").hooks[0]["spec"]["containers"][0]["env"]
-    assert {
-        "name": "PODCREW_API_KEY",
-        "valueFrom": {"secretKeyRef": {"name": "podcrew-test-key", "key": "api-key"}},
-    } in keyed
+    keyed = helm_engine.release("hpa-values.yaml")
+    keyed_env = chartlib.env_of(keyed.hooks[0]["spec"]["containers"][0], keyed)
+    assert keyed_env["PODCREW_API_KEY"] == {
+        "secretFile": {"name": "podcrew-test-key", "key": "api-key"}
+    }
+    # Probes on the script's heartbeat: a stuck test fails instead of waiting out its timeout.
+    assert env["PODCREW_TEST_HEARTBEAT"] == "/tmp/heartbeat"
+    assert "/tmp/heartbeat" in container["livenessProbe"]["exec"]["command"][-1]
     assert not helm_engine.release("minimal-values.yaml").hooks
 
 
-def test_the_helm_test_script_passes_against_a_running_stack() -> None:
-    """The script the test pod runs, against the real services on loopback (offline LLM)."""
+def test_the_helm_test_script_passes_against_a_running_stack(tmp_path: Path) -> None:
+    """The script the test pod runs, against the real services on loopback (offline LLM),
+    with its key from a file as the pod mounts it, beating its heartbeat."""
     from podcrew_cli.stack import Stack, StackConfig
 
     script = CHART / "files" / "smoke-test.py"
+    key = tmp_path / "api-key"
+    key.write_text("a-test-key\n")
+    heartbeat = tmp_path / "heartbeat"
     with Stack(StackConfig.on_free_ports()) as stack:
         result = subprocess.run(
             [sys.executable, str(script)],
-            env={"PODCREW_API_URL": stack.config.api_url, "PODCREW_TEST_TIMEOUT_S": "60"},
+            env={
+                "PODCREW_API_URL": stack.config.api_url,
+                "PODCREW_TEST_TIMEOUT_S": "60",
+                "PODCREW_API_KEY_FILE": str(key),
+                "PODCREW_TEST_HEARTBEAT": str(heartbeat),
+            },
             capture_output=True,
             text=True,
             timeout=90,
@@ -961,6 +1007,7 @@ def test_the_helm_test_script_passes_against_a_running_stack() -> None:
         )
     assert result.returncode == 0, result.stdout + result.stderr
     assert json.loads(result.stdout.strip().splitlines()[-1])["status"] == "succeeded"
+    assert heartbeat.exists()
 
 
 def test_the_helm_test_script_fails_when_the_api_is_unreachable() -> None:

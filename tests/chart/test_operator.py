@@ -43,7 +43,9 @@ def test_the_crd_is_installed_and_valid(helm_engine: Any, kube_version: str) -> 
     assert not [o for o in off.objects if "operator" in o["metadata"]["name"]]
 
 
-def test_one_replica_replaced_never_rolled(helm_engine: Any, values_file: str) -> None:
+def test_one_replica_replaced_never_rolled(
+    helm_engine: Any, chartlib: Any, values_file: str
+) -> None:
     release = helm_engine.release(values_file)
     deployment = release.get("Deployment", "operator")
     assert deployment["spec"]["replicas"] == 1
@@ -61,8 +63,11 @@ def test_one_replica_replaced_never_rolled(helm_engine: Any, values_file: str) -
     assert container["command"] == ["podcrew-operator"]
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "liveness"}
-    assert "readinessProbe" not in container  # nothing routes to it
-    assert ports == {"liveness": 8080}
+    # Readiness is the operator's own endpoint (started, logged in, the api ready).
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "readiness"}
+    assert ports == {"liveness": 8080, "readiness": 8081}
+    env = chartlib.env_of(container, release)
+    assert env["PODCREW_OPERATOR_READINESS_ENDPOINT"] == "http://0.0.0.0:8081/readyz"
 
 
 def test_liveness_endpoint_and_scope_reach_the_operator(helm_engine: Any, chartlib: Any) -> None:
@@ -131,7 +136,7 @@ def test_only_the_operator_pod_gets_an_api_token(helm_engine: Any, chartlib: Any
 
 
 def test_the_api_key_comes_from_its_own_secret(
-    helm_engine: Any, chartlib: Any, monkeypatch: pytest.MonkeyPatch
+    helm_engine: Any, chartlib: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
 ) -> None:
     from podcrew_operator.settings import OperatorSettings
 
@@ -140,14 +145,18 @@ def test_the_api_key_comes_from_its_own_secret(
     )
     env = _operator_env(release, chartlib)
     assert env["PODCREW_OPERATOR_API_KEY"] == {
-        "secretKeyRef": {"name": "podcrew-operator-key", "key": "key"}
+        "secretFile": {"name": "podcrew-operator-key", "key": "key"}
     }
+    mounted = tmp_path / "key"
+    mounted.write_text("a-key-from-the-secret\n")
     for key, value in env.items():
-        monkeypatch.setenv(key, value if isinstance(value, str) else "a-key-from-the-secret")
+        if isinstance(value, str):
+            monkeypatch.setenv(key, str(mounted) if key.endswith("_FILE") else value)
     settings = OperatorSettings()  # what the chart sets is what the operator accepts
     assert settings.namespaces == ["podcrew"]
     assert settings.max_concurrent_runs == 20
     assert settings.api_key is not None
+    assert settings.api_key.get_secret_value() == "a-key-from-the-secret"
 
 
 def test_values_defaults_are_the_operators_defaults() -> None:

@@ -168,32 +168,51 @@ def test_probes_and_named_ports(helm_engine: Any, values_file: str) -> None:
         )
 
 
+GRACEFUL_SHUTDOWN_ENV = {
+    "api": "PODCREW_ORCHESTRATOR_GRACEFUL_SHUTDOWN_S",
+    "worker": "PODCREW_ORCHESTRATOR_GRACEFUL_SHUTDOWN_S",
+    "research-agent": "PODCREW_RESEARCH_GRACEFUL_SHUTDOWN_S",
+    "writer-agent": "PODCREW_WRITER_GRACEFUL_SHUTDOWN_S",
+}
+
+
 def test_shutdown_fits_in_the_grace_period(
     helm_engine: Any, chartlib: Any, values_file: str
 ) -> None:
-    """preStop sleep + the service's own graceful shutdown < terminationGracePeriodSeconds, and
-    the service is told the same graceful shutdown the chart planned for."""
+    """A rolling update loses no run: every Service-backed pod sleeps in preStop while its
+    endpoint is removed, then gets its graceful shutdown before SIGKILL, and a new pod is
+    ready before an old one goes; the worker (no Service) starts its drain at once and hands
+    its runs back before SIGKILL, after up to twice its graceful shutdown (runs, then
+    webhooks). Each service is told the graceful shutdown the chart planned for."""
     release = helm_engine.release(values_file)
-    env_names = {
-        "api": "PODCREW_ORCHESTRATOR_GRACEFUL_SHUTDOWN_S",
-        "worker": "PODCREW_ORCHESTRATOR_GRACEFUL_SHUTDOWN_S",
-        "research-agent": "PODCREW_RESEARCH_GRACEFUL_SHUTDOWN_S",
-        "writer-agent": "PODCREW_WRITER_GRACEFUL_SHUTDOWN_S",
-    }
-    for component, var in env_names.items():
-        pod = release.get("Deployment", component)["spec"]["template"]["spec"]
+    for component, var in GRACEFUL_SHUTDOWN_ENV.items():
+        deployment = release.get("Deployment", component)
+        assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+        pod = deployment["spec"]["template"]["spec"]
         (container,) = pod["containers"]
-        command = container["lifecycle"]["preStop"]["exec"]["command"]
-        assert command[0] == "sleep"
         graceful = float(chartlib.env_of(container, release)[var])
+        if component == "worker":
+            assert "lifecycle" not in container  # nothing routes to it: no reason to wait
+            assert 2 * graceful < pod["terminationGracePeriodSeconds"]
+            continue
+        command = container["lifecycle"]["preStop"]["exec"]["command"]
+        assert command[0] == "sleep" and int(command[1]) >= 5, component
         assert int(command[1]) + graceful < pod["terminationGracePeriodSeconds"], component
 
 
-def test_a_grace_period_too_short_is_refused(helm_engine: Any) -> None:
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"worker": {"gracefulShutdownSeconds": 30, "terminationGracePeriodSeconds": 30}},
+        # The worker's drain may take twice its graceful shutdown: 2 x 20 does not fit in 35.
+        {"worker": {"gracefulShutdownSeconds": 20, "terminationGracePeriodSeconds": 35}},
+        {"researchAgent": {"preStopSleepSeconds": 10, "terminationGracePeriodSeconds": 30}},
+    ],
+    ids=["worker-grace", "worker-drain", "agent-prestop"],
+)
+def test_a_grace_period_too_short_is_refused(helm_engine: Any, values: dict[str, Any]) -> None:
     with pytest.raises(Exception, match="terminationGracePeriodSeconds"):
-        helm_engine.install(
-            {"worker": {"gracefulShutdownSeconds": 30, "terminationGracePeriodSeconds": 30}}
-        )
+        helm_engine.install(values)
 
 
 def test_config_changes_roll_the_pods(helm_engine: Any) -> None:

@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from podcrew_cli.stack import LOOPBACK, Stack
+from podcrew_core.contracts.schemas import MAX_QUESTION_CHARS
 from podcrew_core.runtime.serve import MAX_HEADER_BYTES
 
 pytestmark = pytest.mark.integration
@@ -79,6 +80,29 @@ def test_oversized_body(runs: Any) -> None:
     )
     assert response.status_code == 413
     assert response.headers["content-type"] == PROBLEM
+
+
+def _longest_question(clause: str) -> str:
+    """A question of exactly the API's maximum length, made of `clause` repeated."""
+    text = " ".join([clause] * (MAX_QUESTION_CHARS // len(clause) + 1))
+    return text[: MAX_QUESTION_CHARS - 1] + "?"
+
+
+@pytest.mark.parametrize(
+    "clause",
+    [
+        # One clause the planner cannot split, and many it can.
+        "why does the garbage collector of a python generator keep its frame alive",
+        "how do python iterators work; what do generators add",
+    ],
+)
+def test_a_question_of_the_maximum_length_is_planned_and_answered(runs: Any, clause: str) -> None:
+    question = _longest_question(clause)
+    assert len(question) == MAX_QUESTION_CHARS
+    run = runs.wait_final(runs.submit(question))
+    assert run["status"] == "succeeded", run["error"]
+    assert run["result"]["report"]
+    assert 2 <= len(run["sub_questions"]) <= 3
 
 
 @pytest.mark.parametrize("path", ["/v1/runs/run_nope", "/v1/runs/run_nope/events"])

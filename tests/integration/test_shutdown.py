@@ -3,8 +3,12 @@ with an event the client resumes from, and every process exits 0."""
 
 from __future__ import annotations
 
+import collections
 import json
+import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from typing import Any
@@ -14,6 +18,8 @@ import pytest
 from httpx_sse import connect_sse
 
 pytestmark = pytest.mark.integration
+
+FINAL = ("succeeded", "failed", "cancelled")
 
 
 def _wait_for(predicate: Any, timeout_s: float = 20.0) -> None:
@@ -125,3 +131,78 @@ def test_every_process_exits_0_on_sigterm() -> None:
     with Stack(StackConfig.on_free_ports()) as fresh:
         codes = fresh.stop()
     assert codes == dict.fromkeys(codes, 0), codes
+
+
+# --- `podcrew up` stopped with runs in flight -------------------------------------------------
+
+IN_FLIGHT_RUNS = 80
+
+
+def _up(data_dir: Any, ports: dict[str, int], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """The real `podcrew up`, as a user runs it, on `data_dir` and the given ports."""
+    argv = [sys.executable, "-m", "podcrew_cli", "up", "--data-dir", str(data_dir)]
+    for flag, port in ports.items():
+        argv += [f"--{flag}", str(port)]
+    with (data_dir / "up.log").open("ab") as log:  # the child keeps its own copy
+        return subprocess.Popen(argv, env={**os.environ, **env}, stdout=log, stderr=log)
+
+
+def _wait_up(api_url: str, up: subprocess.Popen[bytes]) -> None:
+    def ready() -> bool:
+        assert up.poll() is None, "podcrew up exited during start-up"
+        try:
+            return httpx.get(f"{api_url}/readyz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    _wait_for(ready, 60)
+
+
+def _statuses(client: httpx.Client, run_ids: list[str]) -> collections.Counter[str]:
+    return collections.Counter(client.get(f"/v1/runs/{r}").json()["status"] for r in run_ids)
+
+
+@pytest.mark.timeout(240)
+def test_podcrew_up_stopped_with_runs_in_flight_loses_none(tmp_path: Any) -> None:
+    from podcrew_cli.stack import free_port
+
+    ports = {
+        f"{name}-port": free_port()
+        for name in ("api", "worker", "research", "writer", "redis", "simulator")
+    }
+    api_url = f"http://127.0.0.1:{ports['api-port']}"
+    env = {
+        "PODCREW_LLM_OFFLINE_LATENCY_S": "0.3",
+        # Short enough that runs are still executing when it ends: they are handed back.
+        "PODCREW_ORCHESTRATOR_GRACEFUL_SHUTDOWN_S": "1.0",
+        "PODCREW_ORCHESTRATOR_CLAIM_MIN_IDLE_S": "120",  # reclaim cannot be what saves them
+        "PODCREW_ORCHESTRATOR_DEFAULT_TENANT_LIMITS": json.dumps(
+            {"requests_per_minute": 10_000, "burst": 1000, "concurrent_runs": 1000}
+        ),
+    }
+    up = _up(tmp_path, ports, env)
+    try:
+        _wait_up(api_url, up)
+        with httpx.Client(base_url=api_url, timeout=30) as client:
+            run_ids = [
+                client.post(
+                    "/v1/runs", json={"question": f"How do Python generators work? (case {n})"}
+                ).json()["id"]
+                for n in range(IN_FLIGHT_RUNS)
+            ]
+            _wait_for(lambda: _statuses(client, run_ids)["running"] >= 10, 30)
+            up.send_signal(signal.SIGTERM)
+            assert up.wait(90) == 0
+        up = _up(tmp_path, ports, env)  # the same data directory: Redis reloads its AOF
+        _wait_up(api_url, up)
+        with httpx.Client(base_url=api_url, timeout=30) as client:
+            _wait_for(lambda: _statuses(client, run_ids).keys() <= set(FINAL), 60)
+            by_status = _statuses(client, run_ids)
+            attempts = [client.get(f"/v1/runs/{r}").json()["attempts"] for r in run_ids]
+    finally:
+        up.send_signal(signal.SIGTERM)
+        up.wait(90)
+    print(json.dumps({"runs": IN_FLIGHT_RUNS, "by_status": dict(by_status)}))
+    assert by_status["failed"] == 0, dict(by_status)
+    assert by_status["succeeded"] == IN_FLIGHT_RUNS, dict(by_status)
+    assert max(attempts) == 1  # handed back, never reclaimed after a lost heartbeat

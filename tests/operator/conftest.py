@@ -405,6 +405,7 @@ class Operator:
         workdir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.liveness = f"http://{LOOPBACK}:{self.port}/healthz"
+        self.readiness = f"http://{LOOPBACK}:{free_port()}/readyz"
         env = {
             **os.environ,
             "KUBECONFIG": str(emulator.kubeconfig(workdir / "kubeconfig")),
@@ -416,6 +417,7 @@ class Operator:
             "PODCREW_OPERATOR_RETRY_MAX_DELAY_S": "1.0",
             "PODCREW_OPERATOR_FINALIZER_TIMEOUT_S": "3",
             "PODCREW_OPERATOR_LOG_LEVEL": "INFO",
+            "PODCREW_OPERATOR_READINESS_ENDPOINT": self.readiness,
             "PYTHONUNBUFFERED": "1",
             **extra_env,
         }

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import httpx
 import pytest
 
 pytestmark = pytest.mark.integration
@@ -153,6 +154,33 @@ def test_orchestrator_down_is_retried_until_it_recovers(
     assert (submitted["status"], submitted["reason"]) == ("True", "Accepted")
     assert orchestrator.runs_asking(question) == [obj["status"]["runId"]]
     assert operator.log().count("failed temporarily") >= 2
+
+
+def _ready(operator: Any, timeout_s: float = 15.0) -> httpx.Response:
+    """The readiness answer once it is 200, or the last one after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        answer = httpx.get(operator.readiness, timeout=5.0)
+        if answer.status_code == 200 or time.monotonic() > deadline:
+            return answer
+        time.sleep(0.1)
+
+
+def test_the_operator_is_ready_while_the_api_is_and_alive_either_way(
+    operator: Any, orchestrator: Any
+) -> None:
+    """Readiness follows what the operator needs (the api); liveness does not, since a restart
+    would not bring the api back."""
+    assert _ready(operator).json() == {"status": "ready"}
+    orchestrator.stop_api()
+    try:
+        answer = httpx.get(operator.readiness, timeout=5.0)
+        assert answer.status_code == 503
+        assert "orchestrator api is unreachable" in answer.json()["reason"]
+        assert httpx.get(operator.liveness, timeout=5.0).status_code == 200
+    finally:
+        orchestrator.start_api()
+    assert _ready(operator).status_code == 200
 
 
 def test_deleting_a_running_agentrun_cancels_its_run(

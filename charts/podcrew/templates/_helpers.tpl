@@ -115,32 +115,57 @@ The run queue: stream "<keyPrefix>:runs", consumer group "workers" (docs/archite
 {{- end }}
 
 {{/*
-Redis environment of every podcrew service (the api and worker keep runs there, the agents the
-spend ledger and the tool cache): REDIS_PASSWORD first, so $(REDIS_PASSWORD) expands.
+Redis settings of every podcrew service (the api and worker keep runs there, the agents the
+spend ledger and the tool cache): the URL without a password for the ConfigMap; the password,
+or an external URL from an existing Secret, as a file (podcrew.redis.secretFiles).
 */}}
-{{- define "podcrew.redis.env" -}}
+{{- define "podcrew.redis.config" -}}
 {{- if .Values.redis.enabled }}
-{{- if .Values.redis.auth.enabled }}
-- name: REDIS_PASSWORD
-  valueFrom:
-    secretKeyRef:
-      name: {{ include "podcrew.redis.secretName" . }}
-      key: {{ .Values.redis.auth.secretKey }}
-- name: PODCREW_REDIS_URL
-  value: {{ printf "redis://:$(REDIS_PASSWORD)@%s:%d/%d" (include "podcrew.redis.host" .) (int .Values.redis.port) (int .Values.redis.database) | quote }}
-{{- else }}
-- name: PODCREW_REDIS_URL
-  value: {{ printf "redis://%s:%d/%d" (include "podcrew.redis.host" .) (int .Values.redis.port) (int .Values.redis.database) | quote }}
+PODCREW_REDIS_URL: {{ printf "redis://%s:%d/%d" (include "podcrew.redis.host" .) (int .Values.redis.port) (int .Values.redis.database) | quote }}
+{{- else if not .Values.externalRedis.existingSecret }}
+PODCREW_REDIS_URL: {{ required "redis.enabled is false: set externalRedis.url or externalRedis.existingSecret" .Values.externalRedis.url | quote }}
 {{- end }}
-{{- else if .Values.externalRedis.existingSecret }}
-- name: PODCREW_REDIS_URL
-  valueFrom:
-    secretKeyRef:
-      name: {{ .Values.externalRedis.existingSecret }}
-      key: {{ .Values.externalRedis.existingSecretKey }}
-{{- else }}
-- name: PODCREW_REDIS_URL
-  value: {{ required "redis.enabled is false: set externalRedis.url or externalRedis.existingSecret" .Values.externalRedis.url | quote }}
+{{- end }}
+
+{{- define "podcrew.redis.secretFiles" -}}
+{{- if and .Values.redis.enabled .Values.redis.auth.enabled }}
+- {var: PODCREW_REDIS_PASSWORD, volume: redis, secret: {{ include "podcrew.redis.secretName" . }}, key: {{ .Values.redis.auth.secretKey }}}
+{{- else if and (not .Values.redis.enabled) .Values.externalRedis.existingSecret }}
+- {var: PODCREW_REDIS_URL, volume: redis, secret: {{ .Values.externalRedis.existingSecret }}, key: {{ .Values.externalRedis.existingSecretKey }}}
+{{- end }}
+{{- end }}
+
+{{/*
+Secrets reach the processes as files, never as environment variables (docs/deploy.md): each
+entry of a component's list, {var, volume, secret, key}, mounts one key of a Secret read-only
+at /var/run/secrets/podcrew/<volume>/<key> and sets `<var>_FILE` to that path, which every
+podcrew setting marked secret reads (docs/configuration.md).
+*/}}
+{{- define "podcrew.secretFiles.env" -}}
+{{- range . }}
+- name: {{ .var }}_FILE
+  value: {{ printf "/var/run/secrets/podcrew/%s/%s" .volume .key | quote }}
+{{- end }}
+{{- end }}
+
+{{- define "podcrew.secretFiles.mounts" -}}
+{{- range . }}
+- name: secret-{{ .volume }}
+  mountPath: /var/run/secrets/podcrew/{{ .volume }}
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{- define "podcrew.secretFiles.volumes" -}}
+{{- range . }}
+- name: secret-{{ .volume }}
+  secret:
+    secretName: {{ .secret }}
+    # Readable by the pod's group (fsGroup) only: the processes run as that group.
+    defaultMode: 0440
+    items:
+      - key: {{ .key }}
+        path: {{ .key }}
 {{- end }}
 {{- end }}
 
@@ -183,14 +208,10 @@ ANTHROPIC_BASE_URL: {{ .Values.llm.anthropic.baseUrl | quote }}
 {{- end }}
 {{- end }}
 
-{{/* Secret LLM settings: the Anthropic key from an existing Secret, read by the SDK itself. */}}
-{{- define "podcrew.llm.env" -}}
+{{/* Secret LLM settings: the Anthropic key from an existing Secret (ANTHROPIC_API_KEY_FILE). */}}
+{{- define "podcrew.llm.secretFiles" -}}
 {{- if eq .Values.llm.provider "anthropic" }}
-- name: ANTHROPIC_API_KEY
-  valueFrom:
-    secretKeyRef:
-      name: {{ required "llm.provider is anthropic: set llm.anthropic.existingSecret to a Secret holding the API key" .Values.llm.anthropic.existingSecret }}
-      key: {{ .Values.llm.anthropic.secretKey }}
+- {var: ANTHROPIC_API_KEY, volume: anthropic, secret: {{ required "llm.provider is anthropic: set llm.anthropic.existingSecret to a Secret holding the API key" .Values.llm.anthropic.existingSecret }}, key: {{ .Values.llm.anthropic.secretKey }}}
 {{- end }}
 {{- end }}
 
@@ -199,21 +220,17 @@ ANTHROPIC_BASE_URL: {{ .Values.llm.anthropic.baseUrl | quote }}
 {{- .Values.serviceToken.existingSecret | default (include "podcrew.componentName" (dict "root" . "component" "service-token")) }}
 {{- end }}
 
-{{- define "podcrew.serviceToken.env" -}}
+{{- define "podcrew.serviceToken.secretFiles" -}}
 {{- if .Values.serviceToken.enabled }}
-- name: PODCREW_SERVICE_TOKEN
-  valueFrom:
-    secretKeyRef:
-      name: {{ include "podcrew.serviceToken.secretName" . }}
-      key: {{ .Values.serviceToken.secretKey }}
+- {var: PODCREW_SERVICE_TOKEN, volume: service-token, secret: {{ include "podcrew.serviceToken.secretName" . }}, key: {{ .Values.serviceToken.secretKey }}}
 {{- end }}
 {{- end }}
 
-{{/* Secret environment of the agents. */}}
-{{- define "podcrew.agent.env" -}}
-{{ include "podcrew.redis.env" . }}
-{{- include "podcrew.llm.env" . }}
-{{- include "podcrew.serviceToken.env" . }}
+{{/* Secret files of the agents. */}}
+{{- define "podcrew.agent.secretFiles" -}}
+{{ include "podcrew.redis.secretFiles" . }}
+{{ include "podcrew.llm.secretFiles" . }}
+{{ include "podcrew.serviceToken.secretFiles" . }}
 {{- end }}
 
 {{/*
@@ -226,13 +243,9 @@ settings for the ConfigMap, and the signing secret from an existing Secret. Noth
 {{- end }}
 {{- end }}
 
-{{- define "podcrew.webhooks.env" -}}
+{{- define "podcrew.webhooks.secretFiles" -}}
 {{- if .Values.webhooks.enabled }}
-- name: PODCREW_WEBHOOK_SECRET
-  valueFrom:
-    secretKeyRef:
-      name: {{ required "webhooks.enabled is true: set webhooks.existingSecret to a Secret holding the signing secret (at least 16 characters); the chart never takes it as a value" .Values.webhooks.existingSecret }}
-      key: {{ .Values.webhooks.secretKey }}
+- {var: PODCREW_WEBHOOK_SECRET, volume: webhook, secret: {{ required "webhooks.enabled is true: set webhooks.existingSecret to a Secret holding the signing secret (at least 16 characters); the chart never takes it as a value" .Values.webhooks.existingSecret }}, key: {{ .Values.webhooks.secretKey }}}
 {{- end }}
 {{- end }}
 
@@ -255,13 +268,16 @@ OTEL_SDK_DISABLED: "true"
 
 {{/*
 Refuse shutdown timings Kubernetes would cut short: the kubelet's grace period covers the
-preStop sleep and then the process's own graceful shutdown.
+preStop sleep and then the process's own graceful shutdown. A worker's shutdown is up to
+twice its graceful shutdown (its runs finish, then webhooks in flight), then it hands the
+runs still unfinished back to the queue: that must happen before the kubelet's SIGKILL.
 (dict "name" "api" "values" .Values.api)
 */}}
 {{- define "podcrew.checkShutdown" -}}
 {{- $v := .values }}
-{{- if ge (add (int $v.preStopSleepSeconds) (int (ceil $v.gracefulShutdownSeconds))) (int $v.terminationGracePeriodSeconds) }}
-{{- fail (printf "%s: preStopSleepSeconds (%v) + gracefulShutdownSeconds (%v) must be less than terminationGracePeriodSeconds (%v)" .name $v.preStopSleepSeconds $v.gracefulShutdownSeconds $v.terminationGracePeriodSeconds) }}
+{{- $drains := eq .name "worker" | ternary 2 1 }}
+{{- if ge (add (int $v.preStopSleepSeconds) (mul $drains (int (ceil $v.gracefulShutdownSeconds)))) (int $v.terminationGracePeriodSeconds) }}
+{{- fail (printf "%s: preStopSleepSeconds (%v) + %d x gracefulShutdownSeconds (%v) must be less than terminationGracePeriodSeconds (%v)" .name $v.preStopSleepSeconds $drains $v.gracefulShutdownSeconds $v.terminationGracePeriodSeconds) }}
 {{- end }}
 {{- end }}
 

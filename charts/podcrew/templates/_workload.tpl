@@ -6,8 +6,8 @@ passes its own values. Parameters:
   values     the component's values block
   image      the image block
   args       the container command (list), set as `command` so no image ENTRYPOINT is assumed
-  config     name of the template producing the ConfigMap data (env vars)
-  env        name of the template producing secret-backed env vars ("" for none)
+  config       name of the template producing the ConfigMap data (env vars)
+  secretFiles  name of the template listing the Secret keys mounted as files (podcrew.secretFiles.env)
 */}}
 
 {{- define "podcrew.configmap" -}}
@@ -20,6 +20,9 @@ metadata:
     {{- include "podcrew.labels" . | nindent 4 }}
 data:
   {{- include .config .root | trim | nindent 2 }}
+  {{- with include "podcrew.redis.config" .root | trim }}
+  {{- . | nindent 2 }}
+  {{- end }}
   {{- include "podcrew.otel.config" . | trim | nindent 2 }}
 {{- end }}
 
@@ -28,6 +31,8 @@ data:
 {{- $v := .values }}
 {{- include "podcrew.checkShutdown" (dict "name" .component "values" $v) }}
 {{- $scaler := include "podcrew.scaler" (dict "root" $root "values" $v) }}
+{{- $files := list }}
+{{- if .secretFiles }}{{ $files = include .secretFiles $root | fromYamlArray }}{{ end }}
 apiVersion: apps/v1
 kind: Deployment
 metadata:
@@ -86,12 +91,10 @@ spec:
           envFrom:
             - configMapRef:
                 name: {{ include "podcrew.componentName" . }}
-          {{- $env := "" }}
-          {{- if .env }}{{ $env = include .env $root }}{{ end }}
-          {{- if or $env $root.Values.extraEnv $v.extraEnv }}
+          {{- if or $files $root.Values.extraEnv $v.extraEnv }}
           env:
-            {{- with $env }}
-            {{- . | nindent 12 }}
+            {{- with $files }}
+            {{- include "podcrew.secretFiles.env" . | nindent 12 }}
             {{- end }}
             {{- with $root.Values.extraEnv }}
             {{- toYaml . | nindent 12 }}
@@ -120,10 +123,12 @@ spec:
             periodSeconds: 5
             timeoutSeconds: 3
             failureThreshold: 2
+          {{- if gt (int $v.preStopSleepSeconds) 0 }}
           lifecycle:
             preStop:
               exec:
                 command: ["sleep", "{{ $v.preStopSleepSeconds }}"]
+          {{- end }}
           resources:
             {{- toYaml $v.resources | nindent 12 }}
           securityContext:
@@ -131,10 +136,16 @@ spec:
           volumeMounts:
             - name: tmp
               mountPath: /tmp
+            {{- with $files }}
+            {{- include "podcrew.secretFiles.mounts" . | nindent 12 }}
+            {{- end }}
       volumes:
         - name: tmp
           emptyDir:
             sizeLimit: {{ $root.Values.tmpSizeLimit }}
+        {{- with $files }}
+        {{- include "podcrew.secretFiles.volumes" . | nindent 8 }}
+        {{- end }}
       {{- with (include "podcrew.topologySpread" .) }}
       topologySpreadConstraints:
         {{- . | nindent 8 }}

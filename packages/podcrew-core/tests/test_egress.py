@@ -53,6 +53,8 @@ def refuse(request: httpx.Request) -> httpx.Response:
         ("https://user:pw@public.example/", "credentials"),
         ("https://user@public.example/", "credentials"),
         ("http:///path", "no host"),
+        ("http://public.example:99999/", "not a TCP port"),
+        ("http://public.example:0/", "not a TCP port"),
         ("http://[::1/", "not a valid URL"),
     ],
 )

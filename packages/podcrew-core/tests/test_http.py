@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from aiohttp import web
 from opentelemetry import trace
@@ -23,6 +24,7 @@ from podcrew_core.contracts.errors import (
     InvalidModelOutput,
     LLMOverloaded,
     LLMRejected,
+    NotReady,
     Overloaded,
     PodcrewError,
     RetryBudgetExhausted,
@@ -34,7 +36,8 @@ from podcrew_core.contracts.errors import (
 from podcrew_core.contracts.hop import RUN_ID_HEADER, Hop, RetryBudget
 from podcrew_core.contracts.problem import to_problem
 from podcrew_core.runtime import tracing
-from podcrew_core.runtime.http import create_http_client, post_json, server_time_s
+from podcrew_core.runtime.http import Replicas, create_http_client, post_json, server_time_s
+from podcrew_core.runtime.resilience import Unreachable, answer_error, unreachable
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -416,3 +419,90 @@ async def test_a_retry_waits_what_the_agent_asks_if_the_deadline_allows() -> Non
     with pytest.raises(Overloaded):
         await _call(agent, deadline_s=0.5)  # no time to wait a second and call again
     assert agent.requests == 1
+
+
+# --- replicas: a retry after a replica could not be reached goes to another -----------------
+
+
+class Replica:
+    """Replicas behind one in-memory transport, by host: each answers with its own `answer`
+    (a response, or a transport error it raises), counting the requests it got."""
+
+    def __init__(self, **answers: httpx.Response | type[httpx.TransportError]) -> None:
+        self.answers = answers
+        self.seen: list[str] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        host = request.url.host
+        self.seen.append(host)
+        answer = self.answers[host]
+        if isinstance(answer, httpx.Response):
+            return answer
+        raise answer("gone", request=request)
+
+
+async def _to_replicas(
+    backends: Replica, replicas: Replicas, *, retries: int = 2, idempotent: bool = True
+) -> Echo:
+    hop = Hop("run-1", Deadline.after(5.0), RetryBudget(retries))
+    async with httpx.AsyncClient(transport=httpx.MockTransport(backends)) as http:
+        return await post_json(
+            http, replicas, Echo(seen={}), Echo, target="agent", hop=hop, idempotent=idempotent
+        )
+
+
+@pytest.mark.parametrize(
+    "gone",
+    [
+        httpx.ConnectError,
+        httpx.ReadError,  # reset mid-answer: retried because the call is idempotent
+        httpx.RemoteProtocolError,
+        httpx.Response(502, text="<html>502 Bad Gateway</html>"),
+        httpx.Response(503, text="no healthy upstream"),
+        problem(NotReady("the service is shutting down")),
+    ],
+    ids=["refused", "reset", "closed", "proxy-502", "proxy-503", "draining"],
+)
+async def test_a_call_that_cannot_reach_a_replica_is_retried_on_another(
+    gone: httpx.Response | type[httpx.TransportError],
+) -> None:
+    backends = Replica(a=gone, b=ECHO)
+    replicas = Replicas.parse("http://a, http://b/", "/v1/research")
+    assert list(replicas.urls) == ["http://a/v1/research", "http://b/v1/research"]
+    await _to_replicas(backends, replicas)
+    assert backends.seen == ["a", "b"]
+    # The replica that could not be reached rests: the next calls go to the other one.
+    await _to_replicas(backends, replicas, retries=0)
+    await _to_replicas(backends, replicas, retries=0)
+    assert backends.seen == ["a", "b", "b", "b"]
+
+
+async def test_a_reset_is_retried_only_for_an_idempotent_call() -> None:
+    backends = Replica(a=httpx.ReadError, b=ECHO)
+    with pytest.raises(UpstreamError) as failed:
+        await _to_replicas(backends, Replicas.parse("http://a,http://b"), idempotent=False)
+    assert backends.seen == ["a"] and unreachable(failed.value)
+
+
+async def test_calls_take_turns_and_a_rested_replica_comes_back() -> None:
+    now = [0.0]
+    replicas = Replicas(["http://a", "http://b"], rest_s=5.0, clock=lambda: now[0])
+    assert [replicas.pick() for _ in range(4)] == ["http://a", "http://b"] * 2
+    replicas.failed("http://a", Unreachable("a unreachable: ConnectError"))
+    replicas.failed("http://b", UpstreamError("b's LLM failed"))  # an answer: b is there
+    assert [replicas.pick() for _ in range(3)] == ["http://b"] * 3
+    now[0] = 5.0
+    assert {replicas.pick() for _ in range(2)} == {"http://a", "http://b"}
+    # Every replica resting: the one whose rest ends first is tried rather than none.
+    replicas.failed("http://a", Unreachable("a unreachable"))
+    now[0] = 6.0
+    replicas.failed("http://b", Unreachable("b unreachable"))
+    assert replicas.pick() == "http://a"
+
+
+def test_unreachable_means_not_reached_not_a_failed_answer() -> None:
+    assert unreachable(Unreachable("refused")) and unreachable(NotReady("draining"))
+    assert unreachable(answer_error(503, b"<html>Service Unavailable</html>"))
+    assert not unreachable(answer_error(502, orjson.dumps(to_problem(UpstreamError("llm")))))
+    assert not unreachable(Overloaded("full")) and not unreachable(UpstreamTimeout("slow"))
+    assert not unreachable(answer_error(500, b"oops"))

@@ -12,7 +12,7 @@ import pytest
 from pydantic import BaseModel, Field
 
 from podcrew_core.contracts.errors import InvalidModelOutput
-from podcrew_core.contracts.schemas import FindingsReport, Plan
+from podcrew_core.contracts.schemas import MAX_QUESTION_CHARS, FindingsReport, Plan
 from podcrew_core.llm import (
     LLMRequest,
     Message,
@@ -174,6 +174,37 @@ def test_a_list_of_strings_is_the_subject_split_within_its_bounds(
             "Explain the closures?",
             "Explain the scopes?",
         ]
+
+
+LONG_CLAUSE = " ".join(["why does the garbage collector of a python generator run"] * 70)
+
+
+@pytest.mark.parametrize(
+    "question",
+    [
+        ("What " + LONG_CLAUSE)[: MAX_QUESTION_CHARS - 1] + "?",
+        ("W" * (MAX_QUESTION_CHARS - 1)) + "?",
+        "How do generators work and " + ("why " * 2000)[: MAX_QUESTION_CHARS - 40] + "?",
+    ],
+)
+def test_a_question_the_api_accepts_is_planned_within_the_plans_schema(question: str) -> None:
+    assert len(question) <= MAX_QUESTION_CHARS
+    plan = tool("submit_plan", Plan)
+    blocks, _ = respond(request(data(question=question), [plan], forced("submit_plan")))
+    [made] = inputs(blocks)
+    Plan.model_validate(made)
+    assert len(set(made["sub_questions"])) == len(made["sub_questions"])
+
+
+def test_list_items_stay_within_their_max_length() -> None:
+    schema = Outline.model_json_schema()
+    schema["properties"]["parts"]["items"]["maxLength"] = 40
+    outline = ToolSpec(name="outline", description="d", input_schema=schema)
+    question = "How do Python generators keep their local state between two calls?"
+    blocks, _ = respond(request(data(question=question), [outline], forced("outline")))
+    [made] = inputs(blocks)
+    assert made["parts"][0] == "How do Python generators keep their?"
+    assert all(len(p) <= 40 and p.endswith("?") for p in made["parts"])
 
 
 def test_function_tools_are_called_first_with_the_subject() -> None:

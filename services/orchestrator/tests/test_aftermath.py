@@ -12,7 +12,6 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import httpx
 import pytest
 import structlog
 from prometheus_client import REGISTRY
@@ -28,21 +27,18 @@ from podcrew_core.contracts.schemas import (
     SourceRef,
     Usage,
 )
-from podcrew_core.runtime.egress import EgressGuard, EgressPolicy, create_client
 from podcrew_core.runtime.logging import configure_logging
 from podcrew_orchestrator.aftermath import (
     Aftermath,
     Ending,
     FinishedRunMetrics,
     RunMemory,
-    WebhookNotice,
     audit,
 )
 from podcrew_orchestrator.keys import Keys
 from podcrew_orchestrator.settings import OrchestratorSettings
 from podcrew_orchestrator.store import RunStore
 from podcrew_orchestrator.submit import run_digest
-from podcrew_orchestrator.webhooks import WebhookSender, verify
 
 KEYS = Keys("test")
 SECRET = b"0123456789abcdef-test-secret"
@@ -231,52 +227,3 @@ async def test_the_audit_line_says_what_the_run_did(capsys: pytest.CaptureFixtur
     assert (line["status"], line["attempts"], line["duration_s"]) == ("succeeded", 2, 4.0)
     assert line["tools"] == {"fetch_url": 1, "kb_search": 3} and line["tool_calls"] == 4
     assert (line["total_tokens"], line["cost_usd"]) == (320, 0.25)
-
-
-# --- WebhookNotice --------------------------------------------------------------------------
-
-
-async def public_address(host: str, port: int) -> list[str]:
-    return ["93.184.215.14"]
-
-
-@pytest.fixture
-async def receiver() -> Any:
-    """A webhook sender whose requests land in a list (answered 204)."""
-    received: list[httpx.Request] = []
-
-    def answer(request: httpx.Request) -> httpx.Response:
-        received.append(request)
-        return httpx.Response(204)
-
-    policy = EgressPolicy()
-    async with create_client(policy, httpx.MockTransport(answer)) as client:
-        yield WebhookSender(client, EgressGuard(policy, public_address), SECRET), received
-
-
-async def test_the_final_run_is_posted_signed_to_its_callback_url(
-    receiver: Any, capsys: pytest.CaptureFixture[str]
-) -> None:
-    sender, received = receiver
-    run = ended(callback_url="https://hooks.example/podcrew")
-    with json_logs(capsys) as lines:
-        await WebhookNotice(sender)(Ending(run))
-        (line,) = [line for line in lines() if line["logger"] == "podcrew_orchestrator.aftermath"]
-    (request,) = received
-    assert request.headers["host"] == "hooks.example" and request.url.path == "/podcrew"
-    assert Run.model_validate_json(request.content) == run
-    timestamp = int(request.headers["Podcrew-Timestamp"])
-    assert verify(
-        SECRET, timestamp, request.content, request.headers["Podcrew-Signature"], now=timestamp
-    )
-    assert (line["event"], line["outcome"], line["attempts"]) == (
-        "webhook_delivered",
-        "delivered",
-        1,
-    )
-
-
-async def test_a_run_without_a_callback_url_posts_nothing(receiver: Any) -> None:
-    sender, received = receiver
-    await WebhookNotice(sender)(Ending(ended()))
-    assert received == []

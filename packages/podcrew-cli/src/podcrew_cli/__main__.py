@@ -36,6 +36,7 @@ def _config(args: argparse.Namespace) -> StackConfig:
         writer_port=args.writer_port,
         redis_port=args.redis_port,
         workers=args.workers,
+        research_agents=args.research_agents,
         llm=args.llm,
         simulator_port=args.simulator_port,
         data_dir=Path(args.data_dir) if args.data_dir else None,
@@ -47,7 +48,8 @@ def _print_ports(console: Console, stack: Stack) -> None:
     c = stack.config
     console.print(
         f"[bold]podcrew is up[/bold] — api http://127.0.0.1:{c.api_port}  "
-        f"worker :{c.worker_port}  research-agent :{c.research_port}  "
+        f"worker :{c.worker_port}  "
+        f"research-agent :{', :'.join(str(p) for p in stack.research_ports)}  "
         f"writer-agent :{c.writer_port}  redis :{c.redis_port}\n"
         f"[dim]logs and Redis data in {stack.data_dir}[/dim]"
     )
@@ -104,6 +106,13 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("--writer-port", type=int, default=8102)
         p.add_argument("--redis-port", type=int, default=6390)
         p.add_argument("--workers", type=int, default=1)
+        p.add_argument(
+            "--research-agents",
+            type=int,
+            default=1,
+            help="research agent replicas (the first on --research-port); the worker rotates "
+            "among them and retries on another when one cannot be reached",
+        )
         p.add_argument(
             "--llm",
             choices=["offline", "simulated"],

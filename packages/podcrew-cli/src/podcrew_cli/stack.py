@@ -22,8 +22,15 @@ from typing import IO
 
 import httpx
 
+from podcrew_core.runtime.settings import ServiceSettings
+
 LOOPBACK = "127.0.0.1"
 _PR_SET_PDEATHSIG = 1
+_DEFAULT_GRACE_S = float(ServiceSettings.model_fields["graceful_shutdown_s"].default)
+# The order `Stack.stop` stops services in, by name prefix: workers first, so they hand their
+# runs back while the agents still answer the runs finishing in their grace; then the agents
+# (and the LLM they call), the api, and Redis last, so it flushes its AOF after every write.
+STOP_ORDER = (("worker-",), ("research-agent", "writer-agent"), ("llm-simulator",), ("api",))
 
 
 def free_port() -> int:
@@ -66,6 +73,7 @@ class StackConfig:
     simulator_port: int = 8200
     llm: str = "offline"  # or "simulated": start podcrew's simulated Messages API too
     workers: int = 1
+    research_agents: int = 1  # replicas; the first on `research_port`, the others on free ports
     data_dir: Path | None = None
     env: dict[str, str] = field(default_factory=dict)
 
@@ -115,6 +123,9 @@ class Service:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             preexec_fn=_die_with_parent,  # noqa: PLW1509 - needed for PR_SET_PDEATHSIG
+            # Its own process group: Ctrl-C in a terminal signals the whole foreground group,
+            # which would stop every service at once; the launcher stops them in order.
+            process_group=0,
         )
 
     @property
@@ -126,14 +137,29 @@ class Service:
             assert self.process is not None
             self.process.send_signal(sig)
 
-    def stop(self, timeout_s: float = 15.0) -> int | None:
+    @property
+    def stop_timeout_s(self) -> float:
+        """How long a stop waits before SIGKILL: a worker's graceful shutdown (its runs
+        finish or are handed back) plus time to exit; 15 s for anything else."""
+        if not self.name.startswith("worker-"):
+            return 15.0
+        configured = self.env.get("PODCREW_ORCHESTRATOR_GRACEFUL_SHUTDOWN_S")
+        grace = float(configured) if configured else _DEFAULT_GRACE_S
+        # The drain waits `grace` for running runs, up to `grace` again for webhooks in flight.
+        return 2 * grace + 10.0
+
+    def terminate(self) -> None:
+        """SIGTERM, without waiting: `stop` waits."""
+        self.signal(signal.SIGTERM)
+
+    def stop(self, timeout_s: float | None = None) -> int | None:
         """SIGTERM, wait, then SIGKILL; returns the exit code."""
         if self.process is None:
             return None
         if self.process.poll() is None:
             self.process.terminate()
             try:
-                self.process.wait(timeout_s)
+                self.process.wait(self.stop_timeout_s if timeout_s is None else timeout_s)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
@@ -161,6 +187,10 @@ class Stack:
         self.data_dir: Path = config.data_dir
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.services: dict[str, Service] = {}
+        # Ports of the research agent replicas, each one named in the worker's research URL.
+        self.research_ports = [config.research_port] + [
+            free_port() for _ in range(config.research_agents - 1)
+        ]
         self._build()
 
     def _env(self, extra: dict[str, str]) -> dict[str, str]:
@@ -170,7 +200,9 @@ class Stack:
             "PODCREW_REDIS_URL": c.redis_url,
             "PODCREW_ORCHESTRATOR_HOST": LOOPBACK,
             "PODCREW_ORCHESTRATOR_PORT": str(c.api_port),
-            "PODCREW_ORCHESTRATOR_RESEARCH_URL": f"http://{LOOPBACK}:{c.research_port}",
+            "PODCREW_ORCHESTRATOR_RESEARCH_URL": ",".join(
+                f"http://{LOOPBACK}:{port}" for port in self.research_ports
+            ),
             "PODCREW_ORCHESTRATOR_WRITER_URL": f"http://{LOOPBACK}:{c.writer_port}",
             "PODCREW_RESEARCH_HOST": LOOPBACK,
             "PODCREW_RESEARCH_PORT": str(c.research_port),
@@ -221,7 +253,15 @@ class Stack:
             simulator.health_url = f"{c.simulator_url}/healthz"
             services.append(simulator)
         services += [
-            self._service("research-agent", [py, "-m", "podcrew_research"], c.research_port),
+            self._service(
+                "research-agent" if index == 0 else f"research-agent-{index + 1}",
+                [py, "-m", "podcrew_research"],
+                port,
+                PODCREW_RESEARCH_PORT=str(port),
+            )
+            for index, port in enumerate(self.research_ports)
+        ]
+        services += [
             self._service("writer-agent", [py, "-m", "podcrew_writer"], c.writer_port),
             self._service("api", [py, "-m", "podcrew_orchestrator", "api"], c.api_port),
         ]
@@ -304,8 +344,16 @@ class Stack:
                     time.sleep(0.1)
 
     def stop(self) -> dict[str, int | None]:
-        """Stop the services, then Redis last (so it flushes its AOF); exit codes by name."""
-        codes = {n: s.stop() for n, s in self.services.items() if n != "redis"}
+        """Stop the services in `STOP_ORDER`, each group at once, then Redis; exit codes by
+        name."""
+        codes: dict[str, int | None] = {}
+        for prefixes in STOP_ORDER:
+            group = [s for n, s in self.services.items() if n.startswith(prefixes)]
+            for service in group:
+                service.terminate()
+            codes.update({service.name: service.stop() for service in group})
+        rest = [s for n, s in self.services.items() if n not in codes and n != "redis"]
+        codes.update({service.name: service.stop() for service in rest})
         codes["redis"] = self.services["redis"].stop()
         return codes
 

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 import kopf
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
 from podcrew_core.runtime.logging import configure_logging
 
@@ -66,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     try:
         settings = OperatorSettings()
-    except ValidationError as exc:
+    except (ValidationError, SettingsError) as exc:
         sys.exit(f"podcrew-operator: invalid settings:\n{exc}")
     cluster_wide = bool(args.all_namespaces) or (settings.cluster_wide and not args.namespace)
     namespaces = list(args.namespace) or list(settings.namespaces)

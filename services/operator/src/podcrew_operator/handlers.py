@@ -33,6 +33,7 @@ from .driver import (
     expire,
 )
 from .errors import ObjectGone, OperatorError, Retryable
+from .readiness import ReadinessServer
 from .resource import ANNOTATIONS_PREFIX, FINALIZER, GROUP, PLURAL, VERSION
 from .retry import delay_s
 from .settings import OperatorSettings
@@ -53,6 +54,15 @@ class Memo:
     settings: OperatorSettings
     kube: KubernetesClient = field(default_factory=KubernetesClient)
     runtime: Runtime | None = None
+    readiness: ReadinessServer | None = None
+
+    async def not_ready(self) -> str | None:
+        """The readiness probe's question: started, logged in, and the api ready."""
+        if self.runtime is None:
+            return "the operator is starting"
+        if not self.kube.connected:
+            return "the operator has not logged in to the cluster yet"
+        return await self.runtime.orchestrator.not_ready()
 
     def rt(self) -> Runtime:
         if self.runtime is None:
@@ -165,6 +175,9 @@ async def start(memo: Memo, logger: kopf.Logger, **_: Any) -> None:
         kube=memo.kube,
         slots=Slots(settings.max_concurrent_runs),
     )
+    if settings.readiness_endpoint:
+        memo.readiness = ReadinessServer(settings.readiness_endpoint, memo.not_ready)
+        await memo.readiness.start()
     logger.info(
         "podcrew operator started: api %s, at most %d runs in flight",
         settings.api_url,
@@ -174,6 +187,8 @@ async def start(memo: Memo, logger: kopf.Logger, **_: Any) -> None:
 
 @kopf.on.cleanup(registry=registry)
 async def stop(memo: Memo, **_: Any) -> None:
+    if memo.readiness is not None:
+        await memo.readiness.stop()
     if memo.runtime is not None:
         await memo.runtime.orchestrator.http.aclose()
     await memo.kube.aclose()

@@ -38,6 +38,9 @@ class OperatorSettings(LoggingSettings):
     """Watch AgentRuns in every namespace (`--all-namespaces`)."""
     liveness_endpoint: str | None = None
     """Serve kopf's liveness probe here, e.g. `http://0.0.0.0:8080/healthz`."""
+    readiness_endpoint: str | None = Field(default=None, pattern=r"^http://[^/]+:\d+(/.*)?$")
+    """Serve the readiness probe here, e.g. `http://0.0.0.0:8081/readyz`: ready once the operator
+    has started and while the orchestrator api answers its own /readyz."""
 
     @field_validator("api_key")
     @classmethod

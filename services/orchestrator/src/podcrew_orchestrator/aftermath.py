@@ -2,8 +2,10 @@
 
 The run executor stores a run's final state and hands the `Ending` to `Aftermath`, which
 calls each part in the order the worker was given them: the result cache and thread memory,
-the finished-run metrics, the audit line; parts that talk to the outside world at their own
-pace (the webhook) run in the background, so a slow receiver cannot hold up the queue.
+the finished-run metrics, the audit line; parts that would talk to the outside world at
+their own pace may run in the background, so a slow one cannot hold up the queue. The
+completion webhook is not one of them: the final transition owes it to the webhook outbox
+(`podcrew_orchestrator.outbox`), which delivers it once whatever stops in between.
 A new part is one more entry in the lists `podcrew_orchestrator.worker` builds.
 """
 
@@ -22,7 +24,6 @@ from podcrew_core.runtime.metrics import RUN_COST, RUN_DURATION, RUN_TOKENS, RUN
 from podcrew_orchestrator.settings import OrchestratorSettings
 from podcrew_orchestrator.store import RunStore
 from podcrew_orchestrator.submit import run_digest
-from podcrew_orchestrator.webhooks import WebhookSender
 
 log = structlog.get_logger(__name__)
 
@@ -120,24 +121,3 @@ class FinishedRunMetrics:
 async def audit(ending: Ending) -> None:
     """The run's one audit line (`run_audit`)."""
     log_run_audit(ending.run, ending.tool_calls)
-
-
-class WebhookNotice:
-    """POSTs the final run to its callback URL, signed; retries happen inside
-    `WebhookSender.deliver`, and the outcome is logged."""
-
-    def __init__(self, sender: WebhookSender) -> None:
-        self.sender = sender
-
-    async def __call__(self, ending: Ending) -> None:
-        run = ending.run
-        if run.callback_url is None:
-            return
-        result = await self.sender.deliver(run.callback_url, run.model_dump_json().encode())
-        log.info(
-            "webhook_delivered" if result.delivered else "webhook_failed",
-            outcome=result.outcome,
-            attempts=result.attempts,
-            status=result.status,
-            error=result.error,
-        )

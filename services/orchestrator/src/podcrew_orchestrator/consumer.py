@@ -8,16 +8,22 @@ handler says so: after the run's final state is stored. If this process dies, th
 held stop being heartbeaten and a live worker reclaims them after `claim_min_idle_s`.
 On shutdown it drains: no new runs, a grace period for the running ones, then the rest are
 handed back to the queue so another worker starts them at once.
+
+A run that stopped because no agent could be reached (`AgentsUnreachable`) is handed back
+too, and the worker's intake pauses (`IntakeGate`): it starts no run until a probe of the
+agents' health succeeds, probing with a bounded back-off, so queued runs wait for an agent
+instead of failing one after another while it restarts.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import structlog
-from prometheus_client import Gauge
+from prometheus_client import Counter, Gauge
 from redis.exceptions import RedisError
 
 from podcrew_core.contracts.schemas import EventType, RunStatus
@@ -51,6 +57,22 @@ QUEUE_OLDEST_AGE = Gauge(
     ["state"],
     multiprocess_mode="livemax",
 )
+INTAKE_PAUSED = Gauge(
+    "podcrew_worker_intake_paused",
+    "1 while this worker starts no run because no agent answers (its runs wait in the queue).",
+    multiprocess_mode="livemax",
+)
+RUNS_REQUEUED = Counter(
+    "podcrew_runs_requeued",
+    "Runs a worker handed back to the queue unfinished, by reason.",
+    ["reason"],
+)
+SHUTDOWN = "worker-shutdown"
+AGENT_UNREACHABLE = "agent-unreachable"
+# The intake's probes of the agents while it is paused: first after this long, then twice as
+# long each time, never longer apart than the maximum.
+PROBE_FIRST_S = 0.5
+PROBE_MAX_S = 5.0
 # Depth and age are autoscaling and alerting signals: refreshed far more often than trimming.
 QUEUE_METRICS_INTERVAL_S = 5.0
 ORCHESTRATOR_AGENT = "orchestrator"
@@ -60,6 +82,76 @@ CANCEL_POLL_S = 0.5
 READ_BLOCK_MS = 1000
 
 log = structlog.get_logger(__name__)
+
+
+class AgentsUnreachable(Exception):
+    """A run stopped because no replica of an agent could be reached: hand it back."""
+
+
+class IntakeGate:
+    """Whether the worker may start runs: closed while no agent answers, and reopened by the
+    first successful probe of `probe` (the names of the agents that do not answer)."""
+
+    def __init__(
+        self,
+        probe: Callable[[], Awaitable[list[str]]],
+        *,
+        first_s: float = PROBE_FIRST_S,
+        max_s: float = PROBE_MAX_S,
+    ) -> None:
+        self.probe = probe
+        self.first_s = first_s
+        self.max_s = max_s
+        self.opened = asyncio.Event()
+        self.opened.set()
+        self._prober: asyncio.Task[None] | None = None
+        INTAKE_PAUSED.set(0)
+
+    def close(self, reason: str) -> None:
+        """Start no run until an agent answers again; `reason` is what failed."""
+        if not self.opened.is_set():
+            return
+        self.opened.clear()
+        INTAKE_PAUSED.set(1)
+        log.warning("intake_paused", reason=reason, detail="runs stay queued until it answers")
+        self._prober = asyncio.create_task(self._reopen(), name="intake-probe")
+
+    async def _reopen(self) -> None:
+        paused = time.monotonic()
+        delay = self.first_s
+        while True:
+            await asyncio.sleep(delay)
+            try:
+                away = await self.probe()
+            except Exception:  # a probe that failed is an agent still away
+                away = ["unknown"]
+            if not away:
+                break
+            delay = min(delay * 2, self.max_s)
+            log.info("intake_still_paused", unreachable=away, next_probe_s=delay)
+        INTAKE_PAUSED.set(0)
+        log.info("intake_resumed", paused_s=round(time.monotonic() - paused, 1))
+        self.opened.set()
+
+    async def aclose(self) -> None:
+        """Stop probing (shutdown)."""
+        if self._prober is not None:
+            self._prober.cancel()
+            await asyncio.gather(self._prober, return_exceptions=True)
+
+
+async def _nothing_away() -> list[str]:
+    return []
+
+
+async def _either(*events: asyncio.Event) -> None:
+    """Wait until one of `events` is set."""
+    waits = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()
 
 
 class RunHandler(Protocol):
@@ -84,12 +176,15 @@ class QueueConsumer:
         queue: RunQueue,
         handler: RunHandler,
         watch: CancelWatch,
+        gate: IntakeGate | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.queue = queue
         self.handler = handler
         self.watch = watch
+        # No gate given: nothing to probe, so a pause ends at its first probe.
+        self.gate = gate or IntakeGate(_nothing_away)
         self.held: dict[str, Delivery] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._slot_freed = asyncio.Event()
@@ -120,21 +215,26 @@ class QueueConsumer:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         # Let webhooks in flight finish within what is left of the grace.
         await self.handler.settle(max(1.0, grace_s))
+        await self.gate.aclose()
         for delivery in unfinished.values():
-            try:
-                await self._hand_back(delivery)
-            except Exception:  # Redis away: the entry stays pending and will be reclaimed
-                log.warning("hand_back_failed", run_id=delivery.run_id, exc_info=True)
+            await self._hand_back(delivery, SHUTDOWN, "worker shutting down")
 
-    async def _hand_back(self, delivery: Delivery) -> None:
-        run = await self.store.get(delivery.run_id)
-        if run is None or run.status.terminal:
-            await self.queue.ack(delivery.entry_id)
+    async def _hand_back(self, delivery: Delivery, kind: str, reason: str) -> None:
+        """Give an unfinished run back to the queue (`queued` again, with a `run.requeued`
+        event saying why); if Redis is away the entry stays pending and is reclaimed."""
+        try:
+            run = await self.store.get(delivery.run_id)
+            if run is None or run.status.terminal:
+                await self.queue.ack(delivery.entry_id)
+                return
+            run.status = RunStatus.QUEUED
+            await self.store.transition(run, EventType.RUN_REQUEUED, {"reason": reason})
+            await self.queue.requeue(delivery)
+        except Exception:
+            log.warning("hand_back_failed", run_id=delivery.run_id, exc_info=True)
             return
-        run.status = RunStatus.QUEUED
-        await self.store.transition(run, EventType.RUN_REQUEUED, {"reason": "worker shutting down"})
-        await self.queue.requeue(delivery)
-        log.info("run_handed_back", run_id=delivery.run_id)
+        RUNS_REQUEUED.labels(kind).inc()
+        log.info("run_handed_back", run_id=delivery.run_id, reason=reason)
 
     async def run(self) -> None:
         """Consume until cancelled; then cancel in-flight runs without acknowledging them."""
@@ -179,6 +279,10 @@ class QueueConsumer:
                 self._slot_freed.clear()
                 await self._slot_freed.wait()
                 continue
+            if not self.gate.opened.is_set():  # no agent answers: leave the runs queued
+                self._slot_freed.clear()  # set by a drain too, which must not wait for agents
+                await _either(self.gate.opened, self._slot_freed)
+                continue
             try:
                 deliveries = await self.queue.read(self.free_slots, READ_BLOCK_MS)
             except asyncio.CancelledError:
@@ -193,7 +297,7 @@ class QueueConsumer:
         await asyncio.Event().wait()  # intake closed: idle until cancelled
 
     async def _reclaim(self) -> None:
-        if self._intake_open and self.free_slots > 0:
+        if self._intake_open and self.gate.opened.is_set() and self.free_slots > 0:
             for delivery in await self.queue.reclaim(
                 self.settings.claim_min_idle_s, self.free_slots
             ):
@@ -246,10 +350,15 @@ class QueueConsumer:
         RUNS_IN_FLIGHT.inc()
         bind_run(delivery.run_id)
         try:
+            # Read just before the intake paused: it waits here, still held and heartbeaten.
+            await self.gate.opened.wait()
             if await self.handler.execute(delivery):
                 await self.queue.ack(delivery.entry_id)
         except asyncio.CancelledError:
             raise
+        except AgentsUnreachable as exc:
+            self.gate.close(str(exc))  # first, so the intake does not read the run again
+            await self._hand_back(delivery, AGENT_UNREACHABLE, str(exc))
         except Exception:
             # Redis failed while storing the outcome: leave the entry pending, so it is
             # reclaimed and the (idempotent) final transition is tried again.

@@ -3,7 +3,9 @@
 A run delivered too often is dead-lettered and failed; otherwise it is started (`running`,
 `run.started` with its attempt), its pipeline runs within the run's deadline and budgets,
 and it ends `succeeded` or `failed` (with whatever partial result it reached), or
-`cancelled` when a client cancelled it. The final state is stored by one transition that
+`cancelled` when a client cancelled it; a run that stopped because no agent could be reached
+is given back to the queue instead (`AgentsUnreachable`) while its deadline, counted from
+its first start, has time left. The final state is stored by one transition that
 refuses to overwrite a final state; only a transition that took effect is followed by the
 after-finish parts (`Aftermath`). The queue consumer acknowledges the entry when `execute`
 says so, which is never before the final state is stored.
@@ -13,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
@@ -26,9 +28,11 @@ from podcrew_core.contracts.hop import Hop, RetryBudget
 from podcrew_core.contracts.schemas import EventType, Run, RunError, RunStatus
 from podcrew_core.llm import LLMSettings
 from podcrew_core.runtime.ledger import Ledger
+from podcrew_core.runtime.resilience import unreachable
 from podcrew_core.runtime.scope import open_hop
 from podcrew_orchestrator.aftermath import Aftermath, Ending
 from podcrew_orchestrator.cancellation import CancelWatch
+from podcrew_orchestrator.consumer import AgentsUnreachable
 from podcrew_orchestrator.pipeline import Outcome, Pipeline, RunSpec
 from podcrew_orchestrator.queue import Delivery, RunQueue
 from podcrew_orchestrator.settings import OrchestratorSettings
@@ -39,6 +43,13 @@ log = structlog.get_logger(__name__)
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _time_left(run: Run) -> bool:
+    """Whether the run's deadline, counted from its first start, has not passed: a run
+    handed back while an agent is away waits at most that long in all."""
+    started = run.started_at or _now()
+    return _now() < started + timedelta(seconds=run.budget.deadline_s)
 
 
 class RunExecutor:
@@ -114,6 +125,8 @@ class RunExecutor:
                 # it is reclaimed and run again once Redis is back.
                 raise
             except PodcrewError as exc:
+                if unreachable(exc) and _time_left(run):
+                    raise AgentsUnreachable(exc.detail) from exc
                 await self._fail(run, outcome, RunError(type=exc.slug, detail=exc.detail))
             except Exception as exc:
                 log.exception("run_crashed")

@@ -47,6 +47,15 @@ class Keys:
     def group(self) -> str:
         return "workers"
 
+    @property
+    def webhooks(self) -> str:
+        """The webhook outbox: one entry per final run that names a callback URL."""
+        return f"{self.prefix}:webhooks"
+
+    @property
+    def webhooks_group(self) -> str:
+        return "webhooks"
+
     def run(self, run_id: str) -> str:
         return f"{self.prefix}:run:{run_id}"
 

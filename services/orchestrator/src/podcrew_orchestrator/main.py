@@ -29,6 +29,7 @@ from podcrew_orchestrator.deps import ApiResources
 from podcrew_orchestrator.hub import EventHub
 from podcrew_orchestrator.keys import Keys
 from podcrew_orchestrator.limits import TenantLimiter
+from podcrew_orchestrator.outbox import delivering
 from podcrew_orchestrator.pipeline import Pipeline
 from podcrew_orchestrator.settings import OrchestratorConfig, OrchestratorSettings
 from podcrew_orchestrator.store import RunStore
@@ -111,10 +112,12 @@ async def _export_daily_spend(ledger: Ledger) -> None:
         await asyncio.sleep(SPEND_GAUGE_INTERVAL_S)
 
 
-def _agent_check(http: httpx.AsyncClient, base_url: str) -> ReadinessCheck:
+def _agent_check(agent: ResearchClient | WriterClient, name: str) -> ReadinessCheck:
+    """Ready while at least one replica of the agent answers its health check."""
+
     async def check() -> None:
-        response = await http.get(base_url.rstrip("/") + "/healthz", timeout=1.0)
-        response.raise_for_status()
+        if not await agent.reachable():
+            raise RuntimeError(f"no {name} replica answers")
 
     return check
 
@@ -167,18 +170,24 @@ def create_worker_app(config: OrchestratorConfig) -> FastAPI:
             if webhook_settings.secret
             else None
         )
-        worker = create_worker(settings, redis, pipeline, llm_settings, sender)
+        worker = create_worker(settings, redis, pipeline, llm_settings)
+        keys, grace_s = Keys(settings.key_prefix), settings.graceful_shutdown_s
+        outbox = delivering(redis, keys, settings.consumer_name, sender, grace_s)
         checks = app.state.readiness.checks
         checks["redis"] = redis_ready(redis)
-        checks["research-agent"] = _agent_check(http, settings.research_url)
-        checks["writer-agent"] = _agent_check(http, settings.writer_url)
+        checks["research-agent"] = _agent_check(pipeline.research, "research-agent")
+        checks["writer-agent"] = _agent_check(pipeline.writer, "writer-agent")
         consumer = asyncio.create_task(worker.run(), name="worker")
         checks["consumer"] = _consumer_check(consumer)
         try:
-            yield
+            # The outbox stops after the worker: the runs the worker finishes while it
+            # drains owe their webhooks too (any not under way by then stay pending).
+            async with outbox:
+                yield
+                app.state.readiness.draining = True
+                await worker.drain(grace_s)
         finally:
             app.state.readiness.draining = True
-            await worker.drain(settings.graceful_shutdown_s)
             consumer.cancel()
             await webhook_client.aclose()
             with contextlib.suppress(asyncio.CancelledError):

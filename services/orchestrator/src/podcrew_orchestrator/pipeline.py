@@ -38,8 +38,14 @@ from podcrew_core.llm import LLMProvider, LLMRequest, Message, Stage, output_too
 from podcrew_core.llm.settings import StageModels
 from podcrew_core.runtime.batching import batch_deltas
 from podcrew_core.runtime.metrics import FANOUT_WIDTH
+from podcrew_core.runtime.resilience import unreachable
 from podcrew_core.runtime.tracing import invoke_agent_span
-from podcrew_orchestrator.clients.agents import WRITER_AGENT, ResearchClient, WriterClient
+from podcrew_orchestrator.clients.agents import (
+    RESEARCH_AGENT,
+    WRITER_AGENT,
+    ResearchClient,
+    WriterClient,
+)
 
 Event = tuple[EventType, dict[str, Any]]
 # Stores the events given, in order, in one step: the events the pipeline has in hand at
@@ -155,6 +161,14 @@ class Pipeline:
     writer: WriterClient
     writer_delta_flush_s: float = WRITER_DELTA_FLUSH_S
 
+    async def unreachable_agents(self) -> list[str]:
+        """The agents none of whose replicas answers its health check now."""
+        away = []
+        for name, agent in ((RESEARCH_AGENT, self.research), (WRITER_AGENT, self.writer)):
+            if not await agent.reachable():
+                away.append(name)
+        return away
+
     async def run(self, spec: RunSpec, emit: EventSink, outcome: Outcome) -> None:
         """Plan, research in parallel, write. The caller opens `spec.hop` over this task
         (`runtime.scope.open_hop`), so the planner's own LLM calls obey it too."""
@@ -246,7 +260,7 @@ class Pipeline:
         self, spec: RunSpec, index: int, sub_question: str, hop: Hop, emit: EventSink
     ) -> ResearchResponse | PodcrewError:
         """One sub-question (its `research.started` is the caller's); a failure is reported
-        in events and returned, never raised."""
+        in events and returned, never raised, unless no research agent could be reached."""
         body = ResearchRequest(
             run_id=spec.run_id,
             question=spec.question,
@@ -256,6 +270,10 @@ class Pipeline:
         try:
             response = await self.research.research(body, hop)
         except PodcrewError as exc:
+            if unreachable(exc):
+                # No replica took the call: the run waits for one (the worker hands it back)
+                # rather than going on without this sub-question.
+                raise
             log.warning("research_failed", index=index, error=exc.slug, detail=exc.detail)
             await emit(
                 [

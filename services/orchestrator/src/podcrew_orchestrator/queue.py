@@ -43,14 +43,26 @@ def _next_id(entry_id: str) -> str:
 
 
 class RunQueue:
-    def __init__(self, redis: Redis, keys: Keys, consumer: str) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        keys: Keys,
+        consumer: str,
+        *,
+        stream: str | None = None,
+        group: str | None = None,
+    ) -> None:
+        """The run queue of `keys`, or another stream with the same semantics (the webhook
+        outbox) when `stream` and `group` name it."""
         self.redis = redis
         self.keys = keys
         self.consumer = consumer
+        self.stream = stream or keys.queue
+        self.group = group or keys.group
 
     async def ensure_group(self) -> None:
         try:
-            await self.redis.xgroup_create(self.keys.queue, self.keys.group, id="0", mkstream=True)
+            await self.redis.xgroup_create(self.stream, self.group, id="0", mkstream=True)
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
@@ -59,7 +71,7 @@ class RunQueue:
         """New entries for this consumer (delivered for the first time)."""
         try:
             reply: Any = await self.redis.xreadgroup(
-                self.keys.group, self.consumer, {self.keys.queue: ">"}, count=count, block=block_ms
+                self.group, self.consumer, {self.stream: ">"}, count=count, block=block_ms
             )
         except ResponseError as exc:
             if "NOGROUP" not in str(exc):
@@ -80,8 +92,8 @@ class RunQueue:
         """Take over entries whose worker stopped heartbeating, with their delivery counts."""
         try:
             reply: Any = await self.redis.xautoclaim(
-                self.keys.queue,
-                self.keys.group,
+                self.stream,
+                self.group,
                 self.consumer,
                 min_idle_time=int(min_idle_s * 1000),
                 start_id="0-0",
@@ -104,8 +116,8 @@ class RunQueue:
     async def delivery_counts(self, entry_ids: list[str]) -> dict[str, int]:
         lo, hi = min(entry_ids, key=_id_key), max(entry_ids, key=_id_key)
         pending: Any = await self.redis.xpending_range(
-            self.keys.queue,
-            self.keys.group,
+            self.stream,
+            self.group,
             min=lo,
             max=hi,
             count=max(len(entry_ids), 100),
@@ -116,8 +128,8 @@ class RunQueue:
     async def heartbeat(self, entry_ids: list[str]) -> None:
         if entry_ids:
             await self.redis.xclaim(
-                self.keys.queue,
-                self.keys.group,
+                self.stream,
+                self.group,
                 self.consumer,
                 0,
                 list[Any](entry_ids),
@@ -125,15 +137,15 @@ class RunQueue:
             )
 
     async def ack(self, entry_id: str) -> None:
-        await self.redis.xack(self.keys.queue, self.keys.group, entry_id)
+        await self.redis.xack(self.stream, self.group, entry_id)
 
     async def requeue(self, delivery: Delivery) -> None:
         """Put a run back at the end of the queue and acknowledge its current entry."""
         async with self.redis.pipeline(transaction=True) as pipe:
             # The new entry keeps the run's trace context: its next attempt joins the trace.
             entry: dict[Any, Any] = {"run_id": delivery.run_id, **delivery.trace_context}
-            pipe.xadd(self.keys.queue, entry)
-            pipe.xack(self.keys.queue, self.keys.group, delivery.entry_id)
+            pipe.xadd(self.stream, entry)
+            pipe.xack(self.stream, self.group, delivery.entry_id)
             await pipe.execute()
 
     async def dead_letter(self, delivery: Delivery, reason: str) -> None:
@@ -148,32 +160,32 @@ class RunQueue:
                     "reason": reason,
                 },
             )
-            pipe.xack(self.keys.queue, self.keys.group, delivery.entry_id)
+            pipe.xack(self.stream, self.group, delivery.entry_id)
             await pipe.execute()
 
     async def trim(self) -> int:
         """Delete acknowledged entries; returns how many went."""
-        groups = await self.redis.xinfo_groups(self.keys.queue)
-        group = next((g for g in groups if g["name"] == self.keys.group), None)
+        groups = await self.redis.xinfo_groups(self.stream)
+        group = next((g for g in groups if g["name"] == self.group), None)
         if group is None:
             return 0
         # Entries after last-delivered-id have not been read yet: keep them.
         floor = _next_id(group["last-delivered-id"])
-        summary = await self.redis.xpending(self.keys.queue, self.keys.group)
+        summary = await self.redis.xpending(self.stream, self.group)
         if summary["pending"]:
             floor = min(floor, summary["min"], key=_id_key)
-        return int(await self.redis.xtrim(self.keys.queue, minid=floor, approximate=False))
+        return int(await self.redis.xtrim(self.stream, minid=floor, approximate=False))
 
     async def depth(self) -> tuple[int, int]:
         """(entries not yet delivered, entries delivered but not acknowledged)."""
-        groups = await self.redis.xinfo_groups(self.keys.queue)
-        group = next((g for g in groups if g["name"] == self.keys.group), None)
+        groups = await self.redis.xinfo_groups(self.stream)
+        group = next((g for g in groups if g["name"] == self.group), None)
         if group is None:
             return 0, 0
         lag = group.get("lag")
         if lag is None:  # Redis < 7 has no lag field: count the entries after last-delivered.
             undelivered: Any = await self.redis.xrange(
-                self.keys.queue, min=_next_id(group["last-delivered-id"]), max="+", count=10_000
+                self.stream, min=_next_id(group["last-delivered-id"]), max="+", count=10_000
             )
             lag = len(undelivered)
         return int(lag), int(group["pending"])
@@ -181,14 +193,14 @@ class RunQueue:
     async def oldest_ages(self) -> tuple[float, float]:
         """Seconds since the oldest undelivered and the oldest pending entry were enqueued
         (0 when there is none), from the millisecond part of their ids, on Redis' clock."""
-        groups = await self.redis.xinfo_groups(self.keys.queue)
-        group = next((g for g in groups if g["name"] == self.keys.group), None)
+        groups = await self.redis.xinfo_groups(self.stream)
+        group = next((g for g in groups if g["name"] == self.group), None)
         if group is None:
             return 0.0, 0.0
         first: Any = await self.redis.xrange(
-            self.keys.queue, min=_next_id(group["last-delivered-id"]), max="+", count=1
+            self.stream, min=_next_id(group["last-delivered-id"]), max="+", count=1
         )
-        summary = await self.redis.xpending(self.keys.queue, self.keys.group)
+        summary = await self.redis.xpending(self.stream, self.group)
         seconds, micros = await self.redis.time()
         now_ms = int(seconds) * 1000 + int(micros) // 1000
 

@@ -7,13 +7,14 @@ from __future__ import annotations
 import os
 import socket
 from dataclasses import dataclass, field
+from typing import Annotated
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from podcrew_core.llm import LLMSettings
 from podcrew_core.runtime.auth import ApiKey, ServiceTokenSettings
-from podcrew_core.runtime.settings import Port, RedisSettings, ServiceSettings
+from podcrew_core.runtime.settings import Port, RedisSettings, SecretSetting, ServiceSettings
 from podcrew_orchestrator.limits import TenantLimits
 from podcrew_orchestrator.webhooks import WebhookSettings
 
@@ -32,9 +33,11 @@ class OrchestratorSettings(ServiceSettings):
     worker_port: Port = 8001
     """Health and metrics port (worker mode)."""
     research_url: str = "http://127.0.0.1:8101"
-    """Base URL of the research agents."""
+    """Base URL of the research agents: one (a Kubernetes Service), or several replicas
+    comma-separated, which calls take in turn; a call that cannot reach one is retried on
+    another."""
     writer_url: str = "http://127.0.0.1:8102"
-    """Base URL of the writer."""
+    """Base URL of the writer: one, or several replicas comma-separated (as `research_url`)."""
     key_prefix: str = "podcrew"
     """Prefix of every Redis key."""
     worker_concurrency: int = Field(default=32, ge=1, le=4096)
@@ -59,7 +62,7 @@ class OrchestratorSettings(ServiceSettings):
     """Largest `?wait=` a client may ask for."""
     trim_interval_s: float = Field(default=60.0, gt=0)
     """How often a worker trims acknowledged queue entries."""
-    api_keys: list[ApiKey] = Field(default_factory=list)
+    api_keys: Annotated[list[ApiKey], SecretSetting()] = Field(default_factory=list)
     """JSON list of {"tenant", "sha256"}: the SHA-256 hex of each API key and its tenant. Empty:
     the API is open and every run belongs to tenant `default` (local use only; a warning is
     logged)."""

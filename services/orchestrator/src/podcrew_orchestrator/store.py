@@ -27,8 +27,11 @@ from podcrew_orchestrator.keys import Keys
 # across every worker and API replica; MULTI cannot branch on what it reads.
 # A run that becomes final is also announced on the finished-runs stream, in the same step:
 # the api's waiters (`POST /v1/runs?wait=`) read that one stream instead of each run's events.
-# KEYS: run hash, run events, the tenant's active-run set, finished runs. ARGV: status, run
-# JSON, event type, event JSON, TTL s, max events, run id, max finished entries.
+# A final run that names a callback URL gets its entry in the webhook outbox in that same
+# step too, so no crash between the two can lose (or double) its delivery.
+# KEYS: run hash, run events, the tenant's active-run set, finished runs, webhook outbox.
+# ARGV: status, run JSON, event type, event JSON, TTL s, max events, run id, max finished
+# entries, "1" when the run names a callback URL.
 _TRANSITION = """
 local current = redis.call('HGET', KEYS[1], 'status')
 if not current then return 0 end
@@ -40,6 +43,9 @@ redis.call('EXPIRE', KEYS[2], ARGV[5])
 if ARGV[1] == 'succeeded' or ARGV[1] == 'failed' or ARGV[1] == 'cancelled' then
   redis.call('ZREM', KEYS[3], ARGV[7])
   redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[8], '*', 'run', ARGV[7])
+  if ARGV[9] == '1' then
+    redis.call('XADD', KEYS[5], '*', 'run_id', ARGV[7])
+  end
 end
 return 1
 """
@@ -110,10 +116,13 @@ class RunStore:
     async def create_finished(
         self, run: Run, events: list[tuple[EventType, dict[str, Any]]]
     ) -> None:
-        """Record a run that is final from the start (answered from the cache): no queue entry."""
+        """Record a run that is final from the start (answered from the cache): no queue entry,
+        and, when it names a callback URL, its webhook outbox entry in the same transaction."""
         async with self.redis.pipeline(transaction=True) as pipe:
             self._record(pipe, run, [(EventType.RUN_QUEUED, None), *events])
             pipe.xadd(self.keys.finished, {"run": run.id}, maxlen=MAX_FINISHED, approximate=True)
+            if run.callback_url is not None:
+                pipe.xadd(self.keys.webhooks, {"run_id": run.id})
             await pipe.execute()
 
     def _record(
@@ -178,6 +187,7 @@ class RunStore:
                 self.keys.events(run.id),
                 self.keys.active(run.tenant),
                 self.keys.finished,
+                self.keys.webhooks,
             ],
             args=[
                 run.status.value,
@@ -188,6 +198,7 @@ class RunStore:
                 MAX_EVENTS_PER_RUN,
                 run.id,
                 MAX_FINISHED,
+                "1" if run.callback_url is not None else "0",
             ],
         )
         return bool(done)

@@ -42,7 +42,7 @@ import httpx
 import structlog
 from prometheus_client import Counter
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
 from podcrew_core.contracts.errors import BadRequest, BlockedURL
 from podcrew_core.runtime.egress import (
@@ -53,6 +53,7 @@ from podcrew_core.runtime.egress import (
     system_resolver,
 )
 from podcrew_core.runtime.resilience import backoff_s, retry_after_s, should_retry_status
+from podcrew_core.runtime.settings import PodcrewSettings
 
 log = structlog.get_logger(__name__)
 
@@ -246,8 +247,11 @@ class WebhookSender:
             SIGNATURE_HEADER: signature_header(self._secret, timestamp, body),
         }
 
-    async def deliver(self, url: str, body: bytes) -> DeliveryResult:
-        """POST `body` (the run's final JSON) to `url` until it is accepted or cannot be.
+    async def deliver(
+        self, url: str, body: bytes, delivery_id: str | None = None
+    ) -> DeliveryResult:
+        """POST `body` (the run's final JSON) to `url` until it is accepted or cannot be,
+        as delivery `delivery_id` (a fresh one if None).
 
         Never raises for a failed delivery; the result says how it ended.
         """
@@ -255,7 +259,7 @@ class WebhookSender:
         # that decides both the outcome and the wait (`Retry-After`), and the result is a
         # value, not an exception. Expressing that in tenacity means smuggling responses
         # through exceptions into a custom wait and stop; the loop says it directly.
-        delivery_id = str(uuid.uuid4())
+        delivery_id = delivery_id or str(uuid.uuid4())
         attempt = 0
         while True:
             attempt += 1
@@ -355,7 +359,7 @@ class WebhookSender:
 # --- settings -------------------------------------------------------------------------------
 
 
-class WebhookSettings(BaseSettings):
+class WebhookSettings(PodcrewSettings):
     """`PODCREW_WEBHOOK_*`: the signing secret and the egress guard for completion webhooks.
     Built in the lifespan of whichever process delivers them, never at import."""
 

@@ -3,8 +3,9 @@
 Three jobs, three parts: the queue consumer (`consumer.QueueConsumer`: the delivery
 lifecycle), the run executor (`executor.RunExecutor`: one run, from its entry to its stored
 final state), and what happens after a run ends (`aftermath`: result cache and thread
-memory, finished-run metrics, the audit line, the webhook). `create_worker` puts them
-together; the lists below are the one place an after-finish part is added.
+memory, finished-run metrics, the audit line). `create_worker` puts them together; the
+lists below are the one place an after-finish part is added. Completion webhooks are the
+webhook outbox's (`podcrew_orchestrator.outbox`), owed by the final transition itself.
 """
 
 from __future__ import annotations
@@ -18,11 +19,10 @@ from podcrew_orchestrator.aftermath import (
     Aftermath,
     FinishedRunMetrics,
     RunMemory,
-    WebhookNotice,
     audit,
 )
 from podcrew_orchestrator.cancellation import CancelWatch
-from podcrew_orchestrator.consumer import QueueConsumer
+from podcrew_orchestrator.consumer import IntakeGate, QueueConsumer
 from podcrew_orchestrator.executor import RunExecutor
 from podcrew_orchestrator.keys import Keys
 from podcrew_orchestrator.pipeline import Pipeline
@@ -30,7 +30,6 @@ from podcrew_orchestrator.queue import RunQueue
 from podcrew_orchestrator.settings import OrchestratorSettings
 from podcrew_orchestrator.store import RunStore
 from podcrew_orchestrator.submit import budget_caps
-from podcrew_orchestrator.webhooks import WebhookSender
 
 
 def create_worker(
@@ -38,17 +37,15 @@ def create_worker(
     redis: Redis,
     pipeline: Pipeline,
     llm: LLMSettings,
-    webhooks: WebhookSender | None = None,
 ) -> QueueConsumer:
     """A worker on `redis`: the queue consumer, handing each run to an executor whose runs
-    end with the after-finish parts (a webhook only when `webhooks` can send one)."""
+    end with the after-finish parts."""
     keys = Keys(settings.key_prefix)
     store = RunStore(redis, keys, settings.run_ttl_s, budget_caps=budget_caps(settings))
     queue = RunQueue(redis, keys, settings.consumer_name)
     # Order matters where a part may fail: the memory's Redis writes come first, so a run
     # whose result was not remembered is not counted or audited as finished either.
     parts: list[AfterFinish] = [RunMemory(store, settings), FinishedRunMetrics(settings), audit]
-    background: list[AfterFinish] = [WebhookNotice(webhooks)] if webhooks is not None else []
     watch = CancelWatch(store)
     executor = RunExecutor(
         settings,
@@ -57,7 +54,8 @@ def create_worker(
         pipeline,
         llm,
         Ledger(redis, settings.key_prefix),
-        Aftermath(parts, background),
+        Aftermath(parts),
         watch,
     )
-    return QueueConsumer(settings, store, queue, executor, watch)
+    gate = IntakeGate(pipeline.unreachable_agents)
+    return QueueConsumer(settings, store, queue, executor, watch, gate)

@@ -45,6 +45,8 @@ def create_app(config: WriterConfig) -> FastAPI:
         service="writer-agent",
         settings=settings,
         lifespan=lifespan,
+        # An agent's API is internal: with a service token, so is its schema.
+        docs_token=config.auth.service_token,
     )
     token = require_service_token(config.auth.service_token)
     app.include_router(routes.router, dependencies=[Depends(token)])

@@ -15,6 +15,10 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 MIN_SUBQUESTIONS = 2
 MAX_SUBQUESTIONS = 6
 MAX_QUESTION_CHARS = 4000
+# A sub-question may be as long as the question: a question that does not split (one long
+# clause) is planned as itself, and a plan the API's own question cannot fit would make a
+# question the API accepts one the planner cannot plan.
+MAX_SUBQUESTION_CHARS = MAX_QUESTION_CHARS
 
 Tier = Literal["economy", "standard", "premium"]
 
@@ -229,9 +233,9 @@ _TERMINAL_EVENTS = frozenset(
 class Plan(_Wire):
     """The planner's structured output (forced tool use)."""
 
-    sub_questions: list[Annotated[str, StringConstraints(min_length=3, max_length=500)]] = Field(
-        min_length=MIN_SUBQUESTIONS, max_length=MAX_SUBQUESTIONS
-    )
+    sub_questions: list[
+        Annotated[str, StringConstraints(min_length=3, max_length=MAX_SUBQUESTION_CHARS)]
+    ] = Field(min_length=MIN_SUBQUESTIONS, max_length=MAX_SUBQUESTIONS)
 
 
 class FindingsReport(_Wire):
@@ -245,7 +249,7 @@ class ResearchRequest(_Wire):
 
     run_id: str
     question: str = Field(description="The run's original question, for context.")
-    sub_question: str = Field(min_length=3, max_length=500)
+    sub_question: str = Field(min_length=3, max_length=MAX_SUBQUESTION_CHARS)
     max_steps: int | None = Field(default=None, ge=1, le=20)
     model: str | None = Field(default=None, description="Model to use (default: the agent's).")
 

@@ -41,7 +41,8 @@ def create_provider(settings: LLMSettings) -> LLMProvider:
     else:
         from podcrew_core.llm.anthropic import AnthropicProvider
 
-        inner = AnthropicProvider(settings)
+        key = settings.anthropic_api_key
+        inner = AnthropicProvider(settings, api_key=key.get_secret_value() if key else None)
     breaker = CircuitBreaker(
         upstream=f"llm-{inner.name}",
         consecutive_failures=settings.breaker_consecutive_failures,

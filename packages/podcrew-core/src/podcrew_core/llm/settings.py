@@ -1,18 +1,20 @@
 """LLM configuration shared by every service (`PODCREW_LLM_*`).
 
 The Anthropic key and endpoint are the SDK's own variables, `ANTHROPIC_API_KEY` and
-`ANTHROPIC_BASE_URL`, so a gateway or proxy can sit in between with no podcrew setting.
+`ANTHROPIC_BASE_URL`, so a gateway or proxy can sit in between with no podcrew setting; the key
+is read here too, so it may come from a file (`ANTHROPIC_API_KEY_FILE`) like every secret.
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic_settings import SettingsConfigDict
 
 from podcrew_core.llm.pricing import DEFAULT_PRICES, ModelPrice, PriceTable
 from podcrew_core.llm.types import Stage
+from podcrew_core.runtime.settings import PodcrewSettings
 
 
 class StageModels(BaseModel):
@@ -37,7 +39,7 @@ def _default_tiers() -> dict[str, StageModels]:
     }
 
 
-class LLMSettings(BaseSettings):
+class LLMSettings(PodcrewSettings):
     model_config = SettingsConfigDict(
         env_prefix="PODCREW_LLM_", extra="ignore", use_attribute_docstrings=True
     )
@@ -86,6 +88,8 @@ class LLMSettings(BaseSettings):
     """Connection pool size to the LLM endpoint."""
     offline_latency_s: float = Field(default=0.0, ge=0.0, le=60.0)
     """Simulated think time per offline call, to make progress visible in demos."""
+    anthropic_api_key: SecretStr | None = Field(default=None, validation_alias="ANTHROPIC_API_KEY")
+    """Anthropic API key (provider anthropic), the SDK's own variable."""
 
     @model_validator(mode="after")
     def _standard_tier(self) -> LLMSettings:

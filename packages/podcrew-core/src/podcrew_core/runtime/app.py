@@ -12,11 +12,14 @@ from typing import Annotated, Any
 
 import structlog
 from fastapi import Depends, FastAPI, Request, Response
+from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
+from pydantic import SecretStr
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from podcrew_core.contracts.errors import NotReady, PayloadTooLarge, UnsupportedMediaType
 from podcrew_core.contracts.hop import RUN_ID_HEADER
+from podcrew_core.runtime.auth import require_service_token
 from podcrew_core.runtime.logging import configure_logging
 from podcrew_core.runtime.metrics import (
     HTTP_SERVER_DURATION,
@@ -190,6 +193,46 @@ async def require_json(request: Request) -> None:
 JSONBody = Depends(require_json)
 
 
+def _new_app(
+    title: str,
+    version: str,
+    description: str,
+    lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]],
+    docs_token: SecretStr | None,
+) -> FastAPI:
+    """The FastAPI app, its docs at FastAPI's usual paths or, with a `docs_token`, behind it
+    (`_serve_docs`). An empty token guards nothing, as `require_service_token` reads it."""
+    if docs_token is None or not docs_token.get_secret_value():
+        return FastAPI(title=title, version=version, description=description, lifespan=lifespan)
+    app = FastAPI(
+        title=title,
+        version=version,
+        description=description,
+        lifespan=lifespan,
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
+    )
+    _serve_docs(app, docs_token)
+    return app
+
+
+def _serve_docs(app: FastAPI, token: SecretStr) -> None:
+    """`/openapi.json` for callers that present `token`, and no `/docs` or `/redoc`.
+
+    An internal service's schema maps what an attacker inside the network could call, so it
+    is not handed to anyone who asks; the interactive pages go, because a browser loading
+    them cannot present the token to fetch the schema they render."""
+
+    @app.get(
+        "/openapi.json",
+        include_in_schema=False,
+        dependencies=[Depends(require_service_token(token))],
+    )
+    async def openapi() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+
 def create_service_app(
     *,
     title: str,
@@ -198,11 +241,13 @@ def create_service_app(
     settings: ServiceSettings | None = None,
     description: str = "",
     service: str | None = None,
+    docs_token: SecretStr | None = None,
 ) -> FastAPI:
     """A FastAPI app with podcrew's health, readiness, metrics and error handling, refusing
     bodies over `settings.max_body_bytes` (no settings: the defaults). With a `service`
     name, its lifespan first configures JSON logging at `settings.log_level` and tracing for
-    that service, before the service's own `lifespan` builds anything."""
+    that service, before the service's own `lifespan` builds anything. With a `docs_token`
+    (an internal service's token), its OpenAPI document is behind that token (`_serve_docs`)."""
     settings = settings or ServiceSettings.model_construct()
 
     @asynccontextmanager
@@ -217,7 +262,7 @@ def create_service_app(
             flush_tracing()  # the spans of the last requests
             mark_process_dead()  # this worker's in-flight gauges (multiprocess mode)
 
-    app = FastAPI(title=title, version=version, description=description, lifespan=observed_lifespan)
+    app = _new_app(title, version, description, observed_lifespan, docs_token)
     app.state.readiness = Readiness()
     install_problem_handlers(app)
     app.add_middleware(ObservabilityMiddleware, max_body_bytes=settings.max_body_bytes)

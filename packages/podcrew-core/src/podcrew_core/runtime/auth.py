@@ -14,9 +14,10 @@ from collections.abc import Awaitable, Callable
 
 from fastapi import Request
 from pydantic import BaseModel, Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
 from podcrew_core.contracts.errors import Unauthorized
+from podcrew_core.runtime.settings import PodcrewSettings
 
 TENANT_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
 _BEARER = "bearer "
@@ -64,7 +65,7 @@ class KeyRing:
         return tenant
 
 
-class ServiceTokenSettings(BaseSettings):
+class ServiceTokenSettings(PodcrewSettings):
     """`PODCREW_SERVICE_TOKEN`: the secret the orchestrator presents to the agents."""
 
     model_config = SettingsConfigDict(

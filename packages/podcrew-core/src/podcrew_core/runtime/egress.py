@@ -178,6 +178,8 @@ def parse_url(raw: str) -> httpx.URL:
         raise BlockedURL("URLs carrying credentials are refused")
     if not url.raw_host:
         raise BlockedURL("the URL has no host")
+    if url.port is not None and not 0 < url.port < 65536:
+        raise BlockedURL(f"port {url.port} is not a TCP port")
     return url
 
 

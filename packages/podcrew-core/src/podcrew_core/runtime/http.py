@@ -3,6 +3,10 @@
 within the hop's retry budget, and raises the error the other service answered with, by
 its meaning (`contracts.problem`).
 
+A service may be one URL (a Kubernetes Service: kube-proxy picks a pod per connection) or
+several replicas named one by one (`Replicas`): then each call starts at the next replica in
+turn, a retry goes to another, and one that could not be reached is passed over for a while.
+
 The client keeps httpx's API but sends over aiohttp's HTTP/1.1 stack: `runtime/transport.py`
 says why and what it saves.
 """
@@ -12,7 +16,8 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 import httpx
@@ -32,10 +37,12 @@ from podcrew_core.runtime.metrics import (
 )
 from podcrew_core.runtime.resilience import (
     HOP_MAX_ATTEMPTS,
+    Unreachable,
     answer_error,
     hop_retry_delay_s,
     retry_after_s,
     should_retry,
+    unreachable,
 )
 from podcrew_core.runtime.tracing import instrument_http_client
 from podcrew_core.runtime.transport import AiohttpUnderHttpx
@@ -44,9 +51,84 @@ T = TypeVar("T", bound=BaseModel)
 
 # A connection that was refused or closed before any answer: the request never reached the
 # service, so sending it again cannot do its work twice. Any other transport failure (a
-# reset mid-answer) may come after the work was done, and is not retried.
+# reset mid-answer) may come after the work was done, and is retried only for a call that
+# may be done twice (`idempotent`).
 RETRYABLE_TRANSPORT_ERRORS = (httpx.ConnectError, httpx.RemoteProtocolError)
+# How long a replica that could not be reached is passed over while another may answer:
+# about what a crashed process takes to be restarted.
+REPLICA_REST_S = 5.0
 _JITTER = random.Random()  # noqa: S311 - jitter, not security
+
+
+@dataclass
+class Replicas:
+    """The URLs of one service's replicas, for calls any of them may serve.
+
+    Each call starts at the next URL in turn and each retry moves on to the next, so a
+    retry after a replica died lands on another; a URL that could not be reached is passed
+    over for `rest_s` unless every one is, so calls go on trying the one most likely back.
+    One URL (a Kubernetes Service) is simply tried every time.
+    """
+
+    urls: Sequence[str]
+    rest_s: float = REPLICA_REST_S
+    clock: Callable[[], float] = time.monotonic
+    _turn: int = 0
+    _resting_until: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.urls:
+            raise ValueError("a service needs at least one URL")
+
+    @classmethod
+    def parse(cls, bases: str, path: str = "") -> Replicas:
+        """Replicas from a comma-separated list of base URLs, `path` appended to each."""
+        urls = [base.strip().rstrip("/") + path for base in bases.split(",") if base.strip()]
+        return cls(urls)
+
+    def pick(self) -> str:
+        """The URL of the next attempt."""
+        now = self.clock()
+        count = len(self.urls)
+        for step in range(count):
+            url = self.urls[(self._turn + step) % count]
+            if self._resting_until.get(url, 0.0) <= now:
+                self._turn = (self._turn + step + 1) % count
+                return url
+        # Every one failed lately: try the one whose rest ends first.
+        url = min(self.urls, key=lambda u: self._resting_until.get(u, 0.0))
+        self._turn = (self.urls.index(url) + 1) % count
+        return url
+
+    def failed(self, url: str, error: PodcrewError) -> None:
+        """An attempt at `url` ended with `error`: rest it if it could not be reached."""
+        if unreachable(error):
+            self._resting_until[url] = self.clock() + self.rest_s
+
+    def answered(self, url: str) -> None:
+        """`url` answered: it takes calls in turn again."""
+        self._resting_until.pop(url, None)
+
+
+def hop_retry_wait_s(error: PodcrewError, attempt: int, hop: Hop) -> float | None:
+    """Seconds to wait before retrying a call to another podcrew service whose attempt
+    number `attempt` (1-based) failed with `error`, the retry taken from `hop`'s budget; None
+    when the policy, the attempts, the deadline or the budget allow no retry.
+
+    Decided here rather than by tenacity: tenacity decides whether to stop before it computes
+    the wait, so it cannot refuse a retry whose wait (the other service's `Retry-After`)
+    would outlast the deadline, nor take a retry from the run's budget only once the retry is
+    certain to happen."""
+    advice = retry_after_s(error.headers.get("Retry-After"), time.time())
+    delay = hop_retry_delay_s(attempt - 1, advice, _JITTER)
+    if (
+        not should_retry(error)
+        or attempt >= HOP_MAX_ATTEMPTS
+        or hop.deadline.remaining() <= delay
+        or not hop.retries.try_spend()
+    ):
+        return None
+    return delay
 
 
 def create_http_client(
@@ -94,14 +176,16 @@ def observe_hop(target: str, response: httpx.Response, elapsed_s: float) -> None
         HTTP_CLIENT_HOP_OVERHEAD.labels(target).observe(max(0.0, elapsed_s - server_s))
 
 
-def transport_error(target: str, exc: httpx.HTTPError) -> UpstreamError:
+def transport_error(
+    target: str, exc: httpx.HTTPError, *, idempotent: bool = False
+) -> UpstreamError:
     """What a failed exchange with `target` means: out of time, or unreachable (retryable
-    only if the request cannot have reached it)."""
+    if the request cannot have reached it, or if the call may be done twice)."""
     if isinstance(exc, httpx.TimeoutException):
         return UpstreamTimeout(f"{target} did not answer before the deadline")
-    return UpstreamError(
+    return Unreachable(
         f"{target} unreachable: {exc.__class__.__name__}",
-        retryable=isinstance(exc, RETRYABLE_TRANSPORT_ERRORS),
+        retryable=idempotent or isinstance(exc, RETRYABLE_TRANSPORT_ERRORS),
     )
 
 
@@ -119,21 +203,32 @@ class _Call:
     `outcome` label of its metric)."""
 
     client: httpx.AsyncClient
-    url: str
+    replicas: Replicas
     payload: bytes
     target: str
     hop: Hop
+    idempotent: bool
     outcome: str = "error"
 
     async def attempt(self) -> httpx.Response:
-        """One POST; a success, or the error the exchange or the answer means."""
+        """One POST to the next replica; a success, or the error it ended with."""
+        url = self.replicas.pick()
+        try:
+            response = await self._post(url)
+        except PodcrewError as error:
+            self.replicas.failed(url, error)
+            raise
+        self.replicas.answered(url)
+        return response
+
+    async def _post(self, url: str) -> httpx.Response:
         hop = self.hop
         if hop.deadline.remaining() <= 0:
             raise DeadlineExceeded(f"no time left to call {self.target}")
         sent = time.perf_counter()
         try:
             response = await self.client.post(
-                self.url,
+                url,
                 content=self.payload,
                 headers={"content-type": "application/json", **hop.to_headers()},
                 timeout=max(0.001, hop.deadline.remaining()),
@@ -141,7 +236,7 @@ class _Call:
         except httpx.HTTPError as exc:
             timed_out = isinstance(exc, httpx.TimeoutException)
             self.outcome = "timeout" if timed_out else "connection_error"
-            raise transport_error(self.target, exc) from exc
+            raise transport_error(self.target, exc, idempotent=self.idempotent) from exc
         observe_hop(self.target, response, time.perf_counter() - sent)
         if response.status_code < 400:
             return response
@@ -151,44 +246,36 @@ class _Call:
         raise error
 
     async def answer(self) -> httpx.Response:
-        """Attempts until one succeeds, or until the policy, the attempts, the deadline or
-        the hop's retry budget allow no other; each retry is taken from the budget.
-
-        A loop rather than tenacity: tenacity decides whether to stop before it computes the
-        wait, so it cannot refuse a retry whose wait (the other service's `Retry-After`)
-        would outlast the deadline, nor take a retry from the run's budget only once the
-        retry is certain to happen."""
+        """Attempts until one succeeds, or until `hop_retry_wait_s` allows no other."""
         attempt = 0
         while True:
             attempt += 1
             try:
                 return await self.attempt()
             except PodcrewError as error:
-                advice = retry_after_s(error.headers.get("Retry-After"), time.time())
-                delay = hop_retry_delay_s(attempt - 1, advice, _JITTER)
-                if (
-                    not should_retry(error)
-                    or attempt >= HOP_MAX_ATTEMPTS
-                    or self.hop.deadline.remaining() <= delay
-                    or not self.hop.retries.try_spend()
-                ):
+                delay = hop_retry_wait_s(error, attempt, self.hop)
+                if delay is None:
                     raise
             await asyncio.sleep(delay)
 
 
 async def post_json(
     client: httpx.AsyncClient,
-    url: str,
+    url: str | Replicas,
     body: BaseModel,
     response_model: type[T],
     *,
     target: str,
     hop: Hop,
+    idempotent: bool = False,
 ) -> T:
-    """POST `body` with the run's `hop`, retrying what can succeed on retry within the hop's
-    retry budget and deadline, and parse the answer; a failure is the error it means (the
-    one the other service answered with, rebuilt from its problem body)."""
-    call = _Call(client, url, body.model_dump_json().encode(), target, hop)
+    """POST `body` with the run's `hop` to `url` (or the next of its replicas), retrying
+    what can succeed on retry within the hop's retry budget and deadline, and parse the
+    answer; a failure is the error it means (the one the other service answered with,
+    rebuilt from its problem body). `idempotent`: doing the call twice is harmless, so a
+    connection lost mid-answer is retried too."""
+    replicas = url if isinstance(url, Replicas) else Replicas((url,))
+    call = _Call(client, replicas, body.model_dump_json().encode(), target, hop, idempotent)
     started = time.perf_counter()
     try:
         response = await call.answer()

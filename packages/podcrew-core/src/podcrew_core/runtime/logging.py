@@ -27,14 +27,18 @@ _SECRET_KEYS = frozenset(
     {"authorization", "api_key", "x-api-key", "password", "token", "secret", "service_token"}
 )
 # Values that must not reach a log whatever field carries them: API keys and bearer tokens,
-# e-mail addresses, phone numbers. Patterns err towards redacting too much, except that an
-# IPv4 address (a peer in a connection error) is not a phone number.
+# e-mail addresses, phone numbers. Patterns err towards redacting too much, except where a
+# log line needs the number to mean anything. A phone number is written with a leading `+`
+# or `0` (a trunk prefix), or grouped by spaces, hyphens or parentheses. Numbers grouped by
+# dots or colons (IP addresses, `host:port`, versions, decimals, times) are not phone
+# numbers, nor is a plain run of digits that starts with 1-9 (a count, a Unix time, a
+# duration), nor an ISO date or a Redis stream id: operators correlate by those.
 _SENSITIVE = re.compile(
     r"(?P<key>\b(?:sk|pk|rk)-[A-Za-z0-9_-]{16,}|\bAKIA[0-9A-Z]{16}\b"
     r"|(?i:bearer)\s+[A-Za-z0-9._~+/=-]{8,}|\bgh[pousr]_[A-Za-z0-9]{20,})"
     r"|(?P<email>\b[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\b)"
-    r"|(?P<phone>(?<![\w.:-])(?!\d{4}-\d\d-\d\d|\d{13}-\d|\d{1,3}(?:\.\d{1,3}){3}(?![\w.:-]))"
-    r"\+?\d[\d ().-]{7,}\d(?![\w.:-]))"
+    r"|(?P<phone>(?<![\w.:/@-])(?!\d{4}-\d\d-\d\d|\d\d-\d\d-\d{4}|\d{13}-\d)"
+    r"(?=\+|0|\(|\d+[ ()-]+\d)\+?[\d(][\d ()-]{6,}\d(?![\w:/-]|\.\d))"
 )
 
 

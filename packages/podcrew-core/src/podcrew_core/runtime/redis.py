@@ -92,6 +92,7 @@ def create_redis(settings: RedisSettings) -> Redis:
     The URL's query string may size the pool (`?max_connections=128&timeout=5`)."""
     pool = BlockingConnectionPool.from_url(
         settings.url.get_secret_value(),
+        password=settings.password.get_secret_value() if settings.password else None,
         decode_responses=True,
         max_connections=MAX_CONNECTIONS,
         timeout=POOL_TIMEOUT_S,

@@ -26,7 +26,13 @@ from enum import IntEnum
 
 from prometheus_client import Counter, Gauge
 
-from podcrew_core.contracts.errors import CircuitOpen, PodcrewError
+from podcrew_core.contracts.errors import (
+    CircuitOpen,
+    NotReady,
+    PodcrewError,
+    UnknownProblem,
+    UpstreamError,
+)
 from podcrew_core.contracts.problem import from_problem
 
 # --- retry policy -----------------------------------------------------------------------
@@ -66,6 +72,30 @@ def should_retry(error: BaseException) -> bool:
     `retryable` (an LLM's 429, 529, 5xx, timeouts and lost connections; an agent that is
     overloaded or unreachable). Anything else, a bug included, is not retried."""
     return isinstance(error, PodcrewError) and error.retryable
+
+
+class Unreachable(UpstreamError):
+    """The service was not reached: the connection was refused, or lost before an answer
+    came. Another replica, or the same one once restarted, may answer. (`upstream-error` on
+    the wire: a variant, not a slug of its own.)"""
+
+
+# What a proxy in front of a service answers when no replica behind it takes the request.
+_PROXY_UNREACHABLE_STATUS = frozenset({502, 503})
+
+
+def unreachable(error: BaseException) -> bool:
+    """Whether `error` says the service itself could not be reached, rather than that it
+    answered with a failure: a refused or lost connection (`Unreachable`), a service that is
+    shutting down (`NotReady`), or a proxy's 502/503 page (an answer that is no podcrew
+    problem). An agent's own 502 (its LLM failed) is an answer, not this."""
+    if isinstance(error, Unreachable | NotReady):
+        return True
+    return (
+        isinstance(error, UnknownProblem)
+        and error.slug == UpstreamError.slug
+        and error.status in _PROXY_UNREACHABLE_STATUS
+    )
 
 
 def should_retry_status(status: int) -> bool:

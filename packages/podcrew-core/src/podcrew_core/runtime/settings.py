@@ -1,21 +1,129 @@
 """The settings every service shares; each service subclasses with its own env prefix, so
-a shared setting is declared once here and read as `PODCREW_<SERVICE>_<NAME>`."""
+a shared setting is declared once here and read as `PODCREW_<SERVICE>_<NAME>`.
+
+Every settings class derives from `PodcrewSettings`, so every secret setting (a `SecretStr`, or
+one marked `SecretSetting()`) may also come from a file: `<NAME>_FILE` names the file, as
+official images do (`POSTGRES_PASSWORD_FILE`), which is how a Kubernetes Secret mounted as a
+volume reaches a process without being in its environment.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from pathlib import Path
+from typing import Annotated, Any, Literal, get_args
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 Port = Annotated[int, Field(ge=1, le=65535)]
 """A TCP port: each service declares its own default and says what listens on it."""
 
+FILE_SUFFIX = "_FILE"
 
-class LoggingSettings(BaseSettings):
-    """How a process logs: every podcrew process, an HTTP service or not (the operator)."""
+
+class SecretSetting:
+    """Marks a setting that holds a secret without being a `SecretStr` (a JSON list of key
+    hashes, say), so it may come from a file too: `Annotated[list[ApiKey], SecretSetting()]`."""
+
+
+def is_secret(field: FieldInfo) -> bool:
+    """Whether a setting may be read from the file `<NAME>_FILE` names."""
+    annotation = field.annotation
+    return (
+        annotation is SecretStr
+        or SecretStr in get_args(annotation)
+        or any(isinstance(m, SecretSetting) for m in field.metadata)
+    )
+
+
+def read_secret_file(variable: str, path: str) -> str:
+    """The content of a secret file, less its trailing newline (`echo` and most editors add
+    one; no secret ends with one). The error names the variable and the file, never content."""
+    try:
+        return Path(path).read_text(encoding="utf-8").rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise SettingsError(f"{variable}: cannot read the file {path!r}: {reason}") from exc
+
+
+class SecretFileSource(EnvSettingsSource):
+    """pydantic-settings' environment source, reading each secret setting from the file named
+    by `<NAME>_FILE` instead: the same names, prefixes, aliases and JSON decoding as the
+    variable itself. Setting both is refused, since which one wins would be a guess."""
+
+    def __call__(self) -> dict[str, Any]:
+        # Files are read before the base class looks fields up, since it rewraps whatever
+        # a lookup raises in a message that no longer names the variable or the file.
+        self._contents = self._read_files()
+        return super().__call__()
+
+    def _read_files(self) -> dict[str, str]:
+        suffix = FILE_SUFFIX if self.case_sensitive else FILE_SUFFIX.lower()
+        contents: dict[str, str] = {}
+        for field_name, field in self.settings_cls.model_fields.items():
+            if not is_secret(field):
+                continue
+            # `_extract_field_info` gives the names the environment source itself reads
+            # (prefix, alias, case), so `<NAME>_FILE` follows `<NAME>` whatever declares it.
+            for _, env_name, _ in self._extract_field_info(field, field_name):
+                path = self.env_vars.get(env_name + suffix)
+                if path is None:
+                    continue
+                variable = (env_name + FILE_SUFFIX).upper()
+                if self.env_vars.get(env_name) is not None:
+                    raise SettingsError(f"{env_name.upper()} and {variable} are both set: keep one")
+                contents[env_name] = read_secret_file(variable, path)
+        return contents
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        if is_secret(field):
+            for key, env_name, is_complex in self._extract_field_info(field, field_name):
+                if env_name in self._contents:
+                    return self._contents[env_name], key, is_complex
+        return None, field_name, False
+
+    def prepare_field_value(
+        self, field_name: str, field: FieldInfo, value: Any, value_is_complex: bool
+    ) -> Any:
+        prepared = super().prepare_field_value(field_name, field, value, value_is_complex)
+        # Handed over as a SecretStr, so even a validation error shows it masked.
+        return SecretStr(prepared) if isinstance(prepared, str) else prepared
+
+
+class PodcrewSettings(BaseSettings):
+    """Base of every podcrew settings class: the environment, then `<NAME>_FILE` for secret
+    settings (`SecretFileSource`)."""
 
     model_config = SettingsConfigDict(extra="ignore", use_attribute_docstrings=True)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (
+            init_settings,
+            env_settings,
+            SecretFileSource(settings_cls),
+            dotenv_settings,
+            file_secret_settings,
+        )
+
+
+class LoggingSettings(PodcrewSettings):
+    """How a process logs: every podcrew process, an HTTP service or not (the operator)."""
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     """Lowest level written to the JSON log on stderr."""
@@ -56,7 +164,7 @@ class AgentSettings(ServiceSettings):
     sets both from one value), so every hop counts a run alike."""
 
 
-class RedisSettings(BaseSettings):
+class RedisSettings(PodcrewSettings):
     """`PODCREW_REDIS_URL`: shared by every process that keeps state in Redis."""
 
     model_config = SettingsConfigDict(
@@ -67,3 +175,12 @@ class RedisSettings(BaseSettings):
     """Redis URL; may carry a password, so it is never logged. Its query string may size each
     process' connection pool: `?max_connections=256&timeout=30` (the defaults) allows 256
     connections and lets a command wait 30 s for a free one."""
+    password: SecretStr | None = None
+    """Redis password, when the URL carries none: so the password can come from a mounted
+    Secret while the URL stays plain configuration."""
+
+    @model_validator(mode="after")
+    def _one_password(self) -> RedisSettings:
+        if self.password is not None and urlsplit(self.url.get_secret_value()).password:
+            raise ValueError("the Redis URL carries a password and PODCREW_REDIS_PASSWORD is set")
+        return self

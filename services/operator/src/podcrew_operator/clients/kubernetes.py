@@ -73,6 +73,11 @@ class KubernetesClient:
         if old is not None:
             await old.aclose()
 
+    @property
+    def connected(self) -> bool:
+        """Whether a login has given this client its credentials."""
+        return self._http is not None
+
     async def aclose(self) -> None:
         if self._http is not None:
             await self._http.aclose()

@@ -28,6 +28,8 @@ from ..retry import retry_after_s
 from ..settings import OperatorSettings
 
 USER_AGENT = "podcrew-operator"
+# Below the chart's readiness probe timeout (5 s), so the probe gets the reason, not a timeout.
+READY_TIMEOUT_S = 3.0
 
 
 def create_http_client(settings: OperatorSettings) -> httpx.AsyncClient:
@@ -89,6 +91,16 @@ class OrchestratorClient:
                 retry_after_s=retry_after_s(error.headers.get("Retry-After"), time.time()),
             )
         return response
+
+    async def not_ready(self) -> str | None:
+        """Why the api cannot take runs now, by its own `/readyz`; None when it can."""
+        try:
+            response = await self.http.get("/readyz", timeout=READY_TIMEOUT_S)
+        except httpx.HTTPError as exc:
+            return f"the orchestrator api is unreachable ({exc.__class__.__name__})"
+        if response.status_code != 200:
+            return f"the orchestrator api is not ready ({response.status_code})"
+        return None
 
     async def submit(self, body: RunCreate, idempotency_key: str) -> Submitted:
         """`POST /v1/runs`; the same key always names the same run, however often it is sent."""

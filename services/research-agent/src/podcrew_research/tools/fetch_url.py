@@ -106,12 +106,30 @@ class Page:
 
 
 def _decode(body: bytes, response: httpx.Response) -> str:
+    """The body as text in its declared charset, or UTF-8 when the page declares one Python
+    cannot decode text with: unknown, or a codec that is not a text encoding (`base64`,
+    `rot13`) or refuses replacement (`idna`). A browser falls back the same way."""
     encoding = response.charset_encoding or "utf-8"
     try:
-        codecs.lookup(encoding)
-    except LookupError:
-        encoding = "utf-8"
-    return body.decode(encoding, errors="replace")
+        return body.decode(codecs.lookup(encoding).name, errors="replace")
+    except (LookupError, UnicodeError):
+        return body.decode("utf-8", errors="replace")
+
+
+def _redirect_target(url: httpx.URL, response: httpx.Response) -> httpx.URL:
+    """Where a redirect from `url` leads: its one `Location`, resolved against `url` and
+    checked by `parse_url`; a missing, repeated or malformed one is a `ToolError` (the
+    page's fault, for the model to hear about), a refused one a `BlockedURL`."""
+    locations = response.headers.get_list("location")
+    if len(locations) != 1 or not locations[0].strip():
+        raise ToolError(
+            f"{url} answered HTTP {response.status_code} without one usable Location header"
+        )
+    try:
+        joined = url.join(locations[0].strip())
+    except httpx.InvalidURL as exc:
+        raise ToolError(f"{url} redirected to a malformed Location: {exc}") from exc
+    return parse_url(str(joined))
 
 
 def create_fetch_client(
@@ -153,6 +171,11 @@ class Fetcher:
             raise ToolError(f"fetch timed out: {exc.__class__.__name__}") from exc
         except httpx.HTTPError as exc:
             raise ToolError(f"fetch failed: {exc.__class__.__name__}: {exc}") from exc
+        except httpx.InvalidURL as exc:
+            # httpx reads a redirect's Location inside `send` (for `next_request`), even with
+            # redirects off, and a Location with a scheme but no host (`javascript:x`,
+            # `data:,x`) raises there: a malformed page, not a bug of ours.
+            raise ToolError(f"fetch failed: a malformed Location header: {exc}") from exc
 
     async def _fetch(self, url: httpx.URL) -> Page:
         hops: list[str] = []
@@ -161,10 +184,9 @@ class Fetcher:
             request = target.request(self._client, "GET", headers=REQUEST_HEADERS)
             response = await self._client.send(request, stream=True)
             try:
-                location = response.headers.get("location")
-                if response.status_code in REDIRECT_STATUSES and location:
+                if response.status_code in REDIRECT_STATUSES:
                     hops.append(str(url))
-                    url = parse_url(str(url.join(location)))
+                    url = _redirect_target(url, response)
                     continue
                 if response.status_code >= 300:
                     raise ToolError(f"{url} answered HTTP {response.status_code}")

@@ -243,7 +243,8 @@ class Schema:
         if record is None and kind == "object":
             built = self._items_from_records(items, min(most, MAX_ITEMS_FROM_RECORDS))
         elif record is None and kind == "string":
-            built = question_parts(self.talk.subject, fewest, most)
+            longest = int(self.resolve(items).get("maxLength", len(self.talk.subject) + 100))
+            built = question_parts(self.talk.subject, fewest, most, longest)
         while len(built) < fewest:
             example = self.value(items, None, {}, record, depth + 1)
             if isinstance(example, _Missing):

@@ -79,21 +79,29 @@ def terms(text: str) -> frozenset[str]:
     return frozenset(w for w in _WORD.findall(text.lower()) if w not in _STOPWORDS and len(w) > 2)
 
 
-def question_parts(question: str, fewest: int, most: int) -> list[str]:
+def question_parts(question: str, fewest: int, most: int, longest: int = 10**6) -> list[str]:
     """Split a question into questions: its clauses first, then facets of its topic (the
     first clause without its question words), `fewest` to `most` of them, three when the
-    bounds allow."""
+    bounds allow, none longer than `longest` characters (a clause or topic that would be is
+    cut at a word, as a model asked for short questions shortens them)."""
     clauses = [c.strip(" ,.") for c in _CLAUSE_SPLIT.split(question) if len(c.split()) >= 3]
     topic = _QUESTION_FRAME.sub("", clauses[0] if clauses else question.strip(" ?."))
-    parts = [c[0].upper() + c[1:] + "?" for c in clauses]
+    parts = list(dict.fromkeys(_shorten(c[0].upper() + c[1:], longest - 1) + "?" for c in clauses))
     target = max(fewest, min(most, max(len(parts), _PREFERRED_PARTS)))
     for facet in _FACETS:
         if len(parts) >= target:
             break
-        candidate = facet.format(t=topic)
+        candidate = facet.format(t=_shorten(topic, longest - len(facet) + len("{t}")))
         if candidate not in parts:
             parts.append(candidate)
     return parts[:target]
+
+
+def _shorten(text: str, limit: int) -> str:
+    """`text` cut to at most `limit` characters, at the last space before the cut if any."""
+    if len(text) <= limit:
+        return text
+    return text[:limit].rsplit(" ", 1)[0].rstrip(" ,.") or text[:limit]
 
 
 def excerpt(text: str, subject: str) -> str:
