@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from podcrew_cli.__main__ import _config, main
+from podcrew_cli.__main__ import _config, build_parser, main
 from podcrew_kb.embed import load_embedder
 from podcrew_kb.store import FORMAT_VERSION, load_index
 
@@ -53,23 +53,7 @@ def test_kb_build_of_a_missing_or_empty_directory_fails(
 
 
 def test_kb_option_points_the_research_agent_at_the_directories(tmp_path: Path) -> None:
-    import argparse
-
-    parser_args = argparse.Namespace(
-        api_port=1,
-        worker_port=2,
-        research_port=3,
-        writer_port=4,
-        redis_port=5,
-        workers=1,
-        llm="offline",
-        simulator_port=6,
-        data_dir=None,
-        kb=[str(tmp_path), "rel"],
-    )
+    parser_args = build_parser().parse_args(["up", "--kb", str(tmp_path), "--kb", "rel"])
     config = _config(parser_args)
     assert config.env["PODCREW_RESEARCH_KB_SOURCES"] == f"{tmp_path},{Path('rel').resolve()}"
-    assert (
-        "PODCREW_RESEARCH_KB_SOURCES"
-        not in _config(argparse.Namespace(**{**vars(parser_args), "kb": None})).env
-    )
+    assert "PODCREW_RESEARCH_KB_SOURCES" not in _config(build_parser().parse_args(["up"])).env

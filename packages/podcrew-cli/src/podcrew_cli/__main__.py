@@ -95,39 +95,45 @@ def _demo(args: argparse.Namespace, console: Console) -> int:
         console.print("stopped." if not bad else f"stopped; non-zero exits: {bad}")
 
 
-def main(argv: list[str] | None = None) -> None:
+def _add_stack_options(p: argparse.ArgumentParser) -> None:
+    """The options of the commands that start a stack (`up`, `demo`)."""
+    p.add_argument("--api-port", type=int, default=8000)
+    p.add_argument("--worker-port", type=int, default=8001)
+    p.add_argument("--research-port", type=int, default=8101)
+    p.add_argument("--writer-port", type=int, default=8102)
+    p.add_argument("--redis-port", type=int, default=6390)
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument(
+        "--research-agents",
+        type=int,
+        default=1,
+        help="research agent replicas (the first on --research-port); the worker rotates "
+        "among them and retries on another when one cannot be reached",
+    )
+    p.add_argument(
+        "--llm",
+        choices=["offline", "simulated"],
+        default="offline",
+        help="simulated: also start the simulated Messages API and use the Anthropic SDK",
+    )
+    p.add_argument("--simulator-port", type=int, default=8200)
+    p.add_argument("--data-dir", help="where Redis data and logs go (default: a temp dir)")
+    p.add_argument(
+        "--kb",
+        action="append",
+        metavar="DIR",
+        help="research these documents (or a `podcrew kb build` index) instead of the "
+        "bundled Python docs; repeatable",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `podcrew` command line: every subcommand and its options."""
     parser = argparse.ArgumentParser(prog="podcrew", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     for name, helptext in (("up", "run the stack in the foreground"), ("demo", "up + ask + stop")):
         p = sub.add_parser(name, help=helptext)
-        p.add_argument("--api-port", type=int, default=8000)
-        p.add_argument("--worker-port", type=int, default=8001)
-        p.add_argument("--research-port", type=int, default=8101)
-        p.add_argument("--writer-port", type=int, default=8102)
-        p.add_argument("--redis-port", type=int, default=6390)
-        p.add_argument("--workers", type=int, default=1)
-        p.add_argument(
-            "--research-agents",
-            type=int,
-            default=1,
-            help="research agent replicas (the first on --research-port); the worker rotates "
-            "among them and retries on another when one cannot be reached",
-        )
-        p.add_argument(
-            "--llm",
-            choices=["offline", "simulated"],
-            default="offline",
-            help="simulated: also start the simulated Messages API and use the Anthropic SDK",
-        )
-        p.add_argument("--simulator-port", type=int, default=8200)
-        p.add_argument("--data-dir", help="where Redis data and logs go (default: a temp dir)")
-        p.add_argument(
-            "--kb",
-            action="append",
-            metavar="DIR",
-            help="research these documents (or a `podcrew kb build` index) instead of the "
-            "bundled Python docs; repeatable",
-        )
+        _add_stack_options(p)
         if name == "demo":
             p.add_argument("question", nargs="?", default=DEMO_QUESTION)
     p = sub.add_parser(
@@ -140,6 +146,11 @@ def main(argv: list[str] | None = None) -> None:
     p = sub.add_parser("ask", help="ask a running stack")
     p.add_argument("question")
     p.add_argument("--api-url", default=os.environ.get("PODCREW_API_URL", "http://127.0.0.1:8000"))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
     args = parser.parse_args(argv)
     console = Console()
     if args.command == "simulate-llm":
