@@ -68,7 +68,7 @@ def lookup_glossary(term: str) -> str:
     return GLOSSARY.get(term.lower(), f"No glossary entry for {term}.")
 
 
-@server.tool(description="Refresh the catalog of tools: adds the glossary tool.")
+@server.tool(description="Refresh the catalog of tools this server offers.")
 async def refresh_tool_catalog(ctx: Context) -> str:
     """Add `lookup_glossary` and tell clients the tool list changed, on either protocol."""
     if "lookup_glossary" not in {t.name for t in await server.list_tools()}:
