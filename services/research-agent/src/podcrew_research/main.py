@@ -111,12 +111,7 @@ def create_app(config: ResearchConfig) -> FastAPI:
             client = await stack.enter_async_context(create_fetch_client(policy))
             fetcher = Fetcher(client, policy, limits=fetch_limits(settings))
             # Connected in the background: a server that is down never holds up readiness.
-            mcp = McpToolbox.from_settings(
-                settings.mcp_servers,
-                redis=redis,
-                cache_ttl_s=settings.tool_cache_ttl_s,
-                key_prefix=settings.key_prefix,
-            )
+            mcp = McpToolbox.from_settings(settings, redis)
             stack.push_async_callback(_stop, asyncio.create_task(mcp.run()))
             provide(
                 app,

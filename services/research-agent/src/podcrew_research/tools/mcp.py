@@ -35,7 +35,7 @@ from podcrew_core.contracts.errors import ToolError
 from podcrew_core.contracts.schemas import Source
 from podcrew_core.llm.types import ToolSpec
 from podcrew_core.runtime.scope import time_left
-from podcrew_research.settings import McpServerConfig
+from podcrew_research.settings import ResearchSettings
 from podcrew_research.tools import Tool, ToolOutput
 from podcrew_research.tools.cache import cached
 from podcrew_research.tools.fetch_url import wrap_untrusted
@@ -164,15 +164,14 @@ class McpToolbox:
         self._tools: list[Tool] = []
 
     @classmethod
-    def from_settings(
-        cls, servers: Sequence[McpServerConfig], *, redis: Redis, cache_ttl_s: int, key_prefix: str
-    ) -> McpToolbox:
-        """One connection per configured server (none is opened yet: `run` opens them)."""
+    def from_settings(cls, settings: ResearchSettings, redis: Redis) -> McpToolbox:
+        """One connection per configured server (none is opened yet: `run` opens them), with
+        the agent's tool cache for the servers that opt in."""
         return cls(
-            [McpConnection(s) for s in servers],
+            [McpConnection(s) for s in settings.mcp_servers],
             redis=redis,
-            cache_ttl_s=cache_ttl_s,
-            key_prefix=key_prefix,
+            cache_ttl_s=settings.tool_cache_ttl_s,
+            key_prefix=settings.key_prefix,
         )
 
     async def run(self) -> None:
