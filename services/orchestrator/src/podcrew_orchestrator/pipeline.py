@@ -288,12 +288,10 @@ class Pipeline:
             (EventType.TOOL_CALLED, {"index": index, **call.model_dump(include=_TOOL_EVENT_FIELDS)})
             for call in response.tool_calls
         ]
-        events.append(
-            (
-                EventType.RESEARCH_FINISHED,
-                {"index": index, "ok": True, "findings": len(response.findings)},
-            )
-        )
+        finished: dict[str, Any] = {"index": index, "ok": True, "findings": len(response.findings)}
+        if response.unavailable_tools:
+            finished["unavailable_tools"] = response.unavailable_tools
+        events.append((EventType.RESEARCH_FINISHED, finished))
         await emit(events)
         return response
 

@@ -36,6 +36,7 @@ from podcrew_research.tools.kb_search import (
     keep_current,
     versioned,
 )
+from podcrew_research.tools.mcp import McpToolbox
 
 
 def egress_policy(settings: ResearchSettings) -> EgressPolicy:
@@ -57,9 +58,15 @@ def fetch_limits(settings: ResearchSettings) -> FetchLimits:
 
 
 def _researcher(
-    config: ResearchConfig, kb: KnowledgeBase, provider: LLMProvider, redis: Redis, fetcher: Fetcher
+    config: ResearchConfig,
+    kb: KnowledgeBase,
+    provider: LLMProvider,
+    redis: Redis,
+    fetcher: Fetcher,
+    mcp: McpToolbox,
 ) -> Researcher:
-    """The tool loop over the knowledge base and the web, each tool behind the Redis cache."""
+    """The tool loop over the knowledge base, the web and the MCP servers' tools, each behind
+    the Redis cache (an MCP server's only when it opts in)."""
     settings = config.service
     kb_tool = cached(kb_search_tool(kb), redis, settings.tool_cache_ttl_s, settings.key_prefix)
     return Researcher(
@@ -74,6 +81,7 @@ def _researcher(
             max_total_tokens=settings.max_tokens_per_call,
             max_output_tokens=settings.llm_max_output_tokens,
         ),
+        toolboxes=[mcp],
     )
 
 
@@ -102,11 +110,14 @@ def create_app(config: ResearchConfig) -> FastAPI:
             policy = egress_policy(settings)
             client = await stack.enter_async_context(create_fetch_client(policy))
             fetcher = Fetcher(client, policy, limits=fetch_limits(settings))
+            # Connected in the background: a server that is down never holds up readiness.
+            mcp = McpToolbox.from_settings(settings, redis)
+            stack.push_async_callback(_stop, asyncio.create_task(mcp.run()))
             provide(
                 app,
                 Resources(
                     config=config,
-                    researcher=_researcher(config, kb, provider, redis, fetcher),
+                    researcher=_researcher(config, kb, provider, redis, fetcher, mcp),
                     slots=Admission.from_settings("research-agent", settings),
                     ledger=Ledger(redis, settings.key_prefix),
                 ),
@@ -125,8 +136,9 @@ def create_app(config: ResearchConfig) -> FastAPI:
     app = create_service_app(
         title="podcrew research agent",
         version=__version__,
-        description="Answers one sub-question with a bounded tool-use loop over kb_search "
-        "and fetch_url, returning findings with their sources.",
+        description="Answers one sub-question with a bounded tool-use loop over kb_search, "
+        "fetch_url and the tools of configured MCP servers, returning findings with their "
+        "sources.",
         service="research-agent",
         settings=settings,
         lifespan=lifespan,

@@ -8,20 +8,51 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 from podcrew_core.llm import LLMSettings
 from podcrew_core.runtime.auth import ServiceTokenSettings
 from podcrew_core.runtime.settings import AgentSettings, Port, RedisSettings
 
+# A server's name starts the names its tools are offered under (`docs__search`), which the
+# Messages API limits to 64 characters of [a-zA-Z0-9_-].
+MCP_SERVER_NAME = r"^[a-z0-9_-]{1,24}$"
+# Each server is one connection, one task and a set of metric labels: a bounded number.
+MAX_MCP_SERVERS = 16
+
+
+class McpServerConfig(BaseModel):
+    """One MCP server the research agent takes tools from (an entry of
+    `PODCREW_RESEARCH_MCP_SERVERS`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=MCP_SERVER_NAME)
+    """Short name: its tools are offered as `<name>__<tool>`, its documents cited as
+    `mcp:<name>.<tool>:<uri>`."""
+    url: str = Field(pattern=r"^https?://[^\s]+$", max_length=2000)
+    """The server's Streamable HTTP endpoint, e.g. `http://docs-mcp:8000/mcp`."""
+    headers_file: Path | None = None
+    """A file of `Name: value` lines (a mounted Secret) sent as HTTP headers, read at start
+    and on every reconnect."""
+    allowed_tools: list[str] = Field(default_factory=list, max_length=256)
+    """Tools offered to the model; empty: every tool the server lists."""
+    timeout_s: float = Field(default=10.0, gt=0, le=300)
+    """Time limit of one tool call (the research deadline may cut it shorter) and of
+    connecting."""
+    cache: bool = False
+    """Answer repeated calls with the same input from the tool cache (for tools whose results
+    depend on their input only)."""
+
+
 # Shipped inside the package so a wheel or an image carries a working knowledge base.
 DEFAULT_CORPUS_DIR = Path(__file__).resolve().parent / "corpus"
 
 
 class ResearchSettings(AgentSettings):
-    """Where the knowledge base lives, how long the tool loop may run, and the egress guard
-    for `fetch_url`."""
+    """Where the knowledge base lives, how long the tool loop may run, the egress guard for
+    `fetch_url`, and the MCP servers whose tools the model is offered."""
 
     model_config = SettingsConfigDict(env_prefix="PODCREW_RESEARCH_", extra="ignore")
 
@@ -66,6 +97,34 @@ class ResearchSettings(AgentSettings):
     fetch_allow_private: bool = False
     """Tests and local development only: let fetch_url reach loopback and private addresses.
     Link-local (cloud metadata), multicast and reserved stay refused."""
+
+    mcp_servers: Annotated[list[McpServerConfig], NoDecode] = Field(
+        default_factory=list, max_length=MAX_MCP_SERVERS
+    )
+    """MCP servers whose tools the model is offered, a JSON array of objects: `name`, `url`,
+    and optionally `headers_file`, `allowed_tools`, `timeout_s` (10), `cache` (false).
+    docs/research-tools.md describes them."""
+
+    @field_validator("mcp_servers", mode="before")
+    @classmethod
+    def _parse_servers(cls, value: object) -> object:
+        if isinstance(value, str):
+            if not value.strip():
+                return []
+            try:
+                return json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"not a JSON array of server objects: {exc}") from exc
+        return value
+
+    @field_validator("mcp_servers")
+    @classmethod
+    def _unique_servers(cls, servers: list[McpServerConfig]) -> list[McpServerConfig]:
+        names = [s.name for s in servers]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"MCP server names must be unique: {', '.join(repeated)} repeated")
+        return servers
 
     @field_validator("kb_sources", mode="before")
     @classmethod

@@ -272,6 +272,11 @@ class ResearchResponse(_Wire):
     usage: Usage
     model: str
     retries: int = Field(default=0, description="LLM retries this call spent of its budget.")
+    unavailable_tools: list[str] = Field(
+        default_factory=list,
+        description="Tool servers that could not be reached, so their tools were not offered "
+        "(an MCP server as 'mcp:<name>').",
+    )
 
 
 class ResearchedSection(_Wire):

@@ -3,9 +3,9 @@ model (input validated, output as the JSON the model reads)."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -41,10 +41,31 @@ class Tool:
 
     spec: ToolSpec
     run: ToolFn
+    # The metric and span label of its calls when its name is not a bounded one (a tool an
+    # MCP server named).
+    label: str | None = None
 
     @property
     def name(self) -> str:
         return self.spec.name
+
+    @property
+    def metric_label(self) -> str:
+        """What its calls are counted and traced under."""
+        return self.label or self.spec.name
+
+
+class Toolbox(Protocol):
+    """Tools that come and go while the agent runs (those of MCP servers): each research call
+    offers the ones available when it starts."""
+
+    def tools(self) -> Sequence[Tool]:
+        """The tools available now."""
+        ...
+
+    def unavailable(self) -> list[str]:
+        """What cannot be offered now because it cannot be reached (`mcp:<server>`)."""
+        ...
 
 
 def parse_input(model: type[InputT], tool: str, arguments: dict[str, Any]) -> InputT:

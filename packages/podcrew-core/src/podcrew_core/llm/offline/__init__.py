@@ -19,7 +19,10 @@ How it answers, by the first rule that applies:
 1. A forced tool (`tool_choice` of type `tool`) is called, its input made from its schema.
 2. Offered tools that take no list of objects (function tools), that it has not called
    yet, and whose required inputs it can fill, are called together, after a short text
-   (without the text when `tool_choice` is `any`).
+   (without the text when `tool_choice` is `any`). Tools named `<namespace>__<tool>` are
+   many tools of one server (MCP's): of each namespace not called yet it calls only the one
+   whose name and description share the most words with the subject, and none when no word
+   is shared, as a model picks the tool that fits rather than all it is given.
 3. An offered tool that takes a list of objects (an output tool: how a model hands back
    what it found) is called, its lists filled from the records.
 4. With `tool_choice` `any`, the first tool is called.
@@ -41,7 +44,8 @@ taken):
   made); an array of strings is the subject split into questions (its clauses, then facets
   of its topic, three when `minItems`/`maxItems` allow); an array of objects gets up to
   four items, one from each record that supplies the item's required objects and arrays
-  by name, no two copying the same values; a number is its `minimum` or 0; a boolean false;
+  by name, no two copying the same values, records sharing more words with the subject
+  first; a number is its `minimum` or 0; a boolean false;
 - an array shorter than its `minItems` is made up to it with items made from the schema.
 
 Usage: input tokens are estimated from the whole request, output tokens from the answer
@@ -60,7 +64,7 @@ from typing import Any
 
 from podcrew_core.contracts.schemas import Usage
 from podcrew_core.llm.offline.inputs import Conversation, Schema, read_conversation
-from podcrew_core.llm.offline.writing import write_document
+from podcrew_core.llm.offline.writing import terms, write_document
 from podcrew_core.llm.tokens import block_tokens, estimate_tokens
 from podcrew_core.llm.types import (
     LLMRequest,
@@ -94,17 +98,43 @@ def _forced_call(tool: ToolSpec, talk: Conversation) -> ToolUseBlock:
     return _call(tool, Schema(tool.input_schema, talk, forced=True).fill() or {})
 
 
+NAMESPACE_SEPARATOR = "__"
+# Words match on their first letters, so "deploys" finds a tool about "deploy".
+_STEM = 5
+
+
+def _stems(text: str) -> set[str]:
+    return {w[:_STEM] for w in terms(text.replace("_", " ").replace("-", " "))}
+
+
+def _fit(tool: ToolSpec, subject: set[str]) -> int:
+    """How many of the subject's words the tool's name and description share."""
+    return len(subject & _stems(f"{tool.name} {tool.description}"))
+
+
 def _function_calls(tools: list[ToolSpec], talk: Conversation) -> list[ToolUseBlock]:
-    """Rule 2: the function tools not called yet whose input it can fill."""
+    """Rule 2: the function tools not called yet whose input it can fill; of a namespace's
+    tools, the one that fits the subject best."""
     calls = []
+    subject = _stems(talk.subject)
+    called = {n.split(NAMESPACE_SEPARATOR, 1)[0] for n in talk.called if NAMESPACE_SEPARATOR in n}
+    best: dict[str, tuple[int, ToolUseBlock]] = {}
     for tool in tools:
         schema = Schema(tool.input_schema, talk, forced=False)
-        if tool.name in talk.called or schema.is_output():
+        namespace, separator, _ = tool.name.partition(NAMESPACE_SEPARATOR)
+        if tool.name in talk.called or schema.is_output() or namespace in called:
+            continue
+        fit = _fit(tool, subject) if separator else 0
+        if separator and (fit == 0 or fit <= best.get(namespace, (0, None))[0]):
             continue
         payload = schema.fill()
-        if payload is not None:
+        if payload is None:
+            continue
+        if separator:
+            best[namespace] = (fit, _call(tool, payload))
+        else:
             calls.append(_call(tool, payload))
-    return calls
+    return calls + [call for _, call in best.values()]
 
 
 def _output_call(tools: list[ToolSpec], talk: Conversation) -> ToolUseBlock | None:

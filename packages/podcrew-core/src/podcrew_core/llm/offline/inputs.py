@@ -14,7 +14,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from podcrew_core.llm.offline.writing import excerpt, first_string, question_parts
+from podcrew_core.llm.offline.writing import excerpt, first_string, question_parts, terms
 from podcrew_core.llm.types import LLMRequest, TextBlock, ToolResultBlock, ToolUseBlock
 
 # Items an output list gets from the records: a terse model reports a few good ones.
@@ -269,10 +269,22 @@ class Schema:
         text = text[: int(schema.get("maxLength", len(text)))]
         return text.ljust(int(schema.get("minLength", 0)), ".")
 
+    def _by_relevance(self) -> list[dict[str, Any]]:
+        """The records, those whose longest text shares more words with the subject first
+        (in the order they came otherwise): what one tool found that fits beats what another
+        found that does not."""
+        wanted = terms(self.talk.subject)
+
+        def shared(record: Mapping[str, Any]) -> int:
+            longest = max((v for v in record.values() if isinstance(v, str)), key=len, default="")
+            return len(terms(longest) & wanted)
+
+        return sorted(self.talk.records, key=lambda r: -shared(r))
+
     def _items_from_records(self, items: Mapping[str, Any], limit: int) -> list[dict[str, Any]]:
         """Up to `limit` items, one from each record that supplies the item's required
-        objects and lists by name and has text for its strings; no two copy the same
-        values."""
+        objects and lists by name and has text for its strings, the most relevant first; no
+        two copy the same values."""
         schema = self.resolve(items)
         properties = schema.get("properties", {})
         needed = [
@@ -282,7 +294,7 @@ class Schema:
         ]
         built: list[dict[str, Any]] = []
         seen: set[str] = set()
-        for record in self.talk.records:
+        for record in self._by_relevance():
             if len(built) >= limit:
                 break
             if not all(n in record for n in needed):
