@@ -6,13 +6,15 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
+from podcrew_core.contracts.errors import ToolError
 from podcrew_core.llm import LLMSettings
 from podcrew_core.runtime.auth import ServiceTokenSettings
+from podcrew_core.runtime.egress import parse_url
 from podcrew_core.runtime.settings import AgentSettings, Port, RedisSettings
 
 # Shipped inside the package so a wheel or an image carries a working knowledge base.
@@ -20,8 +22,8 @@ DEFAULT_CORPUS_DIR = Path(__file__).resolve().parent / "corpus"
 
 
 class ResearchSettings(AgentSettings):
-    """Where the knowledge base lives, how long the tool loop may run, and the egress guard
-    for `fetch_url`."""
+    """Where the knowledge base lives, how long the tool loop may run, the egress guard for
+    `fetch_url`, and the web search provider."""
 
     model_config = SettingsConfigDict(env_prefix="PODCREW_RESEARCH_", extra="ignore")
 
@@ -66,6 +68,43 @@ class ResearchSettings(AgentSettings):
     fetch_allow_private: bool = False
     """Tests and local development only: let fetch_url reach loopback and private addresses.
     Link-local (cloud metadata), multicast and reserved stay refused."""
+
+    web_search_provider: Literal["off", "searxng", "brave", "tavily"] = "off"
+    """Web search offered to the model as web_search: off, or the provider it asks (a
+    self-hosted SearXNG, Brave Search, Tavily)."""
+    web_search_url: str | None = None
+    """Base URL of the web search provider: required for searxng (the instance, its JSON
+    format enabled); for brave and tavily their public API unless set."""
+    web_search_api_key: SecretStr | None = None
+    """API key of the web search provider: required for brave (a subscription token) and
+    tavily."""
+    web_search_max_results: int = Field(default=5, ge=1, le=20)
+    """Results one web_search returns at most."""
+    web_search_timeout_s: float = Field(default=5.0, gt=0)
+    """Time limit of one web_search call, retries included."""
+
+    @model_validator(mode="after")
+    def _web_search_complete(self) -> ResearchSettings:
+        # Refused at start: an agent that cannot search would only find out at the first call.
+        provider = self.web_search_provider
+        if provider == "searxng" and not self.web_search_url:
+            raise ValueError(
+                "PODCREW_RESEARCH_WEB_SEARCH_PROVIDER=searxng needs "
+                "PODCREW_RESEARCH_WEB_SEARCH_URL (the instance's base URL)"
+            )
+        if provider in ("brave", "tavily") and not (
+            self.web_search_api_key and self.web_search_api_key.get_secret_value()
+        ):
+            raise ValueError(
+                f"PODCREW_RESEARCH_WEB_SEARCH_PROVIDER={provider} needs "
+                "PODCREW_RESEARCH_WEB_SEARCH_API_KEY (or _FILE)"
+            )
+        if provider != "off" and self.web_search_url:
+            try:
+                parse_url(self.web_search_url)
+            except ToolError as exc:
+                raise ValueError(f"PODCREW_RESEARCH_WEB_SEARCH_URL: {exc.detail}") from exc
+        return self
 
     @field_validator("kb_sources", mode="before")
     @classmethod
