@@ -49,11 +49,12 @@ WEB_SEARCH_TOOL = "web_search"
 # A provider's answer for 20 results is tens of kilobytes; more is not a search answer.
 MAX_ANSWER_BYTES = 1_000_000
 USER_AGENT = "podcrew-research-agent/0.1"
+MAX_REASON_CHARS = 200
 
 WEB_SEARCH_REQUESTS = Counter(
     "podcrew_web_search_requests",
     "Requests sent to the web search provider, retries included, by provider and outcome "
-    "(ok, rate_limited, refused, http_4xx, http_5xx, timeout, connection_error, invalid).",
+    "(ok, rate_limited, refused, unavailable, timeout, connection_error, invalid).",
     ["provider", "outcome"],
 )
 WEB_SEARCH_DURATION = Histogram(
@@ -77,8 +78,8 @@ class SearchUnavailable(ToolError):
 
 
 class SearchRefused(ToolError):
-    """The provider refused the request itself (a bad key, a disabled format): repeating it
-    cannot help; the operator has to act."""
+    """The provider refused the request itself (a bad key, a spent plan, a disabled format):
+    repeating it cannot help; the operator has to act."""
 
 
 class WebSearchInput(BaseModel):
@@ -103,30 +104,48 @@ def provider_policy(url: httpx.URL, timeout_s: float) -> EgressPolicy:
     )
 
 
-def answer_error(provider: Provider, response: httpx.Response) -> ToolError:
+def _problem(body: bytes) -> str | None:
+    """The short reason a provider's error answer gives, if it gives one where the providers
+    put it: Brave's `error.code`, Tavily's `detail.error`, else a `detail` or `message`."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    for outer, inner in (("error", "code"), ("detail", "error"), ("error", "message")):
+        value = data.get(outer)
+        if isinstance(value, dict) and isinstance(value.get(inner), str):
+            return str(value[inner])[:MAX_REASON_CHARS]
+    for key in ("detail", "message", "error"):
+        if isinstance(data.get(key), str):
+            return str(data[key])[:MAX_REASON_CHARS]
+    return None
+
+
+def answer_error(provider: Provider, response: httpx.Response, body: bytes) -> ToolError:
     """What a provider's failed answer means, by its status as the retry policy reads it."""
     status = response.status_code
-    label = f"{provider.name} answered HTTP {status}"
+    reason = _problem(body)
+    label = f"{provider.name} answered HTTP {status}" + (f" ({reason})" if reason else "")
     if status == 429:
         retry_after = response.headers.get("retry-after")
         headers = {"Retry-After": retry_after} if retry_after else {}
         return SearchRateLimited(f"{label}: it is rate limiting web searches", headers=headers)
-    if status in (401, 403):
-        return SearchRefused(f"{label}: it refused the request ({provider.refused_hint})")
     if should_retry_status(status):
         return SearchUnavailable(label)
-    return SearchRefused(label)
+    return SearchRefused(f"{label}: it refused the request; {provider.refused_hint}")
 
 
-def _outcome(error: ToolError, response: httpx.Response | None) -> str:
+def _outcome(error: ToolError) -> str:
     """The metric's outcome of a request that ended in `error`: a bounded label."""
     if isinstance(error, SearchRateLimited):
         return "rate_limited"
-    if response is None or response.status_code < 300:
-        return "invalid"  # an answer too large, not JSON, or of another shape
-    if response.status_code in (401, 403):
+    if isinstance(error, SearchRefused):
         return "refused"
-    return f"http_{response.status_code // 100}xx"
+    if isinstance(error, SearchUnavailable):
+        return "unavailable"
+    return "invalid"  # an answer too large, not JSON, or of another shape
 
 
 class WebSearcher:
@@ -183,7 +202,6 @@ class WebSearcher:
         headers = {"User-Agent": USER_AGENT, **asked.headers}
         request = target.request(self._client, asked.method, headers=headers, content=asked.content)
         started = time.perf_counter()
-        response: httpx.Response | None = None
         outcome = "ok"
         try:
             response = await self._client.send(request, stream=True)
@@ -192,7 +210,7 @@ class WebSearcher:
             finally:
                 await response.aclose()
             if response.status_code >= 300:
-                raise answer_error(self.provider, response)
+                raise answer_error(self.provider, response, body)
             return self.provider.results(_decoded(body, name))
         except httpx.TimeoutException as exc:
             outcome = "timeout"
@@ -202,7 +220,7 @@ class WebSearcher:
             # A search changes nothing: sending it again is always safe.
             raise SearchUnavailable(f"{name} unreachable: {exc.__class__.__name__}") from exc
         except ToolError as error:
-            outcome = _outcome(error, response)
+            outcome = _outcome(error)
             raise
         finally:
             WEB_SEARCH_REQUESTS.labels(name, outcome).inc()

@@ -6,9 +6,11 @@ API: how a query becomes a request, and how an answer becomes results.
   answers 403.
 - Brave Search: `GET {base}/res/v1/web/search?q=…&count=…` with the key in the
   `X-Subscription-Token` header, results `web.results[]` with `title`, `url`,
-  `description` (which carries `<strong>` markup around the matched words).
+  `description` (which carries `<strong>` markup around the matched words). It refuses a bad
+  token with 422 and `error.code` `SUBSCRIPTION_TOKEN_INVALID`.
 - Tavily: `POST {base}/search` with a JSON body (`query`, `max_results`) and the key as
-  `Authorization: Bearer …`, results `results[]` with `title`, `url`, `content`.
+  `Authorization: Bearer …`, results `results[]` with `title`, `url`, `content`. It refuses
+  a bad key with 401 and a spent plan with 432 or 433, the reason in `detail.error`.
 
 A provider only builds requests and reads answers: sending them (through the egress guard,
 bounded, retried) is `podcrew_research.tools.web_search`'s job, so every provider is held to
