@@ -254,7 +254,7 @@ async def test_refusals_of_any_kind_are_not_retried(status: int) -> None:
 async def test_searxng_without_its_json_format_enabled_says_so() -> None:
     server = await _server("searxng", json_enabled=False)
     try:
-        with pytest.raises(SearchRefused, match="HTTP 403.*search.formats"):
+        with pytest.raises(SearchRefused, match=r"HTTP 403.*search\.formats"):
             await _search(_provider(server), "quibbler")
     finally:
         await server.stop()
