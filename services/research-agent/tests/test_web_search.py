@@ -23,7 +23,9 @@ from podcrew_core.contracts.errors import BlockedURL, ToolError
 from podcrew_core.contracts.hop import Hop, RetryBudget
 from podcrew_core.runtime.egress import create_client
 from podcrew_core.runtime.scope import hop_context
+from podcrew_research.loop import Researcher
 from podcrew_research.settings import ResearchSettings
+from podcrew_research.tools.kb_search import KnowledgeBase, kb_search_tool
 from podcrew_research.tools.web_search import (
     SearchRateLimited,
     SearchRefused,
@@ -334,3 +336,30 @@ def test_settings_refuse_an_incomplete_provider_at_start(
     assert "tvly-secret" not in repr(settings)
     provider = create_provider("tavily", url=None, api_key="k", count=5)
     assert provider is not None and provider.base_url == "https://api.tavily.com"
+
+
+async def test_the_offline_model_searches_the_web_alongside_the_knowledge_base(
+    kb: KnowledgeBase, recording_provider: Any
+) -> None:
+    server = await _server("searxng")
+    provider = _provider(server)
+    policy = provider_policy(httpx.URL(provider.base_url), 5.0)
+    try:
+        async with create_client(policy) as client:
+            tools = [kb_search_tool(kb), web_search_tool(WebSearcher(provider, client, policy))]
+            researcher = Researcher(recording_provider, tools, model="offline")
+            question = "How often must the quibbler be recalibrated?"
+            with hop_context(Hop("run-1", Deadline.after(30), RetryBudget(5))):
+                response = await researcher.research(sub_question=question, question=question)
+    finally:
+        await server.stop()
+
+    first = recording_provider.requests[0]
+    assert "web_search" in {t.name for t in first.tools}
+    assert "web_search" in first.system
+    assert [c.name for c in response.tool_calls] == ["kb_search", "web_search"]
+    cited = {f.source.id: f.claim for f in response.findings}
+    page = "https://quibbler.example.org/handbook/maintenance"
+    assert cited[page].startswith("The quibbler must be recalibrated every ninety days")
+    assert "untrusted" not in cited[page]
+    assert server.requests[0].query["q"] == question
