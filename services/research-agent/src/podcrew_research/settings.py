@@ -50,8 +50,8 @@ class ResearchSettings(AgentSettings):
     """Research calls served at once; the rest wait for a slot (the queue depth the autoscaler
     watches) until their deadline."""
     tool_cache_ttl_s: int = Field(default=900, ge=0)
-    """How long a kb_search or fetch_url result is reused for the same input, from Redis (0: no
-    cache)."""
+    """How long a kb_search, fetch_url or web_search result is reused for the same input, from
+    Redis (0: no cache)."""
     default_deadline_s: float = Field(default=60.0, gt=0)
     """Deadline of a request that carries no x-podcrew-deadline-ms header."""
     fetch_timeout_s: float = Field(default=5.0, gt=0)
