@@ -264,11 +264,13 @@ async def test_searxng_without_its_json_format_enabled_says_so() -> None:
 
 async def test_a_slow_provider_ends_at_the_time_limit() -> None:
     server = await _server("searxng", delay_s=3)
+    before = _requests("searxng", "timeout")
     started = time.monotonic()
     try:
         with pytest.raises(ToolError, match="timed out"):
             await _search(_provider(server), "quibbler", timeout_s=0.5)
         assert time.monotonic() - started < 1.5
+        assert _requests("searxng", "timeout") == before + 1
     finally:
         await server.stop()
 

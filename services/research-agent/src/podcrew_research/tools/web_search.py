@@ -215,6 +215,9 @@ class WebSearcher:
         except httpx.TimeoutException as exc:
             outcome = "timeout"
             raise ToolError(f"{name} did not answer in time") from exc
+        except asyncio.CancelledError:
+            outcome = "timeout"  # the call's time limit or the deadline ended it
+            raise
         except httpx.HTTPError as exc:
             outcome = "connection_error"
             # A search changes nothing: sending it again is always safe.
