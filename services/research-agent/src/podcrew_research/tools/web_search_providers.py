@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import httpx
 from pydantic import BaseModel, ValidationError
@@ -142,8 +142,8 @@ class SearxngProvider:
 
     base_url: str
     count: int = 5
-    name: str = "searxng"
-    refused_hint: str = "is `json` listed under search.formats in its settings.yml?"
+    name: ClassVar[str] = "searxng"
+    refused_hint: ClassVar[str] = "is `json` listed under search.formats in its settings.yml?"
 
     def request(self, query: str) -> ProviderRequest:
         # SearXNG has no result-count parameter: it answers a page, cut to `count` when read.
@@ -155,14 +155,22 @@ class SearxngProvider:
 
 
 @dataclass(frozen=True, slots=True)
-class BraveProvider:
-    """Brave Search's Web Search API."""
+class _KeyedProvider:
+    """A provider's public API, asked with a key."""
 
     api_key: str
-    base_url: str = BRAVE_URL
+    base_url: str
     count: int = 5
-    name: str = "brave"
-    refused_hint: str = "check PODCREW_RESEARCH_WEB_SEARCH_API_KEY (a Brave subscription token)"
+
+
+@dataclass(frozen=True, slots=True)
+class BraveProvider(_KeyedProvider):
+    """Brave Search's Web Search API."""
+
+    name: ClassVar[str] = "brave"
+    refused_hint: ClassVar[str] = (
+        "check PODCREW_RESEARCH_WEB_SEARCH_API_KEY (a Brave subscription token)"
+    )
 
     def request(self, query: str) -> ProviderRequest:
         url = _endpoint(self.base_url, "/res/v1/web/search").copy_merge_params(
@@ -176,14 +184,11 @@ class BraveProvider:
 
 
 @dataclass(frozen=True, slots=True)
-class TavilyProvider:
+class TavilyProvider(_KeyedProvider):
     """Tavily's search API."""
 
-    api_key: str
-    base_url: str = TAVILY_URL
-    count: int = 5
-    name: str = "tavily"
-    refused_hint: str = "check PODCREW_RESEARCH_WEB_SEARCH_API_KEY (a Tavily API key)"
+    name: ClassVar[str] = "tavily"
+    refused_hint: ClassVar[str] = "check PODCREW_RESEARCH_WEB_SEARCH_API_KEY (a Tavily API key)"
 
     def request(self, query: str) -> ProviderRequest:
         body = json.dumps({"query": query, "max_results": self.count}).encode()
