@@ -47,7 +47,7 @@ PAGES: list[dict[str, str]] = [
     {
         "title": "Not a page",
         "url": "javascript:alert(1)",
-        "content": "A result whose address is no web page, which a client must leave out.",
+        "content": "A quibbler result whose address is no web page, which a client leaves out.",
     },
 ]
 _WORD = re.compile(r"[a-z0-9]+")
@@ -70,7 +70,7 @@ class ProviderServer:
 
     provider: str
     api_key: str = API_KEY
-    pages: list[dict[str, str]] = field(default_factory=lambda: list(PAGES))
+    pages: list[dict[str, Any]] = field(default_factory=lambda: list(PAGES))
     json_enabled: bool = True
     delay_s: float = 0.0
     requests: list[Recorded] = field(default_factory=list)
@@ -118,9 +118,14 @@ class ProviderServer:
             )
         )
 
-    def _matches(self, query: str, count: int) -> list[dict[str, str]]:
+    def _matches(self, query: str, count: int) -> list[dict[str, Any]]:
         words = set(_WORD.findall(query.lower()))
-        found = [p for p in self.pages if words & set(_WORD.findall(p["content"].lower()))]
+        # A page matches by any word of its title, address or text, as a search engine's would.
+        found = [
+            p
+            for p in self.pages
+            if words & set(_WORD.findall(" ".join(v for v in p.values() if v).lower()))
+        ]
         return found[:count]
 
     def _scripted(self, error: Any) -> web.Response | None:

@@ -92,6 +92,8 @@ async def test_each_provider_is_asked_as_documented_and_its_results_are_read(
     results = await _search(_provider(provider_server), "quibbler recalibration")
 
     # Both pages, in the provider's order; the result that is no web page is left out.
+    served = {p["url"] for p in provider_server.pages}
+    assert "javascript:alert(1)" in served
     assert [r.url for r in results] == [
         "https://quibbler.example.org/handbook/maintenance",
         "https://quibbler.example.org/releases/4.2",
@@ -365,3 +367,20 @@ async def test_the_offline_model_searches_the_web_alongside_the_knowledge_base(
     assert cited[page].startswith("The quibbler must be recalibrated every ninety days")
     assert "untrusted" not in cited[page]
     assert server.requests[0].query["q"] == question
+
+
+async def test_results_lacking_a_title_or_snippet_are_kept_and_other_shapes_refused() -> None:
+    server = await _server("searxng")
+    server.pages = [
+        {"title": None, "url": "https://quibbler.example.org/bare", "content": None},
+        {"title": "Twice", "url": "https://quibbler.example.org/bare", "content": "quibbler"},
+    ]
+    try:
+        (result,) = await _search(_provider(server), "quibbler")
+    finally:
+        await server.stop()
+    assert (result.title, result.snippet) == ("https://quibbler.example.org/bare", "")
+
+    provider = _provider(server)
+    with pytest.raises(ToolError, match="unexpected shape"):
+        provider.results({"results": "none"})

@@ -87,10 +87,11 @@ class _Hit(BaseModel):
     """A result as the providers spell it; the snippet's key differs (`content`,
     `description`), the rest is alike. Unknown fields are ignored."""
 
-    title: str = ""
-    url: str = ""
-    content: str = ""
-    description: str = ""
+    # SearXNG's engines leave some of these null; a result lacking one is still a result.
+    title: str | None = None
+    url: str | None = None
+    content: str | None = None
+    description: str | None = None
 
 
 class _Hits(BaseModel):
@@ -114,12 +115,13 @@ def _web_results(hits: list[_Hit], count: int) -> list[WebResult]:
     out: list[WebResult] = []
     seen: set[str] = set()
     for hit in hits:
-        url = hit.url.strip()
+        url = (hit.url or "").strip()
         if not url.lower().startswith(("http://", "https://")) or url in seen:
             continue
         seen.add(url)
-        title = _clean(hit.title, MAX_TITLE_CHARS) or url
-        out.append(WebResult(title, url, _clean(hit.content or hit.description, MAX_SNIPPET_CHARS)))
+        title = _clean(hit.title or "", MAX_TITLE_CHARS) or url
+        snippet = _clean(hit.content or hit.description or "", MAX_SNIPPET_CHARS)
+        out.append(WebResult(title, url, snippet))
         if len(out) >= count:
             break
     return out
