@@ -380,3 +380,50 @@ async def test_the_stream_is_the_answer_in_pieces() -> None:
     assert len(deltas) > 1
     assert "".join(deltas) == events[-1].response.text()
     assert "- A generator yields values. [1]" in events[-1].response.text()
+
+
+class Search(BaseModel):
+    question: str = Field(min_length=1, max_length=400)
+
+
+def test_two_searches_are_called_together_and_the_report_draws_on_both() -> None:
+    """Offered a search of its own documents and a web search, it calls both at once, as a
+    model does; its report takes from each in turn, read without the delimiters that mark
+    fetched text, so a web page is cited even when the first search filled the list."""
+    web = tool("web", Search)
+    first = request(data(topic="How often is the quibbler recalibrated?"), [LOOKUP, web, REPORT])
+    reply, stop = respond(first)
+    assert stop == "tool_use"
+    calls = {b.name: b.input for b in reply if isinstance(b, ToolUseBlock)}
+    assert calls == {
+        "lookup": {"terms": "How often is the quibbler recalibrated?", "limit": 3},
+        "web": {"question": "How often is the quibbler recalibrated?"},
+    }
+    documents = [
+        {
+            "origin": {"key": f"doc{n}", "name": "D"},
+            "body": f"Document {n} says something long enough to report.",
+        }
+        for n in range(5)
+    ]
+    page = {
+        "origin": {"key": "https://q.example/page", "name": "Quibbler"},
+        "snippet": "<untrusted>\nThe quibbler is recalibrated every ninety days by a "
+        "technician.\n</untrusted>",
+    }
+    ids = [b.id for b in reply if isinstance(b, ToolUseBlock)]
+    results = [
+        ToolResultBlock(tool_use_id=ids[0], content=json.dumps({"matches": documents})),
+        ToolResultBlock(tool_use_id=ids[1], content=json.dumps({"results": [page]})),
+    ]
+    blocks, _ = respond(then(first, reply, results))
+    report = Report.model_validate(inputs(blocks)[0])
+    assert [f.origin.key for f in report.facts] == [
+        "doc0",
+        "https://q.example/page",
+        "doc1",
+        "doc2",
+    ]
+    assert report.facts[1].statement == (
+        "The quibbler is recalibrated every ninety days by a technician."
+    )

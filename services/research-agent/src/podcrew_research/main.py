@@ -7,6 +7,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
+import httpx
 from fastapi import Depends, FastAPI
 from redis.asyncio import Redis
 
@@ -15,7 +16,7 @@ from podcrew_core.runtime.admission import Admission
 from podcrew_core.runtime.app import Readiness, create_service_app
 from podcrew_core.runtime.auth import require_service_token
 from podcrew_core.runtime.deps import provide
-from podcrew_core.runtime.egress import EgressPolicy
+from podcrew_core.runtime.egress import EgressPolicy, create_client
 from podcrew_core.runtime.ledger import Ledger
 from podcrew_core.runtime.redis import create_redis, redis_ready
 from podcrew_research import __version__
@@ -23,6 +24,7 @@ from podcrew_research.deps import Resources
 from podcrew_research.loop import LoopLimits, Researcher
 from podcrew_research.routes import router
 from podcrew_research.settings import ResearchConfig, ResearchSettings
+from podcrew_research.tools import Tool
 from podcrew_research.tools.cache import cached
 from podcrew_research.tools.fetch_url import (
     Fetcher,
@@ -37,6 +39,8 @@ from podcrew_research.tools.kb_search import (
     versioned,
 )
 from podcrew_research.tools.mcp import McpToolbox
+from podcrew_research.tools.web_search import WebSearcher, provider_policy, web_search_tool
+from podcrew_research.tools.web_search_providers import create_provider as create_search_provider
 
 
 def egress_policy(settings: ResearchSettings) -> EgressPolicy:
@@ -64,17 +68,21 @@ def _researcher(
     redis: Redis,
     fetcher: Fetcher,
     mcp: McpToolbox,
+    searcher: WebSearcher | None = None,
 ) -> Researcher:
     """The tool loop over the knowledge base, the web and the MCP servers' tools, each behind
     the Redis cache (an MCP server's only when it opts in)."""
     settings = config.service
-    kb_tool = cached(kb_search_tool(kb), redis, settings.tool_cache_ttl_s, settings.key_prefix)
+
+    def cache(tool: Tool) -> Tool:
+        return cached(tool, redis, settings.tool_cache_ttl_s, settings.key_prefix)
+
+    tools = [versioned(cache(kb_search_tool(kb)), kb), cache(fetch_url_tool(fetcher))]
+    if searcher is not None:
+        tools.append(cache(web_search_tool(searcher)))
     return Researcher(
         provider,
-        [
-            versioned(kb_tool, kb),
-            cached(fetch_url_tool(fetcher), redis, settings.tool_cache_ttl_s, settings.key_prefix),
-        ],
+        tools,
         model=config.llm.model_for(Stage.RESEARCH),
         limits=LoopLimits(
             max_steps=settings.max_steps,
@@ -83,6 +91,22 @@ def _researcher(
         ),
         toolboxes=[mcp],
     )
+
+
+async def _web_searcher(settings: ResearchSettings, stack: AsyncExitStack) -> WebSearcher | None:
+    """The web search the settings configure, its client closed with `stack`; None when off."""
+    key = settings.web_search_api_key
+    provider = create_search_provider(
+        settings.web_search_provider,
+        url=settings.web_search_url,
+        api_key=key.get_secret_value() if key is not None else None,
+        count=settings.web_search_max_results,
+    )
+    if provider is None:
+        return None
+    policy = provider_policy(httpx.URL(provider.base_url), settings.web_search_timeout_s)
+    client = await stack.enter_async_context(create_client(policy))
+    return WebSearcher(provider, client, policy)
 
 
 async def _stop(task: asyncio.Task[None]) -> None:
@@ -113,11 +137,12 @@ def create_app(config: ResearchConfig) -> FastAPI:
             # Connected in the background: a server that is down never holds up readiness.
             mcp = McpToolbox.from_settings(settings, redis)
             stack.push_async_callback(_stop, asyncio.create_task(mcp.run()))
+            searcher = await _web_searcher(settings, stack)
             provide(
                 app,
                 Resources(
                     config=config,
-                    researcher=_researcher(config, kb, provider, redis, fetcher, mcp),
+                    researcher=_researcher(config, kb, provider, redis, fetcher, mcp, searcher),
                     slots=Admission.from_settings("research-agent", settings),
                     ledger=Ledger(redis, settings.key_prefix),
                 ),
@@ -137,8 +162,8 @@ def create_app(config: ResearchConfig) -> FastAPI:
         title="podcrew research agent",
         version=__version__,
         description="Answers one sub-question with a bounded tool-use loop over kb_search, "
-        "fetch_url and the tools of configured MCP servers, returning findings with their "
-        "sources.",
+        "fetch_url, (when configured) web_search and the tools of configured MCP servers, "
+        "returning findings with their sources.",
         service="research-agent",
         settings=settings,
         lifespan=lifespan,

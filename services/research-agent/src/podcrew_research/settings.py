@@ -6,13 +6,15 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
+from podcrew_core.contracts.errors import ToolError
 from podcrew_core.llm import LLMSettings
 from podcrew_core.runtime.auth import ServiceTokenSettings
+from podcrew_core.runtime.egress import parse_url
 from podcrew_core.runtime.settings import AgentSettings, Port, RedisSettings
 
 # A server's name starts the names its tools are offered under (`docs__search`), which the
@@ -52,7 +54,8 @@ DEFAULT_CORPUS_DIR = Path(__file__).resolve().parent / "corpus"
 
 class ResearchSettings(AgentSettings):
     """Where the knowledge base lives, how long the tool loop may run, the egress guard for
-    `fetch_url`, and the MCP servers whose tools the model is offered."""
+    `fetch_url`, the web search provider, and the MCP servers whose tools the model is
+    offered."""
 
     model_config = SettingsConfigDict(env_prefix="PODCREW_RESEARCH_", extra="ignore")
 
@@ -79,8 +82,8 @@ class ResearchSettings(AgentSettings):
     """Research calls served at once; the rest wait for a slot (the queue depth the autoscaler
     watches) until their deadline."""
     tool_cache_ttl_s: int = Field(default=900, ge=0)
-    """How long a kb_search or fetch_url result is reused for the same input, from Redis (0: no
-    cache)."""
+    """How long a kb_search, fetch_url or web_search result is reused for the same input, from
+    Redis (0: no cache)."""
     default_deadline_s: float = Field(default=60.0, gt=0)
     """Deadline of a request that carries no x-podcrew-deadline-ms header."""
     fetch_timeout_s: float = Field(default=5.0, gt=0)
@@ -125,6 +128,43 @@ class ResearchSettings(AgentSettings):
         if repeated:
             raise ValueError(f"MCP server names must be unique: {', '.join(repeated)} repeated")
         return servers
+
+    web_search_provider: Literal["off", "searxng", "brave", "tavily"] = "off"
+    """Web search offered to the model as web_search: off, or the provider it asks (a
+    self-hosted SearXNG, Brave Search, Tavily)."""
+    web_search_url: str | None = None
+    """Base URL of the web search provider: required for searxng (the instance, its JSON
+    format enabled); for brave and tavily their public API unless set."""
+    web_search_api_key: SecretStr | None = None
+    """API key of the web search provider: required for brave (a subscription token) and
+    tavily."""
+    web_search_max_results: int = Field(default=5, ge=1, le=20)
+    """Results one web_search returns at most."""
+    web_search_timeout_s: float = Field(default=5.0, gt=0)
+    """Time limit of one web_search call, retries included."""
+
+    @model_validator(mode="after")
+    def _web_search_complete(self) -> ResearchSettings:
+        # Refused at start: an agent that cannot search would only find out at the first call.
+        provider = self.web_search_provider
+        if provider == "searxng" and not self.web_search_url:
+            raise ValueError(
+                "PODCREW_RESEARCH_WEB_SEARCH_PROVIDER=searxng needs "
+                "PODCREW_RESEARCH_WEB_SEARCH_URL (the instance's base URL)"
+            )
+        if provider in ("brave", "tavily") and not (
+            self.web_search_api_key and self.web_search_api_key.get_secret_value()
+        ):
+            raise ValueError(
+                f"PODCREW_RESEARCH_WEB_SEARCH_PROVIDER={provider} needs "
+                "PODCREW_RESEARCH_WEB_SEARCH_API_KEY (or _FILE)"
+            )
+        if provider != "off" and self.web_search_url:
+            try:
+                parse_url(self.web_search_url)
+            except ToolError as exc:
+                raise ValueError(f"PODCREW_RESEARCH_WEB_SEARCH_URL: {exc.detail}") from exc
+        return self
 
     @field_validator("kb_sources", mode="before")
     @classmethod

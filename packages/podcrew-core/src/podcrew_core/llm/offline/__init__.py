@@ -12,7 +12,9 @@ How it reads a conversation:
   does (the normal way to hand a model structured input); its *subject* is the first string
   in that data, or else the first line of that message.
 - Its *records* are the JSON objects, at any depth, of the tool results that are not
-  errors; a result that is not JSON is one record, `{"text": ...}`.
+  errors, taken in turn from each result (the first of every result, then the second...),
+  so what it reports draws on every search it made; a result that is not JSON is one
+  record, `{"text": ...}`.
 
 How it answers, by the first rule that applies:
 
@@ -38,7 +40,8 @@ taken):
   they have a `default`;
 - else its `const`, its `default`, or the first of its `enum`;
 - else by type: an object is made property by property; a string is the subject (in an
-  item, the sentences of its record's longest text that best match the subject; a record
+  item, the sentences of its record's longest text that best match the subject, read
+  without an element that wholly encloses it such as `<untrusted>…</untrusted>`; a record
   with no such sentence makes no item); a string of `format: uri` is the first URL in the
   user's text (none: a forced call gets `https://example.com/`, an unprompted one is not
   made); an array of strings is the subject split into questions (its clauses, then facets

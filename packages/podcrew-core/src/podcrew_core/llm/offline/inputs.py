@@ -12,6 +12,7 @@ import json
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from itertools import zip_longest
 from typing import Any
 
 from podcrew_core.llm.offline.writing import excerpt, first_string, question_parts, terms
@@ -23,6 +24,9 @@ MAX_ITEMS_FROM_RECORDS = 4
 EXAMPLE_URL = "https://example.com/"
 _MAX_DEPTH = 8
 _URL = re.compile(r"https?://[^\s\"'<>)\]]+")
+# A text wholly inside one element (`<untrusted>…</untrusted>`): the element marks it, the
+# content is what it says.
+_ENCLOSED = re.compile(r"^\s*<([A-Za-z][\w-]*)>(.*)</\1>\s*$", re.DOTALL)
 _TYPES: dict[str, tuple[type, ...]] = {
     "string": (str,),
     "integer": (int,),
@@ -61,14 +65,18 @@ def read_conversation(request: LLMRequest) -> Conversation:
         texts = [b.text for b in first.blocks() if isinstance(b, TextBlock)]
         talk.data = next((d for d in map(_json_object, texts) if d is not None), {})
         talk.subject = first_string(talk.data) or first.text().strip().split("\n", 1)[0]
+    results: list[list[dict[str, Any]]] = []
     for message in request.messages:
         for block in message.blocks():
             if isinstance(block, ToolUseBlock):
                 talk.called.add(block.name)
             elif isinstance(block, ToolResultBlock) and not block.is_error:
-                talk.records += list(_records(block.content))
+                results.append(list(_records(block.content)))
             elif isinstance(block, TextBlock) and message.role == "user":
                 talk.urls += _URL.findall(block.text)
+    # In turn from each result, as a model weighing two searches draws on both rather than
+    # on the first alone.
+    talk.records = [r for batch in zip_longest(*results) for r in batch if r is not None]
     return talk
 
 
@@ -263,7 +271,7 @@ class Schema:
             text = self.talk.subject
         else:
             longest = max((v for v in record.values() if isinstance(v, str)), key=len, default="")
-            text = excerpt(longest, self.talk.subject)
+            text = excerpt(_content(longest), self.talk.subject)
             if not text:
                 return MISSING
         text = text[: int(schema.get("maxLength", len(text)))]
@@ -308,6 +316,12 @@ class Schema:
                 seen.add(key)
                 built.append(item)
         return built
+
+
+def _content(text: str) -> str:
+    """`text` without the one element that wholly encloses it, if one does."""
+    enclosed = _ENCLOSED.match(text)
+    return enclosed.group(2) if enclosed else text
 
 
 def _is(value: Any, kinds: str | list[str] | None) -> bool:
