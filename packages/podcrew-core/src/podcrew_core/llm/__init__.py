@@ -38,6 +38,10 @@ def create_provider(settings: LLMSettings) -> LLMProvider:
         inner = AnthropicProvider(
             settings, base_url=settings.simulator_url, api_key="simulated", name="simulated"
         )
+    elif settings.provider in ("bedrock", "vertex"):
+        from podcrew_core.llm.anthropic import AnthropicProvider
+
+        inner = AnthropicProvider(settings, name=settings.provider, platform=settings.provider)
     else:
         from podcrew_core.llm.anthropic import AnthropicProvider
 
