@@ -18,8 +18,10 @@ import structlog
 from prometheus_client import Counter
 from redis.asyncio import Redis
 
-from podcrew_core.contracts.errors import Conflict, PodcrewError
+from podcrew_core.contracts.errors import Conflict, PodcrewError, ValidationFailed
+from podcrew_core.contracts.hop import MIN_BATCH_DEADLINE_S
 from podcrew_core.contracts.schemas import (
+    CacheMark,
     EventType,
     ResolvedBudget,
     Run,
@@ -114,12 +116,20 @@ class Submissions:
             question=body.question,
             max_subquestions=body.max_subquestions,
             tier=body.tier,
+            priority=body.priority,
             thread_id=body.thread_id,
             callback_url=body.callback_url,
             budget=resolve_budget(body.budget, self.budget_caps),
             created_at=datetime.now(UTC),
             trace_id=current_trace_id(),
         )
+        if run.priority == "batch" and run.budget.deadline_s < MIN_BATCH_DEADLINE_S:
+            raise ValidationFailed(
+                f"a batch run needs a deadline of at least {MIN_BATCH_DEADLINE_S:g} s (its LLM "
+                f"calls wait for the Message Batches API), and this one has "
+                f"{run.budget.deadline_s:g} s: ask for a longer budget.deadline_s, within the "
+                f"server's limit of {self.budget_caps.deadline_s:g} s, or run it as interactive"
+            )
         idem_key = self.keys.idempotency(tenant, idempotency_key) if idempotency_key else None
         if idem_key is not None:
             existing = await self._reserve_idempotency(idem_key, run.id, body_digest(body))
@@ -204,6 +214,7 @@ class Submissions:
         run.result = RunResult.model_validate_json(cached)
         run.status = RunStatus.SUCCEEDED
         run.cached = True
+        run.cache = CacheMark(kind="result")
         run.started_at = run.finished_at = now
         await self.store.create_finished(
             run,

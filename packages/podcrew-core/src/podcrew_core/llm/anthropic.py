@@ -289,7 +289,13 @@ class AnthropicProvider:
             return response
         return response.model_copy(update={"model": request.model})
 
-    def _timeout(self) -> httpx2.Timeout:
+    @property
+    def client(self) -> anthropic.AsyncAnthropic | PlatformClient:
+        """The SDK client, for the APIs beyond Messages (`podcrew_core.llm.batch`)."""
+        return self._client
+
+    def timeout(self) -> httpx2.Timeout:
+        """One request's timeout: `call_timeout_s`, or what the hop has left if less."""
         budget = time_left(self._timeout_s)
         # Below the minimum only because the hop's deadline is near (the setting itself may
         # be shorter, and is honoured).
@@ -298,7 +304,7 @@ class AnthropicProvider:
         return httpx2.Timeout(budget, connect=min(self._connect_s, budget))
 
     async def complete(self, request: LLMRequest) -> LLMResponse:
-        timeout = self._timeout()
+        timeout = self.timeout()
         started = time.perf_counter()
         try:
             # The SDK's documented call for a request of one's own, given the body as bytes:
@@ -321,7 +327,7 @@ class AnthropicProvider:
         return self._named(from_json(message, time.perf_counter() - started), request)
 
     async def stream(self, request: LLMRequest) -> AsyncIterator[StreamEvent]:
-        timeout = self._timeout()
+        timeout = self.timeout()
         started = time.perf_counter()
         message = StreamedMessage()
         params = to_params(request)

@@ -213,7 +213,7 @@ class MeteredProvider:
         self.capture_content = tracing.capture_content()
 
     def _priced(self, response: LLMResponse) -> LLMResponse:
-        cost = self.prices.cost(response.model, response.usage)
+        cost = self.prices.cost(response.model, response.usage, batch=response.batch)
         return response.model_copy(
             update={"usage": response.usage.model_copy(update={"cost_usd": cost})}
         )

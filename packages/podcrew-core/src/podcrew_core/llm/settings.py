@@ -91,6 +91,11 @@ class LLMSettings(PodcrewSettings):
     """Connection pool size to the LLM endpoint."""
     offline_latency_s: float = Field(default=0.0, ge=0.0, le=60.0)
     """Simulated think time per offline call, to make progress visible in demos."""
+    batch_poll_initial_s: float = Field(default=5.0, gt=0, le=600)
+    """First wait before asking whether a batch run's Message Batch has ended; each further
+    wait doubles, up to batch_poll_max_s."""
+    batch_poll_max_s: float = Field(default=60.0, gt=0, le=3600)
+    """Longest wait between two polls of a Message Batch."""
     bedrock_region: str | None = None
     """AWS region of Bedrock (unset: AWS_REGION / AWS_DEFAULT_REGION)."""
     bedrock_model_prefix: str = ""
