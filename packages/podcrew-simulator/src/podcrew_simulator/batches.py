@@ -2,10 +2,11 @@
 
 `POST /v1/messages/batches` (create), `GET /v1/messages/batches/{id}` (retrieve),
 `GET /v1/messages/batches/{id}/results` (the results as JSONL, once ended),
-`POST /v1/messages/batches/{id}/cancel` and `GET /v1/messages/batches` (list, one page). Each request is answered by the same deterministic
-model as `/v1/messages` when the batch is created (its prompt prefixes count towards the
-prompt cache, as a batch's do); the batch reports `in_progress` until the profile's
-`batch_latency_s` has passed, then `ended` with a `results_url`. Batches live in memory.
+`POST /v1/messages/batches/{id}/cancel` and `GET /v1/messages/batches` (list, one page).
+Each request is answered by the same deterministic model as `/v1/messages` when the batch is
+created (its prompt prefixes count towards the prompt cache, as a batch's do); the batch
+reports `in_progress` until the profile's `batch_latency_s` has passed, then `ended` with a
+`results_url`. Batches live in memory.
 """
 
 from __future__ import annotations
