@@ -59,6 +59,8 @@ LEFT_TO_THE_PROCESS = {
     "PODCREW_ORCHESTRATOR_API_KEYS": "set from api.auth.existingSecret, in the api only (tested below)",
     "ANTHROPIC_API_KEY": "set from llm.anthropic.existingSecret with provider anthropic (below)",
     "PODCREW_RESEARCH_MCP_SERVERS": "the chart's MCP server values are yet to come: none is set",
+    "PODCREW_LLM_VERTEX_ACCESS_TOKEN": "a fixed token expires within the hour: the chart uses GKE "
+    "Workload Identity (serviceAccount.annotations)",
 }
 # Where each settings prefix lives in values.yaml.
 CONFIG_VALUES = {

@@ -172,6 +172,16 @@ def test_estimate_gives_a_token_and_cost_range(tenants_stack: Any) -> None:
     assert 0 < cheap["cost_usd"]["low"] <= cheap["cost_usd"]["high"]
     assert dear["cost_usd"]["high"] > cheap["cost_usd"]["high"]
     assert dear["models"]["write"] == "claude-opus-4-5"
+    for bound in ("low", "high"):  # a batch run's calls all go at the batch rate, half
+        assert cheap["cost_usd_batch"][bound] == pytest.approx(cheap["cost_usd"][bound] / 2)
+
+
+def test_a_batch_run_needs_a_long_deadline(tenants_stack: Any) -> None:
+    body = {"question": "What is Python?", "priority": "batch", "budget": {"deadline_s": 60}}
+    with _client(tenants_stack, ACME) as acme:
+        refused = acme.post("/v1/runs", json=body)
+    assert refused.status_code == 422
+    assert "at least 600 s" in refused.json()["detail"]
 
 
 def test_run_token_budget_ends_the_run_with_a_reason_and_the_partial_result(

@@ -979,3 +979,98 @@ async def test_an_error_event_mid_stream_fails_the_call_as_the_sdk_reports_it() 
     assert received == [TextDelta(text="Hi")]
     assert caught.value.detail == expected.detail
     assert caught.value.upstream_status == expected.upstream_status
+
+
+# --- the Message Batches API, and batch runs' calls through it ------------------------------
+
+
+def _batch_hop(deadline_s: float = 60.0) -> Any:
+    from podcrew_core.contracts.deadline import Deadline
+    from podcrew_core.contracts.hop import Hop, RetryBudget
+
+    return Hop("run-b", Deadline.after(deadline_s), RetryBudget(0), priority="batch")
+
+
+async def test_the_sdk_creates_polls_reads_and_cancels_batches(start_sim: StartSim) -> None:
+    client = await start_sim(batch_latency_s=0.3)
+    params = {"model": MODEL, "max_tokens": 256, "messages": [{"role": "user", "content": "Hi"}]}
+    batch = await client.messages.batches.create(
+        requests=[
+            {"custom_id": "a", "params": params},  # type: ignore[list-item]
+            {"custom_id": "b", "params": {**params, "max_tokens": 0}},  # type: ignore[list-item]
+        ]
+    )
+    assert batch.processing_status == "in_progress"
+    assert batch.request_counts.processing == 2
+    assert batch.results_url is None
+    await asyncio.sleep(0.35)
+    ended = await client.messages.batches.retrieve(batch.id)
+    assert ended.processing_status == "ended"
+    assert (ended.request_counts.succeeded, ended.request_counts.errored) == (1, 1)
+    results = {r.custom_id: r.result async for r in await client.messages.batches.results(batch.id)}
+    assert results["a"].type == "succeeded"
+    assert results["a"].message.content[0].type == "text"  # type: ignore[union-attr]
+    assert results["a"].message.usage.output_tokens > 0  # type: ignore[union-attr]
+    assert results["b"].type == "errored"
+
+    slow = await start_sim(batch_latency_s=60)
+    pending = await slow.messages.batches.create(requests=[{"custom_id": "a", "params": params}])  # type: ignore[list-item]
+    canceled = await slow.messages.batches.cancel(pending.id)
+    assert canceled.cancel_initiated_at is not None
+    lines = [r async for r in await slow.messages.batches.results(pending.id)]
+    assert [line.result.type for line in lines] == ["canceled"]
+    with pytest.raises(anthropic.NotFoundError):
+        await slow.messages.batches.retrieve("msgbatch_none")
+
+
+async def test_batch_runs_calls_go_through_batches_at_half_price(
+    start_provider: Callable[..., Awaitable[Any]],
+) -> None:
+    """In a batch run's hop a call is a Message Batch, priced at half; a streamed call
+    comes whole; outside one, the same provider calls the Messages API."""
+    from podcrew_core.llm import LLMSettings, StreamEnd, TextDelta
+    from podcrew_core.llm.batch import BatchProvider
+    from podcrew_core.llm.metered import MeteredProvider
+    from podcrew_core.llm.pricing import BATCH_RATE
+    from podcrew_core.runtime.scope import hop_context
+
+    provider, client = await start_provider(batch_latency_s=0.2)
+    settings = LLMSettings(batch_poll_initial_s=0.05, batch_poll_max_s=0.1)
+    prices = settings.price_table()
+    metered = MeteredProvider(BatchProvider(provider, settings), prices)
+    interactive = await metered.complete(_llm_request("How do generators work?", tools=True))
+    assert not interactive.batch
+    with hop_context(_batch_hop()):
+        batched = await metered.complete(_llm_request("How do generators work?", tools=True))
+        streamed = [
+            e async for e in metered.stream(_llm_request(json.dumps(REPORT_PAYLOAD), tools=False))
+        ]
+    assert batched.batch
+    assert batched.content == interactive.content
+    assert batched.usage.cost_usd == pytest.approx(
+        prices.cost(MODEL, batched.usage.model_copy(update={"cost_usd": 0.0})) * BATCH_RATE
+    )
+    deltas = [e for e in streamed if isinstance(e, TextDelta)]
+    end = streamed[-1]
+    assert isinstance(end, StreamEnd)
+    assert len(deltas) == 1
+    assert deltas[0].text == end.response.text()
+    assert end.response.batch
+    batches = [b async for b in client.messages.batches.list()]
+    assert len(batches) == 2
+
+
+async def test_a_batch_that_outlives_the_deadline_is_cancelled(
+    start_provider: Callable[..., Awaitable[Any]],
+) -> None:
+    from podcrew_core.contracts.errors import DeadlineExceeded
+    from podcrew_core.llm import LLMSettings
+    from podcrew_core.llm.batch import BatchProvider
+    from podcrew_core.runtime.scope import hop_context
+
+    provider, client = await start_provider(batch_latency_s=60)
+    batching = BatchProvider(provider, LLMSettings(batch_poll_initial_s=0.1))
+    with hop_context(_batch_hop(deadline_s=1.5)), pytest.raises(DeadlineExceeded):
+        await batching.complete(_llm_request("How do generators work?", tools=True))
+    (batch,) = [b async for b in client.messages.batches.list()]
+    assert batch.cancel_initiated_at is not None

@@ -26,6 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from podcrew_core.runtime.app import create_service_app
 from podcrew_core.runtime.logging import configure_logging
 from podcrew_core.runtime.serve import serve
+from podcrew_simulator.batches import batches
 from podcrew_simulator.engine import CallRecord, Simulator, answer
 from podcrew_simulator.settings import FaultProfile, SimulatorSettings
 from podcrew_simulator.wire import (
@@ -408,6 +409,7 @@ def create_simulator_app(settings: SimulatorSettings | None = None) -> FastAPI:
     # the same endpoint, inside the same middleware (request ids, metrics, error handlers).
     app.router.routes.insert(0, _PlainRoute("/v1/messages", create_message, methods=["POST"]))
     app.include_router(router)
+    app.include_router(batches)
     app.include_router(ops)
     return app
 

@@ -19,13 +19,16 @@ import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from podcrew_core.llm.offline import respond
 from podcrew_core.llm.tokens import CHARS_PER_TOKEN, block_tokens, estimate_tokens
 from podcrew_core.llm.types import OutputBlock, StopReason, TextBlock
+
+if TYPE_CHECKING:
+    from podcrew_simulator.batches import Batch
 from podcrew_simulator.settings import FAULTS, Fault, FaultProfile, SimulatorSettings
 from podcrew_simulator.wire import (
     CacheControl,
@@ -372,6 +375,8 @@ class Simulator:
         self.dice = FaultDice(self.profile.seed)
         self.cache = PromptCache(settings.cache_entries)
         self.calls = CallLog(settings.call_log_size)
+        # Message Batches by id (`podcrew_simulator.batches`), kept until the process ends.
+        self.batches: dict[str, Batch] = {}
 
     def update_profile(self, changes: dict[str, Any]) -> FaultProfile:
         """Apply `changes` to the fault profile, validated as at startup (`ValidationError`)."""

@@ -48,6 +48,8 @@ class FaultProfile(BaseModel):
     """How long a slow call stalls before answering."""
     seed: int | None = None
     """Seed of the fault dice, for a reproducible fault sequence."""
+    batch_latency_s: float = Field(default=0.0, ge=0.0, le=86_400.0)
+    """How long a Message Batch stays in progress before its results are ready."""
 
     @model_validator(mode="after")
     def _one_fault_per_call(self) -> Self:

@@ -3,15 +3,18 @@
 A heuristic, not a quote: it counts the calls the pipeline makes (one plan, two to
 `max_steps` research turns per sub-question, one write) and sizes each from the prompt
 lengths podcrew sends, calibrated on runs through the simulated Messages API. The range
-spans the fewest sub-questions and shortest research loops to the most and longest.
+spans the fewest sub-questions and shortest research loops to the most and longest. The
+cost is given twice: as an interactive run, and as a batch run, whose calls all go through the
+Message Batches API at its rate.
 """
 
 from __future__ import annotations
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from podcrew_core.contracts.schemas import MIN_SUBQUESTIONS, RunCreate, Usage
 from podcrew_core.llm import LLMSettings, Stage
+from podcrew_core.llm.pricing import BATCH_RATE
 from podcrew_core.llm.tokens import estimate_tokens
 
 # Sizes in tokens, measured on simulated runs (system prompt + tool schemas dominate).
@@ -30,7 +33,10 @@ class Range(BaseModel):
 
 class Estimate(BaseModel):
     tokens: Range
-    cost_usd: Range
+    cost_usd: Range = Field(description="As an interactive run (the list prices).")
+    cost_usd_batch: Range = Field(
+        description='As a run with priority "batch": every call at the Message Batches rate.'
+    )
     llm_calls: Range
     models: dict[str, str]
 
@@ -71,6 +77,7 @@ def estimate(body: RunCreate, llm: LLMSettings) -> Estimate:
     return Estimate(
         tokens=Range(low=t_lo, high=t_hi),
         cost_usd=Range(low=round(c_lo, 6), high=round(c_hi, 6)),
+        cost_usd_batch=Range(low=round(c_lo * BATCH_RATE, 6), high=round(c_hi * BATCH_RATE, 6)),
         llm_calls=Range(low=n_lo, high=n_hi),
         models=models.model_dump(),
     )

@@ -80,5 +80,8 @@ class Keys:
     def result_cache(self, digest: str) -> str:
         return f"{self.prefix}:cache:result:{digest}"
 
+    def semantic_cache(self, tenant: str) -> str:
+        return f"{self.prefix}:tenant:{tenant}:semcache"
+
     def thread(self, tenant: str, thread_id: str) -> str:
         return f"{self.prefix}:tenant:{tenant}:thread:{thread_id}"

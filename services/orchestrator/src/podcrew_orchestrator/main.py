@@ -31,6 +31,7 @@ from podcrew_orchestrator.keys import Keys
 from podcrew_orchestrator.limits import TenantLimiter
 from podcrew_orchestrator.outbox import delivering
 from podcrew_orchestrator.pipeline import Pipeline
+from podcrew_orchestrator.semantic import SemanticCache
 from podcrew_orchestrator.settings import OrchestratorConfig, OrchestratorSettings
 from podcrew_orchestrator.store import RunStore
 from podcrew_orchestrator.submit import Submissions, budget_caps
@@ -53,12 +54,21 @@ def _api_resources(config: OrchestratorConfig, redis: Redis) -> ApiResources:
     )
     # Callbacks are checked at submit by the same guard as their deliveries.
     callbacks = EgressGuard(config.webhooks.policy()) if config.webhooks.secret else None
+    semantic = SemanticCache(redis, keys, store, settings) if settings.semantic_cache else None
     return ApiResources(
         config=config,
         keyring=KeyRing(settings.api_keys),
         store=store,
         hub=EventHub(redis, keys),  # one reader for every waiter and event stream
-        submissions=Submissions(redis, keys, store, limiter, settings, callbacks=callbacks),
+        submissions=Submissions(
+            redis,
+            keys,
+            store,
+            limiter,
+            settings,
+            callbacks=callbacks,
+            semantic=semantic,
+        ),
         admission=Admission.from_settings("api", settings),
         streams=Admission("api-streams", settings.max_event_streams, max_queue=0, max_wait_s=0),
     )

@@ -1,4 +1,5 @@
-"""Accepting a run: idempotency, coalescing, the result cache, then tenant limits.
+"""Accepting a run: idempotency, coalescing, the result cache, the semantic cache, then
+tenant limits.
 
 Order matters. An `Idempotency-Key` is reserved first (same key + same body → the same
 run; a different body → 409), then an identical question already running for the tenant is
@@ -18,8 +19,10 @@ import structlog
 from prometheus_client import Counter
 from redis.asyncio import Redis
 
-from podcrew_core.contracts.errors import Conflict, PodcrewError
+from podcrew_core.contracts.errors import Conflict, PodcrewError, ValidationFailed
+from podcrew_core.contracts.hop import MIN_BATCH_DEADLINE_S
 from podcrew_core.contracts.schemas import (
+    CacheMark,
     EventType,
     ResolvedBudget,
     Run,
@@ -34,6 +37,7 @@ from podcrew_core.runtime.metrics import CACHE_REQUESTS
 from podcrew_core.runtime.tracing import current_trace_id
 from podcrew_orchestrator.keys import Keys, new_run_id
 from podcrew_orchestrator.limits import TenantLimiter
+from podcrew_orchestrator.semantic import SemanticCache
 from podcrew_orchestrator.settings import OrchestratorSettings
 from podcrew_orchestrator.store import RunStore
 from podcrew_orchestrator.webhooks import WebhooksNotConfigured
@@ -94,7 +98,9 @@ class Submissions:
         settings: OrchestratorSettings,
         *,
         callbacks: EgressGuard | None = None,
+        semantic: SemanticCache | None = None,
     ) -> None:
+        self.semantic = semantic  # None: the semantic cache is off
         # The guard webhook deliveries go through; None: this installation sends none.
         self.callbacks = callbacks
         self.redis = redis
@@ -114,12 +120,20 @@ class Submissions:
             question=body.question,
             max_subquestions=body.max_subquestions,
             tier=body.tier,
+            priority=body.priority,
             thread_id=body.thread_id,
             callback_url=body.callback_url,
             budget=resolve_budget(body.budget, self.budget_caps),
             created_at=datetime.now(UTC),
             trace_id=current_trace_id(),
         )
+        if run.priority == "batch" and run.budget.deadline_s < MIN_BATCH_DEADLINE_S:
+            raise ValidationFailed(
+                f"a batch run needs a deadline of at least {MIN_BATCH_DEADLINE_S:g} s (its LLM "
+                f"calls wait for the Message Batches API), and this one has "
+                f"{run.budget.deadline_s:g} s: ask for a longer budget.deadline_s, within the "
+                f"server's limit of {self.budget_caps.deadline_s:g} s, or run it as interactive"
+            )
         idem_key = self.keys.idempotency(tenant, idempotency_key) if idempotency_key else None
         if idem_key is not None:
             existing = await self._reserve_idempotency(idem_key, run.id, body_digest(body))
@@ -175,7 +189,18 @@ class Submissions:
             cached = await self.redis.get(self.keys.result_cache(digest))
             CACHE_REQUESTS.labels("result", "hit" if cached else "miss").inc()
             if cached:
-                return Submitted(await self._answer_from_cache(run, str(cached)), created=True)
+                result = RunResult.model_validate_json(str(cached))
+                answered = await self._answer_from_cache(run, result, CacheMark(kind="result"))
+                return Submitted(answered, created=True)
+        vector = None
+        if self.semantic is not None and body.thread_id is None:
+            vector = await self.semantic.embed(run.question)
+            hit = await self.semantic.lookup(run, vector)
+            CACHE_REQUESTS.labels("semantic", "hit" if hit else "miss").inc()
+            if hit is not None and hit.run.result is not None:
+                mark = CacheMark(kind="semantic", similarity=hit.similarity, source_run=hit.run.id)
+                answered = await self._answer_from_cache(run, hit.run.result, mark)
+                return Submitted(answered, created=True)
         limits = self.settings.limits_for(tenant)
         await self.limiter.admit(tenant, run.id, limits)
         try:
@@ -183,6 +208,8 @@ class Submissions:
         except BaseException:
             await self.limiter.release_run(tenant, run.id)
             raise
+        if self.semantic is not None and vector is not None:
+            await self.semantic.remember(tenant, run.id, vector)
         return Submitted(run, created=True)
 
     async def _join(self, key: str, run: Run) -> Run | None:
@@ -199,19 +226,23 @@ class Submissions:
             await self.redis.delete(key)
         return None
 
-    async def _answer_from_cache(self, run: Run, cached: str) -> Run:
+    async def _answer_from_cache(self, run: Run, result: RunResult, mark: CacheMark) -> Run:
+        """Finish `run` at once with a cached `result`, announced (events, webhook) as any
+        finished run through `create_finished`."""
         now = datetime.now(UTC)
-        run.result = RunResult.model_validate_json(cached)
+        run.result = result
         run.status = RunStatus.SUCCEEDED
         run.cached = True
+        run.cache = mark
         run.started_at = run.finished_at = now
+        hit = {"cache": mark.kind} | mark.model_dump(exclude={"kind"}, exclude_none=True)
         await self.store.create_finished(
             run,
             [
-                (EventType.CACHE_HIT, {"cache": "result"}),
+                (EventType.CACHE_HIT, hit),
                 (EventType.RUN_SUCCEEDED, {"cached": True, "usage": run.usage.model_dump()}),
             ],
         )
-        log.info("run_answered_from_cache", run_id=run.id)
+        log.info("run_answered_from_cache", run_id=run.id, cache=mark.kind)
         log_run_audit(run)  # the run ends here: no worker will see it
         return run

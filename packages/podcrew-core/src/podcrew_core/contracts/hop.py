@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from typing import Literal, get_args
 
 from pydantic import ValidationError
 
@@ -23,6 +24,15 @@ RUN_ID_HEADER = "x-podcrew-run-id"
 DEADLINE_HEADER = "x-podcrew-deadline-ms"
 RETRY_BUDGET_HEADER = "x-podcrew-retry-budget"
 BUDGET_HEADER = "x-podcrew-budget"
+PRIORITY_HEADER = "x-podcrew-priority"
+
+Priority = Literal["interactive", "batch"]
+"""How a run's LLM calls are served: at once, or through the Message Batches API at half
+price (hours at worst; only runs with a long deadline may ask for it)."""
+PRIORITIES: tuple[Priority, ...] = get_args(Priority)
+# A batch is answered within minutes when the API is quiet and may take hours when it is not:
+# below this a batch run would mostly fail its deadline, so it is refused at submission.
+MIN_BATCH_DEADLINE_S = 600.0
 
 # Less time than this cannot cover even one LLM call: refuse instead of starting.
 MIN_REMAINING_S = 0.05
@@ -66,6 +76,7 @@ class Hop:
     deadline: Deadline
     retries: RetryBudget
     limits: BudgetLimits | None = None
+    priority: Priority = "interactive"
 
     def share(self, retries: int) -> Hop:
         """The hop of one call of a fan-out: the same run, deadline and limits, with
@@ -82,6 +93,8 @@ class Hop:
             headers[RUN_ID_HEADER] = self.run_id
         if self.limits is not None:
             headers[BUDGET_HEADER] = self.limits.model_dump_json()
+        if self.priority != "interactive":
+            headers[PRIORITY_HEADER] = self.priority
         return headers
 
     @classmethod
@@ -111,7 +124,10 @@ class Hop:
         run_id = headers.get(RUN_ID_HEADER) or (limits.run_id if limits else None)
         if limits is not None and run_id != limits.run_id:
             raise BadRequest(f"{BUDGET_HEADER} is the budget of another run than {run_id}")
-        return cls(run_id, deadline, RetryBudget(retries), limits)
+        priority = headers.get(PRIORITY_HEADER, "interactive")
+        if priority not in PRIORITIES:
+            raise BadRequest(f"{PRIORITY_HEADER} must be one of {', '.join(PRIORITIES)}")
+        return cls(run_id, deadline, RetryBudget(retries), limits, priority)
 
 
 def _limits(value: str | None) -> BudgetLimits | None:

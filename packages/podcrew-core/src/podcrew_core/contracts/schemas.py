@@ -135,6 +135,11 @@ class RunCreate(_Wire):
         description="POSTed the final run, signed with HMAC-SHA256, when the run ends.",
     )
     budget: RunBudget = Field(default_factory=RunBudget)
+    priority: Literal["interactive", "batch"] = Field(
+        default="interactive",
+        description="batch: the run's LLM calls go through the Message Batches API at half "
+        "price and may take hours; needs a deadline of at least 10 minutes.",
+    )
 
 
 class Source(_Wire):
@@ -172,6 +177,17 @@ class RunError(_Wire):
     detail: str
 
 
+class CacheMark(_Wire):
+    """How a cached run was answered: `result`, the same question's result; `semantic`, the
+    result of an earlier run of the tenant's whose question was close in meaning."""
+
+    kind: Literal["result", "semantic"]
+    similarity: float | None = Field(
+        default=None, description="Cosine similarity of the two questions (semantic only)."
+    )
+    source_run: str | None = Field(default=None, description="The run whose result answered.")
+
+
 class Run(_Wire):
     """A run as `GET /v1/runs/{id}` returns it."""
 
@@ -184,7 +200,11 @@ class Run(_Wire):
     thread_id: str | None = None
     callback_url: str | None = None
     budget: ResolvedBudget
-    cached: bool = Field(default=False, description="Answered from the result cache.")
+    priority: Literal["interactive", "batch"] = "interactive"
+    cached: bool = Field(default=False, description="Answered from a cache.")
+    cache: CacheMark | None = Field(
+        default=None, description="Which cache answered the run, when one did."
+    )
     created_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None

@@ -34,15 +34,28 @@ def create_provider(settings: LLMSettings) -> LLMProvider:
         inner = OfflineProvider(latency_s=settings.offline_latency_s)
     elif settings.provider == "simulated":
         from podcrew_core.llm.anthropic import AnthropicProvider
+        from podcrew_core.llm.batch import BatchProvider
 
-        inner = AnthropicProvider(
-            settings, base_url=settings.simulator_url, api_key="simulated", name="simulated"
+        inner = BatchProvider(
+            AnthropicProvider(
+                settings, base_url=settings.simulator_url, api_key="simulated", name="simulated"
+            ),
+            settings,
         )
-    else:
+    elif settings.provider in ("bedrock", "vertex"):
         from podcrew_core.llm.anthropic import AnthropicProvider
 
+        # The platforms offer no Message Batches API of this shape: batch runs call as usual.
+        inner = AnthropicProvider(settings, name=settings.provider, platform=settings.provider)
+    else:
+        from podcrew_core.llm.anthropic import AnthropicProvider
+        from podcrew_core.llm.batch import BatchProvider
+
         key = settings.anthropic_api_key
-        inner = AnthropicProvider(settings, api_key=key.get_secret_value() if key else None)
+        inner = BatchProvider(
+            AnthropicProvider(settings, api_key=key.get_secret_value() if key else None),
+            settings,
+        )
     breaker = CircuitBreaker(
         upstream=f"llm-{inner.name}",
         consecutive_failures=settings.breaker_consecutive_failures,

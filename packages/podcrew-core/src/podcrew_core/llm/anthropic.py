@@ -45,6 +45,7 @@ from podcrew_core.contracts.errors import (
     LLMUnavailable,
 )
 from podcrew_core.contracts.schemas import Usage
+from podcrew_core.llm.platforms import Platform, PlatformClient, platform_client, platform_model
 from podcrew_core.llm.settings import LLMSettings
 from podcrew_core.llm.types import (
     LLMRequest,
@@ -239,8 +240,11 @@ class AnthropicProvider:
         base_url: str | None = None,
         api_key: str | None = None,
         name: str = "anthropic",
+        platform: Platform | None = None,
     ) -> None:
         self.name = name
+        self._settings = settings
+        self._platform = platform
         self._timeout_s = settings.call_timeout_s
         self._connect_s = settings.connect_timeout_s
         self._http = anthropic.DefaultAioHttpClient(
@@ -252,18 +256,46 @@ class AnthropicProvider:
             timeout=httpx2.Timeout(self._timeout_s, connect=self._connect_s),
             follow_redirects=False,  # as httpx2's own client: an API endpoint never redirects
         )
-        # api_key/base_url None → the SDK reads ANTHROPIC_API_KEY / ANTHROPIC_BASE_URL.
-        self._client = anthropic.AsyncAnthropic(
-            api_key=api_key,
-            base_url=base_url,
-            max_retries=0,
-            http_client=self._http,
-            # Without podcrew's tracing no span can be recorded or carried on, yet the SDK
-            # would still build each call's span attributes; with it, the SDK's spans stay.
-            open_telemetry=None if tracing_enabled() else False,
-        )
+        self._client: anthropic.AsyncAnthropic | PlatformClient
+        if platform is not None:
+            self._client = platform_client(
+                platform, settings, self._http, tracing=tracing_enabled()
+            )
+        else:
+            # api_key/base_url None → the SDK reads ANTHROPIC_API_KEY / ANTHROPIC_BASE_URL.
+            self._client = anthropic.AsyncAnthropic(
+                api_key=api_key,
+                base_url=base_url,
+                max_retries=0,
+                http_client=self._http,
+                # Without podcrew's tracing no span can be recorded or carried on, yet the SDK
+                # would still build each call's span attributes; with it, the SDK's spans stay.
+                open_telemetry=None if tracing_enabled() else False,
+            )
 
-    def _timeout(self) -> httpx2.Timeout:
+    def _body(self, params: dict[str, Any]) -> dict[str, Any]:
+        """How a request's parameters go to `client.post`: encoded here by orjson for the
+        Anthropic API; as parameters for a platform's client, which moves the model (and
+        Bedrock the stream flag) from the body into the URL and adds `anthropic_version`."""
+        if self._platform is None:
+            return {"content": orjson.dumps(params)}
+        params["model"] = platform_model(self._platform, params["model"], self._settings)
+        return {"body": params}
+
+    def _named(self, response: LLMResponse, request: LLMRequest) -> LLMResponse:
+        """A platform answers with its own model id; podcrew prices, meters and logs the
+        call under the model it asked for, as with the Anthropic API."""
+        if self._platform is None:
+            return response
+        return response.model_copy(update={"model": request.model})
+
+    @property
+    def client(self) -> anthropic.AsyncAnthropic | PlatformClient:
+        """The SDK client, for the APIs beyond Messages (`podcrew_core.llm.batch`)."""
+        return self._client
+
+    def timeout(self) -> httpx2.Timeout:
+        """One request's timeout: `call_timeout_s`, or what the hop has left if less."""
         budget = time_left(self._timeout_s)
         # Below the minimum only because the hop's deadline is near (the setting itself may
         # be shorter, and is honoured).
@@ -272,7 +304,7 @@ class AnthropicProvider:
         return httpx2.Timeout(budget, connect=min(self._connect_s, budget))
 
     async def complete(self, request: LLMRequest) -> LLMResponse:
-        timeout = self._timeout()
+        timeout = self.timeout()
         started = time.perf_counter()
         try:
             # The SDK's documented call for a request of one's own, given the body as bytes:
@@ -282,8 +314,8 @@ class AnthropicProvider:
             raw = await self._client.post(
                 _MESSAGES_PATH,
                 cast_to=httpx2.Response,
-                content=orjson.dumps(to_params(request)),
                 options={"timeout": timeout},
+                **self._body(to_params(request)),
             )
             body = raw.content
         except anthropic.APIError as exc:
@@ -292,10 +324,10 @@ class AnthropicProvider:
             message = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
             raise LLMError("the LLM answered with a body that is not JSON") from exc
-        return from_json(message, time.perf_counter() - started)
+        return self._named(from_json(message, time.perf_counter() - started), request)
 
     async def stream(self, request: LLMRequest) -> AsyncIterator[StreamEvent]:
-        timeout = self._timeout()
+        timeout = self.timeout()
         started = time.perf_counter()
         message = StreamedMessage()
         params = to_params(request)
@@ -307,13 +339,15 @@ class AnthropicProvider:
                 await self._client.post(
                     _MESSAGES_PATH,
                     cast_to=httpx2.Response,
-                    content=orjson.dumps(params),
                     options={"timeout": timeout},
                     stream=True,
+                    **self._body(params),
                 ),
             )
+            # The client's own decoder: server-sent events, or Bedrock's AWS event stream.
+            decoder = self._client._make_sse_decoder()
             try:
-                async for sse in anthropic.AsyncStream.raw_events(response):
+                async for sse in decoder.aiter_bytes(response.aiter_bytes()):
                     # What the SDK's own stream skips, and its `error` event, raised as the
                     # SDK raises it (a status error with the stream's status, 200).
                     if sse.event is None or sse.event == "ping":
@@ -333,7 +367,9 @@ class AnthropicProvider:
             raise LLMUnavailable(f"the LLM stream broke: {exc.__class__.__name__}") from exc
         except (orjson.JSONDecodeError, KeyError, IndexError, TypeError) as exc:
             raise LLMError(f"the LLM sent a stream event podcrew cannot read: {exc!r}") from exc
-        yield StreamEnd(response=message.response(time.perf_counter() - started))
+        yield StreamEnd(
+            response=self._named(message.response(time.perf_counter() - started), request)
+        )
 
     async def aclose(self) -> None:
         await self._client.close()

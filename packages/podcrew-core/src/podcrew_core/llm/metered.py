@@ -53,7 +53,12 @@ CHAT = "chat"
 # `gen_ai.provider.name` is the telemetry flavour: the simulator speaks Anthropic's API
 # through Anthropic's SDK, so its calls are reported as anthropic calls (podcrew's own
 # metrics keep `provider="simulated"`).
-GENAI_PROVIDERS = {"anthropic": "anthropic", "simulated": "anthropic"}
+GENAI_PROVIDERS = {
+    "anthropic": "anthropic",
+    "simulated": "anthropic",
+    "bedrock": "aws.bedrock",
+    "vertex": "gcp.vertex_ai",
+}
 
 
 def genai_provider_name(provider: str) -> str:
@@ -208,7 +213,7 @@ class MeteredProvider:
         self.capture_content = tracing.capture_content()
 
     def _priced(self, response: LLMResponse) -> LLMResponse:
-        cost = self.prices.cost(response.model, response.usage)
+        cost = self.prices.cost(response.model, response.usage, batch=response.batch)
         return response.model_copy(
             update={"usage": response.usage.model_copy(update={"cost_usd": cost})}
         )

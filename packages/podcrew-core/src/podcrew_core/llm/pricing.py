@@ -2,7 +2,8 @@
 
 Defaults are Anthropic's list prices for current Claude models; override them with
 `PODCREW_LLM_PRICES` (JSON). Cache writes are priced at 1.25 times input (5-minute cache), cache
-reads at 0.1 times input, unless a model's entry says otherwise.
+reads at 0.1 times input, unless a model's entry says otherwise. A call answered through the
+Message Batches API costs `BATCH_RATE` of that, every kind of token alike.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pydantic import BaseModel, Field
 from podcrew_core.contracts.schemas import Usage
 
 _MTOK = 1_000_000
+BATCH_RATE = 0.5
 
 
 class ModelPrice(BaseModel):
@@ -56,5 +58,7 @@ class PriceTable:
         matches = [name for name in self.prices if model.startswith(name)]
         return self.prices[max(matches, key=len)] if matches else self.fallback
 
-    def cost(self, model: str, usage: Usage) -> float:
-        return self.price(model).cost(usage)
+    def cost(self, model: str, usage: Usage, *, batch: bool = False) -> float:
+        """What `usage` of `model` costs, at the batch rate for a batched call."""
+        cost = self.price(model).cost(usage)
+        return cost * BATCH_RATE if batch else cost

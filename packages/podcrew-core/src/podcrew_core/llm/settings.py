@@ -44,10 +44,13 @@ class LLMSettings(PodcrewSettings):
         env_prefix="PODCREW_LLM_", extra="ignore", use_attribute_docstrings=True
     )
 
-    provider: Literal["offline", "anthropic", "simulated"] = "offline"
+    provider: Literal["offline", "anthropic", "simulated", "bedrock", "vertex"] = "offline"
     """offline: deterministic, no network (default). anthropic: Claude through the official SDK
     (ANTHROPIC_API_KEY, ANTHROPIC_BASE_URL). simulated: the same SDK against podcrew's
-    simulated Messages API at PODCREW_LLM_SIMULATOR_URL."""
+    simulated Messages API at PODCREW_LLM_SIMULATOR_URL. bedrock / vertex: Claude on Amazon
+    Bedrock or Google Vertex AI through the SDK's AnthropicBedrock / AnthropicVertex (the
+    podcrew-core extras of the same names), credentials from the platform's workload
+    identity."""
     plan_model: str = "claude-haiku-4-5"
     """Planner model (standard)."""
     research_model: str = "claude-haiku-4-5"
@@ -88,6 +91,27 @@ class LLMSettings(PodcrewSettings):
     """Connection pool size to the LLM endpoint."""
     offline_latency_s: float = Field(default=0.0, ge=0.0, le=60.0)
     """Simulated think time per offline call, to make progress visible in demos."""
+    batch_poll_initial_s: float = Field(default=5.0, gt=0, le=600)
+    """First wait before asking whether a batch run's Message Batch has ended; each further
+    wait doubles, up to batch_poll_max_s."""
+    batch_poll_max_s: float = Field(default=60.0, gt=0, le=3600)
+    """Longest wait between two polls of a Message Batch."""
+    bedrock_region: str | None = None
+    """AWS region of Bedrock (unset: AWS_REGION / AWS_DEFAULT_REGION)."""
+    bedrock_model_prefix: str = ""
+    """Prefix of Bedrock model ids, to call through a cross-region inference profile, e.g.
+    "us." or "global." (newer Claude models are offered only so in most regions)."""
+    vertex_region: str | None = None
+    """Vertex AI region, e.g. "global" or "us-east5" (unset: CLOUD_ML_REGION)."""
+    vertex_project: str | None = None
+    """Google Cloud project of Vertex AI (unset: ANTHROPIC_VERTEX_PROJECT_ID, then the
+    application default credentials' project)."""
+    vertex_access_token: SecretStr | None = None
+    """A fixed OAuth access token for Vertex AI; leave unset to use the application default
+    credentials (GKE Workload Identity), which refresh themselves."""
+    platform_models: dict[str, str] = Field(default_factory=dict)
+    """JSON: model id on Bedrock or Vertex per Claude model, overriding the built-in table,
+    e.g. {"claude-sonnet-4-5": "arn:aws:bedrock:…:application-inference-profile/…"}."""
     anthropic_api_key: SecretStr | None = Field(default=None, validation_alias="ANTHROPIC_API_KEY")
     """Anthropic API key (provider anthropic), the SDK's own variable."""
 

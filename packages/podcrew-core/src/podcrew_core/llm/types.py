@@ -94,6 +94,7 @@ class LLMResponse(BaseModel):
     stop_reason: StopReason
     usage: Usage
     latency_s: float = 0.0
+    batch: bool = False  # answered through the Message Batches API: priced at the batch rate
 
     def tool_uses(self) -> list[ToolUseBlock]:
         return [b for b in self.content if isinstance(b, ToolUseBlock)]
