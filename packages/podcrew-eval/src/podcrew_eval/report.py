@@ -6,8 +6,8 @@ as one bullet of one or two sentences), other text one unit per sentence. A cita
 `[n]` (or `[n, m]`) after a space or another citation, as podcrew's writers append it, so
 code such as `x[0]` quoted in a passage is not read as one.
 
-A unit with fewer than `MIN_STATEMENT_WORDS` words outside its citations ("See also [1]
-above.") is a cross-reference, not a statement: it asserts nothing a source could support.
+A unit with fewer than `MIN_STATEMENT_TERMS` meaningful words outside its citations ("See
+also [1] above.") is a cross-reference, not a statement: it asserts nothing a source could support.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass, field
 
 CITATION = re.compile(r"(?:(?<=\s)|(?<=\]))\[(\d+(?:\s*,\s*\d+)*)\]")
-MIN_STATEMENT_WORDS = 5
+MIN_STATEMENT_TERMS = 4
 _HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
 _LIST_ITEM = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s+")
 # A sentence ends at . ! ? (or a citation after one) before a capital or an opening mark.
@@ -55,7 +55,7 @@ class Unit:
     @property
     def is_statement(self) -> bool:
         """Whether it states something (cross-references do not)."""
-        return bool(self.numbers) and len(words(self.text)) >= MIN_STATEMENT_WORDS
+        return bool(self.numbers) and len(content_terms(self.text)) >= MIN_STATEMENT_TERMS
 
 
 @dataclass(slots=True)
