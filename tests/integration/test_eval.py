@@ -19,7 +19,9 @@ GOLDEN = ROOT / "eval" / "golden.jsonl"
 BASELINE = ROOT / "eval" / "baseline.json"
 
 
-def podcrew_eval(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def podcrew_eval(
+    *args: str | Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "podcrew_cli", "eval", *map(str, args)],
         capture_output=True,
@@ -31,7 +33,9 @@ def podcrew_eval(*args: str | Path, env: dict[str, str] | None = None) -> subpro
 
 
 @pytest.fixture(scope="module")
-def golden_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess[str], Path]:
+def golden_run(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[subprocess.CompletedProcess[str], Path]:
     out = tmp_path_factory.mktemp("golden")
     return podcrew_eval(GOLDEN, "--baseline", BASELINE, "--out", out), out
 

@@ -240,7 +240,10 @@ def test_after_tool_results_the_output_tool_gets_items_from_the_records_that_fit
             {"origin": {"key": "b", "name": "B"}, "body": "Too short."},  # says nothing
             {"body": "No origin here, so nothing to cite it by in a report."},
             dict(hit),  # the same origin again
-            {"origin": {"key": "c", "name": "C"}, "body": "Generators yield lazy iterators of data."},
+            {
+                "origin": {"key": "c", "name": "C"},
+                "body": "Generators yield lazy iterators of data.",
+            },
         ]
     }
     second = then(

@@ -43,7 +43,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p = sub.add_parser("eval", help="score the reports of a dataset of questions")
     p.add_argument("dataset", type=Path, help="JSONL: id, question, expected_sources, …")
     p.add_argument("--url", help="a running stack's API (default: start one on free ports)")
-    p.add_argument("--api-key", default=os.environ.get("PODCREW_API_KEY"), help="or $PODCREW_API_KEY")
+    p.add_argument(
+        "--api-key", default=os.environ.get("PODCREW_API_KEY"), help="or $PODCREW_API_KEY"
+    )
     p.add_argument("--out", type=Path, default=Path("eval-results"), help="output directory")
     p.add_argument("--baseline", type=Path, help="a results JSON to gate on")
     p.add_argument(

@@ -77,4 +77,3 @@ def regressions(
         if worse:
             found.append(Regression(metric, float(before), float(now), limit))
     return found
-

@@ -23,11 +23,11 @@ _LIST_ITEM = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s+")
 _SENTENCE_END = re.compile(r"(?<=[.!?\]])\s+(?=[A-Z*\"“(])")
 _WORD = re.compile(r"[a-z0-9_]+")
 _SOURCES_HEADINGS = frozenset({"sources", "references"})
-STOPWORDS = frozenset(
-    "a an and are as at be by can do does for from has have how in is it its of on or that "
-    "the their then there these this those to was were what when where which who why will "
-    "with".split()
-)
+_STOPWORDS_TEXT = """
+a an and are as at be by can do does for from has have how in is it its of on or that the
+their then there these this those to was were what when where which who why will with
+"""
+STOPWORDS = frozenset(_STOPWORDS_TEXT.split())
 
 
 def words(text: str) -> list[str]:

@@ -1,7 +1,7 @@
 """The scores of one report, each a pure function of the run and the cited passages.
 
 docs/evaluation.md defines each one and sets them beside DeepResearch Bench's FACT:
-`citation_accuracy` is FACT's citation accuracy (supported ÷ checked statement–source
+`citation_accuracy` is FACT's citation accuracy (supported ÷ checked statement-source
 pairs) and `effective_citations` its effective citations (distinct supported pairs), with
 podcrew's sources being knowledge-base passages instead of web pages.
 """

@@ -42,9 +42,9 @@ ROW_COLUMNS = (
 
 
 def cell(value: Any) -> str:
-    """A figure as a table shows it: shares to 3 places, `–` where it does not apply."""
+    """A figure as a table shows it: shares to 3 places, `-` where it does not apply."""
     if value is None:
-        return "–"
+        return "-"
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, float):
@@ -69,9 +69,11 @@ def markdown(
         [[v, *(cell(s.get(k)) for k, _ in SUMMARY_COLUMNS)] for v, s in by_version.items()],
     )
     if judge:
-        lines += ["", "Judge (counted apart from the runs): " + ", ".join(
-            f"{k} {cell(v)}" for k, v in judge.items()
-        )]
+        lines += [
+            "",
+            "Judge (counted apart from the runs): "
+            + ", ".join(f"{k} {cell(v)}" for k, v in judge.items()),
+        ]
     lines += ["", "## Reports", ""]
     lines += _table(
         list(ROW_COLUMNS),

@@ -134,9 +134,7 @@ def excerpt(text: str, subject: str) -> str:
     if not sentences:
         return ""
     wanted = _stems(terms(subject))
-    best = max(
-        range(len(sentences)), key=lambda i: (len(_stems(terms(sentences[i])) & wanted), -i)
-    )
+    best = max(range(len(sentences)), key=lambda i: (len(_stems(terms(sentences[i])) & wanted), -i))
     claim = " ".join(sentences[best : best + 2])
     if len(claim) > _MAX_EXCERPT_CHARS:
         claim = claim[: _MAX_EXCERPT_CHARS - 3].rsplit(" ", 1)[0] + "…"
