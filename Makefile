@@ -5,7 +5,7 @@ SHELL := /bin/bash
 UV ?= $(shell command -v uv 2>/dev/null || echo "$(HOME)/.local/bin/uv")
 PYTEST_ARGS ?=
 
-.PHONY: help setup test-deps run up test test-unit test-integration test-containers lint format clean images base-image chart-test kind-up kind-down deploy e2e dev bench
+.PHONY: help setup test-deps run up test test-unit test-integration test-containers lint format clean images base-image chart-test kind-up kind-down deploy e2e dev bench eval
 
 BASE_IMAGE ?= python:3.12-slim
 IMAGE_TAG ?= dev
@@ -68,6 +68,9 @@ e2e: ## On kind with add-ons: install, ask a question, check scaling reacts to l
 
 dev: ## Build, load and deploy to the kind cluster on every change (skaffold dev -p kind)
 	skaffold dev -p kind
+
+eval: setup ## Score the golden set's reports on the offline model and gate on eval/baseline.json (docs/evaluation.md)
+	$(UV) run --frozen podcrew eval eval/golden.jsonl --baseline eval/baseline.json --out eval-results
 
 bench: setup ## Benchmark the stack on loopback against a conventional baseline (~6-9 min); results in bench/results/
 	$(UV) run --frozen python -m bench $(BENCH_ARGS)
