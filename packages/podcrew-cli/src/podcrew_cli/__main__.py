@@ -149,17 +149,9 @@ def main(argv: list[str] | None = None) -> None:
         overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v}
         run_simulator(SimulatorSettings(**overrides))
         return
-    if args.command == "kb":
-        code = kb.run(args, console)
-    elif args.command == "eval":
-        code = evaluate.run(args, console)
-    elif args.command == "up":
-        code = _up(args, console)
-    elif args.command == "demo":
-        code = _demo(args, console)
-    else:
-        code = ask(args.api_url, args.question, console)
-    sys.exit(code)
+    commands = {"kb": kb.run, "eval": evaluate.run, "up": _up, "demo": _demo}
+    command = commands.get(args.command)
+    sys.exit(command(args, console) if command else ask(args.api_url, args.question, console))
 
 
 if __name__ == "__main__":
