@@ -377,7 +377,7 @@ def test_a_sentence_two_passages_share_is_written_once() -> None:
 def test_a_passage_about_something_else_gives_no_finding() -> None:
     # A search answers with its best passages even when none is relevant: a question about
     # France gets passages about Python, which must not become cited findings.
-    first = request(data(topic="What is the capital of France?"), [LOOKUP, REPORT])
+    first = request(data(topic="What is the capital city of France?"), [LOOKUP, REPORT])
     reply, _ = respond(first)
     results = {
         "matches": [

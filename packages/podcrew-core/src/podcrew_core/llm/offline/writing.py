@@ -112,13 +112,13 @@ def _stems(words: frozenset[str]) -> frozenset[str]:
 
 
 def is_about(text: str, subject: str) -> bool:
-    """Whether `text` holds more than half of the words that say what `subject` is about.
+    """Whether `text` holds at least half of the words that say what `subject` is about.
 
     A search returns its best passages even when none is relevant; a passage that misses
     most of the subject (a question about France answered from documents about Python) is
     no answer, and quoting it would put a citation on a statement that answers nothing."""
     wanted = _stems(terms(subject))
-    return not wanted or len(_stems(terms(text)) & wanted) * 2 > len(wanted)
+    return not wanted or len(_stems(terms(text)) & wanted) * 2 >= len(wanted)
 
 
 def excerpt(text: str, subject: str) -> str:
