@@ -70,6 +70,15 @@ _STOPWORDS = frozenset(
         "with",
         "work",
         "works",
+        # How a question is framed says nothing of its subject: "when may X happen" is X.
+        "can",
+        "could",
+        "may",
+        "might",
+        "should",
+        "would",
+        "happen",
+        "happens",
     ]
 )
 
