@@ -78,7 +78,7 @@ bench: setup ## Benchmark the stack on loopback against a conventional baseline 
 lint: setup ## ruff, mypy --strict and the import-linter contracts
 	$(UV) run --frozen ruff check .
 	$(UV) run --frozen ruff format --check .
-	$(UV) run --frozen mypy packages/podcrew-core/src packages/podcrew-simulator/src packages/podcrew-cli/src packages/podcrew-kb/src services/orchestrator/src services/research-agent/src services/writer-agent/src services/operator/src
+	$(UV) run --frozen mypy packages/podcrew-core/src packages/podcrew-simulator/src packages/podcrew-cli/src packages/podcrew-kb/src packages/podcrew-eval/src services/orchestrator/src services/research-agent/src services/writer-agent/src services/operator/src
 	$(UV) run --frozen lint-imports
 
 format: setup ## Apply ruff's fixes and formatting
