@@ -5,7 +5,7 @@ SHELL := /bin/bash
 UV ?= $(shell command -v uv 2>/dev/null || echo "$(HOME)/.local/bin/uv")
 PYTEST_ARGS ?=
 
-.PHONY: help setup test-deps run up test test-unit test-integration test-containers lint format clean images base-image chart-test kind-up kind-down deploy e2e dev bench
+.PHONY: help setup test-deps run up test test-unit test-integration test-containers lint format clean images base-image chart-test kind-up kind-down deploy e2e dev bench eval
 
 BASE_IMAGE ?= python:3.12-slim
 IMAGE_TAG ?= dev
@@ -69,13 +69,16 @@ e2e: ## On kind with add-ons: install, ask a question, check scaling reacts to l
 dev: ## Build, load and deploy to the kind cluster on every change (skaffold dev -p kind)
 	skaffold dev -p kind
 
+eval: setup ## Score the golden set's reports on the offline model and gate on eval/baseline.json (docs/evaluation.md)
+	$(UV) run --frozen podcrew eval eval/golden.jsonl --baseline eval/baseline.json --out eval-results
+
 bench: setup ## Benchmark the stack on loopback against a conventional baseline (~6-9 min); results in bench/results/
 	$(UV) run --frozen python -m bench $(BENCH_ARGS)
 
 lint: setup ## ruff, mypy --strict and the import-linter contracts
 	$(UV) run --frozen ruff check .
 	$(UV) run --frozen ruff format --check .
-	$(UV) run --frozen mypy packages/podcrew-core/src packages/podcrew-simulator/src packages/podcrew-cli/src packages/podcrew-kb/src services/orchestrator/src services/research-agent/src services/writer-agent/src services/operator/src
+	$(UV) run --frozen mypy packages/podcrew-core/src packages/podcrew-simulator/src packages/podcrew-cli/src packages/podcrew-kb/src packages/podcrew-eval/src services/orchestrator/src services/research-agent/src services/writer-agent/src services/operator/src
 	$(UV) run --frozen lint-imports
 
 format: setup ## Apply ruff's fixes and formatting

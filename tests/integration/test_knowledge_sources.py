@@ -40,10 +40,10 @@ def _ask(api_url: str, question: str) -> dict[str, Any]:
     return run
 
 
-def _cited(run: dict[str, Any]) -> list[str]:
+def _cited(run: dict[str, Any], required: bool = True) -> list[str]:
     result = run["result"]
     numbers = {int(n) for n in re.findall(r"(?<!\S)\[(\d+)\]", result["report"])}
-    assert numbers, "the report cites nothing"
+    assert numbers or not required, "the report cites nothing"
     return [s["source"]["id"] for s in result["sources"] if s["number"] in numbers]
 
 
@@ -85,7 +85,8 @@ def test_reports_cite_the_users_files_and_see_new_ones_without_restart(
     for attempt in range(1, 100):
         # Worded anew each time: a repeated question could be answered from the result cache.
         question = f"When may the quibbler upgrade happen (attempt {attempt})?"
-        cited = _cited(_ask(stack.config.api_url, question))
+        # Until the new file is indexed, nothing relevant is found and nothing is cited.
+        cited = _cited(_ask(stack.config.api_url, question), required=False)
         if "kb:upgrades.md#quibbler-upgrade" in cited or time.monotonic() > deadline:
             break
         time.sleep(0.5)

@@ -240,7 +240,10 @@ def test_after_tool_results_the_output_tool_gets_items_from_the_records_that_fit
             {"origin": {"key": "b", "name": "B"}, "body": "Too short."},  # says nothing
             {"body": "No origin here, so nothing to cite it by in a report."},
             dict(hit),  # the same origin again
-            {"origin": {"key": "c", "name": "C"}, "body": "Generators are lazy iterators of data."},
+            {
+                "origin": {"key": "c", "name": "C"},
+                "body": "Generators yield lazy iterators of data.",
+            },
         ]
     }
     second = then(
@@ -348,6 +351,61 @@ def test_with_no_tools_it_writes_the_data_as_a_cited_report() -> None:
         "## Left out\n\n"
         "- Why are they fast?\n"
     )
+
+
+def test_a_sentence_two_passages_share_is_written_once() -> None:
+    document = {
+        "title": "How does a loop's else clause work?",
+        "parts": [
+            {
+                "heading": "What does break do?",
+                "points": [
+                    {"text": "Break skips the else clause. Then the for loop ends.", "n": 1},
+                    {"text": "Break skips the else clause. Then the while loop ends.", "n": 2},
+                    {"text": "Break skips the else clause.", "n": 3},
+                ],
+            }
+        ],
+    }
+    [text], _ = respond(request(json.dumps(document)))
+    assert isinstance(text, TextBlock)
+    assert text.text.count("Break skips the else clause.") == 1
+    assert "- Then the while loop ends. [2]" in text.text
+    assert "See also [3] above." in text.text
+
+
+def test_a_passage_about_something_else_gives_no_finding() -> None:
+    # A search answers with its best passages even when none is relevant: a question about
+    # France gets passages about Python, which must not become cited findings.
+    first = request(data(topic="What is the capital city of France?"), [LOOKUP, REPORT])
+    reply, _ = respond(first)
+    results = {
+        "matches": [
+            {
+                "origin": {"key": "a", "name": "A"},
+                "body": "The LATIN CAPITAL LETTER C WITH CEDILLA is one precomposed character.",
+            },
+            {
+                "origin": {"key": "b", "name": "B"},
+                "body": "Paris is the capital of France and its largest city by far.",
+            },
+        ]
+    }
+    second = then(
+        first,
+        reply,
+        [ToolResultBlock(tool_use_id=last_call_id(reply), content=json.dumps(results))],
+    )
+    [submit], _ = respond(second)
+    assert isinstance(submit, ToolUseBlock)
+    assert [f.origin.key for f in Report.model_validate(submit.input).facts] == ["b"]
+
+
+def test_a_passage_s_own_footnote_marks_are_not_quoted_as_citations() -> None:
+    from podcrew_core.llm.offline.writing import excerpt
+
+    text = "Coroutines suspend at each await expression. [1] The exception is propagated upward."
+    assert "[1]" not in excerpt(text, "How do coroutines suspend at an await expression?")
 
 
 def test_with_no_data_to_write_it_has_nothing_to_add() -> None:

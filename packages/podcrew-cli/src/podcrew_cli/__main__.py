@@ -1,5 +1,5 @@
 """The `podcrew` command: `up` runs the stack, `ask` asks it, `demo` does both; `kb build`
-indexes a directory of documents."""
+indexes a directory of documents; `eval` scores the reports of a dataset of questions."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from podcrew_cli import kb
+from podcrew_cli import evaluate, kb
 from podcrew_cli.ask import ask
 from podcrew_cli.stack import Stack, StackConfig
 
@@ -143,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", help="interface (default PODCREW_SIM_HOST or 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (default PODCREW_SIM_PORT or 8200)")
     kb.add_parser(sub)
+    evaluate.add_parser(sub)
     p = sub.add_parser("ask", help="ask a running stack")
     p.add_argument("question")
     p.add_argument("--api-url", default=os.environ.get("PODCREW_API_URL", "http://127.0.0.1:8000"))
@@ -159,15 +160,9 @@ def main(argv: list[str] | None = None) -> None:
         overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v}
         run_simulator(SimulatorSettings(**overrides))
         return
-    if args.command == "kb":
-        code = kb.run(args, console)
-    elif args.command == "up":
-        code = _up(args, console)
-    elif args.command == "demo":
-        code = _demo(args, console)
-    else:
-        code = ask(args.api_url, args.question, console)
-    sys.exit(code)
+    commands = {"kb": kb.run, "eval": evaluate.run, "up": _up, "demo": _demo}
+    command = commands.get(args.command)
+    sys.exit(command(args, console) if command else ask(args.api_url, args.question, console))
 
 
 if __name__ == "__main__":

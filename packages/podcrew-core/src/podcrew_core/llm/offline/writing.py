@@ -35,6 +35,8 @@ _SENTENCE_SPLIT = re.compile(r"(?<=[.!?])\s+")
 # A sentence shorter than this rarely states anything ("New in version 3.5.").
 _MIN_CLAIM_WORDS = 6
 _MAX_EXCERPT_CHARS = 400
+# A footnote mark as a passage carries it (" [1]", "[2]:"), the form a report's citation takes.
+_FOOTNOTE_MARK = re.compile(r"(?:(?<=\s)|^)\[\d+\]:?")
 _WORD = re.compile(r"[a-z0-9_]+")
 _STOPWORDS = frozenset(
     [
@@ -68,6 +70,15 @@ _STOPWORDS = frozenset(
         "with",
         "work",
         "works",
+        # How a question is framed says nothing of its subject: "when may X happen" is X.
+        "can",
+        "could",
+        "may",
+        "might",
+        "should",
+        "would",
+        "happen",
+        "happens",
     ]
 )
 
@@ -104,15 +115,35 @@ def _shorten(text: str, limit: int) -> str:
     return text[:limit].rsplit(" ", 1)[0].rstrip(" ,.") or text[:limit]
 
 
+def _stems(words: frozenset[str]) -> frozenset[str]:
+    """`words` with a plural's `s` dropped, so "generators" meets "generator"."""
+    return frozenset(w[:-1] if len(w) > 3 and w[-1] == "s" and w[-2] != "s" else w for w in words)
+
+
+def is_about(text: str, subject: str) -> bool:
+    """Whether `text` holds at least half of the words that say what `subject` is about.
+
+    A search returns its best passages even when none is relevant; a passage that misses
+    most of the subject (a question about France answered from documents about Python) is
+    no answer, and quoting it would put a citation on a statement that answers nothing."""
+    wanted = _stems(terms(subject))
+    return not wanted or len(_stems(terms(text)) & wanted) * 2 >= len(wanted)
+
+
 def excerpt(text: str, subject: str) -> str:
     """The sentence of `text` that best matches `subject`, with the one after it; empty
-    when `text` has no sentence long enough to state something."""
-    sentences = [s.strip() for s in _SENTENCE_SPLIT.split(" ".join(text.split())) if s.strip()]
+    when `text` is not about `subject` (`is_about`) or has no sentence long enough to state
+    something. Bracketed numbers the text carries (its own footnote marks, `[1]`) are left
+    out: in a report they would read as citations of its sources."""
+    if not is_about(text, subject):
+        return ""
+    plain = _FOOTNOTE_MARK.sub("", " ".join(text.split()))
+    sentences = [s.strip() for s in _SENTENCE_SPLIT.split(plain) if s.strip()]
     sentences = [s for s in sentences if len(s.split()) >= _MIN_CLAIM_WORDS]
     if not sentences:
         return ""
-    wanted = terms(subject)
-    best = max(range(len(sentences)), key=lambda i: (len(terms(sentences[i]) & wanted), -i))
+    wanted = _stems(terms(subject))
+    best = max(range(len(sentences)), key=lambda i: (len(_stems(terms(sentences[i])) & wanted), -i))
     claim = " ".join(sentences[best : best + 2])
     if len(claim) > _MAX_EXCERPT_CHARS:
         claim = claim[: _MAX_EXCERPT_CHARS - 3].rsplit(" ", 1)[0] + "…"
@@ -144,9 +175,10 @@ def write_document(data: Mapping[str, Any]) -> str | None:
     The first string is the title. The first non-empty list of objects holds the parts:
     each is a section titled by its first string, whose first list of objects is written as
     bullets, each item's first string followed by its number as a citation (`[n]`). A
-    bullet already written in an earlier part is not repeated but referred to ("see also
-    [n] above"; a part with nothing new says it is answered above). Every non-empty list of
-    strings follows as a section titled by its key.
+    sentence already written (in this part or an earlier one) is not written again: a
+    bullet with nothing new is referred to ("see also [n] above"; a part with nothing new
+    says it is answered above). Every non-empty list of strings follows as a section titled
+    by its key.
     """
     lists = [(key, value) for key, value in data.items() if isinstance(value, list)]
     if not lists:
@@ -172,8 +204,23 @@ def write_document(data: Mapping[str, Any]) -> str | None:
     return "\n".join(lines) + "\n"
 
 
+def _new_sentences(text: str, written: set[str]) -> str:
+    """The sentences of `text` not in `written` (which then holds them too), as one text.
+
+    Passages repeat one another word for word (a loop's `else` clause is described for `for`
+    and again for `while`); writing such a sentence twice only makes the report longer."""
+    fresh = []
+    for sentence in _SENTENCE_SPLIT.split(text):
+        key = " ".join(sentence.lower().split())
+        if key and key not in written:
+            written.add(key)
+            fresh.append(sentence)
+    return " ".join(fresh)
+
+
 def _bullets(items: Sequence[Mapping[str, Any]], written: set[str]) -> list[str]:
-    """One part's bullets; those an earlier part wrote are referred to, not repeated."""
+    """One part's bullets; sentences already written are left out, and an item with none
+    left is referred to, not repeated."""
     if not items:
         return ["Nothing relevant was found for this part."]
     bullets: list[str] = []
@@ -181,13 +228,12 @@ def _bullets(items: Sequence[Mapping[str, Any]], written: set[str]) -> list[str]
     for item in items:
         number = _first_number(item)
         cite = f" [{number}]" if number is not None else ""
-        bullet = f"- {first_string(item)}{cite}"
-        if bullet in written:
+        text = _new_sentences(first_string(item), written)
+        if not text:
             repeated.append(cite.strip())
             continue
-        written.add(bullet)
-        bullets.append(bullet)
-    cites = ", ".join(c for c in repeated if c)
+        bullets.append(f"- {text}{cite}")
+    cites = ", ".join(dict.fromkeys(c for c in repeated if c))
     if repeated and not bullets:
         return [f"This part is answered above{': ' + cites if cites else ''}."]
     if cites:
