@@ -447,8 +447,8 @@ class Search(BaseModel):
 def test_two_searches_are_called_together_and_the_report_draws_on_both() -> None:
     """Offered a search of its own documents and a web search, it calls both at once, as a
     model does; its report takes from each in turn, read without the delimiters that mark
-    fetched text, so a web page is cited even when the first search filled the list, and
-    the record that shares the most words with the question comes first."""
+    fetched text, so a web page is cited even when the first search filled the list (every
+    record here is as relevant as the others: relevance would order them first)."""
     web = tool("web", Search)
     first = request(data(topic="How often is the quibbler recalibrated?"), [LOOKUP, web, REPORT])
     reply, stop = respond(first)
@@ -461,7 +461,7 @@ def test_two_searches_are_called_together_and_the_report_draws_on_both() -> None
     documents = [
         {
             "origin": {"key": f"doc{n}", "name": "D"},
-            "body": f"Document {n} says something long enough to report.",
+            "body": f"Document {n} says the quibbler is recalibrated by hand, in step {n}.",
         }
         for n in range(5)
     ]
@@ -478,11 +478,11 @@ def test_two_searches_are_called_together_and_the_report_draws_on_both() -> None
     blocks, _ = respond(then(first, reply, results))
     report = Report.model_validate(inputs(blocks)[0])
     assert [f.origin.key for f in report.facts] == [
-        "https://q.example/page",
         "doc0",
+        "https://q.example/page",
         "doc1",
         "doc2",
     ]
-    assert report.facts[0].statement == (
+    assert report.facts[1].statement == (
         "The quibbler is recalibrated every ninety days by a technician."
     )
