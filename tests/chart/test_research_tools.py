@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 TOOLS = "research-tools-values.yaml"
 
@@ -320,7 +321,6 @@ def test_the_mcp_server_example_is_valid_and_the_values_point_at_it(
     helm_engine: Any, chartlib: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import kubernetes_validate
-    import yaml
 
     examples = chartlib.ROOT / "k8s" / "examples"
     objects = {o["kind"]: o for o in yaml.safe_load_all((examples / "mcp-server.yaml").read_text())}
@@ -360,3 +360,16 @@ def test_the_mcp_server_example_is_valid_and_the_values_point_at_it(
         and release.get("Deployment", "research-agent")["spec"]["template"]["metadata"]["labels"]
     )
     assert source["podSelector"]["matchLabels"].items() <= agent_labels.items()
+
+
+def test_web_search_defaults_are_the_services_defaults() -> None:
+    """The chart always renders these, so a default differing from the service's would
+    silently change behaviour."""
+    from podcrew_research.settings import ResearchSettings
+
+    chart = Path(__file__).resolve().parents[2] / "charts" / "podcrew" / "values.yaml"
+    web = yaml.safe_load(chart.read_text())["researchAgent"]["webSearch"]
+    fields = ResearchSettings.model_fields
+    assert web["provider"] == fields["web_search_provider"].default
+    assert web["maxResults"] == fields["web_search_max_results"].default
+    assert web["timeoutSeconds"] == fields["web_search_timeout_s"].default
