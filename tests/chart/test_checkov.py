@@ -1,6 +1,7 @@
 """checkov's Kubernetes policies on the rendered chart: with the values users would use (the
-chart's defaults, every ci/ values file and the examples the docs show), no check fails but the
-exceptions docs/deploy.md lists and explains, which this test reads from there.
+chart's defaults, every ci/ values file and the examples the docs show), and on the example
+manifests of k8s/examples, no check fails but the exceptions docs/deploy.md lists and explains,
+which this test reads from there.
 
 checkov's own dependency pins clash with the workspace's (it would downgrade packaging and
 pytest), so it runs in an environment of its own: `uv tool run`, which installs it from PyPI the
@@ -19,6 +20,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 CHECKOV = "checkov==3.3.30"
 EXAMPLES = sorted((ROOT / "k8s" / "examples").glob("values-*.yaml"))
+# The examples that are manifests of their own (an MCP server run next to podcrew, an AgentRun).
+MANIFESTS = sorted(set((ROOT / "k8s" / "examples").glob("*.yaml")) - set(EXAMPLES))
 EXCEPTIONS_HEADING = "### Policy checks the chart does not pass"
 
 
@@ -59,6 +62,10 @@ def test_the_rendered_chart_passes_the_policy_checks(
         out = tmp_path / f"{values_file.parent.name}-{values_file.stem}"
         out.mkdir()
         (out / "manifests.yaml").write_text("\n---\n".join(manifests))
+    for manifest in MANIFESTS:
+        out = tmp_path / f"examples-{manifest.stem}"
+        out.mkdir()
+        (out / "manifests.yaml").write_text(manifest.read_text())
     report = run_checkov(tmp_path)
     summary = report["summary"]
     failed = report["results"]["failed_checks"]

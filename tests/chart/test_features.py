@@ -58,9 +58,28 @@ LEFT_TO_THE_PROCESS = {
     "PODCREW_ORCHESTRATOR_CONSUMER_NAME": "hostname-pid is unique per pod already",
     "PODCREW_ORCHESTRATOR_API_KEYS": "set from api.auth.existingSecret, in the api only (tested below)",
     "ANTHROPIC_API_KEY": "set from llm.anthropic.existingSecret with provider anthropic (below)",
-    "PODCREW_RESEARCH_MCP_SERVERS": "the chart's MCP server values are yet to come: none is set",
     "PODCREW_LLM_VERTEX_ACCESS_TOKEN": "a fixed token expires within the hour: the chart uses GKE "
     "Workload Identity (serviceAccount.annotations)",
+}
+# Settings the chart renders from values of their own (not a `config` map), and only when those
+# are given: the values that set each one, and what the process then reads.
+FROM_OWN_VALUES: dict[str, tuple[dict[str, Any], Any]] = {
+    "PODCREW_RESEARCH_KB_SOURCES": (
+        {"researchAgent": {"knowledgeSources": [{"name": "kb", "configMap": {"name": "kb"}}]}},
+        '["kb=/var/lib/podcrew/kb/kb"]',
+    ),
+    "PODCREW_RESEARCH_MCP_SERVERS": (
+        {"researchAgent": {"mcpServers": [{"name": "docs", "url": "http://docs-mcp:8000/mcp"}]}},
+        '[{"name":"docs","url":"http://docs-mcp:8000/mcp"}]',
+    ),
+    "PODCREW_RESEARCH_WEB_SEARCH_URL": (
+        {"researchAgent": {"webSearch": {"provider": "searxng", "url": "http://searxng:8080"}}},
+        "http://searxng:8080",
+    ),
+    "PODCREW_RESEARCH_WEB_SEARCH_API_KEY": (
+        {"researchAgent": {"webSearch": {"provider": "tavily", "apiKey": {"existingSecret": "t"}}}},
+        {"secretFile": {"name": "t", "key": "api-key"}},
+    ),
 }
 # Where each settings prefix lives in values.yaml.
 CONFIG_VALUES = {
@@ -113,7 +132,7 @@ def test_every_setting_reaches_the_processes_that_read_it(helm_engine: Any, char
         for field, info in cls.model_fields.items():
             alias = info.validation_alias
             var = (alias if isinstance(alias, str) else f"{prefix}{field}").upper()
-            if var in LEFT_TO_THE_PROCESS:
+            if var in LEFT_TO_THE_PROCESS or var in FROM_OWN_VALUES:
                 continue
             absent = [c for c in readers if var not in default[c]]
             if not absent:
@@ -150,6 +169,10 @@ def test_every_setting_reaches_the_processes_that_read_it(helm_engine: Any, char
             assert env[component].get(var) == expected, (
                 f"{'.'.join(path)} does not set {var} in {component}"
             )
+    for var, (own, expected) in FROM_OWN_VALUES.items():
+        assert var not in default["research-agent"], f"{var} is set with nothing configured"
+        env = _env_by_component(helm_engine.install(own), chartlib)
+        assert env["research-agent"].get(var) == expected, f"{own} does not set {var}"
 
 
 def test_values_defaults_are_the_services_defaults() -> None:

@@ -8,6 +8,7 @@ passes its own values. Parameters:
   args       the container command (list), set as `command` so no image ENTRYPOINT is assumed
   config       name of the template producing the ConfigMap data (env vars)
   secretFiles  name of the template listing the Secret keys mounted as files (podcrew.secretFiles.env)
+  volumes      optional: name of the template giving the component's own {volumes, mounts}
 */}}
 
 {{- define "podcrew.configmap" -}}
@@ -33,6 +34,8 @@ data:
 {{- $scaler := include "podcrew.scaler" (dict "root" $root "values" $v) }}
 {{- $files := list }}
 {{- if .secretFiles }}{{ $files = include .secretFiles $root | fromYamlArray }}{{ end }}
+{{- $own := dict }}
+{{- if .volumes }}{{ $own = include .volumes $root | fromYaml }}{{ end }}
 apiVersion: apps/v1
 kind: Deployment
 metadata:
@@ -139,12 +142,18 @@ spec:
             {{- with $files }}
             {{- include "podcrew.secretFiles.mounts" . | nindent 12 }}
             {{- end }}
+            {{- with $own.mounts }}
+            {{- toYaml . | nindent 12 }}
+            {{- end }}
       volumes:
         - name: tmp
           emptyDir:
             sizeLimit: {{ $root.Values.tmpSizeLimit }}
         {{- with $files }}
         {{- include "podcrew.secretFiles.volumes" . | nindent 8 }}
+        {{- end }}
+        {{- with $own.volumes }}
+        {{- toYaml . | nindent 8 }}
         {{- end }}
       {{- with (include "podcrew.topologySpread" .) }}
       topologySpreadConstraints:
