@@ -86,9 +86,9 @@ class OrchestratorSettings(ServiceSettings):
     semantic_cache: bool = False
     """Answer a question close in meaning to one the same tenant asked within the cache's
     lifetime with that run's result (needs the semantic-cache extra; never for threads)."""
-    semantic_cache_threshold: float = Field(default=0.9, gt=0, le=1)
-    """Cosine similarity of two questions from which the earlier run answers (docs/operations.md
-    has hit and false-hit rates by threshold)."""
+    semantic_cache_threshold: float = Field(default=0.7, gt=0, le=1)
+    """Cosine similarity of two questions from which the earlier run answers, if their words
+    also agree (docs/operations.md has hit and false-hit rates by threshold)."""
     semantic_cache_ttl_s: int | None = Field(default=None, ge=1)
     """How long a question can answer others (unset: result_cache_ttl_s)."""
     semantic_cache_entries: int = Field(default=200, ge=1, le=10_000)
