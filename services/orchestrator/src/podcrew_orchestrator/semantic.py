@@ -161,6 +161,9 @@ _FRAME = frozenset(_FRAME_WORDS.split())
 _DIRECTION = frozenset(("to", "into", "from", "than", "before", "after", "over", "vs", "versus"))
 _SUFFIXES = ("ations", "ation", "ances", "ance", "ences", "ence", "ents", "ent", "ings", "ing")
 _SUFFIXES += ("ies", "ied", "ed", "es", "s", "ly")
+# A word only one of two questions has that turns it into another question however much else
+# they share: a negation, or a number (a version, a count).
+_NEGATIONS = frozenset(("not", "no", "never", "without", "nor", "none"))
 _TOKEN = re.compile(r"[a-z0-9_]+|[=!<>]=|\*\*|//")
 
 
@@ -181,17 +184,22 @@ def _stem(word: str) -> str:
 def content_words(question: str) -> list[str]:
     """The stemmed words of `question` that say what it is about, in order (numbers,
     operators, negations and keywords such as "with" or "for" included)."""
-    tokens = _TOKEN.findall(question.lower().replace("'s", ""))
+    tokens = _TOKEN.findall(question.lower().replace("n't", " not").replace("'s", ""))
     return [_stem(token) for token in tokens if token not in _FRAME]
+
+
+def _decisive(word: str) -> bool:
+    return word in _NEGATIONS or any(c.isdigit() for c in word)
 
 
 def same_subject(first: str, second: str) -> bool:
     """Whether two questions close in meaning may share an answer: they share a content word,
     neither swaps one of the other's content words for its own (one may add words: "in
-    Python", "function"), and when one names a direction their shared words keep one order."""
+    Python", "function") unless it is a negation or a number, and when one names a direction
+    their shared words keep one order."""
     a, b = content_words(first), content_words(second)
     only_a, only_b = set(a) - set(b), set(b) - set(a)
-    if (only_a and only_b) or not set(a) & set(b):
+    if (only_a and only_b) or not set(a) & set(b) or any(map(_decisive, only_a | only_b)):
         return False
     directed = _DIRECTION & set(_TOKEN.findall(f"{first} {second}".lower()))
     if not directed:
