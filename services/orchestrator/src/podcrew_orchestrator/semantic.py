@@ -159,8 +159,10 @@ _FRAME = frozenset(_FRAME_WORDS.split())
 # Words that give the question a direction: with one of them, the order of the words matters
 # ("convert a string to an integer" is not "convert an integer to a string").
 _DIRECTION = frozenset(("to", "into", "from", "than", "before", "after", "over", "vs", "versus"))
-_SUFFIXES = ("ations", "ation", "ances", "ance", "ences", "ence", "ents", "ent", "ings", "ing")
-_SUFFIXES += ("ies", "ied", "ed", "es", "s", "ly")
+_SUFFIXES = (
+    *("ations", "ation", "ances", "ance", "ences", "ence", "ents", "ent", "ings", "ing"),
+    *("ies", "ied", "ed", "es", "s", "ly"),
+)
 # A word only one of two questions has that turns it into another question however much else
 # they share: a negation, or a number (a version, a count).
 _NEGATIONS = frozenset(("not", "no", "never", "without", "nor", "none"))
