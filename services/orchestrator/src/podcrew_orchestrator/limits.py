@@ -3,15 +3,16 @@
 Requests per minute use GCRA (the generic cell rate algorithm): one key per tenant holding
 the "theoretical arrival time", updated atomically in Lua with Redis' own clock, so every
 replica sees one limit and clock skew between pods does not matter. Concurrent runs are a
-sorted set of the tenant's unfinished runs; the final status transition removes a run (see
-store.py), and entries older than any run can live are swept, so a lost update cannot leak
-capacity for ever.
+sorted set of the tenant's unfinished runs, each scored by the time past which that run
+cannot still be running (its own deadline times its deliveries: a batch run's is hours, an
+interactive run's minutes); the final status transition removes a run (see store.py), and
+entries past that time are swept, so a lost update cannot leak capacity for ever and a long
+batch run keeps its place for as long as it runs.
 """
 
 from __future__ import annotations
 
 import math
-import time
 
 from pydantic import BaseModel, Field
 from redis.asyncio import Redis
@@ -43,7 +44,7 @@ class RateLimited(PodcrewError):
 # concurrent runs. A submission refused for concurrency has used up its place in the rate,
 # as when these were two steps.
 # KEYS: the tenant's GCRA key, the tenant's active-run set. ARGV: emission interval ms,
-# burst, run id, now ms, concurrent-run limit, stale-before ms.
+# burst, run id, the run's longest life ms, concurrent-run limit.
 # Returns {1, 0} admitted, {0, wait_ms} over the rate, {-1, 0} at the concurrency limit.
 _ADMIT = """
 local t = redis.call('TIME')
@@ -56,35 +57,36 @@ local allow_at = tat + interval - burst * interval
 if now < allow_at then return {0, allow_at - now} end
 local new_tat = tat + interval
 redis.call('SET', KEYS[1], new_tat, 'PX', math.ceil(new_tat - now) + 1000)
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[6])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[5]) then return {-1, 0} end
-redis.call('ZADD', KEYS[2], ARGV[4], ARGV[3])
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[4]), ARGV[3])
 return {1, 0}
 """
 
 
 class TenantLimiter:
     def __init__(self, redis: Redis, keys: Keys, max_run_age_s: float) -> None:
+        """`max_run_age_s`: how long a run may live when its submission says nothing else."""
         self.redis = redis
         self.keys = keys
         self.max_run_age_s = max_run_age_s
         self._admit = redis.register_script(_ADMIT)
 
-    async def admit(self, tenant: str, run_id: str, limits: TenantLimits) -> None:
+    async def admit(
+        self, tenant: str, run_id: str, limits: TenantLimits, max_age_s: float | None = None
+    ) -> None:
         """Count a submission against the tenant's rate and hold one of its concurrent-run
-        places for `run_id`, or raise `RateLimited` (with Retry-After) for the first limit
-        it is over."""
-        now_ms = int(time.time() * 1000)
-        stale_ms = now_ms - int(self.max_run_age_s * 1000)
+        places for `run_id` for at most `max_age_s` (the run's longest life), or raise
+        `RateLimited` (with Retry-After) for the first limit it is over."""
+        life_s = self.max_run_age_s if max_age_s is None else max_age_s
         admitted, wait_ms = await self._admit(
             keys=[self.keys.rate(tenant), self.keys.active(tenant)],
             args=[
                 60_000 / limits.requests_per_minute,
                 limits.burst,
                 run_id,
-                now_ms,
+                math.ceil(life_s * 1000),
                 limits.concurrent_runs,
-                stale_ms,
             ],
         )
         if admitted == 0:

@@ -206,7 +206,7 @@ class Submissions:
                 answered = await self._answer_from_cache(run, hit.run.result, mark)
                 return Submitted(answered, created=True)
         limits = self.settings.limits_for(tenant)
-        await self.limiter.admit(tenant, run.id, limits)
+        await self.limiter.admit(tenant, run.id, limits, max_age_s=self._longest_life_s(run))
         try:
             await self.store.create(run)
         except BaseException:
@@ -216,9 +216,14 @@ class Submissions:
             await self.semantic.remember(tenant, run.id, vector)
         return Submitted(run, created=True)
 
+    def _longest_life_s(self, run: Run) -> float:
+        """How long `run` can still be unfinished: its deadline on each of its deliveries
+        (a batch run's is hours, an interactive run's minutes)."""
+        return run.budget.deadline_s * self.settings.max_deliveries
+
     async def _join(self, key: str, run: Run) -> Run | None:
         """The unfinished identical run to join, or None after claiming the key for `run`."""
-        ttl = int(self.settings.run_deadline_s * self.settings.max_deliveries) + 60
+        ttl = int(self._longest_life_s(run)) + 60
         for _ in range(3):
             if await self.redis.set(key, run.id, nx=True, ex=ttl):
                 return None
