@@ -159,6 +159,7 @@ class RunExecutor:
             Deadline.after(run.budget.deadline_s),
             RetryBudget(self.llm.retry_budget),
             limits,
+            run.priority,
         )
         spec = RunSpec(
             question=run.question,

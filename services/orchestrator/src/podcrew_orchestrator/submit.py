@@ -114,6 +114,7 @@ class Submissions:
             question=body.question,
             max_subquestions=body.max_subquestions,
             tier=body.tier,
+            priority=body.priority,
             thread_id=body.thread_id,
             callback_url=body.callback_url,
             budget=resolve_budget(body.budget, self.budget_caps),

@@ -23,6 +23,8 @@ RUN_ID_HEADER = "x-podcrew-run-id"
 DEADLINE_HEADER = "x-podcrew-deadline-ms"
 RETRY_BUDGET_HEADER = "x-podcrew-retry-budget"
 BUDGET_HEADER = "x-podcrew-budget"
+PRIORITY_HEADER = "x-podcrew-priority"
+PRIORITIES = ("interactive", "batch")
 
 # Less time than this cannot cover even one LLM call: refuse instead of starting.
 MIN_REMAINING_S = 0.05
@@ -60,12 +62,13 @@ class RetryBudget:
 @dataclass(frozen=True, slots=True)
 class Hop:
     """A run's context as one call carries it: the run, its deadline, the retries the call
-    may spend and the spend limits (None: nothing is counted)."""
+    may spend, the spend limits (None: nothing is counted) and the run's priority."""
 
     run_id: str | None
     deadline: Deadline
     retries: RetryBudget
     limits: BudgetLimits | None = None
+    priority: str = "interactive"  # one of PRIORITIES: who waits first for the rate limit
 
     def share(self, retries: int) -> Hop:
         """The hop of one call of a fan-out: the same run, deadline and limits, with
@@ -80,6 +83,8 @@ class Hop:
         }
         if self.run_id is not None:
             headers[RUN_ID_HEADER] = self.run_id
+        if self.priority != "interactive":
+            headers[PRIORITY_HEADER] = self.priority
         if self.limits is not None:
             headers[BUDGET_HEADER] = self.limits.model_dump_json()
         return headers
@@ -111,7 +116,10 @@ class Hop:
         run_id = headers.get(RUN_ID_HEADER) or (limits.run_id if limits else None)
         if limits is not None and run_id != limits.run_id:
             raise BadRequest(f"{BUDGET_HEADER} is the budget of another run than {run_id}")
-        return cls(run_id, deadline, RetryBudget(retries), limits)
+        priority = headers.get(PRIORITY_HEADER, "interactive")
+        if priority not in PRIORITIES:
+            raise BadRequest(f"{PRIORITY_HEADER} must be one of {', '.join(PRIORITIES)}")
+        return cls(run_id, deadline, RetryBudget(retries), limits, priority)
 
 
 def _limits(value: str | None) -> BudgetLimits | None:

@@ -21,6 +21,8 @@ MAX_QUESTION_CHARS = 4000
 MAX_SUBQUESTION_CHARS = MAX_QUESTION_CHARS
 
 Tier = Literal["economy", "standard", "premium"]
+Priority = Literal["interactive", "batch"]
+"""Who waits when the provider's shared rate limit is short: batch runs, after interactive ones."""
 
 Question = Annotated[
     str, StringConstraints(strip_whitespace=True, min_length=3, max_length=MAX_QUESTION_CHARS)
@@ -135,6 +137,11 @@ class RunCreate(_Wire):
         description="POSTed the final run, signed with HMAC-SHA256, when the run ends.",
     )
     budget: RunBudget = Field(default_factory=RunBudget)
+    priority: Priority = Field(
+        default="interactive",
+        description="interactive, or batch: its LLM calls wait while interactive runs' calls "
+        "wait for the provider's rate limit.",
+    )
 
 
 class Source(_Wire):
@@ -181,6 +188,7 @@ class Run(_Wire):
     question: str
     max_subquestions: int = 4
     tier: Tier = "standard"
+    priority: Priority = "interactive"
     thread_id: str | None = None
     callback_url: str | None = None
     budget: ResolvedBudget

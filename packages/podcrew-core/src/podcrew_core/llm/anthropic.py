@@ -45,6 +45,7 @@ from podcrew_core.contracts.errors import (
     LLMUnavailable,
 )
 from podcrew_core.contracts.schemas import Usage
+from podcrew_core.llm.ratelimit_headers import parse_limits
 from podcrew_core.llm.settings import LLMSettings
 from podcrew_core.llm.types import (
     LLMRequest,
@@ -292,7 +293,9 @@ class AnthropicProvider:
             message = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
             raise LLMError("the LLM answered with a body that is not JSON") from exc
-        return from_json(message, time.perf_counter() - started)
+        response = from_json(message, time.perf_counter() - started)
+        response.provider_limits = parse_limits(raw.headers)
+        return response
 
     async def stream(self, request: LLMRequest) -> AsyncIterator[StreamEvent]:
         timeout = self._timeout()
@@ -333,7 +336,9 @@ class AnthropicProvider:
             raise LLMUnavailable(f"the LLM stream broke: {exc.__class__.__name__}") from exc
         except (orjson.JSONDecodeError, KeyError, IndexError, TypeError) as exc:
             raise LLMError(f"the LLM sent a stream event podcrew cannot read: {exc!r}") from exc
-        yield StreamEnd(response=message.response(time.perf_counter() - started))
+        final = message.response(time.perf_counter() - started)
+        final.provider_limits = parse_limits(response.headers)
+        yield StreamEnd(response=final)
 
     async def aclose(self) -> None:
         await self._client.close()
