@@ -26,6 +26,7 @@ import orjson
 from podcrew_core.llm.offline import respond
 from podcrew_core.llm.tokens import CHARS_PER_TOKEN, block_tokens, estimate_tokens
 from podcrew_core.llm.types import OutputBlock, StopReason, TextBlock
+from podcrew_simulator.ratelimit import AccountLimits
 from podcrew_simulator.settings import FAULTS, Fault, FaultProfile, SimulatorSettings
 from podcrew_simulator.wire import (
     CacheControl,
@@ -372,6 +373,7 @@ class Simulator:
         self.dice = FaultDice(self.profile.seed)
         self.cache = PromptCache(settings.cache_entries)
         self.calls = CallLog(settings.call_log_size)
+        self.limits = AccountLimits()
 
     def update_profile(self, changes: dict[str, Any]) -> FaultProfile:
         """Apply `changes` to the fault profile, validated as at startup (`ValidationError`)."""
