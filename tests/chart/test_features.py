@@ -581,9 +581,7 @@ def test_keda_scales_agents_on_queue_depth_and_p95(helm_engine: Any) -> None:
             f'1 - sum(rate(podcrew_llm_ratelimit_wait_seconds_bucket{{{selector},le="0.1"}}[2m]))'
             f" / sum(rate(podcrew_llm_ratelimit_wait_seconds_count{{{selector}}}[2m]))"
         )
-        assert p95["metadata"]["query"].endswith(
-            f" > 0 unless on() ({waited} > 0.1) or vector(0)"
-        )
+        assert p95["metadata"]["query"].endswith(f" > 0 unless on() ({waited} > 0.1) or vector(0)")
         assert (
             queue["metadata"]["serverAddress"]
             == "http://kube-prometheus-stack-prometheus.monitoring.svc:9090"

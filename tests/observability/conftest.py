@@ -8,8 +8,8 @@ and one Prometheus serve every test of the session: together they take well unde
 
 from __future__ import annotations
 
-import json
 import concurrent.futures
+import json
 import shutil
 import subprocess
 import threading

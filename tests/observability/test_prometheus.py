@@ -245,4 +245,6 @@ def test_the_agents_latency_trigger_leaves_out_waits_for_the_rate_limiter(
         assert 0 <= float(share[0]["value"][1]) < 0.1, agent
         triggered = prometheus.query(query)
         assert len(triggered) == 1, agent
-        assert float(triggered[0]["value"][1]) == float(prometheus.query(latency)[0]["value"][1])
+        plain = float(prometheus.query(latency)[0]["value"][1])
+        # Evaluated a moment apart, while the window slides: equal but for that moment.
+        assert float(triggered[0]["value"][1]) == pytest.approx(plain, rel=0.05), agent
