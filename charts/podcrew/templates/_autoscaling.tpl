@@ -13,10 +13,10 @@
 namespace="{{ .root.Release.Namespace }}",service="{{ include "podcrew.componentName" . }}"
 {{- end }}
 
-{{/* Share of the component's LLM calls that waited over 0.1 s for the shared rate limiter. */}}
+{{/* Share of the component's LLM calls that waited over 1 s for the shared rate limiter. */}}
 {{- define "podcrew.limiterWaitedShare" -}}
 {{- $w := .root.Values.autoscaling.rateWindow -}}
-1 - sum(rate(podcrew_llm_ratelimit_wait_seconds_bucket{ {{- include "podcrew.promSelector" . }},le="0.1"}[{{ $w }}])) / sum(rate(podcrew_llm_ratelimit_wait_seconds_count{ {{- include "podcrew.promSelector" . }}}[{{ $w }}]))
+1 - sum(rate(podcrew_llm_ratelimit_wait_seconds_bucket{ {{- include "podcrew.promSelector" . }},le="1.0"}[{{ $w }}])) / sum(rate(podcrew_llm_ratelimit_wait_seconds_count{ {{- include "podcrew.promSelector" . }}}[{{ $w }}]))
 {{- end }}
 
 {{/* Service-wide p95 of the component's /v1 routes, 0 when idle (no NaN for the scaler), and

@@ -213,8 +213,9 @@ DAILY_SPEND_CAP = Gauge(
     "The configured cap on all tenants' LLM spend in one UTC day.",
     multiprocess_mode="livemax",
 )
-# Starts at 0 (most calls wait for nothing) and has 0.1 s: the autoscalers' gate reads the
-# share of calls that waited longer than that.
+# Starts at 0 (most calls wait for nothing) and has 1 s: the autoscalers' gate and the
+# saturation alert read the share of calls that waited longer than that (shorter waits, such
+# as a pause for a 429's retry-after, are no reason to hold back the autoscaler).
 LIMITER_WAIT_BUCKETS = (0.0, 0.01, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120, 300)
 LLM_RATELIMIT_WAIT = Histogram(
     "podcrew_llm_ratelimit_wait_seconds",
