@@ -32,7 +32,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from podcrew_cli.stack import Stack, StackConfig
 
 BINDING_MODEL = "claude-haiku-4-5"  # plan and research: most of a run's calls
-TERMINAL = {"succeeded", "failed", "cancelled"}
+TERMINAL = {"succeeded", "failed", "cancelled", "refused"}
 
 
 @dataclass
@@ -47,8 +47,8 @@ class Outcome:
     retries: int = 0
     calls_per_minute: float = 0.0  # of the binding model, after the warm-up
     runs: dict[str, int] = field(default_factory=dict)
-    failures: dict[str, int] = field(default_factory=dict)  # run error type: count
-    unexplained_failures: int = 0  # failed runs without an error type
+    failures: dict[str, int] = field(default_factory=dict)  # error or refusal type: count
+    unexplained_failures: int = 0  # failed or refused runs without an error type
 
 
 def _env(limiter: bool, rpm: int, itpm: int, otpm: int) -> dict[str, str]:
@@ -85,7 +85,11 @@ def _drive(api_url: str, seconds: float, concurrency: int, deadline_s: float) ->
                     "question": f"How do Python generators work, case {n}?",
                     "budget": {"deadline_s": deadline_s},
                 }
-                run = client.post(f"/v1/runs?wait={deadline_s + 5:g}", json=body).json()
+                response = client.post(f"/v1/runs?wait={deadline_s + 5:g}", json=body)
+                run = response.json()
+                if "id" not in run:  # refused at submission: a problem+json with its reason
+                    run = {"status": "refused", "error": {"type": _slug(run, response)}}
+                    time.sleep(0.5)
                 while run.get("status") not in TERMINAL:
                     time.sleep(0.5)
                     run = client.get(f"/v1/runs/{run['id']}").json()
@@ -98,6 +102,12 @@ def _drive(api_url: str, seconds: float, concurrency: int, deadline_s: float) ->
     for thread in threads:
         thread.join()
     return finished
+
+
+def _slug(problem: dict[str, Any], response: httpx.Response) -> str:
+    """A refusal's reason: the problem's type slug, else its HTTP status."""
+    kind = str(problem.get("type") or "")
+    return kind.rstrip("/").rsplit("/", 1)[-1] or f"http-{response.status_code}"
 
 
 def _retries(stack: Stack) -> int:
@@ -114,14 +124,16 @@ def _retries(stack: Stack) -> int:
     return int(total)
 
 
-def _calls_per_minute(calls: list[dict[str, Any]], warmup_s: float) -> float:
-    times = sorted(
-        c["received_at"] for c in calls if c["status"] == 200 and c["model"] == BINDING_MODEL
-    )
-    kept = [t for t in times if t >= times[0] + warmup_s] if times else []
-    if len(kept) < 2:
+def _calls_per_minute(calls: list[dict[str, Any]], warmup_s: float, seconds: float) -> float:
+    """Calls of the binding model answered per minute, from the end of the warm-up to the end
+    of the load (the first call starts the clock)."""
+    times: list[float] = sorted(c["received_at"] for c in calls if c["model"] == BINDING_MODEL)
+    if not times or seconds <= warmup_s:
         return 0.0
-    return (len(kept) - 1) / (kept[-1] - kept[0]) * 60
+    start, end = times[0] + warmup_s, times[0] + seconds
+    answered = [c for c in calls if c["status"] == 200 and c["model"] == BINDING_MODEL]
+    kept = sum(1 for c in answered if start <= c["received_at"] < end)
+    return kept / (end - start) * 60
 
 
 def measure(limiter: bool, args: argparse.Namespace) -> Outcome:
@@ -145,9 +157,9 @@ def measure(limiter: bool, args: argparse.Namespace) -> Outcome:
         outcome.retries = _retries(stack)
     finally:
         stack.close()
-    outcome.calls_per_minute = round(_calls_per_minute(calls, args.warmup), 1)
+    outcome.calls_per_minute = round(_calls_per_minute(calls, args.warmup, args.seconds), 1)
     outcome.runs = dict(Counter(r["status"] for r in runs))
-    failed = [r for r in runs if r["status"] == "failed"]
+    failed = [r for r in runs if r["status"] in ("failed", "refused")]
     outcome.failures = dict(Counter((r.get("error") or {}).get("type", "") for r in failed))
     outcome.unexplained_failures = outcome.failures.pop("", 0)
     return outcome

@@ -331,6 +331,8 @@ class RateLimitedProvider:
         return response
 
     async def stream(self, request: LLMRequest) -> AsyncIterator[StreamEvent]:
+        # A stream its consumer leaves early keeps its output reservation: it refills with the
+        # bucket, and guessing what the provider counted could only err the unsafe way.
         grant = await self.limiter.acquire(request)
         try:
             async for event in self.inner.stream(request):
