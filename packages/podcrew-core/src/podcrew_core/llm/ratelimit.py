@@ -58,7 +58,7 @@ from podcrew_core.runtime.metrics import (
     LLM_RATELIMIT_THROTTLED,
     LLM_RATELIMIT_WAIT,
 )
-from podcrew_core.runtime.scope import current_hop, time_left
+from podcrew_core.runtime.scope import current_hop
 
 log = structlog.get_logger(__name__)
 
@@ -265,7 +265,8 @@ class RateLimiter:
                 if waited > 0.01:
                     LLM_RATELIMIT_THROTTLED.labels(model, "waited").inc()
                 return Grant(model, needed, request.max_tokens, time.monotonic())
-            left = time_left(NO_HOP_MAX_WAIT_S - (time.monotonic() - started))
+            elapsed = time.monotonic() - started
+            left = hop.deadline.remaining() if hop is not None else NO_HOP_MAX_WAIT_S - elapsed
             if wait_s + MIN_REMAINING_S > left:
                 LLM_RATELIMIT_THROTTLED.labels(model, "deadline").inc()
                 LLM_RATELIMIT_WAIT.labels(model, priority).observe(time.monotonic() - started)
