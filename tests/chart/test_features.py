@@ -601,6 +601,13 @@ def test_keda_scales_agents_on_queue_depth_and_p95(helm_engine: Any) -> None:
             "histogram_quantile(0.95, sum by (le) (rate(podcrew_http_server_request_duration_seconds_bucket{"
         )
         assert selector in p95["metadata"]["query"]
+        # Latency that comes from waiting for the shared rate limiter adds no replicas: the
+        # trigger reads 0 while over 10 % of the component's LLM calls waited over 1 s.
+        waited = (
+            f'1 - sum(rate(podcrew_llm_ratelimit_wait_seconds_bucket{{{selector},le="1.0"}}[2m]))'
+            f" / sum(rate(podcrew_llm_ratelimit_wait_seconds_count{{{selector}}}[2m]))"
+        )
+        assert p95["metadata"]["query"].endswith(f" > 0 unless on() ({waited} > 0.1) or vector(0)")
         assert (
             queue["metadata"]["serverAddress"]
             == "http://kube-prometheus-stack-prometheus.monitoring.svc:9090"

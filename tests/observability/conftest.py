@@ -9,6 +9,7 @@ and one Prometheus serve every test of the session: together they take well unde
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import shutil
 import subprocess
 import threading
@@ -150,6 +151,16 @@ def stack(otlp: OTLPReceiver) -> Iterator[Stack]:
         "PODCREW_ORCHESTRATOR_CLAIM_MIN_IDLE_S": "10",
         "PODCREW_SIM_TTFT_S": "0.05",
         "PODCREW_SIM_LATENCY_S": "0.05",
+        # The shared rate limiter, with limits the load stays under: its metrics exist (the
+        # agents' latency trigger reads them) and the injected 429s pause it.
+        "PODCREW_LLM_RATELIMIT_ENABLED": "true",
+        "PODCREW_LLM_RATELIMIT_DEFAULT": json.dumps(
+            {
+                "requests_per_minute": 100_000,
+                "input_tokens_per_minute": 100_000_000,
+                "output_tokens_per_minute": 100_000_000,
+            }
+        ),
     }
     config = StackConfig.on_free_ports(llm="simulated", env=env)
     with Stack(config) as running:

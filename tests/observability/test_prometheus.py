@@ -38,6 +38,10 @@ ALERT_INNER = {
         'podcrew_http_server_request_duration_seconds_bucket{service=~".+-(research-agent|writer-agent)",'
         'route=~"/v1/.+"}[5m])))'
     ],
+    "PodcrewLLMRateLimitSaturated": [
+        'sum by (namespace, model) (rate(podcrew_llm_ratelimit_wait_seconds_bucket{le="1.0"}[10m]))'
+        " / sum by (namespace, model) (rate(podcrew_llm_ratelimit_wait_seconds_count[10m]))"
+    ],
     "PodcrewQueueAgeHigh": [
         'max by (namespace) (podcrew_queue_oldest_age_seconds{state="undelivered"})'
     ],
@@ -199,3 +203,49 @@ def test_every_hop_and_saturation_signal_is_measured(load: Any, prometheus: Any)
     # runs by outcome (retries absorb most injected faults)
     runs = values("sum by (outcome) (podcrew_runs_finished_total)", "outcome")
     assert runs.get("succeeded", 0) > 0, runs
+
+
+def _keda_latency_queries() -> dict[str, str]:
+    """The agents' p95-latency trigger queries as the chart renders them for this release
+    (KEDA mode), through Helm's own engine."""
+    import os
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="podcrew-helm-") as home:
+        for var in ("HELM_CACHE_HOME", "HELM_CONFIG_HOME", "HELM_DATA_HOME"):
+            os.environ.setdefault(var, str(Path(home) / var.lower()))
+        import helm_python
+
+        values = yaml.safe_load((CHART / "ci" / "keda-values.yaml").read_text())
+        with helm_python.Chart.load(str(CHART)) as chart:
+            rendered = chart.render(values, name="podcrew", namespace="podcrew", is_install=True)
+    queries = {}
+    for path, text in rendered.items():
+        for doc in yaml.safe_load_all(text) if path.endswith("keda.yaml") else ():
+            component = (doc or {}).get("metadata", {}).get("labels", {})
+            name = component.get("app.kubernetes.io/component")
+            for trigger in doc["spec"]["triggers"] if name in AGENTS else ():
+                if trigger.get("name") == "p95-latency":
+                    queries[name] = trigger["metadata"]["query"]
+    return queries
+
+
+def test_the_agents_latency_trigger_leaves_out_waits_for_the_rate_limiter(
+    load: Any, prometheus: Any
+) -> None:
+    queries = _keda_latency_queries()
+    assert set(queries) == set(AGENTS)
+    for agent, query in queries.items():
+        latency, gate = query.split(" unless on() (", 1)
+        waited_share = gate.rsplit(" > ", 1)[0]
+        # The gate's share is measured: the agents' LLM calls went through the limiter.
+        share = prometheus.query(waited_share)
+        assert share, agent
+        triggered = prometheus.query(query)
+        assert len(triggered) == 1, agent
+        if float(share[0]["value"][1]) > 0.1:  # held back by the limiter: no reason to scale
+            assert float(triggered[0]["value"][1]) == 0, agent
+        else:  # the limits are far above the load: the trigger is the plain p95
+            plain = float(prometheus.query(latency)[0]["value"][1])
+            # Evaluated a moment apart, while the window slides: equal but for that moment.
+            assert float(triggered[0]["value"][1]) == pytest.approx(plain, rel=0.05), agent

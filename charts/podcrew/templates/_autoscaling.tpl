@@ -13,7 +13,14 @@
 namespace="{{ .root.Release.Namespace }}",service="{{ include "podcrew.componentName" . }}"
 {{- end }}
 
-{{/* Service-wide p95 of the component's /v1 routes, 0 when idle (no NaN for the scaler). */}}
+{{/* Share of the component's LLM calls that waited over 1 s for the shared rate limiter. */}}
+{{- define "podcrew.limiterWaitedShare" -}}
+{{- $w := .root.Values.autoscaling.rateWindow -}}
+1 - sum(rate(podcrew_llm_ratelimit_wait_seconds_bucket{ {{- include "podcrew.promSelector" . }},le="1.0"}[{{ $w }}])) / sum(rate(podcrew_llm_ratelimit_wait_seconds_count{ {{- include "podcrew.promSelector" . }}}[{{ $w }}]))
+{{- end }}
+
+{{/* Service-wide p95 of the component's /v1 routes, 0 when idle (no NaN for the scaler), and
+0 while the shared rate limiter holds calls back: more replicas would only wait longer. */}}
 {{- define "podcrew.p95Query" -}}
-histogram_quantile(0.95, sum by (le) (rate(podcrew_http_server_request_duration_seconds_bucket{ {{- include "podcrew.promSelector" . }},route=~"/v1/.+"}[{{ .root.Values.autoscaling.rateWindow }}]))) > 0 or vector(0)
+histogram_quantile(0.95, sum by (le) (rate(podcrew_http_server_request_duration_seconds_bucket{ {{- include "podcrew.promSelector" . }},route=~"/v1/.+"}[{{ .root.Values.autoscaling.rateWindow }}]))) > 0 unless on() ({{ include "podcrew.limiterWaitedShare" . }} > {{ .root.Values.autoscaling.limiterWaitShare }}) or vector(0)
 {{- end }}

@@ -3,16 +3,11 @@ one round trip each costs an LLM call."""
 
 from __future__ import annotations
 
-import subprocess
-import time
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
-from pydantic import SecretStr
 from redis.asyncio import Redis
 
-from podcrew_cli.stack import LOOPBACK, find_redis_server, free_port
 from podcrew_core.contracts.budget import BudgetLimits
 from podcrew_core.contracts.deadline import Deadline
 from podcrew_core.contracts.errors import BudgetExceeded
@@ -22,41 +17,7 @@ from podcrew_core.llm import LLMRequest, Message, Stage
 from podcrew_core.llm.budgeted import BudgetedProvider
 from podcrew_core.llm.offline import OfflineProvider
 from podcrew_core.runtime.ledger import Ledger, utc_day
-from podcrew_core.runtime.redis import create_redis
 from podcrew_core.runtime.scope import hop_context
-from podcrew_core.runtime.settings import RedisSettings
-
-
-@pytest.fixture(scope="module")
-def redis_url() -> Iterator[str]:
-    port = free_port()
-    process = subprocess.Popen(
-        [find_redis_server(), "--port", str(port), "--bind", LOOPBACK, "--save", ""],
-        stdout=subprocess.DEVNULL,
-    )
-    url = f"redis://{LOOPBACK}:{port}/0"
-    deadline = time.monotonic() + 10
-    import redis as sync_redis
-
-    with sync_redis.Redis.from_url(url) as probe:
-        while True:
-            try:
-                probe.ping()
-                break
-            except sync_redis.ConnectionError:
-                assert time.monotonic() < deadline, "redis-server did not start"
-                time.sleep(0.02)
-    yield url
-    process.terminate()
-    process.wait(10)
-
-
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[Redis]:
-    client = create_redis(RedisSettings(url=SecretStr(redis_url)))
-    await client.flushdb()
-    yield client
-    await client.aclose()
 
 
 def _limits(**overrides: Any) -> BudgetLimits:

@@ -14,6 +14,7 @@ from podcrew_core.contracts.errors import BadRequest, DeadlineExceeded, LLMRejec
 from podcrew_core.contracts.hop import (
     BUDGET_HEADER,
     DEADLINE_HEADER,
+    PRIORITY_HEADER,
     RETRY_BUDGET_HEADER,
     RUN_ID_HEADER,
     Hop,
@@ -67,6 +68,12 @@ def test_what_the_caller_did_not_send_is_the_services_default() -> None:
     assert received.run_id is None and received.limits is None
     assert 6.9 < received.deadline.remaining() <= 7.0
     assert received.retries.remaining == 4
+    assert received.priority == "interactive"
+
+
+def test_a_batch_runs_priority_crosses_with_its_hop_and_its_shares() -> None:
+    sent = Hop("run-1", Deadline.after(2.0), RetryBudget(3), LIMITS, "batch")
+    assert _received(sent.share(1).to_headers()).priority == "batch"
 
 
 @pytest.mark.parametrize(
@@ -75,6 +82,7 @@ def test_what_the_caller_did_not_send_is_the_services_default() -> None:
         {DEADLINE_HEADER: "soon"},
         {RETRY_BUDGET_HEADER: "-1"},
         {BUDGET_HEADER: "{not json"},
+        {PRIORITY_HEADER: "urgent"},
         {RUN_ID_HEADER: "run-2", BUDGET_HEADER: LIMITS.model_dump_json()},
     ],
 )

@@ -1074,3 +1074,27 @@ async def test_a_batch_that_outlives_the_deadline_is_cancelled(
         await batching.complete(_llm_request("How do generators work?", tools=True))
     (batch,) = [b async for b in client.messages.batches.list()]
     assert batch.cancel_initiated_at is not None
+
+
+async def test_past_its_rate_limits_the_account_answers_429_with_the_apis_headers(
+    start_sim: StartSim,
+) -> None:
+    sim = await start_sim(requests_per_minute=2, output_tokens_per_minute=10_000)
+    raw = await sim.messages.with_raw_response.create(
+        model=MODEL, max_tokens=64, messages=[RESEARCH]
+    )
+    assert raw.headers["anthropic-ratelimit-requests-limit"] == "2"
+    assert raw.headers["anthropic-ratelimit-requests-remaining"] == "1"
+    assert raw.headers["anthropic-ratelimit-requests-reset"].endswith("Z")
+    used = (await raw.parse()).usage.output_tokens
+    remaining = int(raw.headers["anthropic-ratelimit-output-tokens-remaining"])
+    assert remaining == 10_000 - used
+    assert "anthropic-ratelimit-input-tokens-limit" not in raw.headers  # that limit is off
+    await sim.messages.create(model=MODEL, max_tokens=64, messages=[RESEARCH])
+    with pytest.raises(anthropic.RateLimitError) as caught:
+        await sim.messages.create(model=MODEL, max_tokens=64, messages=[RESEARCH])
+    headers = caught.value.response.headers
+    assert headers["anthropic-ratelimit-requests-remaining"] == "0"
+    assert 1 <= int(headers["retry-after"]) <= 30  # a request comes back each 30 s
+    # Another model has buckets of its own.
+    await sim.messages.create(model=f"{MODEL}-20251001", max_tokens=64, messages=[RESEARCH])

@@ -28,6 +28,7 @@ from podcrew_core.runtime.logging import configure_logging
 from podcrew_core.runtime.serve import serve
 from podcrew_simulator.batches import batches
 from podcrew_simulator.engine import CallRecord, Simulator, answer
+from podcrew_simulator.ratelimit import retry_after
 from podcrew_simulator.settings import FaultProfile, SimulatorSettings
 from podcrew_simulator.wire import (
     ErrorType,
@@ -194,6 +195,7 @@ class _Reply:
     drop: bool
     message: bytes = b""  # a message's JSON body
     events: list[tuple[str, bytes]] | None = None  # or a stream's events: (type, as sent)
+    headers: dict[str, str] | None = None  # the rate-limit headers, when limits are set
 
 
 async def _messages(request: Request, sim: Simulator, call: CallRecord) -> Response:
@@ -204,14 +206,29 @@ async def _messages(request: Request, sim: Simulator, call: CallRecord) -> Respo
         return StreamingResponse(
             _stream(sim, call, reply.events, reply.profile, drop=reply.drop),
             media_type="text/event-stream",
-            headers={"cache-control": "no-cache"},
+            headers={"cache-control": "no-cache", **(reply.headers or {})},
         )
     remaining = reply.profile.latency_s - (time.perf_counter() - reply.answering)
     if remaining > 0:
         await asyncio.sleep(remaining)
     if reply.drop:
         return _DroppedResponse()
-    return Response(reply.message, media_type="application/json")
+    return Response(reply.message, headers=reply.headers, media_type="application/json")
+
+
+def _over_rate_limit(
+    request: Request, sim: Simulator, model: str, limits: tuple[int, int, int]
+) -> Response | None:
+    """The 429 for a call past the account's rate limits, if it is."""
+    if not any(limits):
+        return None
+    wait_s = sim.limits.admit(model, limits)
+    if wait_s <= 0:
+        return None
+    headers = sim.limits.headers(model, limits)
+    headers["retry-after"] = retry_after(wait_s)
+    message = f"This request would exceed the rate limit for {model}."
+    return error_response(request, 429, "rate_limit_error", message, headers)
 
 
 async def _answer(request: Request, sim: Simulator, call: CallRecord) -> Response | _Reply:
@@ -232,11 +249,16 @@ async def _answer(request: Request, sim: Simulator, call: CallRecord) -> Respons
         status, kind, message = _FAULT_ERRORS[call.fault]
         headers = {"retry-after": f"{profile.retry_after_s:g}"} if status in (429, 529) else None
         return error_response(request, status, kind, message, headers)
+    limits = profile.rate_limits()
+    refusal = _over_rate_limit(request, sim, body.model, limits)
+    if refusal is not None:
+        return refusal
     if call.fault == "slow":
         await asyncio.sleep(profile.slow_s)
     # After a stall the answer still takes its usual time: the stall comes on top.
     answering = time.perf_counter()
     reply = answer(body, sim.cache)
+    rate_headers = sim.limits.answered(body.model, limits, reply.usage) if any(limits) else None
     call.usage = reply.usage
     call.stop_reason = reply.stop_reason
     drop = call.fault == "drop"
@@ -248,7 +270,8 @@ async def _answer(request: Request, sim: Simulator, call: CallRecord) -> Respons
             stop_reason=reply.stop_reason,
             usage=reply.usage,
         )
-        return _Reply(profile, answering, drop, events=[(e["type"], sse(e)) for e in events])
+        events_sent = [(e["type"], sse(e)) for e in events]
+        return _Reply(profile, answering, drop, events=events_sent, headers=rate_headers)
     created = message_json(
         message_id=new_message_id(),
         model=body.model,
@@ -256,7 +279,7 @@ async def _answer(request: Request, sim: Simulator, call: CallRecord) -> Respons
         stop_reason=reply.stop_reason,
         usage=reply.usage,
     )
-    return _Reply(profile, answering, drop, message=orjson.dumps(created))
+    return _Reply(profile, answering, drop, message=orjson.dumps(created), headers=rate_headers)
 
 
 async def _stream(

@@ -26,9 +26,7 @@ import orjson
 from podcrew_core.llm.offline import respond
 from podcrew_core.llm.tokens import CHARS_PER_TOKEN, block_tokens, estimate_tokens
 from podcrew_core.llm.types import OutputBlock, StopReason, TextBlock
-
-if TYPE_CHECKING:
-    from podcrew_simulator.batches import Batch
+from podcrew_simulator.ratelimit import AccountLimits
 from podcrew_simulator.settings import FAULTS, Fault, FaultProfile, SimulatorSettings
 from podcrew_simulator.wire import (
     CacheControl,
@@ -39,6 +37,9 @@ from podcrew_simulator.wire import (
     ToolUseParam,
     to_llm_request,
 )
+
+if TYPE_CHECKING:
+    from podcrew_simulator.batches import Batch
 
 _CACHE_TTL_S = {"5m": 300.0, "1h": 3600.0}
 _TOOL_TEXTS_KEPT = 1024
@@ -377,6 +378,7 @@ class Simulator:
         self.calls = CallLog(settings.call_log_size)
         # Message Batches by id (`podcrew_simulator.batches`), kept until the process ends.
         self.batches: dict[str, Batch] = {}
+        self.limits = AccountLimits()
 
     def update_profile(self, changes: dict[str, Any]) -> FaultProfile:
         """Apply `changes` to the fault profile, validated as at startup (`ValidationError`)."""

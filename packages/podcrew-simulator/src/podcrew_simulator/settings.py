@@ -1,7 +1,7 @@
 """Settings of the simulated Messages API (`PODCREW_SIM_*`).
 
-The latencies and fault rates live in `FaultProfile` so that `PUT /_sim/faults` can change
-them at runtime with the same validation the environment gets at startup.
+The latencies, fault rates and rate limits live in `FaultProfile` so that `PUT /_sim/faults`
+can change them at runtime with the same validation the environment gets at startup.
 """
 
 from __future__ import annotations
@@ -50,6 +50,12 @@ class FaultProfile(BaseModel):
     """Seed of the fault dice, for a reproducible fault sequence."""
     batch_latency_s: float = Field(default=0.0, ge=0.0, le=86_400.0)
     """How long a Message Batch stays in progress before its results are ready."""
+    requests_per_minute: int = Field(default=0, ge=0)
+    """The account's requests per minute per model, past which calls get 429 (0: no limit)."""
+    input_tokens_per_minute: int = Field(default=0, ge=0)
+    """Its input tokens per minute per model, cache reads not counted (0: no limit)."""
+    output_tokens_per_minute: int = Field(default=0, ge=0)
+    """Its output tokens per minute per model (0: no limit)."""
 
     @model_validator(mode="after")
     def _one_fault_per_call(self) -> Self:
@@ -59,6 +65,14 @@ class FaultProfile(BaseModel):
         if total > 1.0 + 1e-9:
             raise ValueError(f"the fault rates add up to {total:g}; they may add up to 1 at most")
         return self
+
+    def rate_limits(self) -> tuple[int, int, int]:
+        """Requests, input tokens and output tokens per minute (0: no limit)."""
+        return (
+            self.requests_per_minute,
+            self.input_tokens_per_minute,
+            self.output_tokens_per_minute,
+        )
 
     def rates(self) -> dict[Fault, float]:
         """Each fault's share of calls, in draw order."""

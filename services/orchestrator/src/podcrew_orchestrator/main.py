@@ -171,7 +171,7 @@ def create_worker_app(config: OrchestratorConfig) -> FastAPI:
             settings.http_max_connections,
             headers=service_auth_header(config.auth.service_token),
         )
-        provider = create_provider(llm_settings)
+        provider = create_provider(llm_settings, redis, settings.key_prefix)
         pipeline = _pipeline(settings, http, provider)
         webhook_settings = config.webhooks
         webhook_client = create_client(webhook_settings.policy())

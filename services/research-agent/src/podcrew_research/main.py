@@ -129,7 +129,7 @@ def create_app(config: ResearchConfig) -> FastAPI:
                 stack.push_async_callback(_stop, watcher)
             redis = create_redis(config.redis)
             stack.push_async_callback(redis.aclose)
-            provider = create_provider(config.llm)
+            provider = create_provider(config.llm, redis, settings.key_prefix)
             stack.push_async_callback(provider.aclose)
             policy = egress_policy(settings)
             client = await stack.enter_async_context(create_fetch_client(policy))

@@ -28,7 +28,7 @@ def create_app(config: WriterConfig) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         redis = create_redis(config.redis)
-        provider = create_provider(config.llm)
+        provider = create_provider(config.llm, redis, settings.key_prefix)
         slots = Admission.from_settings("writer-agent", settings)
         provide(app, Resources(config, provider, slots, Ledger(redis, settings.key_prefix)))
         app.state.readiness.checks["redis"] = redis_ready(redis)

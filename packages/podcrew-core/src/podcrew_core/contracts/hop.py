@@ -28,7 +28,8 @@ PRIORITY_HEADER = "x-podcrew-priority"
 
 Priority = Literal["interactive", "batch"]
 """How a run's LLM calls are served: at once, or through the Message Batches API at half
-price (hours at worst; only runs with a long deadline may ask for it)."""
+price (hours at worst; only runs with a long deadline may ask for it). Batch calls also wait
+while interactive calls wait for the provider's shared rate limit."""
 PRIORITIES: tuple[Priority, ...] = get_args(Priority)
 # A batch is answered within minutes when the API is quiet and may take hours when it is not:
 # below this a batch run would mostly fail its deadline, so it is refused at submission.
@@ -70,7 +71,7 @@ class RetryBudget:
 @dataclass(frozen=True, slots=True)
 class Hop:
     """A run's context as one call carries it: the run, its deadline, the retries the call
-    may spend and the spend limits (None: nothing is counted)."""
+    may spend, the spend limits (None: nothing is counted) and the run's priority."""
 
     run_id: str | None
     deadline: Deadline
@@ -91,6 +92,8 @@ class Hop:
         }
         if self.run_id is not None:
             headers[RUN_ID_HEADER] = self.run_id
+        if self.priority != "interactive":
+            headers[PRIORITY_HEADER] = self.priority
         if self.limits is not None:
             headers[BUDGET_HEADER] = self.limits.model_dump_json()
         if self.priority != "interactive":

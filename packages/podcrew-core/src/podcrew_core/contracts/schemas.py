@@ -12,6 +12,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from podcrew_core.contracts.hop import Priority
+
 MIN_SUBQUESTIONS = 2
 MAX_SUBQUESTIONS = 6
 MAX_QUESTION_CHARS = 4000
@@ -137,10 +139,11 @@ class RunCreate(_Wire):
         description="POSTed the final run, signed with HMAC-SHA256, when the run ends.",
     )
     budget: RunBudget = Field(default_factory=RunBudget)
-    priority: Literal["interactive", "batch"] = Field(
+    priority: Priority = Field(
         default="interactive",
         description="batch: the run's LLM calls go through the Message Batches API at half "
-        "price and may take hours; needs a deadline of at least 10 minutes.",
+        "price and may take hours (needs a deadline of at least 10 minutes), and they wait "
+        "while interactive runs' calls wait for the provider's shared rate limit.",
     )
 
 
@@ -199,10 +202,10 @@ class Run(_Wire):
     question: str
     max_subquestions: int = 4
     tier: Tier = "standard"
+    priority: Priority = "interactive"
     thread_id: str | None = None
     callback_url: str | None = None
     budget: ResolvedBudget
-    priority: Literal["interactive", "batch"] = "interactive"
     cached: bool = Field(default=False, description="Answered from a cache.")
     cache: CacheMark | None = Field(
         default=None, description="Which cache answered the run, when one did."

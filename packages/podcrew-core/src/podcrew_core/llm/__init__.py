@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from podcrew_core.llm.base import LLMProvider, output_tool, structured
 from podcrew_core.llm.settings import LLMSettings
 from podcrew_core.llm.types import (
@@ -18,10 +20,17 @@ from podcrew_core.llm.types import (
     ToolUseBlock,
 )
 
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
-def create_provider(settings: LLMSettings) -> LLMProvider:
-    """Build the configured provider: priced and metered per attempt, retried and guarded
-    by a circuit breaker. Called from a lifespan, never at import."""
+
+def create_provider(
+    settings: LLMSettings, redis: Redis | None = None, key_prefix: str = "podcrew"
+) -> LLMProvider:
+    """Build the configured provider: priced and metered per attempt, each attempt's
+    capacity taken from the rate limiter shared through `redis` (under `key_prefix`) when
+    `ratelimit_enabled`, retried and guarded by a circuit breaker. Called from a lifespan,
+    never at import."""
     from podcrew_core.llm.budgeted import BudgetedProvider
     from podcrew_core.llm.metered import MeteredProvider
     from podcrew_core.llm.resilient import ResilientProvider
@@ -66,12 +75,17 @@ def create_provider(settings: LLMSettings) -> LLMProvider:
         half_open_probes=settings.breaker_half_open_probes,
     )
     # Outside in: retries and the breaker, then the budget check for each attempt, then
-    # pricing and metering of what each attempt really cost.
-    return ResilientProvider(
-        BudgetedProvider(MeteredProvider(inner, settings.price_table())),
-        breaker,
-        settings.max_attempts,
-    )
+    # the shared rate limit (after the budget: a refused call takes no capacity; before the
+    # metering: waiting for capacity is not the provider's latency), then pricing and
+    # metering of what each attempt really cost.
+    metered: LLMProvider = MeteredProvider(inner, settings.price_table())
+    if settings.ratelimit_enabled and redis is not None:
+        from podcrew_core.llm.ratelimit import RateLimitedProvider, RateLimiter
+
+        limiter = RateLimiter(redis, settings, key_prefix)
+        batches_apart = settings.provider in ("anthropic", "simulated")
+        metered = RateLimitedProvider(metered, limiter, batches_apart=batches_apart)
+    return ResilientProvider(BudgetedProvider(metered), breaker, settings.max_attempts)
 
 
 __all__ = [

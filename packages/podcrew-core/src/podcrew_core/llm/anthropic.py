@@ -46,6 +46,7 @@ from podcrew_core.contracts.errors import (
 )
 from podcrew_core.contracts.schemas import Usage
 from podcrew_core.llm.platforms import Platform, PlatformClient, platform_client, platform_model
+from podcrew_core.llm.ratelimit_headers import parse_limits
 from podcrew_core.llm.settings import LLMSettings
 from podcrew_core.llm.types import (
     LLMRequest,
@@ -324,7 +325,9 @@ class AnthropicProvider:
             message = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
             raise LLMError("the LLM answered with a body that is not JSON") from exc
-        return self._named(from_json(message, time.perf_counter() - started), request)
+        response = self._named(from_json(message, time.perf_counter() - started), request)
+        response.provider_limits = parse_limits(raw.headers)
+        return response
 
     async def stream(self, request: LLMRequest) -> AsyncIterator[StreamEvent]:
         timeout = self.timeout()
@@ -367,9 +370,9 @@ class AnthropicProvider:
             raise LLMUnavailable(f"the LLM stream broke: {exc.__class__.__name__}") from exc
         except (orjson.JSONDecodeError, KeyError, IndexError, TypeError) as exc:
             raise LLMError(f"the LLM sent a stream event podcrew cannot read: {exc!r}") from exc
-        yield StreamEnd(
-            response=self._named(message.response(time.perf_counter() - started), request)
-        )
+        final = self._named(message.response(time.perf_counter() - started), request)
+        final.provider_limits = parse_limits(response.headers)
+        yield StreamEnd(response=final)
 
     async def aclose(self) -> None:
         await self._client.close()

@@ -28,6 +28,14 @@ class StageModels(BaseModel):
         ]
 
 
+class ModelRateLimit(BaseModel):
+    """One model's limits at the provider account, per minute (the API's units)."""
+
+    requests_per_minute: int = Field(ge=1)
+    input_tokens_per_minute: int = Field(ge=1)
+    output_tokens_per_minute: int = Field(ge=1)
+
+
 def _default_tiers() -> dict[str, StageModels]:
     return {
         "economy": StageModels(
@@ -112,6 +120,26 @@ class LLMSettings(PodcrewSettings):
     platform_models: dict[str, str] = Field(default_factory=dict)
     """JSON: model id on Bedrock or Vertex per Claude model, overriding the built-in table,
     e.g. {"claude-sonnet-4-5": "arn:aws:bedrock:…:application-inference-profile/…"}."""
+    ratelimit_enabled: bool = False
+    """Acquire every LLM call's request, input and output tokens from one limiter shared
+    through Redis by every process that calls the provider account (docs/runbooks.md)."""
+    ratelimit_account: str = Field(default="default", pattern=r"^[A-Za-z0-9._-]{1,64}$")
+    """Name of the provider account the limits belong to: installations that share an
+    account and a Redis share its limiter by using the same name."""
+    ratelimits: dict[str, ModelRateLimit] = Field(default_factory=dict)
+    """JSON: the account's limits per model, e.g. {"claude-haiku-4-5":
+    {"requests_per_minute": 50, "input_tokens_per_minute": 50000,
+    "output_tokens_per_minute": 10000}}; a model missing here has PODCREW_LLM_RATELIMIT_DEFAULT."""
+    ratelimit_default: ModelRateLimit = ModelRateLimit(
+        requests_per_minute=50, input_tokens_per_minute=30_000, output_tokens_per_minute=8_000
+    )
+    """JSON: the limits of a model missing from PODCREW_LLM_RATELIMITS (Anthropic's lowest tier)."""
+    ratelimit_burst_s: float = Field(default=60.0, gt=0, le=60.0)
+    """Seconds of the per-minute rate one bucket holds, so the most a burst may take (the API's
+    buckets hold a minute; less smooths the calls out)."""
+    ratelimit_recovery_s: float = Field(default=60.0, gt=0, le=3600.0)
+    """A 429 halves the shared rate; it then climbs back in a straight line, from nothing to
+    the configured rate in this many seconds (from half, in half of them)."""
     anthropic_api_key: SecretStr | None = Field(default=None, validation_alias="ANTHROPIC_API_KEY")
     """Anthropic API key (provider anthropic), the SDK's own variable."""
 
@@ -132,6 +160,10 @@ class LLMSettings(PodcrewSettings):
 
     def model_for(self, stage: Stage, tier: str | None = None) -> str:
         return self.models(tier).for_stage(stage)
+
+    def ratelimit_for(self, model: str) -> ModelRateLimit:
+        """The account's limits for `model`."""
+        return self.ratelimits.get(model, self.ratelimit_default)
 
     def price_table(self) -> PriceTable:
         return PriceTable(self.prices, self.fallback_price)

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from podcrew_core.contracts.schemas import Usage
+from podcrew_core.llm.ratelimit_headers import ProviderLimits
 
 
 class Stage(StrEnum):
@@ -95,6 +96,8 @@ class LLMResponse(BaseModel):
     usage: Usage
     latency_s: float = 0.0
     batch: bool = False  # answered through the Message Batches API: priced at the batch rate
+    # What the provider said about its rate limits, for the shared limiter; never sent on.
+    provider_limits: ProviderLimits | None = Field(default=None, exclude=True, repr=False)
 
     def tool_uses(self) -> list[ToolUseBlock]:
         return [b for b in self.content if isinstance(b, ToolUseBlock)]

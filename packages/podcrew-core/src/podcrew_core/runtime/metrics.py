@@ -213,6 +213,31 @@ DAILY_SPEND_CAP = Gauge(
     "The configured cap on all tenants' LLM spend in one UTC day.",
     multiprocess_mode="livemax",
 )
+# Starts at 0 (most calls wait for nothing) and has 1 s: the autoscalers' gate and the
+# saturation alert read the share of calls that waited longer than that (shorter waits, such
+# as a pause for a 429's retry-after, are no reason to hold back the autoscaler).
+LIMITER_WAIT_BUCKETS = (0.0, 0.01, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120, 300)
+LLM_RATELIMIT_WAIT = Histogram(
+    "podcrew_llm_ratelimit_wait_seconds",
+    "Time each LLM call waited for capacity from the shared rate limiter, by model and run "
+    "priority (interactive, batch); 0 for calls that did not wait.",
+    ["model", "priority"],
+    buckets=LIMITER_WAIT_BUCKETS,
+)
+LLM_RATELIMIT_IN_USE = Gauge(
+    "podcrew_llm_ratelimit_capacity_in_use_ratio",
+    "Share of the shared rate limiter's bucket in use after this process's last acquire, by "
+    "model and limit (requests, input_tokens, output_tokens); 1 is saturated.",
+    ["model", "limit"],
+    multiprocess_mode="livemax",
+)
+LLM_RATELIMIT_THROTTLED = Counter(
+    "podcrew_llm_ratelimit_throttled",
+    "LLM calls the provider's rate limit held back, by model and reason: waited (for the "
+    "shared limiter), deadline (failed: no capacity before the run's deadline), provider (the "
+    "provider answered 429), unavailable (Redis unreachable: called without the limiter).",
+    ["model", "reason"],
+)
 CACHE_REQUESTS = Counter(
     "podcrew_cache_requests",
     "Cache lookups by cache (result, kb_search, fetch_url) and outcome (hit, miss).",
