@@ -24,18 +24,8 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis
 
 
-def create_provider(
-    settings: LLMSettings, redis: Redis | None = None, key_prefix: str = "podcrew"
-) -> LLMProvider:
-    """Build the configured provider: priced and metered per attempt, each attempt's
-    capacity taken from the rate limiter shared through `redis` (under `key_prefix`) when
-    `ratelimit_enabled`, retried and guarded by a circuit breaker. Called from a lifespan,
-    never at import."""
-    from podcrew_core.llm.budgeted import BudgetedProvider
-    from podcrew_core.llm.metered import MeteredProvider
-    from podcrew_core.llm.resilient import ResilientProvider
-    from podcrew_core.runtime.resilience import CircuitBreaker
-
+def _platform_provider(settings: LLMSettings) -> LLMProvider:
+    """The provider that talks to the configured model platform, before any wrapper."""
     inner: LLMProvider
     if settings.provider == "offline":
         from podcrew_core.llm.offline import OfflineProvider
@@ -65,6 +55,22 @@ def create_provider(
             AnthropicProvider(settings, api_key=key.get_secret_value() if key else None),
             settings,
         )
+    return inner
+
+
+def create_provider(
+    settings: LLMSettings, redis: Redis | None = None, key_prefix: str = "podcrew"
+) -> LLMProvider:
+    """Build the configured provider: priced and metered per attempt, each attempt's
+    capacity taken from the rate limiter shared through `redis` (under `key_prefix`) when
+    `ratelimit_enabled`, retried and guarded by a circuit breaker. Called from a lifespan,
+    never at import."""
+    from podcrew_core.llm.budgeted import BudgetedProvider
+    from podcrew_core.llm.metered import MeteredProvider
+    from podcrew_core.llm.resilient import ResilientProvider
+    from podcrew_core.runtime.resilience import CircuitBreaker
+
+    inner = _platform_provider(settings)
     breaker = CircuitBreaker(
         upstream=f"llm-{inner.name}",
         consecutive_failures=settings.breaker_consecutive_failures,
