@@ -20,6 +20,7 @@ from podcrew_core.runtime.app import JSONBody
 from podcrew_core.runtime.disconnect import unless_disconnected
 from podcrew_core.runtime.ledger import Ledger
 from podcrew_core.runtime.scope import hop_context, open_hop
+from podcrew_core.runtime.tracing import record_prompt_version
 from podcrew_writer import compose
 from podcrew_writer.deps import Resources, Writer
 
@@ -70,6 +71,7 @@ async def write(request: Request, body: WriteRequest, writer: Writer) -> WriteRe
         response = await unless_disconnected(
             request, compose.write(writer.provider, _draft(body, writer))
         )
+    record_prompt_version(response.prompt_version)
     return response.model_copy(update={"retries": hop.retries.spent})
 
 
