@@ -161,4 +161,3 @@ def _feedback_list(stored: Mapping[Any, Any]) -> list[Feedback]:
 
 def _evaluation(stored: Any) -> Evaluation | None:
     return Evaluation.model_validate_json(stored) if stored else None
-
