@@ -61,6 +61,13 @@ router = APIRouter(prefix="/v1", tags=["runs"])
 SSE_CLOSE_GRACE_S = 2.0  # time for the closing event to reach the client
 SSE_RETRY_MS = 500
 _PROBLEM: dict[str, Any] = {"content": {PROBLEM_CONTENT_TYPE: {}}}
+# What a JSON body on a run adds to a route's problems: unreadable, too big, not JSON, invalid.
+_BODY_PROBLEMS = (400, 413, 415, 422)
+
+
+def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """A route's problem+json answers, by status, for the OpenAPI document."""
+    return {status: _PROBLEM for status in sorted(statuses)}
 
 
 async def _load(store: RunStore, run_id: str, tenant: str) -> Run:
@@ -83,14 +90,7 @@ async def _load(store: RunStore, run_id: str, tenant: str) -> Run:
     responses={
         200: {"model": Run, "description": "The run finished within `wait` seconds."},
         202: {"model": RunAccepted, "description": "Accepted; poll `Location` for the result."},
-        400: _PROBLEM,
-        401: _PROBLEM,
-        409: _PROBLEM,
-        413: _PROBLEM,
-        415: _PROBLEM,
-        422: _PROBLEM,
-        429: _PROBLEM,
-        503: _PROBLEM,
+        **_problems(*_BODY_PROBLEMS, 401, 409, 429, 503),
     },
 )
 async def create_run(
@@ -167,13 +167,7 @@ async def get_run(run_id: str, tenant: Tenant, store: Store, feedback: FeedbackD
     responses={
         200: {"model": Feedback, "description": "The same feedback was given before."},
         201: {"model": Feedback, "description": "Stored."},
-        400: _PROBLEM,
-        401: _PROBLEM,
-        404: _PROBLEM,
-        409: _PROBLEM,
-        413: _PROBLEM,
-        415: _PROBLEM,
-        422: _PROBLEM,
+        **_problems(*_BODY_PROBLEMS, 401, 404, 409),
     },
 )
 async def give_feedback(
@@ -208,15 +202,7 @@ async def list_feedback(
     "/runs/{run_id}/evaluation",
     dependencies=[JSONBody],
     summary="Store an evaluator's scores for a finished run (replaces earlier ones)",
-    responses={
-        400: _PROBLEM,
-        401: _PROBLEM,
-        404: _PROBLEM,
-        409: _PROBLEM,
-        413: _PROBLEM,
-        415: _PROBLEM,
-        422: _PROBLEM,
-    },
+    responses=_problems(*_BODY_PROBLEMS, 401, 404, 409),
 )
 async def evaluate_run(
     run_id: str, body: EvaluationCreate, tenant: Tenant, store: Store, feedback: FeedbackDep
