@@ -93,6 +93,7 @@ async def write_stream(request: Request, body: WriteRequest, writer: Writer) -> 
     # Refused here, before the stream starts, if the deadline is too close.
     hop = _hop(request, writer)
     draft = _draft(body, writer)
+    record_prompt_version(compose.WRITER_PROMPTS.version)
     writer.slots.check_capacity()  # a full writer says 503 up front rather than in the stream
     flush_s = writer.config.service.delta_flush_s
     return EventSourceResponse(
