@@ -67,7 +67,7 @@ _BODY_PROBLEMS = (400, 413, 415, 422)
 
 def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """A route's problem+json answers, by status, for the OpenAPI document."""
-    return {status: _PROBLEM for status in sorted(statuses)}
+    return dict.fromkeys(sorted(statuses), _PROBLEM)
 
 
 async def _load(store: RunStore, run_id: str, tenant: str) -> Run:
