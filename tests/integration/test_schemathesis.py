@@ -35,7 +35,13 @@ FUZZ = settings(
 # Every request is answered in well under this; only a response that never ends (a stream
 # left open) takes longer, and that is a failure too.
 REQUEST_TIMEOUT_S = 10.0
-RUN_ID_OPERATIONS = ("GET /v1/runs/{run_id}", "DELETE /v1/runs/{run_id}")
+RUN_ID_OPERATIONS = (
+    "GET /v1/runs/{run_id}",
+    "DELETE /v1/runs/{run_id}",
+    "POST /v1/runs/{run_id}/feedback",
+    "GET /v1/runs/{run_id}/feedback",
+    "PUT /v1/runs/{run_id}/evaluation",
+)
 EVENTS_OPERATION = "GET /v1/runs/{run_id}/events"
 
 
@@ -131,10 +137,10 @@ def test_service_honours_its_openapi(fuzzed_stack: Stack, service: str) -> None:
     failures = _fuzz_all(operations)
     if service == "api":
         # Random ids only ever meet a 404; a real one reaches the Run schema, the 409 of
-        # cancelling a finished run, and the event stream. A finished run's stream ends at
+        # cancelling a finished run, its feedback and evaluation, and the event stream. A finished run's stream ends at
         # its final event, so it is a finite body schemathesis can read and check; a
         # `Last-Event-ID` that leaves it open fails on REQUEST_TIMEOUT_S.
         by_id = [op for op in operations if op.label in (*RUN_ID_OPERATIONS, EVENTS_OPERATION)]
-        assert len(by_id) == 3, [op.label for op in operations]
+        assert len(by_id) == len(RUN_ID_OPERATIONS) + 1, [op.label for op in operations]
         failures += _fuzz_all(by_id, path_parameters={"run_id": _finished_run(base_url)})
     assert not failures, f"{len(failures)} failed:\n\n" + "\n\n".join(failures)

@@ -58,6 +58,10 @@ ALERT_INNER = {
         '{command="XREADGROUP"}[10m]))',
     ],
     "PodcrewShedding": ["sum by (namespace, service) (rate(podcrew_admission_rejected_total[5m]))"],
+    "PodcrewSatisfactionDrop": [
+        "namespace_prompt_version_tier:podcrew_run_feedback_positive:ratio_rate1h",
+        "namespace_prompt_version_tier:podcrew_run_feedback:increase1h",
+    ],
 }
 
 

@@ -65,6 +65,9 @@ def test_one_trace_spans_api_worker_research_agents_and_writer(load: Any, otlp: 
     assert parent(worker_root) is roots[0]
     assert worker_root["attributes"]["gen_ai.conversation.id"] == run["id"]
     assert worker_root["attributes"]["gen_ai.agent.name"] == "orchestrator"
+    # the prompt sets the run used: on the run's span, and each agent's on its server span
+    versions = run["prompt_version"].split(",")
+    assert worker_root["attributes"]["podcrew.prompt_version"] == run["prompt_version"]
 
     # the planner's LLM call is a GenAI chat span under the worker's run span
     worker_chats = [
@@ -79,6 +82,7 @@ def test_one_trace_spans_api_worker_research_agents_and_writer(load: Any, otlp: 
     assert len(research_servers) == len(run["sub_questions"]) >= 2
     for server in research_servers:
         assert server["name"] == "POST /v1/research"
+        assert server["attributes"]["podcrew.prompt_version"] in versions
         http_client = parent(server)
         assert http_client["service"] == "orchestrator-worker"
         assert http_client["kind"] == SPAN_KIND_CLIENT
@@ -95,6 +99,8 @@ def test_one_trace_spans_api_worker_research_agents_and_writer(load: Any, otlp: 
         s for s in spans if s["service"] == "writer-agent" and s["kind"] == SPAN_KIND_SERVER
     ]
     assert writer_server["name"] == "POST /v1/write/stream"
+    assert writer_server["attributes"]["podcrew.prompt_version"] in versions
+    assert [v.split(":")[0] for v in versions] == ["planner", "research", "writer"]
     assert parent(parent(writer_server))["name"] == "invoke_agent writer-agent"
     assert parent(parent(parent(writer_server))) is worker_root
     (writer_chat,) = [

@@ -346,7 +346,7 @@ class Orchestrator:
         """Ids of every run the orchestrator holds for this question: the submissions."""
         ids = []
         for key in self.redis.scan_iter(match="podcrew:run:run_*", count=1000):
-            if key.endswith(b":events"):
+            if key.count(b":") != 2:  # the run's events, feedback, evaluation: not the run
                 continue
             data = self.redis.hget(key, "data")
             if data and json.loads(data)["question"] == question:

@@ -18,6 +18,7 @@ import yaml
 
 from podcrew_core.contracts.schemas import (
     MAX_QUESTION_CHARS,
+    Evaluation,
     ResolvedBudget,
     Run,
     RunResult,
@@ -149,7 +150,10 @@ def test_crd_shape(crd: dict[str, Any]) -> None:
         "usage",
         "conditions",
         "reportRef",
+        "evaluation",
     }
+    scores = status["evaluation"]["properties"]["scores"]
+    assert scores["additionalProperties"] == {"type": "number"}
     assert status["phase"]["enum"] == ["Pending", "Running", "Succeeded", "Failed", "Cancelled"]
     condition = status["conditions"]["items"]
     assert set(condition["properties"]) == {
@@ -175,8 +179,14 @@ def test_the_status_the_operator_writes_fits_the_schema(validator: Any) -> None:
         result=RunResult(report="# Report", sources=[]),
         usage=Usage(input_tokens=10, output_tokens=5, cost_usd=0.01),
         cost_usd=0.01,
+        evaluation=Evaluation(
+            scores={"citation_validity": 1.0, "redundancy": 0.25},
+            evaluator="podcrew-eval",
+            evaluated_at=now,
+        ),
     )
     status = run_fields(run)
+    assert status["evaluation"]["scores"] == {"citation_validity": 1.0, "redundancy": 0.25}
     status["conditions"] = merge_conditions(
         [], [Condition(SUBMITTED, True, "Accepted", "run run_1 accepted")], generation=1, now=now
     )
@@ -187,3 +197,6 @@ def test_the_status_the_operator_writes_fits_the_schema(validator: Any) -> None:
     broken = copy.deepcopy(obj)
     broken["status"]["report"] = "# the report itself"
     assert list(validator.iter_errors(broken))
+    unscored = copy.deepcopy(obj)
+    unscored["status"]["evaluation"]["scores"]["support"] = "high"
+    assert list(validator.iter_errors(unscored))

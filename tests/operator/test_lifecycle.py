@@ -101,6 +101,29 @@ def test_agentrun_succeeds_with_its_report_in_an_owned_configmap(
     assert events[0]["type"] == "Normal" and status["runId"] in events[0]["message"]
 
 
+def test_an_evaluated_run_shows_its_scores_in_the_status(
+    kube: Any, operator: Any, orchestrator: Any, question: str
+) -> None:
+    assert kube.create("evaluated", question=question).is_success
+    obj = kube.wait_phase("evaluated", *FINAL, timeout_s=40)
+    assert obj["status"]["phase"] == "Succeeded" and "evaluation" not in obj["status"]
+
+    # Evaluated after it finished, as `podcrew eval` does: the operator still notices.
+    scores = {"citation_validity": 1.0, "support": 0.5, "redundancy": 0.125}
+    evaluation = {"scores": scores, "evaluator": "podcrew-eval lexical"}
+    stored = orchestrator.http.put(f"/v1/runs/{obj['status']['runId']}/evaluation", json=evaluation)
+    assert stored.status_code == 200, stored.text
+
+    obj = kube.wait("evaluated", lambda o: bool(o and o["status"].get("evaluation")), 10)
+    assert obj is not None
+    assert obj["status"]["evaluation"] == {
+        "scores": scores,
+        "evaluator": "podcrew-eval lexical",
+        "evaluatedAt": stored.json()["evaluated_at"][:19] + "Z",
+    }
+    assert obj["status"]["phase"] == "Succeeded"
+
+
 def test_the_report_goes_to_the_named_configmap_and_never_over_someone_elses(
     kube: Any, operator: Any, orchestrator: Any, question: str
 ) -> None:

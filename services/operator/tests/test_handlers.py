@@ -83,7 +83,7 @@ def test_kopf_is_configured_for_podcrew() -> None:
 def test_the_registry_has_the_handlers() -> None:
     resource = kopf.Resource("podcrew.dev", "v1alpha1", "agentruns")
     ids = {h.id for h in registry._spawning.get_all_handlers()}
-    assert ids == {"run", "expire"}
+    assert ids == {"run", "expire", "evaluation"}
     assert {h.id for h in registry._changing.get_all_handlers()} == {"cancel"}
     assert {h.id for h in registry._indexing.get_all_handlers()} == {"runs_in_flight"}
     assert all(

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from podcrew_core.contracts.schemas import Run, RunError, RunResult, RunStatus, Usage
+from podcrew_core.contracts.schemas import Evaluation, Run, RunError, RunResult, RunStatus, Usage
 from podcrew_operator.status import (
     FINISHED,
     SUBMITTED,
     Condition,
     Phase,
+    awaits_evaluation,
     event_for,
     is_finished,
     merge_conditions,
@@ -118,3 +119,24 @@ def test_finished_condition_and_event_carry_the_error() -> None:
     assert progress_condition(run(RunStatus.RUNNING)) == Condition(
         FINISHED, False, "Running", "running"
     )
+
+
+def test_an_evaluated_run_shows_its_scores_and_stops_being_awaited() -> None:
+    evaluation = Evaluation(
+        scores={"citation_validity": 0.9, "support": 0.75},
+        evaluator="podcrew-eval lexical",
+        evaluated_at=T0 + timedelta(minutes=5),
+    )
+    unevaluated = run_fields(run(RunStatus.SUCCEEDED))
+    assert "evaluation" not in unevaluated
+    assert awaits_evaluation(unevaluated)
+    evaluated = run_fields(run(RunStatus.SUCCEEDED, evaluation=evaluation))
+    assert evaluated["evaluation"] == {
+        "scores": {"citation_validity": 0.9, "support": 0.75},
+        "evaluator": "podcrew-eval lexical",
+        "evaluatedAt": "2026-01-02T03:09:05Z",
+    }
+    assert not awaits_evaluation(evaluated)
+    # Only a succeeded run has a report worth evaluating; one not yet submitted has no run.
+    assert not awaits_evaluation(run_fields(run(RunStatus.FAILED)))
+    assert not awaits_evaluation({"phase": "Succeeded"})

@@ -40,6 +40,7 @@ from podcrew_core.llm.offline import OfflineProvider
 from podcrew_core.llm.settings import StageModels
 from podcrew_orchestrator.clients.agents import ResearchClient, WriterClient
 from podcrew_orchestrator.pipeline import (
+    PLANNER_PROMPTS,
     NothingResearched,
     Outcome,
     Pipeline,
@@ -83,6 +84,8 @@ def _agents(fail: Collection[int], deltas: Deltas) -> httpx.MockTransport:
                 steps=2,
                 usage=Usage(input_tokens=10, output_tokens=5, llm_calls=2),
                 model="m",
+                # Two builds of the agent answer during a rollout: the first call the old.
+                prompt_version="research:0ld" if index == 0 else "research:new",
             )
             return httpx.Response(200, content=response.model_dump_json())
         body_w = WriteRequest.model_validate_json(request.content)
@@ -91,6 +94,7 @@ def _agents(fail: Collection[int], deltas: Deltas) -> httpx.MockTransport:
             sources=[SourceRef(number=1, source=body_w.sections[0].findings[0].source)],
             usage=Usage(input_tokens=7, output_tokens=3, llm_calls=1),
             model="w",
+            prompt_version="writer:w1",
         )
         return httpx.Response(
             200,
@@ -372,3 +376,12 @@ async def test_the_fan_out_spends_at_most_the_runs_retry_budget() -> None:
     with pytest.raises(NothingResearched):
         await _run_against(transport, retries=0)
     assert len(budgets) == 3  # no budget, no retry
+
+
+async def test_the_run_records_every_prompt_set_version_its_stages_used() -> None:
+    outcome, _ = await _run()
+    # The planner's own set, and what each agent said it used (both research builds).
+    assert outcome.prompt_version == (
+        f"{PLANNER_PROMPTS.version},research:0ld,research:new,writer:w1"
+    )
+    assert PLANNER_PROMPTS.version.startswith("planner:")

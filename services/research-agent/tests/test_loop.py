@@ -26,7 +26,13 @@ from podcrew_core.llm.types import (
     ToolUseBlock,
 )
 from podcrew_core.runtime.scope import open_hop
-from podcrew_research.loop import CLOSING_PROMPT, FINDINGS_TOOL, LoopLimits, Researcher
+from podcrew_research.loop import (
+    CLOSING_PROMPT,
+    FINDINGS_TOOL,
+    RESEARCH_PROMPTS,
+    LoopLimits,
+    Researcher,
+)
 from podcrew_research.tools import Tool, ToolOutput
 from podcrew_research.tools.fetch_url import (
     EgressPolicy,
@@ -353,3 +359,24 @@ async def test_research_is_bounded_by_the_deadline_of_the_hop_it_serves(
 def test_tool_names_must_not_clash(kb: KnowledgeBase) -> None:
     with pytest.raises(ValueError, match="unique"):
         Researcher(ScriptedProvider(), [kb_search_tool(kb), kb_search_tool(kb)], model=MODEL)
+
+
+async def test_the_response_names_the_prompt_set_with_the_tools_offered(
+    kb: KnowledgeBase, recording_provider: Any, fetch_tool: Tool
+) -> None:
+    both = Researcher(recording_provider, [kb_search_tool(kb), fetch_tool], model=MODEL)
+    kb_only = Researcher(recording_provider, [kb_search_tool(kb)], model=MODEL)
+
+    with_fetch = await both.research(sub_question=SUB_QUESTION, question=QUESTION)
+    without = await kb_only.research(sub_question=SUB_QUESTION, question=QUESTION)
+
+    assert (
+        with_fetch.prompt_version
+        == RESEARCH_PROMPTS.offering([kb_search_tool(kb).spec, fetch_tool.spec]).version
+    )
+    assert with_fetch.prompt_version is not None
+    assert with_fetch.prompt_version.startswith("research:")
+    # Offering one tool less is another prompt: another version.
+    assert without.prompt_version != with_fetch.prompt_version
+    # What was hashed is what was sent.
+    assert recording_provider.requests[0].system == RESEARCH_PROMPTS.texts["system"]

@@ -174,3 +174,11 @@ async def test_the_model_reads_the_findings_by_the_numbers_the_sources_list_give
     assert "- c3 [1]" in response.report and "U?" in response.report
     cited = {int(n) for n in re.findall(r"\[(\d+)\]", response.report)}
     assert cited == {ref.number for ref in response.sources}
+
+
+async def test_the_report_names_the_writer_prompt_set_that_wrote_it() -> None:
+    _, streamed = await _collect(ScriptedProvider(gaps=[0.0] * len(DELTAS)), 0.0)
+    assert streamed is not None
+    assert streamed.prompt_version == compose.WRITER_PROMPTS.version
+    assert compose.WRITER_PROMPTS.version.startswith("writer:")
+    assert _draft().request.system == compose.WRITER_PROMPTS.texts["system"]

@@ -42,6 +42,7 @@ from .status import (
     SUBMITTED,
     Condition,
     Phase,
+    evaluation_field,
     event_for,
     is_finished,
     merge_conditions,
@@ -279,6 +280,38 @@ class RunDriver:
             self.announce("Warning", "ReportNotStored", str(exc))
             return None
         return name
+
+
+# --- evaluation ---------------------------------------------------------------------------
+
+
+async def await_evaluation(
+    runtime: Runtime, target: Target, status: Mapping[str, Any], stop: StopSignal
+) -> bool:
+    """Poll a succeeded run until it is evaluated, then mirror the scores into the status;
+    False if stopped first or the run expired at the orchestrator unevaluated.
+
+    An evaluation comes when someone runs `podcrew eval`, if ever: the wait grows to
+    `poll_max_interval_s` and stays there, and ends with the run's own life (`run_ttl_s`)."""
+    settings = runtime.settings
+    wait = settings.poll_interval_s
+    while True:
+        try:
+            run = await runtime.orchestrator.get(str(status["runId"]))
+        except RunLost:
+            return False
+        if run.evaluation is not None:
+            patch = {"evaluation": evaluation_field(run.evaluation)}
+            await runtime.kube.patch_status(target.ref, patch)
+            return True
+        wait = next_poll_s(
+            wait,
+            changed=False,
+            first_s=settings.poll_interval_s,
+            max_s=settings.poll_max_interval_s,
+        )
+        if await stop.sleep(wait):
+            return False
 
 
 # --- deletion and expiry -------------------------------------------------------------------

@@ -28,6 +28,7 @@ from .driver import (
     RunDriver,
     Runtime,
     Target,
+    await_evaluation,
     cancel_on_delete,
     deletion_remaining_s,
     expire,
@@ -38,7 +39,7 @@ from .resource import ANNOTATIONS_PREFIX, FINALIZER, GROUP, PLURAL, VERSION
 from .retry import delay_s
 from .settings import OperatorSettings
 from .slots import Slots
-from .status import is_finished
+from .status import awaits_evaluation, is_finished
 
 registry = kopf.OperatorRegistry()
 
@@ -266,6 +267,26 @@ async def expire_finished(
             runtime, _target(body), spec, dict(body.get("status") or {}), _Stop(stopped)
         ):
             logger.info("deleted: ttlSecondsAfterFinished has passed")
+
+
+def _awaits_evaluation(status: kopf.Status, **_: Any) -> bool:
+    return awaits_evaluation(status)
+
+
+@_agentrun_daemon("evaluation", when=_awaits_evaluation)
+async def mirror_evaluation(
+    body: kopf.Body,
+    stopped: kopf.DaemonStopped,
+    retry: int,
+    memo: Memo,
+    logger: kopf.Logger,
+    **_: Any,
+) -> None:
+    runtime = memo.rt()
+    with _verdicts(runtime, retry):
+        status = dict(body.get("status") or {})
+        if await await_evaluation(runtime, _target(body), status, _Stop(stopped)):
+            logger.info("run %s evaluated: scores in .status.evaluation", status["runId"])
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry)

@@ -9,6 +9,9 @@ Conditions follow `metav1.Condition`: a condition's `lastTransitionTime` moves o
   it failed here (`InvalidSpec`, `Rejected`, `RunLost`); False as `Pending` or `Running`.
 - `ReportStored`: True (`Stored`) when `reportRef` names the report's ConfigMap; False as
   `NoReport` or `StoreFailed` (with a Warning event saying why).
+
+`evaluation` mirrors the run's evaluation (`PUT /v1/runs/{id}/evaluation`) once it has one:
+its scores by name, who evaluated it and when.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from podcrew_core.contracts.schemas import Run, RunStatus
+from podcrew_core.contracts.schemas import Evaluation, Run, RunStatus
 
 SUBMITTED = "Submitted"
 FINISHED = "Finished"
@@ -126,7 +129,27 @@ def run_fields(run: Run) -> dict[str, Any]:
         fields["startedAt"] = timestamp(run.started_at)
     if run.finished_at is not None:
         fields["finishedAt"] = timestamp(run.finished_at)
+    if run.evaluation is not None:
+        fields["evaluation"] = evaluation_field(run.evaluation)
     return fields
+
+
+def evaluation_field(evaluation: Evaluation) -> dict[str, Any]:
+    """`.status.evaluation`: the scores as the evaluator gave them, who, and when."""
+    return {
+        "scores": dict(evaluation.scores),
+        "evaluator": evaluation.evaluator,
+        "evaluatedAt": timestamp(evaluation.evaluated_at),
+    }
+
+
+def awaits_evaluation(status: Mapping[str, Any]) -> bool:
+    """A succeeded AgentRun whose run has no evaluation in its status yet."""
+    return (
+        phase_of(status) is Phase.SUCCEEDED
+        and bool(status.get("runId"))
+        and not status.get("evaluation")
+    )
 
 
 def progress_condition(run: Run) -> Condition:

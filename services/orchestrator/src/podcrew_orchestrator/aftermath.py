@@ -20,7 +20,14 @@ import structlog
 
 from podcrew_core.contracts.schemas import Run, RunStatus
 from podcrew_core.runtime.logging import log_run_audit
-from podcrew_core.runtime.metrics import RUN_COST, RUN_DURATION, RUN_TOKENS, RUNS_FINISHED
+from podcrew_core.runtime.metrics import (
+    PROMPT_VERSION_LABEL,
+    RUN_COST,
+    RUN_DURATION,
+    RUN_TOKENS,
+    RUNS_BY_PROMPT_VERSION,
+    RUNS_FINISHED,
+)
 from podcrew_orchestrator.settings import OrchestratorSettings
 from podcrew_orchestrator.store import RunStore
 from podcrew_orchestrator.submit import run_digest
@@ -105,6 +112,8 @@ class FinishedRunMetrics:
             return
         status = run.status.value
         RUNS_FINISHED.labels(status).inc()
+        version = PROMPT_VERSION_LABEL(run.prompt_version)
+        RUNS_BY_PROMPT_VERSION.labels(version, run.tier, status).inc()
         if run.finished_at is not None:
             RUN_DURATION.labels(status).observe((run.finished_at - run.created_at).total_seconds())
         log.info(

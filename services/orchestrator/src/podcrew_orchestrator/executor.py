@@ -30,6 +30,7 @@ from podcrew_core.llm import LLMSettings
 from podcrew_core.runtime.ledger import Ledger
 from podcrew_core.runtime.resilience import unreachable
 from podcrew_core.runtime.scope import open_hop
+from podcrew_core.runtime.tracing import record_prompt_version
 from podcrew_orchestrator.aftermath import Aftermath, Ending
 from podcrew_orchestrator.cancellation import CancelWatch
 from podcrew_orchestrator.consumer import AgentsUnreachable
@@ -180,6 +181,7 @@ class RunExecutor:
         after-finish parts are left, with what the run spent until then."""
         run.status, run.finished_at = RunStatus.CANCELLED, _now()
         run.usage, run.cost_usd = outcome.usage, outcome.usage.cost_usd
+        run.prompt_version = outcome.prompt_version
         await self.aftermath(Ending(run, outcome.tool_calls))
 
     async def _fail(self, run: Run, outcome: Outcome, error: RunError) -> None:
@@ -197,6 +199,8 @@ class RunExecutor:
         run.usage = outcome.usage
         run.cost_usd = outcome.usage.cost_usd
         run.error = error
+        run.prompt_version = outcome.prompt_version
+        record_prompt_version(run.prompt_version)
         event = EventType.RUN_SUCCEEDED if status is RunStatus.SUCCEEDED else EventType.RUN_FAILED
         data: dict[str, Any] = {"usage": run.usage.model_dump(), "cost_usd": run.cost_usd}
         if error:

@@ -62,6 +62,14 @@ class Keys:
     def events(self, run_id: str) -> str:
         return f"{self.prefix}:run:{run_id}:events"
 
+    def feedback(self, run_id: str) -> str:
+        """Users' feedback on the run: a hash, user → feedback JSON, with the run's TTL."""
+        return f"{self.prefix}:run:{run_id}:feedback"
+
+    def evaluation(self, run_id: str) -> str:
+        """The run's latest evaluation (JSON), with the run's TTL."""
+        return f"{self.prefix}:run:{run_id}:evaluation"
+
     def hub_wake(self, reader: str) -> str:
         return f"{self.prefix}:hub:{reader}:wake"
 

@@ -26,6 +26,7 @@ from podcrew_core.runtime.redis import create_redis, redis_ready
 from podcrew_orchestrator import routes
 from podcrew_orchestrator.clients.agents import ResearchClient, WriterClient
 from podcrew_orchestrator.deps import ApiResources
+from podcrew_orchestrator.feedback import RunFeedback
 from podcrew_orchestrator.hub import EventHub
 from podcrew_orchestrator.keys import Keys
 from podcrew_orchestrator.limits import TenantLimiter
@@ -71,6 +72,7 @@ def _api_resources(config: OrchestratorConfig, redis: Redis) -> ApiResources:
         ),
         admission=Admission.from_settings("api", settings),
         streams=Admission("api-streams", settings.max_event_streams, max_queue=0, max_wait_s=0),
+        feedback=RunFeedback(redis, keys),
     )
 
 

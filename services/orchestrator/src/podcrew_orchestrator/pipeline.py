@@ -35,6 +35,7 @@ from podcrew_core.contracts.schemas import (
     WriteResponse,
 )
 from podcrew_core.llm import LLMProvider, LLMRequest, Message, Stage, output_tool, structured
+from podcrew_core.llm.prompts import PromptSet, combine_versions
 from podcrew_core.llm.settings import StageModels
 from podcrew_core.runtime.batching import batch_deltas
 from podcrew_core.runtime.metrics import FANOUT_WIDTH
@@ -66,6 +67,8 @@ PLANNER_PROMPT = (
     f"own by a researcher with a search tool. Call {PLAN_TOOL}."
 )
 PLAN_TOOL_SPEC = output_tool(PLAN_TOOL, "Submit the research plan.", Plan)
+# Everything the planner sends a model; its version goes into every run's `prompt_version`.
+PLANNER_PROMPTS = PromptSet("planner", {"system": PLANNER_PROMPT}, (PLAN_TOOL_SPEC,))
 
 
 def plan_message(
@@ -115,6 +118,13 @@ class Outcome:
     result: RunResult | None = None
     usage: Usage = field(default_factory=Usage)
     tool_calls: dict[str, int] = field(default_factory=dict)  # by tool name, for the audit
+    # The prompt sets' versions each stage reported using (the agents say theirs).
+    prompt_versions: set[str] = field(default_factory=set)
+
+    @property
+    def prompt_version(self) -> str | None:
+        """The run's one version string, `planner:…,research:…,writer:…`."""
+        return combine_versions(self.prompt_versions)
 
     def partial(self, reason: str) -> RunResult | None:
         """A report composed without the model from the findings gathered so far."""
@@ -195,6 +205,8 @@ class Pipeline:
             for call in response.tool_calls:
                 outcome.tool_calls[call.name] = outcome.tool_calls.get(call.name, 0) + 1
             outcome.usage += response.usage
+            if response.prompt_version:
+                outcome.prompt_versions.add(response.prompt_version)
             outcome.sections.append(ResearchedSection(sub_question=sub, findings=response.findings))
         if not outcome.sections:
             raise _why_nothing_was_researched(failures, spec)
@@ -235,6 +247,8 @@ class Pipeline:
         )
         report = await self._write(write, spec, emit)
         outcome.usage += report.usage
+        if report.prompt_version:
+            outcome.prompt_versions.add(report.prompt_version)
         outcome.result = RunResult(
             report=report.report, sources=report.sources, unresearched=outcome.unresearched
         )
@@ -243,7 +257,7 @@ class Pipeline:
         request = LLMRequest(
             stage=Stage.PLAN,
             model=spec.models.plan,
-            system=PLANNER_PROMPT,
+            system=PLANNER_PROMPTS.texts["system"],
             messages=[
                 Message(
                     role="user",
@@ -254,6 +268,7 @@ class Pipeline:
         )
         plan, response = await structured(self.provider, request, PLAN_TOOL_SPEC, Plan)
         outcome.usage += response.usage
+        outcome.prompt_versions.add(PLANNER_PROMPTS.version)
         return Plan(sub_questions=plan.sub_questions[: spec.max_subquestions])
 
     async def _research(

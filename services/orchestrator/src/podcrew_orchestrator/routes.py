@@ -20,11 +20,22 @@ from podcrew_core.contracts.errors import (
     Conflict,
     RunNotFound,
 )
-from podcrew_core.contracts.schemas import EventType, Run, RunAccepted, RunCreate, RunStatus
+from podcrew_core.contracts.schemas import (
+    Evaluation,
+    EvaluationCreate,
+    EventType,
+    Feedback,
+    FeedbackCreate,
+    Run,
+    RunAccepted,
+    RunCreate,
+    RunStatus,
+)
 from podcrew_core.runtime.app import JSONBody
 from podcrew_core.runtime.logging import bind_run, log_run_audit
 from podcrew_orchestrator.deps import (
     LLM,
+    FeedbackDep,
     Hub,
     Settings,
     Slots,
@@ -32,6 +43,7 @@ from podcrew_orchestrator.deps import (
     Streams,
     SubmissionsDep,
     Tenant,
+    User,
 )
 from podcrew_orchestrator.estimate import Estimate, estimate
 from podcrew_orchestrator.hub import (
@@ -49,6 +61,13 @@ router = APIRouter(prefix="/v1", tags=["runs"])
 SSE_CLOSE_GRACE_S = 2.0  # time for the closing event to reach the client
 SSE_RETRY_MS = 500
 _PROBLEM: dict[str, Any] = {"content": {PROBLEM_CONTENT_TYPE: {}}}
+# What a JSON body on a run adds to a route's problems: unreadable, too big, not JSON, invalid.
+_BODY_PROBLEMS = (400, 413, 415, 422)
+
+
+def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """A route's problem+json answers, by status, for the OpenAPI document."""
+    return dict.fromkeys(sorted(statuses), _PROBLEM)
 
 
 async def _load(store: RunStore, run_id: str, tenant: str) -> Run:
@@ -71,14 +90,7 @@ async def _load(store: RunStore, run_id: str, tenant: str) -> Run:
     responses={
         200: {"model": Run, "description": "The run finished within `wait` seconds."},
         202: {"model": RunAccepted, "description": "Accepted; poll `Location` for the result."},
-        400: _PROBLEM,
-        401: _PROBLEM,
-        409: _PROBLEM,
-        413: _PROBLEM,
-        415: _PROBLEM,
-        422: _PROBLEM,
-        429: _PROBLEM,
-        503: _PROBLEM,
+        **_problems(*_BODY_PROBLEMS, 401, 409, 429, 503),
     },
 )
 async def create_run(
@@ -143,8 +155,59 @@ async def estimate_run(body: RunCreate, tenant: Tenant, llm: LLM) -> Estimate:
     summary="A run's status, result, usage and cost",
     responses={401: _PROBLEM, 404: _PROBLEM},
 )
-async def get_run(run_id: str, tenant: Tenant, store: Store) -> Run:
-    return await _load(store, run_id, tenant)
+async def get_run(run_id: str, tenant: Tenant, store: Store, feedback: FeedbackDep) -> Run:
+    return await feedback.attach(await _load(store, run_id, tenant))
+
+
+@router.post(
+    "/runs/{run_id}/feedback",
+    status_code=201,
+    dependencies=[JSONBody],
+    summary="Give feedback on a finished run's report (once per run and user)",
+    responses={
+        200: {"model": Feedback, "description": "The same feedback was given before."},
+        201: {"model": Feedback, "description": "Stored."},
+        **_problems(*_BODY_PROBLEMS, 401, 404, 409),
+    },
+)
+async def give_feedback(
+    run_id: str,
+    body: FeedbackCreate,
+    tenant: Tenant,
+    user: User,
+    store: Store,
+    feedback: FeedbackDep,
+    response: Response,
+) -> Feedback:
+    run = await _load(store, run_id, tenant)
+    given, stored_now = await feedback.give(run, user, body)
+    if not stored_now:
+        response.status_code = 200
+    return given
+
+
+@router.get(
+    "/runs/{run_id}/feedback",
+    summary="Every user's feedback on a run, oldest first",
+    responses={401: _PROBLEM, 404: _PROBLEM},
+)
+async def list_feedback(
+    run_id: str, tenant: Tenant, store: Store, feedback: FeedbackDep
+) -> list[Feedback]:
+    await _load(store, run_id, tenant)
+    return await feedback.feedback(run_id)
+
+
+@router.put(
+    "/runs/{run_id}/evaluation",
+    dependencies=[JSONBody],
+    summary="Store an evaluator's scores for a finished run (replaces earlier ones)",
+    responses=_problems(*_BODY_PROBLEMS, 401, 404, 409),
+)
+async def evaluate_run(
+    run_id: str, body: EvaluationCreate, tenant: Tenant, store: Store, feedback: FeedbackDep
+) -> Evaluation:
+    return await feedback.evaluate(await _load(store, run_id, tenant), body)
 
 
 @router.delete(

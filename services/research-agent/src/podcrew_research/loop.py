@@ -43,6 +43,7 @@ from podcrew_core.llm import (
     output_tool,
     structured,
 )
+from podcrew_core.llm.prompts import PromptSet
 from podcrew_core.runtime.metrics import TOOL_CALLS, Children
 from podcrew_core.runtime.tracing import execute_tool_span, mark_failed
 from podcrew_research.tools import Tool, Toolbox
@@ -87,6 +88,12 @@ Do not cite anything no tool returned. Fewer well-supported findings beat many w
 empty list is an honest answer when nothing relevant was found.
 """
 CLOSING_PROMPT = f"Stop researching now and call {FINDINGS_TOOL} with what the tools returned."
+# Everything the research loop sends a model but the tools it is given: each call's set is
+# this one `offering` those tools (`_Session.prompts`), so the version a response reports
+# covers the tool definitions the model was actually offered, however they came.
+RESEARCH_PROMPTS = PromptSet(
+    "research", {"system": SYSTEM_PROMPT, "closing": CLOSING_PROMPT}, (FINDINGS_TOOL_SPEC,)
+)
 
 
 def research_message(sub_question: str, question: str, unavailable: Sequence[str] = ()) -> str:
@@ -181,6 +188,8 @@ class _Session:
         self.sources: dict[str, Source] = {}
         self.requested_model = model
         self.model = model
+        # The version covers every tool offered, an MCP server's included.
+        self.prompts = RESEARCH_PROMPTS.offering([t.spec for t in self.tools.values()])
 
     @property
     def over_budget(self) -> bool:
@@ -190,9 +199,9 @@ class _Session:
         return LLMRequest(
             stage=Stage.RESEARCH,
             model=self.requested_model,
-            system=SYSTEM_PROMPT,
+            system=self.prompts.texts["system"],
             messages=list(self.messages),
-            tools=[*(t.spec for t in self.tools.values()), FINDINGS_TOOL_SPEC],
+            tools=list(self.prompts.tools),
             tool_choice=choice,
             max_tokens=self.agent.limits.max_output_tokens,
         )
@@ -245,17 +254,18 @@ class _Session:
             usage=self.usage,
             model=self.model,
             unavailable_tools=self.unavailable,
+            prompt_version=self.prompts.version,
         )
 
     async def closing_call(self) -> FindingsReport:
         """Force `submit_findings` once, after the loop ended without it."""
-        last = self.messages[-1]
+        last, closing = self.messages[-1], self.prompts.texts["closing"]
         if last.role == "assistant":
-            self.messages.append(Message(role="user", content=CLOSING_PROMPT))
+            self.messages.append(Message(role="user", content=closing))
         else:
             # Tool results must stay first in their user turn; the instruction follows them.
             self.messages[-1] = Message(
-                role="user", content=[*last.blocks(), TextBlock(text=CLOSING_PROMPT)]
+                role="user", content=[*last.blocks(), TextBlock(text=closing)]
             )
         request = self.request(ToolChoice(type="auto"))
         report, response = await structured(

@@ -13,6 +13,7 @@ from podcrew_core.runtime.app import JSONBody
 from podcrew_core.runtime.disconnect import unless_disconnected
 from podcrew_core.runtime.logging import bind_run
 from podcrew_core.runtime.scope import open_hop
+from podcrew_core.runtime.tracing import record_prompt_version
 from podcrew_research.deps import (
     LedgerDep,
     LLMSettingsDep,
@@ -74,4 +75,5 @@ async def research(
                 model=body.model,
             ),
         )
+    record_prompt_version(response.prompt_version)
     return response.model_copy(update={"retries": hop.retries.spent})

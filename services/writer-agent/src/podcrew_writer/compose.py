@@ -15,6 +15,7 @@ from podcrew_core.contracts.citations import number_sources, sources_section
 from podcrew_core.contracts.errors import LLMError
 from podcrew_core.contracts.schemas import SourceRef, WriteRequest, WriteResponse
 from podcrew_core.llm import LLMProvider, LLMRequest, LLMResponse, Message, Stage
+from podcrew_core.llm.prompts import PromptSet
 from podcrew_core.llm.types import StreamEnd, TextDelta
 from podcrew_core.runtime.batching import batch_deltas
 
@@ -26,6 +27,8 @@ SYSTEM_PROMPT = (
     "square brackets, like [2]. Do not invent sources. If some parts could not be "
     "researched, say so plainly."
 )
+# Everything the writer sends a model; every response says which version wrote it.
+WRITER_PROMPTS = PromptSet("writer", {"system": SYSTEM_PROMPT})
 
 
 @dataclass(frozen=True)
@@ -61,7 +64,7 @@ def prepare(body: WriteRequest, model: str, max_tokens: int) -> Draft:
     request = LLMRequest(
         stage=Stage.WRITE,
         model=model,
-        system=SYSTEM_PROMPT,
+        system=WRITER_PROMPTS.texts["system"],
         messages=[Message(role="user", content=message)],
         max_tokens=max_tokens,
     )
@@ -75,6 +78,7 @@ async def write(provider: LLMProvider, draft: Draft) -> WriteResponse:
         sources=draft.sources,
         usage=response.usage,
         model=response.model,
+        prompt_version=WRITER_PROMPTS.version,
     )
 
 
@@ -110,5 +114,9 @@ async def _report(provider: LLMProvider, draft: Draft) -> AsyncIterator[str | Wr
     if tail:
         yield tail
     yield WriteResponse(
-        report=body + tail, sources=draft.sources, usage=final.usage, model=final.model
+        report=body + tail,
+        sources=draft.sources,
+        usage=final.usage,
+        model=final.model,
+        prompt_version=WRITER_PROMPTS.version,
     )

@@ -20,6 +20,7 @@ from podcrew_core.runtime.app import JSONBody
 from podcrew_core.runtime.disconnect import unless_disconnected
 from podcrew_core.runtime.ledger import Ledger
 from podcrew_core.runtime.scope import hop_context, open_hop
+from podcrew_core.runtime.tracing import record_prompt_version
 from podcrew_writer import compose
 from podcrew_writer.deps import Resources, Writer
 
@@ -70,6 +71,7 @@ async def write(request: Request, body: WriteRequest, writer: Writer) -> WriteRe
         response = await unless_disconnected(
             request, compose.write(writer.provider, _draft(body, writer))
         )
+    record_prompt_version(response.prompt_version)
     return response.model_copy(update={"retries": hop.retries.spent})
 
 
@@ -91,6 +93,7 @@ async def write_stream(request: Request, body: WriteRequest, writer: Writer) -> 
     # Refused here, before the stream starts, if the deadline is too close.
     hop = _hop(request, writer)
     draft = _draft(body, writer)
+    record_prompt_version(compose.WRITER_PROMPTS.version)
     writer.slots.check_capacity()  # a full writer says 503 up front rather than in the stream
     flush_s = writer.config.service.delta_flush_s
     return EventSourceResponse(

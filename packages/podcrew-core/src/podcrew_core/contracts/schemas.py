@@ -10,7 +10,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints, field_validator
 
 from podcrew_core.contracts.hop import Priority
 
@@ -193,6 +193,83 @@ class CacheMark(_Wire):
     source_run: str | None = Field(default=None, description="The run whose result answered.")
 
 
+MAX_FEEDBACK_COMMENT_CHARS = 2000
+MAX_EVALUATION_SCORES = 32
+PROMPT_VERSION_DESCRIPTION = (
+    "The prompt sets the run used, `planner:<hash>,research:<hash>,writer:<hash>` (each a "
+    "set's name and the short SHA-256 of its exact texts and tool definitions); null on runs "
+    "recorded before prompt versions were."
+)
+
+
+class FeedbackCreate(_Wire):
+    """Body of `POST /v1/runs/{id}/feedback`: one user's judgement of a run's report.
+
+    Numbers are strict, as budgets are: `true`, `1.0` or `"1"` is a mistake in the client,
+    not a score."""
+
+    score: StrictInt = Field(
+        ge=-1,
+        le=1,
+        json_schema_extra={"enum": [-1, 1]},
+        description="Thumbs: 1 the report was useful, -1 it was not.",
+    )
+    comment: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_FEEDBACK_COMMENT_CHARS,
+        description="What was good or wrong, in the user's words.",
+    )
+    section: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_SUBQUESTION_CHARS,
+        description="The report section that was wrong: its heading (a sub-question).",
+    )
+    source: StrictInt | None = Field(
+        default=None, ge=1, description="The number `n` of the cited source `[n]` that was wrong."
+    )
+
+    @field_validator("score")
+    @classmethod
+    def _thumbs(cls, score: int) -> int:
+        if score == 0:
+            raise ValueError("score is 1 (useful) or -1 (not useful)")
+        return score
+
+
+class Feedback(FeedbackCreate):
+    """A user's feedback as stored with the run."""
+
+    user: str = Field(description="Who gave it: the API key's principal, never the key.")
+    created_at: datetime
+
+
+EvaluationScoreName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_.-]{0,63}$")]
+
+
+class EvaluationCreate(_Wire):
+    """Body of `PUT /v1/runs/{id}/evaluation`: scores an evaluator gave the run's report."""
+
+    scores: dict[EvaluationScoreName, Annotated[float, Field(allow_inf_nan=False)]] = Field(
+        min_length=1,
+        max_length=MAX_EVALUATION_SCORES,
+        description="Score name (lowercase, e.g. `citation_validity`) to its value.",
+    )
+    evaluator: str = Field(
+        min_length=1,
+        max_length=200,
+        pattern=r"^[\x21-\x7e][\x20-\x7e]*$",
+        description="What produced the scores, e.g. `podcrew-eval/1 lexical`.",
+    )
+
+
+class Evaluation(EvaluationCreate):
+    """A run's evaluation as stored with the run; a new PUT replaces it."""
+
+    evaluated_at: datetime
+
+
 class Run(_Wire):
     """A run as `GET /v1/runs/{id}` returns it."""
 
@@ -220,6 +297,13 @@ class Run(_Wire):
     cost_usd: float = 0.0
     trace_id: str | None = None
     attempts: int = 0
+    prompt_version: str | None = Field(default=None, description=PROMPT_VERSION_DESCRIPTION)
+    feedback: list[Feedback] = Field(
+        default_factory=list, description="Users' feedback on the report, one per user."
+    )
+    evaluation: Evaluation | None = Field(
+        default=None, description="The latest evaluation's scores, once the run is evaluated."
+    )
 
 
 class RunAccepted(_Wire):
@@ -302,6 +386,9 @@ class ResearchResponse(_Wire):
         description="Tool servers that could not be reached, so their tools were not offered "
         "(an MCP server as 'mcp:<name>').",
     )
+    prompt_version: str | None = Field(
+        default=None, description="The research prompt set this call used (`research:<hash>`)."
+    )
 
 
 class ResearchedSection(_Wire):
@@ -325,6 +412,9 @@ class WriteResponse(_Wire):
     usage: Usage
     model: str
     retries: int = 0
+    prompt_version: str | None = Field(
+        default=None, description="The writer prompt set this call used (`writer:<hash>`)."
+    )
 
 
 class WriteDelta(_Wire):

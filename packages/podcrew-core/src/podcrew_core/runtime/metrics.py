@@ -197,6 +197,18 @@ RUN_TOKENS = Counter(
     "Tokens of finished runs, by model tier and tenant class.",
     ["tier", "tenant_class"],
 )
+RUNS_BY_PROMPT_VERSION = Counter(
+    "podcrew_runs_by_prompt_version",
+    "Runs a worker finished, by the prompt set versions they used (`planner:…,research:…,"
+    "writer:…`, bounded: `BoundedLabel`), model tier and outcome.",
+    ["prompt_version", "tier", "outcome"],
+)
+RUN_FEEDBACK = Counter(
+    "podcrew_run_feedback",
+    "Users' feedback on run reports (one per run and user), by the run's prompt set versions,"
+    " model tier and rating (positive, negative).",
+    ["prompt_version", "tier", "rating"],
+)
 FANOUT_WIDTH = Histogram(
     "podcrew_run_fanout_width",
     "Sub-questions researched in parallel per run.",
@@ -261,3 +273,33 @@ class Children(Generic[M]):
         if child is None:
             child = self._children[values] = self._metric.labels(*values)
         return child
+
+
+class BoundedLabel:
+    """Keeps a label whose values come from data (prompt versions) a bounded set: the first
+    `limit` distinct values a process sees are used as they are, any later one becomes
+    `overflow`, and a missing value is `missing`.
+
+    Prompt versions change only with a deploy, so a process sees its own build's versions,
+    those of the replicas it talks to during a rollout and, where runs are read back (user
+    feedback), those of the runs still stored: a handful. The limit is the guarantee."""
+
+    def __init__(self, limit: int = 16, *, overflow: str = "other", missing: str = "unknown"):
+        self.limit = limit
+        self.overflow = overflow
+        self.missing = missing
+        self._seen: set[str] = set()
+
+    def __call__(self, value: str | None) -> str:
+        if not value:
+            return self.missing
+        if value in self._seen:
+            return value
+        if len(self._seen) >= self.limit:
+            return self.overflow
+        self._seen.add(value)
+        return value
+
+
+# The one bound on prompt-version label values in this process, shared by every metric.
+PROMPT_VERSION_LABEL = BoundedLabel()

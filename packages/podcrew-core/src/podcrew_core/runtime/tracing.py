@@ -52,6 +52,8 @@ TOOL_TYPE: Final = "gen_ai.tool.type"
 TOOL_CALL_ID: Final = "gen_ai.tool.call.id"
 ERROR_TYPE: Final = "error.type"
 RUN_ID: Final = "podcrew.run.id"
+# The prompt set version(s) a span's work used (podcrew_core.llm.prompts).
+PROMPT_VERSION: Final = "podcrew.prompt_version"
 
 _provider: dict[str, TracerProvider] = {}  # the process's SDK provider, once configured
 
@@ -189,6 +191,12 @@ def current_trace_id() -> str | None:
     """The current trace id as 32 hex digits, or None outside a (sampled or not) trace."""
     context = trace.get_current_span().get_span_context()
     return format(context.trace_id, "032x") if context.is_valid else None
+
+
+def record_prompt_version(version: str | None) -> None:
+    """Tag the current span with the prompt set version(s) its work used, when known."""
+    if version:
+        trace.get_current_span().set_attribute(PROMPT_VERSION, version)
 
 
 # --- GenAI spans ---------------------------------------------------------------------------
