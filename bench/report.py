@@ -201,8 +201,7 @@ def render(result: dict[str, Any]) -> str:
     streams = result.get("streams")
     if streams:
         lines += ["", _streams(streams)]
-    lines += _budgets(result.get("targets") or {})
-    return "\n".join(lines)
+    return "\n".join([*lines, render_budgets(result.get("targets") or {})])
 
 
 def _title(result: dict[str, Any]) -> str:
@@ -320,14 +319,14 @@ def floor_table(levels: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def _budgets(verdicts: dict[str, Any]) -> list[str]:
+def render_budgets(verdicts: dict[str, Any]) -> str:
     """Each budget of DESIGN.md, what was measured, and met, MISSED or not measured."""
     if not verdicts:
-        return []
+        return ""
     lines = ["", "Budgets (DESIGN.md):", ""]
     for v in verdicts.values():
         mark = {True: "met", False: "MISSED", None: "not measured"}[v.get("met")]
         measured = v.get("measured") or v.get("note") or v.get("value") or "not in this run"
         limit = f" (limit {v['limit']:g})" if v.get("limit") is not None else ""
         lines.append(f"- {v['budget']}: {measured}{limit} — {mark}")
-    return lines
+    return "\n".join(lines)
