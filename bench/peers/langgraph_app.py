@@ -8,7 +8,10 @@ semaphore, no queue, no separate agents, no Redis, no checkpointer: the graph as
 own documents build a map-reduce, served as a FastAPI app serves it.
 
 The LLM client is podcrew's: the official SDK's `AsyncAnthropic` over aiohttp
-(`anthropic.DefaultAioHttpClient`), retries off, with pools as wide as the bench's. The
+(`anthropic.DefaultAioHttpClient`), with pools as wide as the bench's and the same timeouts.
+Its own retries (2, its default) stand for podcrew's retry policy: at 500 concurrent runs a
+connection to the simulator may wait past the 5 s connect timeout on a busy machine, and
+podcrew retries those too. The
 calls are the baseline's (bench/baseline/app.py: podcrew's own message builders, tool
 definitions and knowledge base), made through the SDK's normal API (`messages.create`,
 `messages.stream`) as a LangGraph user writes them, so the deterministic model answers with
@@ -120,7 +123,7 @@ def create_app(simulator_url: str) -> FastAPI:
         async with (
             anthropic.DefaultAioHttpClient(limits=limits) as http,
             anthropic.AsyncAnthropic(
-                base_url=simulator_url, api_key="simulated", max_retries=0, http_client=http
+                base_url=simulator_url, api_key="simulated", http_client=http
             ) as client,
         ):
             graphs.append(build_graph(client, KnowledgeBase.load(DEFAULT_CORPUS_DIR)))
