@@ -69,7 +69,7 @@ e2e: ## On kind with add-ons: install, ask a question, check scaling reacts to l
 dev: ## Build, load and deploy to the kind cluster on every change (skaffold dev -p kind)
 	skaffold dev -p kind
 
-bench: setup ## DESIGN.md's budgets in one run: the floor, the stack, the tutorial baseline and a LangGraph peer (~9 min); results in bench/results/
+bench: setup ## DESIGN.md's budgets in one run: the floor, the stack, the tutorial baseline and a LangGraph peer (~6-9 min); results in bench/results/
 	$(UV) run --frozen python -m bench $(BENCH_ARGS)
 
 lint: setup ## ruff, mypy --strict and the import-linter contracts
