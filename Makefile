@@ -72,7 +72,7 @@ dev: ## Build, load and deploy to the kind cluster on every change (skaffold dev
 eval: setup ## Score the golden set's reports on the offline model and gate on eval/baseline.json (docs/evaluation.md)
 	$(UV) run --frozen podcrew eval eval/golden.jsonl --baseline eval/baseline.json --out eval-results
 
-bench: setup ## Benchmark the stack on loopback against a conventional baseline (~6-9 min); results in bench/results/
+bench: setup ## DESIGN.md's budgets in one run: the floor, the stack, the tutorial baseline and a LangGraph peer (~6-9 min); results in bench/results/
 	$(UV) run --frozen python -m bench $(BENCH_ARGS)
 
 lint: setup ## ruff, mypy --strict and the import-linter contracts

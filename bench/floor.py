@@ -39,7 +39,7 @@ from typing import Any
 
 import httpx
 
-from bench import analysis, harness
+from bench import analysis, harness, report
 from bench.procstat import cpu_seconds, rss_kib
 from podcrew_cli.stack import LOOPBACK, free_port
 
@@ -180,21 +180,6 @@ def overheads(floor: Floor) -> tuple[list[float], list[float]]:
     return llm, hop
 
 
-def print_table(levels: list[dict[str, Any]]) -> None:
-    print(
-        "| conc. | runs/s | CPU ms/run (gateway + agent) | LLM hop p50 (ms) "
-        "| agent hop p50 (ms) | KiB/in-flight |"
-    )
-    print("|---|---|---|---|---|---|")
-    for lv in levels:
-        c = lv["cpu_ms_per_run"]
-        print(
-            f"| {lv['level']} | {lv['runs_per_s']} | {c['total']} ({c['gateway']} + {c['agent']}) "
-            f"| {lv['llm_hop_overhead_ms']['p50']:.2f} | {lv['agent_hop_overhead_ms']['p50']:.2f} "
-            f"| {lv['kib_per_inflight_run']} |"
-        )
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.floor", description=__doc__)
     parser.add_argument("--levels", default="10,500", help="concurrent runs per level")
@@ -210,7 +195,7 @@ def main() -> int:
             run_loop(drive(floor.gateway_url, min(10, args.warmup), max(1, args.warmup // 10)))
         levels = (int(x) for x in args.levels.split(",") if x)
         results["levels"] = [measure_level(floor, level, args.rounds) for level in levels]
-    print_table(results["levels"])
+    print("\n".join(report.floor_table(results["levels"])))
     name = args.name or f"floor-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
     out = Path(args.out) / f"{name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

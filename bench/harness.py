@@ -1,10 +1,13 @@
 """`python -m bench`: podcrew's benchmark (`make bench`).
 
-Starts the real stack on loopback (Redis, api, worker(s), research agent, writer agent) with
-the simulated Messages API at a fixed latency per call, drives N concurrent runs per level
-with a load generator in its own process, runs the conventional baseline against the same
-simulated server, holds 1,000 SSE streams on one api process, and writes a table and JSON
-to bench/results/. Method and reading guide: docs/benchmarks.md.
+Measures the floor first (bench/floor.py: the shape of a run on podcrew's stacks with none
+of its code) at the same levels, alone; then starts the real stack on loopback (Redis, api,
+worker(s), research agent, writer agent) with the simulated Messages API at a fixed latency
+per call, drives N concurrent runs per level with a load generator in its own process, runs
+the peers (the tutorial-style baseline, then the same pipeline as an in-process LangGraph
+graph) one at a time against the same simulated server, holds 1,000 SSE streams on one api
+process, and writes a table, the verdict on DESIGN.md's budgets and JSON to bench/results/.
+Method and reading guide: docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ import httpx
 import orjson
 import redis
 
-from bench import analysis, procstat, report
+from bench import analysis, floor, procstat, report
 from podcrew_cli.stack import LOOPBACK, Stack, StackConfig, free_port
 
 REPO = Path(__file__).resolve().parent.parent
@@ -59,6 +62,9 @@ class Options:
     baseline: bool = True
     baseline_levels: list[int] | None = None
     baseline_window_s: float = 20.0
+    langgraph: bool = True
+    langgraph_levels: list[int] | None = None
+    floor: bool = True
     streams: int = 1000
     warmup: int = 20
     out_dir: Path = RESULTS
@@ -630,16 +636,20 @@ def podcrew_level(ctx: Context, level: int) -> dict[str, Any]:
     )
 
 
-# --- the baseline -----------------------------------------------------------------------
+# --- the peers --------------------------------------------------------------------------
+
+# Each peer serves `POST /runs` (the whole pipeline) from one process: the module it runs.
+PEERS = {"baseline": "bench.baseline", "langgraph": "bench.peers.langgraph_app"}
 
 
-class Baseline:
-    """The baseline's process: launched early (its start-up overlaps the stack's), reused
-    from level to level, and replaced after a duration-limited level, whose abandoned runs
-    would otherwise keep it busy."""
+class Peer:
+    """A peer's process (`system`, one of PEERS): launched early (its start-up may overlap
+    the stack's), reused from level to level, and replaced after a duration-limited level,
+    whose abandoned runs would otherwise keep it busy."""
 
-    def __init__(self, opts: Options) -> None:
+    def __init__(self, opts: Options, system: str = "baseline") -> None:
         self.opts = opts
+        self.system = system
         self.simulator_url = ""
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = ""
@@ -654,9 +664,9 @@ class Baseline:
             **os.environ,
             **{k: v for k, v in stack_env(self.opts).items() if k.startswith("PYTHON")},
         }
-        env.pop("PYTHONPATH", None)  # experiments patch podcrew, never the baseline
+        env.pop("PYTHONPATH", None)  # experiments patch podcrew, never a peer
         self._log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in stop()
-        argv = [sys.executable, "-m", "bench.baseline", "--port", str(port)]
+        argv = [sys.executable, "-m", PEERS[self.system], "--port", str(port)]
         argv += ["--simulator", simulator_url]
         self.proc = subprocess.Popen(
             argv,
@@ -681,12 +691,13 @@ class Baseline:
             while True:
                 if self.proc.poll() is not None:
                     self._log.seek(0)
-                    raise RuntimeError(f"baseline exited: {self._log.read()[-2000:].decode()}")
+                    tail = self._log.read()[-2000:].decode()
+                    raise RuntimeError(f"{self.system} exited: {tail}")
                 with contextlib.suppress(httpx.HTTPError):
                     if client.get(f"{self.url}/healthz").status_code == 200:
                         return
                 if time.monotonic() > deadline:
-                    raise TimeoutError("baseline did not start")
+                    raise TimeoutError(f"{self.system} did not start")
                 time.sleep(0.05)
 
     def prepare(self, simulator_url: str) -> None:
@@ -697,7 +708,7 @@ class Baseline:
             self.launch(simulator_url)
         self.ready()
         if self.fresh:
-            loadgen(runs_job("baseline", self.url, 1, 1, "bw", timeout_s=300))
+            loadgen(runs_job(self.system, self.url, 1, 1, f"{self.system[0]}w", timeout_s=300))
             self.fresh = False
 
     def stop(self) -> None:
@@ -713,28 +724,56 @@ class Baseline:
             self._log = None
 
 
-def baseline_level(ctx: Context, level: int, baseline: Baseline) -> dict[str, Any]:
-    """One level against the baseline, against the same simulated server."""
-    opts = ctx.opts
-    limited = level > 10
-    rounds = None if limited else (3 if level == 1 else 2)
-    if opts.rounds is not None and not limited:
-        rounds = opts.rounds
+def _peer_rounds(level: int, peer: Peer) -> int | None:
+    """Runs per user of a peer's level; None: a duration-limited level. The baseline's
+    semaphore admits 10 runs at a time, so a level above 10 would take minutes: it runs for
+    a window. The LangGraph peer admits every run, so it runs podcrew's rounds."""
+    opts = peer.opts
+    if peer.system == "langgraph":
+        return rounds_for(level, opts)
+    if level > 10:
+        return None
+    return opts.rounds if opts.rounds is not None else (3 if level == 1 else 2)
+
+
+def peer_level(ctx: Context, level: int, peer: Peer) -> dict[str, Any]:
+    """One level against a peer, against the same simulated server."""
+    opts, system = ctx.opts, peer.system
+    rounds = _peer_rounds(level, peer)
+    limited = rounds is None
     log(
         opts,
-        f"baseline: {level} concurrent runs, "
+        f"{system}: {level} concurrent runs, "
         + (f"{opts.baseline_window_s:.0f} s window" if limited else f"x {rounds}"),
     )
-    baseline.prepare(ctx.stack.config.simulator_url)
+    peer.prepare(ctx.stack.config.simulator_url)
     window_s = opts.baseline_window_s if limited else None
-    job = runs_job("baseline", baseline.url, level, rounds, f"b{level}x", duration_s=window_s)
-    measured = measure_load(ctx, {"baseline": baseline.pid}, job)
+    job = runs_job(system, peer.url, level, rounds, f"{system[0]}{level}x", duration_s=window_s)
+    measured = measure_load(ctx, {system: peer.pid}, job)
     if limited:  # runs abandoned at the end of the window are still running in there
-        baseline.stop()
-        baseline.proc = None
-    return level_summary(
-        system="baseline", level=level, measured=measured, python_procs=["baseline"]
-    )
+        peer.stop()
+        peer.proc = None
+    return level_summary(system=system, level=level, measured=measured, python_procs=[system])
+
+
+# --- the floor --------------------------------------------------------------------------
+
+
+def floor_levels(opts: Options) -> list[dict[str, Any]]:
+    """The floor (bench/floor.py) at every level, with podcrew's rounds, on its own
+    processes and simulator, before podcrew's stack starts: never two stacks at once."""
+    log(opts, "floor: starting its gateway and agent")
+    with floor.started(opts.latency_s) as processes:
+        if opts.warmup > 0:
+            concurrency = min(10, opts.warmup)
+            users = floor.drive(processes.gateway_url, concurrency, -(-opts.warmup // concurrency))
+            floor.run_loop(users)
+        out = []
+        for level in opts.levels:
+            rounds = rounds_for(level, opts)
+            log(opts, f"floor: {level} concurrent runs x {rounds}")
+            out.append(floor.measure_level(processes, level, rounds))
+    return out
 
 
 # --- many streams -----------------------------------------------------------------------
@@ -909,18 +948,21 @@ def warm_up(ctx: Context) -> None:
 
 
 def run(opts: Options) -> dict[str, Any]:
-    """Every level against podcrew, then against the baseline, then the stream test, on one
-    stack started for the purpose; the results with their verdicts on the budgets."""
+    """The floor at every level; then every level against podcrew, then against each peer,
+    then the stream test, on one stack started for the purpose; the results with their
+    verdicts on the budgets."""
     result: dict[str, Any] = {
         "started_at": datetime.now(UTC).isoformat(),
         "command": " ".join(["python -m bench", *sys.argv[1:]]),
         "machine": procstat.machine(),
         "config": _config(opts),
+        "floor": floor_levels(opts) if opts.floor else None,
         "podcrew": [],
         "baseline": [],
+        "langgraph": [],
     }
     log(opts, "starting the stack")
-    baseline = Baseline(opts)
+    baseline = Peer(opts, "baseline")
     stack = start_stack(
         opts, on_config=(lambda c: baseline.launch(c.simulator_url)) if opts.baseline else None
     )
@@ -946,6 +988,8 @@ def _config(opts: Options) -> dict[str, Any]:
         "rounds": {str(n): rounds_for(n, opts) for n in opts.levels},
         "baseline_levels": opts.baseline_levels if opts.baseline else [],
         "baseline_window_s": opts.baseline_window_s,
+        "langgraph_levels": (opts.langgraph_levels or opts.levels) if opts.langgraph else [],
+        "floor": opts.floor,
         "streams": opts.streams,
         "stagger_s": opts.stagger_s,
         "redis_max_connections": opts.redis_max_connections,
@@ -954,15 +998,22 @@ def _config(opts: Options) -> dict[str, Any]:
     }
 
 
-def _measure(ctx: Context, baseline: Baseline, result: dict[str, Any]) -> None:
+def _measure(ctx: Context, baseline: Peer, result: dict[str, Any]) -> None:
     opts = ctx.opts
     warm_up(ctx)
     for level in opts.levels:
         result["podcrew"].append(podcrew_level(ctx, level))
     if opts.baseline:
         for level in opts.baseline_levels or opts.levels:
-            result["baseline"].append(baseline_level(ctx, level, baseline))
+            result["baseline"].append(peer_level(ctx, level, baseline))
         baseline.stop()
+    if opts.langgraph:
+        peer = Peer(opts, "langgraph")
+        try:
+            for level in opts.langgraph_levels or opts.levels:
+                result["langgraph"].append(peer_level(ctx, level, peer))
+        finally:
+            peer.stop()
     if opts.streams:
         result["streams"] = stream_test(ctx, opts.streams)
 
@@ -989,6 +1040,11 @@ def parse_args(argv: list[str]) -> Options:
     parser.add_argument("--no-baseline", action="store_true")
     parser.add_argument("--baseline-levels", type=ints, default=None)
     parser.add_argument("--baseline-window", type=float, default=20.0)
+    parser.add_argument("--no-langgraph", action="store_true", help="skip the LangGraph peer")
+    parser.add_argument("--langgraph-levels", type=ints, default=None)
+    parser.add_argument(
+        "--no-floor", action="store_true", help="skip the floor (the CPU budget: not measured)"
+    )
     parser.add_argument("--streams", type=int, default=1000, help="0 to skip the SSE test")
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -1021,6 +1077,9 @@ def parse_args(argv: list[str]) -> Options:
         baseline=not a.no_baseline,
         baseline_levels=a.baseline_levels,
         baseline_window_s=a.baseline_window,
+        langgraph=not a.no_langgraph,
+        langgraph_levels=a.langgraph_levels,
+        floor=not a.no_floor,
         streams=a.streams,
         warmup=a.warmup,
         out_dir=a.out,

@@ -1,10 +1,11 @@
 """A smoke test of the benchmark harness, so `make bench` cannot rot.
 
-It runs the real harness (`python -m bench`) at a tiny level: the whole stack, two runs at
-50 ms per LLM call, the baseline for two runs, four SSE subscribers. It asserts that the
-report has every field and that the values are sane (counts add up, durations positive, the
-critical path below the end-to-end time). It asserts no timing budget: benchmarks are never
-pass/fail tests on a shared machine.
+It runs the real harness (`python -m bench`) at a tiny level: the floor, the whole stack, two
+runs at 50 ms per LLM call, the baseline and the LangGraph peer for two runs each, four SSE
+subscribers. It asserts that the report has every field and that the values are sane (counts
+add up, durations positive, the critical path below the end-to-end time), and that the CPU
+verdict compares the two figures measured in this run. It asserts no timing budget:
+benchmarks are never pass/fail tests on a shared machine.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], st
         str(LATENCY_S),
         "--baseline-levels",
         str(RUNS),
+        "--langgraph-levels",
+        str(RUNS),
         "--streams",
         "4",
         "--warmup",
@@ -69,15 +72,56 @@ def _summary_ok(summary: dict[str, Any], n: int) -> None:
 
 def test_report_has_every_section(report: tuple[dict[str, Any], str]) -> None:
     result, table = report
-    assert {"machine", "config", "stack", "podcrew", "baseline", "streams", "targets"} <= set(
-        result
-    )
+    assert {
+        "machine",
+        "config",
+        "stack",
+        "floor",
+        "podcrew",
+        "baseline",
+        "langgraph",
+        "streams",
+        "targets",
+    } <= set(result)
     assert result["machine"]["cpus"] >= 1
     assert result["config"]["latency_s"] == LATENCY_S
     assert [row["level"] for row in result["podcrew"]] == [RUNS]
     assert [row["level"] for row in result["baseline"]] == [RUNS]
     assert "| podcrew | 2 |" in table
     assert "| baseline | 2 |" in table
+    assert "| langgraph | 2 |" in table
+    assert "Budgets (DESIGN.md):" in table
+
+
+def test_floor_runs_in_the_same_invocation(report: tuple[dict[str, Any], str]) -> None:
+    result, table = report
+    (level,) = result["floor"]
+    assert level["level"] == RUNS
+    assert level["runs"] == RUNS
+    assert level["cpu_ms_per_run"]["total"] > 0
+    assert level["runs_per_s"] > 0
+    # The verdict compares this run's two figures, and shows both with their ratio.
+    verdict = result["targets"][f"cpu_vs_floor_at_{RUNS}"]
+    podcrew_ms = result["podcrew"][0]["cpu"]["ms_per_run"]
+    assert verdict["podcrew_ms"] == podcrew_ms
+    assert verdict["floor_ms"] == level["cpu_ms_per_run"]["total"]
+    assert verdict["value"] == pytest.approx(podcrew_ms / verdict["floor_ms"], rel=1e-3)
+    assert verdict["met"] is (verdict["value"] <= 1.5)
+    assert "The floor (bench/floor.py" in table
+    assert f"floor {verdict['floor_ms']:.1f} ms per run" in table
+
+
+def test_langgraph_peer_answers_every_run(report: tuple[dict[str, Any], str]) -> None:
+    row = report[0]["langgraph"][0]
+    assert row["system"] == "langgraph"
+    assert row["runs"] == row["succeeded"] == RUNS
+    assert row["errors"] == {}
+    # The same calls as podcrew's: the deterministic model answered the same messages.
+    assert row["llm_calls_per_run"]["p50"] == CALLS_PER_RUN
+    assert row["fanout"]["p50"] == FANOUT
+    _summary_ok(row["e2e_ms"], RUNS)
+    assert row["e2e_ms"]["p50"] >= row["critical_path_ms"]["p50"] * 0.95
+    assert row["cpu"]["ms_per_run_by_process"]["langgraph"] > 0
 
 
 def test_podcrew_level_is_complete_and_sane(report: tuple[dict[str, Any], str]) -> None:
