@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 pytestmark = pytest.mark.integration
@@ -47,7 +49,10 @@ def test_the_golden_set_holds_its_baseline(golden_run: tuple[Any, Path]) -> None
     results = json.loads((out / "results.json").read_text())
     assert results["summary"]["items"] == len(GOLDEN.read_text().splitlines())
     assert results["summary"]["outcome_accuracy"] >= 0.9
-    assert "| unversioned |" in (out / "results.md").read_text()
+    md = (out / "results.md").read_text()
+    # Every run names the prompt sets it used, and the table reports by them.
+    version = r"planner:[0-9a-f]{12},research:[0-9a-f]{12},writer:[0-9a-f]{12}"
+    assert re.search(rf"^\| {version} \| {results['summary']['items']} \|", md, re.MULTILINE)
 
 
 def _doctor(run: dict[str, Any]) -> dict[str, Any]:
@@ -96,3 +101,29 @@ def test_the_judge_grades_through_the_simulated_messages_api_and_is_counted_apar
     assert [r["usage"]["llm_calls"] for r in runs] == [answer["llm_calls"], not_found["llm_calls"]]
     assert results["summary"]["judge_quality"] is not None
     assert "Judge (counted apart from the runs)" in (tmp_path / "results.md").read_text()
+
+
+def test_recorded_scores_are_stored_with_the_runs(stack: Any, tmp_path: Path) -> None:
+    """`--record` against a running stack: each scored run's evaluation is stored with it,
+    where `GET /v1/runs/{id}` (and so an AgentRun's status) shows it."""
+    dataset = tmp_path / "two.jsonl"
+    dataset.write_text("\n".join(GOLDEN.read_text().splitlines()[:2]) + "\n")
+    out = tmp_path / "out"
+    done = podcrew_eval(dataset, "--url", stack.config.api_url, "--record", "--out", out)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "stored the evaluations of 2 runs" in done.stdout
+    reports = {r["id"]: r for r in json.loads((out / "results.json").read_text())["reports"]}
+    for line in (out / "runs.jsonl").read_text().splitlines():
+        entry = json.loads(line)
+        run = httpx.get(f"{stack.config.api_url}/v1/runs/{entry['run']['id']}").json()
+        evaluation = run["evaluation"]
+        assert evaluation["evaluator"] == "podcrew-eval lexical"
+        scores = evaluation["scores"]
+        assert scores["citation_validity"] == 1.0
+        assert scores["source_recall"] == reports[entry["id"]]["source_recall"]
+
+
+def test_record_needs_a_running_stack(tmp_path: Path) -> None:
+    done = podcrew_eval(GOLDEN, "--record", "--out", tmp_path)
+    assert done.returncode == 2
+    assert "give --url" in done.stdout

@@ -67,6 +67,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--llm", choices=["offline", "simulated"], default="offline")
     p.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY)
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds per run")
+    p.add_argument(
+        "--record",
+        action="store_true",
+        help="store each run's scores with the run (PUT /v1/runs/{id}/evaluation), where "
+        "GET /v1/runs/{id} and an AgentRun's status show them; needs --url",
+    )
 
 
 # --- running the questions ----------------------------------------------------------------
@@ -250,6 +256,46 @@ async def _collect(
     return runs, rows, judged
 
 
+# The scores stored with a run: the shares and counts of one report (docs/evaluation.md).
+_RECORDED = (
+    "citation_accuracy",
+    "effective_citations",
+    "source_recall",
+    "key_facts",
+    "coverage",
+    "redundancy",
+    "judge_quality",
+)
+
+
+def evaluation_of(row: suite.ReportScore, judged: bool) -> dict[str, Any] | None:
+    """The body of `PUT /v1/runs/{id}/evaluation` for one scored run; None for a run that
+    has no report to score."""
+    if row.run_id is None or row.outcome in ("rejected", "failed"):
+        return None
+    scores = {name: getattr(row, name) for name in _RECORDED if getattr(row, name) is not None}
+    if row.citation_valid is not None:
+        scores["citation_validity"] = 1.0 if row.citation_valid else 0.0
+    return {"scores": scores, "evaluator": f"podcrew-eval {'judge' if judged else 'lexical'}"}
+
+
+async def record(
+    api_url: str, api_key: str | None, rows: Sequence[suite.ReportScore], judged: bool
+) -> int:
+    """Store every scored run's evaluation with the run; how many were stored."""
+    headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
+    stored = 0
+    async with httpx.AsyncClient(base_url=api_url, headers=headers, timeout=30.0) as client:
+        for row in rows:
+            body = evaluation_of(row, judged)
+            if body is None:
+                continue
+            response = await client.put(f"/v1/runs/{row.run_id}/evaluation", json=body)
+            response.raise_for_status()
+            stored += 1
+    return stored
+
+
 def _gate(args: argparse.Namespace, summary: Mapping[str, Any], console: Console) -> int:
     if args.baseline is None:
         return 0
@@ -270,6 +316,11 @@ def _stack_config(args: argparse.Namespace) -> StackConfig:
 def run(args: argparse.Namespace, console: Console) -> int:
     """Run, score, write and gate; 0 when nothing regressed, 1 when something did, 2 when the
     evaluation could not run."""
+    if args.record and args.url is None:
+        console.print(
+            "[red]podcrew eval: --record stores scores in a running stack: give --url[/red]"
+        )
+        return 2
     try:
         items = suite.load_dataset(args.dataset)
         stack: Stack | None = None
@@ -280,6 +331,9 @@ def run(args: argparse.Namespace, console: Console) -> int:
         try:
             with console.status(f"running {len(items)} questions…"):
                 runs, rows, judged = asyncio.run(_collect(args, items, stack))
+            if args.record:
+                stored = asyncio.run(record(args.url, args.api_key, rows, judged is not None))
+                console.print(f"stored the evaluations of {stored} runs with them")
         finally:
             if stack is not None:
                 stack.close()

@@ -278,16 +278,16 @@ class Schema:
         return text.ljust(int(schema.get("minLength", 0)), ".")
 
     def _by_relevance(self) -> list[dict[str, Any]]:
-        """The records, those whose longest text shares more words with the subject first
-        (in the order they came otherwise): what one tool found that fits beats what another
-        found that does not."""
+        """The records in the order the tools ranked them, those whose longest text shares no
+        word with the subject last: what one tool found that fits beats what another found
+        that does not, and a search's own ranking is not second-guessed by counting words."""
         wanted = terms(self.talk.subject)
 
-        def shared(record: Mapping[str, Any]) -> int:
+        def off_subject(record: Mapping[str, Any]) -> bool:
             longest = max((v for v in record.values() if isinstance(v, str)), key=len, default="")
-            return len(terms(longest) & wanted)
+            return not terms(longest) & wanted
 
-        return sorted(self.talk.records, key=lambda r: -shared(r))
+        return sorted(self.talk.records, key=off_subject)
 
     def _items_from_records(self, items: Mapping[str, Any], limit: int) -> list[dict[str, Any]]:
         """Up to `limit` items, one from each record that supplies the item's required
