@@ -23,7 +23,7 @@ from podcrew_core.runtime.http import create_http_client
 from podcrew_core.runtime.ledger import Ledger
 from podcrew_core.runtime.metrics import DAILY_SPEND, DAILY_SPEND_CAP
 from podcrew_core.runtime.redis import create_redis, redis_ready
-from podcrew_orchestrator import routes
+from podcrew_orchestrator import a2a, routes
 from podcrew_orchestrator.clients.agents import ResearchClient, WriterClient
 from podcrew_orchestrator.deps import ApiResources
 from podcrew_orchestrator.feedback import RunFeedback
@@ -110,6 +110,7 @@ def create_app(config: OrchestratorConfig) -> FastAPI:
         lifespan=lifespan,
     )
     app.include_router(routes.router)
+    app.include_router(a2a.router)  # the A2A endpoint and its Agent Card
     return app
 
 
