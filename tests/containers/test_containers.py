@@ -43,6 +43,8 @@ MEMBERS = (
     "podcrew_core",
     "podcrew_simulator",
     "podcrew_cli",
+    "podcrew_kb",
+    "podcrew_eval",
     "podcrew_orchestrator",
     "podcrew_research",
     "podcrew_writer",
@@ -50,8 +52,16 @@ MEMBERS = (
 )
 # Which workspace members each image may contain, and nothing else.
 EXPECTED_MEMBERS = {
-    "orchestrator": {"podcrew_core", "podcrew_simulator", "podcrew_cli", "podcrew_orchestrator"},
-    "research-agent": {"podcrew_core", "podcrew_research"},
+    # The command line scores reports (podcrew_eval); the semantic cache embeds (podcrew_kb).
+    "orchestrator": {
+        "podcrew_core",
+        "podcrew_simulator",
+        "podcrew_cli",
+        "podcrew_kb",
+        "podcrew_eval",
+        "podcrew_orchestrator",
+    },
+    "research-agent": {"podcrew_core", "podcrew_kb", "podcrew_research"},
     "writer-agent": {"podcrew_core", "podcrew_writer"},
     "operator": {"podcrew_core", "podcrew_operator"},
 }

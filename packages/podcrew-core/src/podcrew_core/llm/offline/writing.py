@@ -79,6 +79,14 @@ _STOPWORDS = frozenset(
         "would",
         "happen",
         "happens",
+        # Nor does the verb that asks for an account: "how does X describe Y" is X and Y.
+        "describe",
+        "describes",
+        "explain",
+        "explains",
+        "say",
+        "says",
+        "tell",
     ]
 )
 
