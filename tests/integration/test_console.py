@@ -90,9 +90,9 @@ def api(stack: Stack) -> Iterator[httpx.Client]:
 
 
 def _wait(chrome: webdriver.Chrome, until: Any, timeout: float = 15) -> Any:
-    return WebDriverWait(chrome, timeout, ignored_exceptions=[StaleElementReferenceException]).until(
-        until
-    )
+    return WebDriverWait(
+        chrome, timeout, ignored_exceptions=[StaleElementReferenceException]
+    ).until(until)
 
 
 def _by_id(chrome: webdriver.Chrome, element_id: str) -> WebElement:
@@ -117,7 +117,11 @@ def _ask(chrome: webdriver.Chrome, question: str) -> str:
 
 
 def _wait_status(chrome: webdriver.Chrome, status: str) -> None:
-    _wait(chrome, lambda c: _text(c, "run-status") == status, RUN_TIMEOUT_S)
+    """Until the run on view is final and its view complete (`data-final`: every event
+    shown, the result read): the status alone can be final, read on opening, before the
+    events are replayed."""
+    _wait(chrome, lambda c: _by_id(c, "run").get_attribute("data-final") == status, RUN_TIMEOUT_S)
+    assert _text(chrome, "run-status") == status
 
 
 def _screenshot(chrome: webdriver.Chrome, tmp_path: Path, name: str) -> None:
@@ -192,7 +196,7 @@ def test_recent_runs_reopen_and_feedback_is_stored(
     )
     assert "What is the Python GIL?" in recent[0].text
     recent[0].click()
-    _wait(page, lambda c: c.find_elements(By.CSS_SELECTOR, "#sources > li"), RUN_TIMEOUT_S)
+    _wait_status(page, "succeeded")
     _by_id(page, "feedback-comment").send_keys("Clear and well cited.")
     _by_id(page, "feedback-up").click()
     _wait(page, lambda c: _text(c, "feedback-status") == "Thank you: feedback stored.")
@@ -224,3 +228,25 @@ def test_a_wrong_key_shows_the_error(
     _wait(page, lambda c: "unknown API key" in _text(c, "error"))
     assert _by_id(page, "run").is_displayed() is False
     _screenshot(page, tmp_path, "wrong-key")
+
+
+def test_console_files_carry_the_content_security_policy(stack: Stack) -> None:
+    with httpx.Client(base_url=stack.config.api_url) as client:
+        assert client.get("/console").headers["location"].endswith("/console/")
+        for path in ("/console/", "/console/app.js", "/console/console.css"):
+            response = client.get(path)
+            assert response.status_code == 200
+            policy = response.headers["content-security-policy"]
+            assert "default-src 'self'" in policy and "connect-src 'self'" in policy
+            assert "script-src 'self'" in policy and "frame-ancestors 'none'" in policy
+            assert response.headers["x-content-type-options"] == "nosniff"
+
+
+def test_markup_in_a_question_and_its_report_is_shown_as_text(page: webdriver.Chrome) -> None:
+    _use_key(page, ACME)
+    question = 'What does <img src=x id="injected"> do in <b>HTML</b> pages?'
+    _ask(page, question)
+    _wait_status(page, "succeeded")
+    assert _text(page, "run-question") == question
+    assert "<b>HTML</b>" in _text(page, "report")  # the report quotes it: as text
+    assert page.find_elements(By.CSS_SELECTOR, "#injected, #run b, #recent-runs b") == []

@@ -32,6 +32,7 @@ export async function openRun(id) {
 function resetView(id) {
   clearError();
   $("run").hidden = false;
+  delete $("run").dataset.final;
   $("run-id").textContent = id;
   $("run-question").textContent = "";
   $("run-note").textContent = "";
@@ -114,6 +115,7 @@ function showFinal(run) {
   }
   if (run.error) $("run-note").textContent = `${run.error.type}: ${run.error.detail}`;
   $("feedback-form").hidden = run.status !== "succeeded";
+  $("run").dataset.final = run.status; // the view is complete: every event shown, the result read
 }
 
 function sourceItem({ number, source }) {
