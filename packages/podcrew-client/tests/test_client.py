@@ -91,7 +91,7 @@ def test_a_stack_that_is_not_there_is_a_connection_error() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("connection refused", request=request)
 
-    with pytest.raises(APIConnectionError, match="cannot reach podcrew at http://podcrew.test"):
+    with pytest.raises(APIConnectionError, match=r"cannot reach podcrew at http://podcrew\.test"):
         _client(handler, max_retries=1).runs.get("r1")
 
 
