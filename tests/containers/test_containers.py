@@ -43,6 +43,7 @@ MEMBERS = (
     "podcrew_core",
     "podcrew_simulator",
     "podcrew_cli",
+    "podcrew_client",
     "podcrew_kb",
     "podcrew_eval",
     "podcrew_orchestrator",
@@ -52,11 +53,13 @@ MEMBERS = (
 )
 # Which workspace members each image may contain, and nothing else.
 EXPECTED_MEMBERS = {
-    # The command line scores reports (podcrew_eval); the semantic cache embeds (podcrew_kb).
+    # The command line talks through the client and scores reports (podcrew_client,
+    # podcrew_eval); the semantic cache embeds (podcrew_kb).
     "orchestrator": {
         "podcrew_core",
         "podcrew_simulator",
         "podcrew_cli",
+        "podcrew_client",
         "podcrew_kb",
         "podcrew_eval",
         "podcrew_orchestrator",

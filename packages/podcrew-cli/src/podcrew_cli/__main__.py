@@ -14,7 +14,7 @@ from rich.console import Console
 
 from podcrew_cli import evaluate, kb
 from podcrew_cli.ask import ask
-from podcrew_cli.stack import Stack, StackConfig
+from podcrew_cli.stack import LLM_PROVIDERS, Stack, StackConfig
 
 DEMO_QUESTION = (
     "How do Python generators and the yield statement work, and how do they relate to "
@@ -97,12 +97,18 @@ def _demo(args: argparse.Namespace, console: Console) -> int:
 
 def _add_stack_options(p: argparse.ArgumentParser) -> None:
     """The options of the commands that start a stack (`up`, `demo`)."""
-    p.add_argument("--api-port", type=int, default=8000)
-    p.add_argument("--worker-port", type=int, default=8001)
-    p.add_argument("--research-port", type=int, default=8101)
-    p.add_argument("--writer-port", type=int, default=8102)
-    p.add_argument("--redis-port", type=int, default=6390)
-    p.add_argument("--workers", type=int, default=1)
+    ports = (
+        ("--api-port", 8000, "the public API (runs, events, estimate)"),
+        ("--worker-port", 8001, "the worker's health and metrics"),
+        ("--research-port", 8101, "the first research agent"),
+        ("--writer-port", 8102, "the writer agent"),
+        ("--redis-port", 6390, "the Redis server the stack starts"),
+    )
+    for flag, default, what in ports:
+        p.add_argument(flag, type=int, default=default, help=f"port of {what} (default: {default})")
+    p.add_argument(
+        "--workers", type=int, default=1, help="worker processes that run the queued runs"
+    )
     p.add_argument(
         "--research-agents",
         type=int,
@@ -112,11 +118,19 @@ def _add_stack_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--llm",
-        choices=["offline", "simulated"],
+        choices=LLM_PROVIDERS,
         default="offline",
-        help="simulated: also start the simulated Messages API and use the Anthropic SDK",
+        help="the model behind the agents: offline (built in, no network), simulated (also "
+        "start the simulated Messages API and use the Anthropic SDK), anthropic (needs "
+        "ANTHROPIC_API_KEY), bedrock or vertex (Claude on AWS or Google Cloud, with that "
+        "platform's credentials and PODCREW_LLM_* settings); default: %(default)s",
     )
-    p.add_argument("--simulator-port", type=int, default=8200)
+    p.add_argument(
+        "--simulator-port",
+        type=int,
+        default=8200,
+        help="port of the simulated Messages API (--llm simulated)",
+    )
     p.add_argument("--data-dir", help="where Redis data and logs go (default: a temp dir)")
     p.add_argument(
         "--kb",
@@ -135,7 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=helptext)
         _add_stack_options(p)
         if name == "demo":
-            p.add_argument("question", nargs="?", default=DEMO_QUESTION)
+            p.add_argument(
+                "question", nargs="?", default=DEMO_QUESTION, help="what to ask (default: a demo)"
+            )
     p = sub.add_parser(
         "simulate-llm",
         help="serve podcrew's simulated Anthropic Messages API (PODCREW_SIM_* settings)",
@@ -145,8 +161,17 @@ def build_parser() -> argparse.ArgumentParser:
     kb.add_parser(sub)
     evaluate.add_parser(sub)
     p = sub.add_parser("ask", help="ask a running stack")
-    p.add_argument("question")
-    p.add_argument("--api-url", default=os.environ.get("PODCREW_API_URL", "http://127.0.0.1:8000"))
+    p.add_argument("question", help="the research question")
+    p.add_argument(
+        "--api-url",
+        default=os.environ.get("PODCREW_API_URL", "http://127.0.0.1:8000"),
+        help="the stack's API (default: $PODCREW_API_URL or %(default)s)",
+    )
+    p.add_argument(
+        "--api-key",
+        default=os.environ.get("PODCREW_API_KEY"),
+        help="API key, for a stack with authentication on (default: $PODCREW_API_KEY)",
+    )
     return parser
 
 
@@ -162,7 +187,9 @@ def main(argv: list[str] | None = None) -> None:
         return
     commands = {"kb": kb.run, "eval": evaluate.run, "up": _up, "demo": _demo}
     command = commands.get(args.command)
-    sys.exit(command(args, console) if command else ask(args.api_url, args.question, console))
+    if command is None:
+        sys.exit(ask(args.api_url, args.question, console, api_key=args.api_key))
+    sys.exit(command(args, console))
 
 
 if __name__ == "__main__":

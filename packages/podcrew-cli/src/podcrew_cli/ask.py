@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
-from httpx_sse import connect_sse
 from rich.console import Console, Group
 from rich.live import Live
 from rich.markdown import Markdown
@@ -16,7 +13,14 @@ from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
 
-_RECONNECTS = 5
+from podcrew_client import (
+    APIConnectionError,
+    Podcrew,
+    PodcrewError,
+    RateLimited,
+    RunStatus,
+    Unauthorized,
+)
 
 
 @dataclass
@@ -91,49 +95,57 @@ class Progress:
         return Group(*parts)
 
 
-def ask(api_url: str, question: str, console: Console, timeout_s: float = 300.0) -> int:
-    """Submit, show progress until the run ends, print the report; exit code 0 on success."""
-    with httpx.Client(base_url=api_url, timeout=httpx.Timeout(30.0, read=60.0)) as client:
-        response = client.post("/v1/runs", json={"question": question})
-        if response.status_code >= 400:
-            console.print(f"[red]rejected ({response.status_code}):[/red] {response.text}")
-            return 2
-        run_id = response.json()["id"]
-        progress = Progress(question)
-        last_id: str | None = None
-        deadline = time.monotonic() + timeout_s
-        with Live(
-            progress.render(), console=console, refresh_per_second=10, transient=False
-        ) as live:
-            for _ in range(_RECONNECTS):
-                headers = {"Last-Event-ID": last_id} if last_id else {}
-                try:
-                    with connect_sse(
-                        client, "GET", f"/v1/runs/{run_id}/events", headers=headers
-                    ) as source:
-                        for sse in source.iter_sse():
-                            last_id = sse.id or last_id
-                            progress.apply(sse.event, json.loads(sse.data) if sse.data else {})
-                            live.update(progress.render())
-                            if progress.status in ("succeeded", "failed", "cancelled"):
-                                break
-                except httpx.HTTPError:
-                    pass  # resume from last_id: the events stream keeps everything
-                if (
-                    progress.status in ("succeeded", "failed", "cancelled")
-                    or time.monotonic() > deadline
-                ):
-                    break
-        run = client.get(f"/v1/runs/{run_id}").json()
-    if run["status"] != "succeeded":
-        detail = (run.get("error") or {}).get("detail", progress.error or "unknown")
-        console.print(f"[red]run {run_id} {run['status']}:[/red] {detail}")
+def ask(
+    api_url: str,
+    question: str,
+    console: Console,
+    timeout_s: float = 300.0,
+    api_key: str | None = None,
+) -> int:
+    """Submit, show progress until the run ends, print the report; exit code 0 on success.
+
+    What stops it before a run ends (no stack at `api_url`, a refused key, a rate limit, a
+    rejected question) is one line on the console and exit code 2, never a traceback."""
+    try:
+        with Podcrew(base_url=api_url, api_key=api_key) as client:
+            return _follow(client, question, console, timeout_s)
+    except PodcrewError as exc:
+        console.print(Text(f"podcrew ask: {explain(exc)}", style="red"), soft_wrap=True)
+        return 2
+
+
+def explain(error: PodcrewError) -> str:
+    """One line that says what went wrong and what to do about it."""
+    if isinstance(error, APIConnectionError):
+        return f"{error.detail} (is the stack running? `podcrew up` starts one)"
+    if isinstance(error, Unauthorized):
+        return f"the API refused the key ({error.detail}); pass --api-key or set PODCREW_API_KEY"
+    if isinstance(error, RateLimited):
+        wait = error.headers.get("Retry-After")
+        return f"rate limited: {error.detail}" + (f"; try again in {wait} s" if wait else "")
+    return f"{error.title} ({error.status}): {error.detail}"
+
+
+def _follow(client: Podcrew, question: str, console: Console, timeout_s: float) -> int:
+    run_id = client.runs.create(question=question).id
+    progress = Progress(question)
+    deadline = time.monotonic() + timeout_s
+    with Live(progress.render(), console=console, refresh_per_second=10, transient=False) as live:
+        for event in client.runs.stream(run_id):
+            progress.apply(str(event.type), event.data)
+            live.update(progress.render())
+            if time.monotonic() > deadline:
+                break
+    run = client.runs.get(run_id)
+    if run.status is not RunStatus.SUCCEEDED or run.result is None:
+        detail = run.error.detail if run.error else progress.error or "unknown"
+        console.print(Text(f"run {run_id} {run.status.value}: {detail}", style="red"))
         return 1
     console.print()
-    console.print(Markdown(run["result"]["report"]))
-    usage = run["usage"]
+    console.print(Markdown(run.result.report))
+    usage = run.usage
     console.print(
-        f"[dim]run {run_id}: {usage['llm_calls']} LLM calls, "
-        f"{usage['input_tokens']} input + {usage['output_tokens']} output tokens[/dim]"
+        f"[dim]run {run_id}: {usage.llm_calls} LLM calls, "
+        f"{usage.input_tokens} input + {usage.output_tokens} output tokens[/dim]"
     )
     return 0

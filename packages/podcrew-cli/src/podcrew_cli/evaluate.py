@@ -64,8 +64,19 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--judge-model", default=None, help="the judge's model")
     p.add_argument("--kb", action="append", metavar="DIR", help="knowledge sources (repeatable)")
     p.add_argument("--runs", type=Path, help="score these stored runs (runs.jsonl) instead")
-    p.add_argument("--llm", choices=["offline", "simulated"], default="offline")
-    p.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY)
+    p.add_argument(
+        "--llm",
+        choices=["offline", "simulated"],
+        default="offline",
+        help="the model of the stack it starts: offline (no network) or the simulated "
+        "Messages API (default: %(default)s)",
+    )
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=DEFAULT_CONCURRENCY,
+        help="questions run at once (default: %(default)s)",
+    )
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds per run")
     p.add_argument(
         "--record",

@@ -24,7 +24,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "build",
         help="index directories of Markdown, text, HTML and PDF files (PATH or NAME=PATH)",
     )
-    build.add_argument("sources", nargs="+", metavar="DIR")
+    build.add_argument(
+        "sources",
+        nargs="+",
+        metavar="DIR",
+        help="a directory of documents, or NAME=DIR to name the source in citations",
+    )
     build.add_argument("-o", "--output", required=True, metavar="INDEX", help="index directory")
 
 

@@ -63,6 +63,10 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child before e
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+# What `--llm` offers: every provider of the LLM layer (PODCREW_LLM_PROVIDER).
+LLM_PROVIDERS = ("offline", "simulated", "anthropic", "bedrock", "vertex")
+
+
 @dataclass
 class StackConfig:
     api_port: int = 8000
@@ -71,7 +75,7 @@ class StackConfig:
     writer_port: int = 8102
     redis_port: int = 6390
     simulator_port: int = 8200
-    llm: str = "offline"  # or "simulated": start podcrew's simulated Messages API too
+    llm: str = "offline"  # one of LLM_PROVIDERS; "simulated" starts the simulated API too
     workers: int = 1
     research_agents: int = 1  # replicas; the first on `research_port`, the others on free ports
     data_dir: Path | None = None
@@ -212,8 +216,9 @@ class Stack:
             "PODCREW_SIM_PORT": str(c.simulator_port),
             "PYTHONUNBUFFERED": "1",
         }
+        if c.llm != "offline":
+            env["PODCREW_LLM_PROVIDER"] = c.llm
         if c.llm == "simulated":
-            env["PODCREW_LLM_PROVIDER"] = "simulated"
             env["PODCREW_LLM_SIMULATOR_URL"] = c.simulator_url
         env.update(c.env)
         env.update(extra)

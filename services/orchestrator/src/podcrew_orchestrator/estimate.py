@@ -10,9 +10,7 @@ Message Batches API at its rate.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
-
-from podcrew_core.contracts.schemas import MIN_SUBQUESTIONS, RunCreate, Usage
+from podcrew_core.contracts.schemas import MIN_SUBQUESTIONS, Estimate, Range, RunCreate, Usage
 from podcrew_core.llm import LLMSettings, Stage
 from podcrew_core.llm.pricing import BATCH_RATE
 from podcrew_core.llm.tokens import estimate_tokens
@@ -24,21 +22,6 @@ TOOL_RESULT = 900
 WRITE_IN_PER_FINDING, WRITE_IN_BASE, WRITE_OUT_PER_SECTION = 90, 400, 220
 FINDINGS_PER_SECTION = 4
 RESEARCH_TURNS = (2, 4)
-
-
-class Range(BaseModel):
-    low: float
-    high: float
-
-
-class Estimate(BaseModel):
-    tokens: Range
-    cost_usd: Range = Field(description="As an interactive run (the list prices).")
-    cost_usd_batch: Range = Field(
-        description='As a run with priority "batch": every call at the Message Batches rate.'
-    )
-    llm_calls: Range
-    models: dict[str, str]
 
 
 def _usage(question_tokens: int, sections: int, turns: int) -> dict[Stage, Usage]:

@@ -21,7 +21,12 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from podcrew_core.contracts.errors import Conflict, RunNotFound, ValidationFailed
+from podcrew_core.contracts.errors import (
+    FeedbackExists,
+    RunNotFinished,
+    RunNotFound,
+    ValidationFailed,
+)
 from podcrew_core.contracts.schemas import (
     Evaluation,
     EvaluationCreate,
@@ -31,6 +36,9 @@ from podcrew_core.contracts.schemas import (
 )
 from podcrew_core.runtime.metrics import PROMPT_VERSION_LABEL, RUN_FEEDBACK
 from podcrew_orchestrator.keys import Keys
+
+# Raised here; defined with the contracts so that a client rebuilds them from their slug.
+__all__ = ["FeedbackExists", "RunFeedback", "RunNotFinished"]
 
 # KEYS: run hash, feedback hash. ARGV: user, feedback JSON.
 # Returns {0} when the run is gone, {1} when stored, {2, stored JSON} when the user gave some.
@@ -52,16 +60,6 @@ if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
 return 1
 """
 RATINGS = {1: "positive", -1: "negative"}
-
-
-class FeedbackExists(Conflict):
-    slug = "feedback-exists"
-    title = "This user already gave other feedback on this run"
-
-
-class RunNotFinished(Conflict):
-    slug = "run-not-finished"
-    title = "The run has no final report yet"
 
 
 def _finished(run: Run, what: str) -> None:

@@ -17,8 +17,10 @@ import math
 from pydantic import BaseModel, Field
 from redis.asyncio import Redis
 
-from podcrew_core.contracts.errors import PodcrewError
+from podcrew_core.contracts.errors import RateLimited
 from podcrew_orchestrator.keys import Keys
+
+__all__ = ["RateLimited", "TenantLimiter", "TenantLimits"]
 
 
 class TenantLimits(BaseModel):
@@ -32,12 +34,6 @@ class TenantLimits(BaseModel):
     concurrent_runs: int = Field(default=20, ge=1, description="Unfinished runs at once.")
     daily_tokens: int = Field(default=5_000_000, ge=0, description="Tokens a UTC day.")
     daily_cost_usd: float = Field(default=50.0, ge=0, description="Spend a UTC day.")
-
-
-class RateLimited(PodcrewError):
-    status = 429
-    slug = "rate-limited"
-    title = "Too many requests"
 
 
 # Both limits in one step, one round trip per submission: first the rate (GCRA), then the

@@ -21,6 +21,7 @@ from podcrew_core.contracts.errors import (
     RunNotFound,
 )
 from podcrew_core.contracts.schemas import (
+    Estimate,
     Evaluation,
     EvaluationCreate,
     EventType,
@@ -45,7 +46,7 @@ from podcrew_orchestrator.deps import (
     Tenant,
     User,
 )
-from podcrew_orchestrator.estimate import Estimate, estimate
+from podcrew_orchestrator.estimate import estimate
 from podcrew_orchestrator.hub import (
     VALID_STREAM_ID,
     EventHub,

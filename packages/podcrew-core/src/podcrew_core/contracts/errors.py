@@ -122,6 +122,16 @@ class Conflict(PodcrewError):
     retryable = False
 
 
+class FeedbackExists(Conflict):
+    slug = "feedback-exists"
+    title = "This user already gave other feedback on this run"
+
+
+class RunNotFinished(Conflict):
+    slug = "run-not-finished"
+    title = "The run has no final report yet"
+
+
 class PayloadTooLarge(PodcrewError):
     status = 413
     slug = "payload-too-large"
@@ -141,6 +151,16 @@ class ValidationFailed(PodcrewError):
     slug = "validation-failed"
     title = "Request failed validation"
     retryable = False
+
+
+class RateLimited(PodcrewError):
+    """The tenant is over its rate or its concurrent runs: the same call succeeds once the
+    `Retry-After` it names has passed."""
+
+    status = 429
+    slug = "rate-limited"
+    title = "Too many requests"
+    retryable = True
 
 
 class Overloaded(PodcrewError):

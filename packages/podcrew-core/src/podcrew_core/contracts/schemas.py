@@ -306,6 +306,23 @@ class Run(_Wire):
     )
 
 
+class Range(BaseModel):
+    low: float
+    high: float
+
+
+class Estimate(BaseModel):
+    """What `POST /v1/estimate` answers: a question's likely tokens, cost and LLM calls."""
+
+    tokens: Range
+    cost_usd: Range = Field(description="As an interactive run (the list prices).")
+    cost_usd_batch: Range = Field(
+        description='As a run with priority "batch": every call at the Message Batches rate.'
+    )
+    llm_calls: Range
+    models: dict[str, str]
+
+
 class RunAccepted(_Wire):
     id: str
     status: RunStatus
