@@ -32,7 +32,7 @@ from podcrew_kb.embed import Embedder
 from podcrew_kb.index import STOPWORDS, Index, new_tokenizer
 
 FORMAT = "podcrew-kb-index"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: BM25 terms are Snowball stems
 MANIFEST = "manifest.json"
 _CHUNKS = "chunks.jsonl"
 _VECTORS = "vectors.npy"
@@ -108,7 +108,7 @@ def save_index(index: Index, path: Path, extra: dict[str, Any] | None = None) ->
         "corpus_digest": index.digest,
         "chunks": len(index.chunks),
         "built_at": time.time(),
-        "bm25": {"tokenizer": "bm25s", "stopwords": len(STOPWORDS)},
+        "bm25": {"tokenizer": "bm25s", "stopwords": len(STOPWORDS), "stemmer": "snowball-english"},
         "extra": extra or {},
     }
     (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
