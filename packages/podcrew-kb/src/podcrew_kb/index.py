@@ -18,8 +18,8 @@ import bm25s
 import numpy as np
 import numpy.typing as npt
 from bm25s.stopwords import STOPWORDS_EN
-from Stemmer import Stemmer
 from bm25s.tokenization import Tokenizer
+from Stemmer import Stemmer
 
 from podcrew_kb.chunk import Chunk
 from podcrew_kb.embed import Embedder, Vectors
