@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
@@ -12,6 +13,7 @@ import pytest
 from httpx_sse import connect_sse
 
 from podcrew_cli.stack import Stack, StackConfig
+from podcrew_core.runtime.auth import hash_key
 
 FINAL = ("succeeded", "failed", "cancelled")
 
@@ -121,3 +123,21 @@ def redis_url(tmp_path: Any) -> Iterator[str]:
     yield f"redis://{LOOPBACK}:{port}/0"
     process.terminate()
     process.wait(10)
+
+
+@contextmanager
+def keyed_stack(tenant_of: Mapping[str, str], **env: str) -> Iterator[Stack]:
+    """A stack whose api knows these API keys (key -> tenant), with `env` settings on top."""
+    keys = [{"tenant": tenant, "sha256": hash_key(key)} for key, tenant in tenant_of.items()]
+    config = StackConfig.on_free_ports(
+        env={"PODCREW_ORCHESTRATOR_API_KEYS": json.dumps(keys), **env}
+    )
+    with Stack(config) as stack:
+        yield stack
+
+
+def keyed_client(stack: Stack, key: str, timeout: float = 60.0) -> httpx.Client:
+    """A client of `stack`'s api presenting `key`."""
+    return httpx.Client(
+        base_url=stack.config.api_url, headers={"authorization": f"Bearer {key}"}, timeout=timeout
+    )

@@ -4,7 +4,6 @@ events as a stream of task updates, get and cancel, and the public API's authent
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
@@ -28,8 +27,9 @@ from a2a.types import (
     TaskState,
 )
 
-from podcrew_cli.stack import Stack, StackConfig
-from podcrew_core.runtime.auth import hash_key
+from podcrew_cli.stack import Stack
+
+from .conftest import keyed_stack
 
 pytestmark = pytest.mark.integration
 
@@ -38,17 +38,9 @@ ACME, GLOBEX = "acme-a2a-0123456789", "globex-a2a-0123456789"
 
 @pytest.fixture(scope="module")
 def stack_with_keys() -> Iterator[Stack]:
-    keys = [
-        {"tenant": "acme", "sha256": hash_key(ACME)},
-        {"tenant": "globex", "sha256": hash_key(GLOBEX)},
-    ]
-    config = StackConfig.on_free_ports(
-        env={
-            "PODCREW_ORCHESTRATOR_API_KEYS": json.dumps(keys),
-            "PODCREW_LLM_OFFLINE_LATENCY_S": "0.2",
-        }
-    )
-    with Stack(config) as stack:
+    with keyed_stack(
+        {ACME: "acme", GLOBEX: "globex"}, PODCREW_LLM_OFFLINE_LATENCY_S="0.2"
+    ) as stack:
         yield stack
 
 

@@ -3,7 +3,6 @@ once per run and user, bad input a 4xx problem, and every run naming its prompt 
 
 from __future__ import annotations
 
-import json
 import re
 import uuid
 from collections.abc import Iterator
@@ -13,13 +12,13 @@ import httpx
 import pytest
 import redis
 
-from podcrew_cli.stack import Stack, StackConfig
+from podcrew_cli.stack import Stack
 from podcrew_core.runtime.auth import hash_key
 from podcrew_orchestrator.pipeline import PLANNER_PROMPTS
 from podcrew_research.loop import RESEARCH_PROMPTS
 from podcrew_writer.compose import WRITER_PROMPTS
 
-from .conftest import Runs
+from .conftest import Runs, keyed_client, keyed_stack
 
 pytestmark = pytest.mark.integration
 
@@ -29,25 +28,11 @@ PROBLEM = "application/problem+json"
 
 @pytest.fixture(scope="module")
 def tenants() -> Iterator[Stack]:
-    keys = [
-        {"tenant": "acme", "sha256": hash_key(ACME_ALICE)},
-        {"tenant": "acme", "sha256": hash_key(ACME_BOB)},
-        {"tenant": "globex", "sha256": hash_key(GLOBEX)},
-    ]
-    config = StackConfig.on_free_ports(
-        env={
-            "PODCREW_ORCHESTRATOR_API_KEYS": json.dumps(keys),
-            "PODCREW_LLM_OFFLINE_LATENCY_S": "0.05",
-        }
-    )
-    with Stack(config) as stack:
+    with keyed_stack(
+        {ACME_ALICE: "acme", ACME_BOB: "acme", GLOBEX: "globex"},
+        PODCREW_LLM_OFFLINE_LATENCY_S="0.05",
+    ) as stack:
         yield stack
-
-
-def _client(stack: Stack, key: str) -> httpx.Client:
-    return httpx.Client(
-        base_url=stack.config.api_url, headers={"authorization": f"Bearer {key}"}, timeout=60
-    )
 
 
 @pytest.fixture(scope="module")
@@ -68,9 +53,9 @@ def _finished_run(client: httpx.Client) -> dict[str, Any]:
 
 def test_feedback_round_trip_is_once_per_user_and_scoped_to_the_tenant(tenants: Stack) -> None:
     with (
-        _client(tenants, ACME_ALICE) as alice,
-        _client(tenants, ACME_BOB) as bob,
-        _client(tenants, GLOBEX) as globex,
+        keyed_client(tenants, ACME_ALICE) as alice,
+        keyed_client(tenants, ACME_BOB) as bob,
+        keyed_client(tenants, GLOBEX) as globex,
     ):
         run = _finished_run(alice)
         url = f"/v1/runs/{run['id']}/feedback"
@@ -127,7 +112,7 @@ def test_feedback_round_trip_is_once_per_user_and_scoped_to_the_tenant(tenants: 
 
 
 def test_feedback_and_evaluation_expire_with_the_run(tenants: Stack) -> None:
-    with _client(tenants, ACME_ALICE) as alice:
+    with keyed_client(tenants, ACME_ALICE) as alice:
         run = _finished_run(alice)
         assert alice.post(f"/v1/runs/{run['id']}/feedback", json={"score": 1}).status_code == 201
         evaluation = {"scores": {"citation_validity": 1.0}, "evaluator": "test"}

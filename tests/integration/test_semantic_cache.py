@@ -14,8 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from podcrew_core.runtime.auth import hash_key
-
+from .conftest import keyed_client, keyed_stack
 from .test_webhooks import SECRET, Hooks
 
 pytestmark = pytest.mark.integration
@@ -27,28 +26,14 @@ REWORDED = "How does exception handling work in Python?"
 
 @pytest.fixture(scope="module")
 def cached_stack() -> Any:
-    from podcrew_cli.stack import Stack, StackConfig
-
-    keys = [
-        {"tenant": "acme", "sha256": hash_key(ACME)},
-        {"tenant": "globex", "sha256": hash_key(GLOBEX)},
-    ]
-    config = StackConfig.on_free_ports(
-        env={
-            "PODCREW_ORCHESTRATOR_SEMANTIC_CACHE": "true",
-            "PODCREW_ORCHESTRATOR_API_KEYS": json.dumps(keys),
-            "PODCREW_WEBHOOK_SECRET": SECRET,
-            "PODCREW_WEBHOOK_ALLOW_PRIVATE": "true",
-            "PODCREW_LLM_OFFLINE_LATENCY_S": "0.05",
-        }
-    )
-    with Stack(config) as stack:
+    with keyed_stack(
+        {ACME: "acme", GLOBEX: "globex"},
+        PODCREW_ORCHESTRATOR_SEMANTIC_CACHE="true",
+        PODCREW_WEBHOOK_SECRET=SECRET,
+        PODCREW_WEBHOOK_ALLOW_PRIVATE="true",
+        PODCREW_LLM_OFFLINE_LATENCY_S="0.05",
+    ) as stack:
         yield stack
-
-
-def _client(stack: Any, key: str) -> httpx.Client:
-    headers = {"authorization": f"Bearer {key}"}
-    return httpx.Client(base_url=stack.config.api_url, headers=headers, timeout=60)
 
 
 def _ask(client: httpx.Client, question: str, **body: Any) -> dict[str, Any]:
@@ -74,7 +59,7 @@ def _loaded_model(stack: Any) -> bool:
 
 def test_a_rewording_is_answered_from_the_tenants_own_earlier_run(cached_stack: Any) -> None:
     unique = f" ({time.time_ns()})"  # the exact result cache must not be what answers
-    with _client(cached_stack, ACME) as acme, _client(cached_stack, GLOBEX) as globex:
+    with keyed_client(cached_stack, ACME) as acme, keyed_client(cached_stack, GLOBEX) as globex:
         source = _ask(acme, ASKED + unique)
         assert source["cache"] is None
         hits = _semantic(acme, "hit")
@@ -97,7 +82,7 @@ def test_a_hit_that_names_a_callback_is_announced_once(cached_stack: Any) -> Non
     hooks = Hooks()
     try:
         unique = f" ({time.time_ns()})"
-        with _client(cached_stack, ACME) as acme:
+        with keyed_client(cached_stack, ACME) as acme:
             _ask(acme, ASKED + unique)
             answered = _ask(acme, REWORDED + unique, callback_url=hooks.url)
         assert answered["cache"]["kind"] == "semantic"

@@ -4,7 +4,6 @@ tenant's stream delivers every event of its run on time."""
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 import uuid
@@ -15,8 +14,9 @@ import httpx
 import pytest
 from httpx_sse import connect_sse
 
-from podcrew_cli.stack import Stack, StackConfig
-from podcrew_core.runtime.auth import hash_key
+from podcrew_cli.stack import Stack
+
+from .conftest import keyed_client, keyed_stack
 
 pytestmark = pytest.mark.integration
 
@@ -27,24 +27,10 @@ RUN_TIME_S = 30  # far beyond a run's time on this stack (a few seconds)
 
 @pytest.fixture(scope="module")
 def two_tenants() -> Iterator[Stack]:
-    keys = [
-        {"tenant": "acme", "sha256": hash_key(ACME)},
-        {"tenant": "globex", "sha256": hash_key(GLOBEX)},
-    ]
-    config = StackConfig.on_free_ports(
-        env={
-            "PODCREW_ORCHESTRATOR_API_KEYS": json.dumps(keys),
-            "PODCREW_LLM_OFFLINE_LATENCY_S": "0.2",
-        }
-    )
-    with Stack(config) as stack:
+    with keyed_stack(
+        {ACME: "acme", GLOBEX: "globex"}, PODCREW_LLM_OFFLINE_LATENCY_S="0.2"
+    ) as stack:
         yield stack
-
-
-def _client(stack: Stack, key: str) -> httpx.Client:
-    return httpx.Client(
-        base_url=stack.config.api_url, headers={"authorization": f"Bearer {key}"}, timeout=60
-    )
 
 
 def _submit(client: httpx.Client) -> str:
@@ -73,7 +59,7 @@ def _bad_stream_answer(client: httpx.Client, run_id: str, last_id: str) -> httpx
 
 
 def test_a_bad_stream_of_one_tenant_does_not_stall_anothers(two_tenants: Stack) -> None:
-    with _client(two_tenants, ACME) as acme, _client(two_tenants, GLOBEX) as globex:
+    with keyed_client(two_tenants, ACME) as acme, keyed_client(two_tenants, GLOBEX) as globex:
         theirs = _submit(acme)
         answers: list[httpx.Response] = []
         holders = [
@@ -108,7 +94,7 @@ def test_a_bad_stream_of_one_tenant_does_not_stall_anothers(two_tenants: Stack) 
 
 
 def test_a_bad_last_event_id_on_a_finished_run_is_a_400_not_a_resume(two_tenants: Stack) -> None:
-    with _client(two_tenants, ACME) as acme:
+    with keyed_client(two_tenants, ACME) as acme:
         run_id = _submit(acme)
         deadline = time.monotonic() + RUN_TIME_S
         while acme.get(f"/v1/runs/{run_id}").json()["status"] != "succeeded":

@@ -10,6 +10,7 @@ open and where, and it moves only when that section's own text moves.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from podcrew_kb.parse import Document, Section
@@ -47,48 +48,47 @@ def chunk_id(path: str, anchor: str, part: int) -> str:
     return f"{base}~{part}" if anchor else f"{base}#~{part}"
 
 
+def _pack(items: Iterable[str], sep: str, full: Callable[[int, int, str], bool]) -> list[str]:
+    """`items` joined by `sep` into pieces, a new piece begun before an item that
+    `full(count, size, item)` says would overfill the current one (of `count` items and
+    `size` characters, separators counted)."""
+    pieces: list[str] = []
+    current: list[str] = []
+    size = 0
+    for item in items:
+        if current and full(len(current), size, item):
+            pieces.append(sep.join(current))
+            current, size = [], 0
+        current.append(item)
+        size += len(item) + len(sep)
+    if current:
+        pieces.append(sep.join(current))
+    return pieces
+
+
 def _cut(paragraph: str) -> list[str]:
     """An oversized paragraph (a long table or code block) split at line boundaries, and a
     line longer than a chunk split where it must."""
     if len(paragraph) <= MAX_CHARS:
         return [paragraph]
-    pieces: list[str] = []
-    current: list[str] = []
-    size = 0
     lines = [
         line[i : i + MAX_CHARS]
         for line in paragraph.splitlines()
         for i in range(0, len(line) or 1, MAX_CHARS)
     ]
-    for line in lines:
-        if current and size + len(line) + 1 > MAX_CHARS:
-            pieces.append("\n".join(current))
-            current, size = [], 0
-        current.append(line)
-        size += len(line) + 1
-    if current:
-        pieces.append("\n".join(current))
-    return pieces
+    return _pack(lines, "\n", lambda _, size, line: size + len(line) + 1 > MAX_CHARS)
+
+
+def _paragraph_full(count: int, size: int, piece: str) -> bool:
+    over = size + len(piece) + 2 > MAX_CHARS or size + len(piece) > TARGET_CHARS
+    return over or (count >= MAX_PARAGRAPHS and size >= MIN_CHARS)
 
 
 def split_text(text: str) -> list[str]:
     """Paragraphs grouped into pieces of one to three (more when they are tiny) of about
     `TARGET_CHARS`, none over `MAX_CHARS`."""
-    pieces: list[str] = []
-    current: list[str] = []
-    size = 0
-    for paragraph in (p.strip("\n") for p in _BLANK_LINES.split(text) if p.strip()):
-        for piece in _cut(paragraph):
-            full = size + len(piece) + 2 > MAX_CHARS or size + len(piece) > TARGET_CHARS
-            full = full or (len(current) >= MAX_PARAGRAPHS and size >= MIN_CHARS)
-            if current and full:
-                pieces.append("\n\n".join(current))
-                current, size = [], 0
-            current.append(piece)
-            size += len(piece) + 2
-    if current:
-        pieces.append("\n\n".join(current))
-    return pieces
+    paragraphs = (p.strip("\n") for p in _BLANK_LINES.split(text) if p.strip())
+    return _pack((piece for p in paragraphs for piece in _cut(p)), "\n\n", _paragraph_full)
 
 
 def _title(document: Document, section: Section) -> str:
