@@ -26,12 +26,12 @@ async def test_trim_never_deletes_pending_or_undelivered_entries(redis_url: str)
     assert [d.run_id for d in delivered] == [f"r{i}" for i in range(6)]
     for d in delivered:
         if d.run_id != "r2":  # r2 stays pending, as if its worker were still busy
-            await a.ack(d.entry_id)
+            await a.ack(d)
     removed = await a.trim()
     assert removed == 2  # r0, r1: acknowledged and older than the oldest pending entry
     left = [e[1]["run_id"] for e in await a.redis.xrange(a.keys.queue)]
     assert left == [f"r{i}" for i in range(2, 10)]
-    await a.ack(delivered[2].entry_id)
+    await a.ack(delivered[2])
     await a.trim()
     left = [e[1]["run_id"] for e in await a.redis.xrange(a.keys.queue)]
     assert left == ["r6", "r7", "r8", "r9"]  # acknowledged gone, undelivered kept
@@ -49,7 +49,7 @@ async def test_heartbeat_keeps_an_entry_from_being_reclaimed(redis_url: str) -> 
     live = next(d for d in held if d.run_id == "live")
     for _ in range(3):
         await asyncio.sleep(0.2)
-        await a.heartbeat([live.entry_id])
+        await a.heartbeat([live])
     reclaimed = await b.reclaim(min_idle_s=0.5, count=10)
     assert [d.run_id for d in reclaimed] == ["dead"]
     assert reclaimed[0].deliveries == 2  # heartbeats do not count as deliveries

@@ -24,8 +24,7 @@ from podcrew_core.contracts.schemas import (
 )
 from podcrew_core.runtime.egress import EgressGuard, EgressPolicy, create_client
 from podcrew_orchestrator.keys import Keys
-from podcrew_orchestrator.outbox import WebhookOutbox, delivery_id
-from podcrew_orchestrator.queue import RunQueue
+from podcrew_orchestrator.outbox import WebhookOutbox, delivery_id, outbox_queue
 from podcrew_orchestrator.store import RunStore
 from podcrew_orchestrator.webhooks import WebhookSender, verify
 
@@ -96,7 +95,7 @@ async def make_outbox(
     running: list[tuple[WebhookOutbox, asyncio.Task[None]]] = []
 
     def start(consumer: str = "worker-1", claim_idle_s: float = 60.0) -> WebhookOutbox:
-        queue = RunQueue(redis, KEYS, consumer, stream=KEYS.webhooks, group=KEYS.webhooks_group)
+        queue = outbox_queue(redis, KEYS, consumer)
         outbox = WebhookOutbox(queue, store.get_json, receiver[0], claim_idle_s=claim_idle_s)
         running.append((outbox, asyncio.create_task(outbox.run())))
         return outbox

@@ -209,7 +209,7 @@ class QueueConsumer:
         if running:
             log.info("worker_draining", runs=len(running), grace_s=grace_s)
             await asyncio.wait(running, timeout=grace_s)
-        unfinished = {**dict(self.held), **{d.entry_id: d for d in self._unstarted}}
+        unfinished = {**dict(self.held), **{d.key: d for d in self._unstarted}}
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -225,7 +225,7 @@ class QueueConsumer:
         try:
             run = await self.store.get(delivery.run_id)
             if run is None or run.status.terminal:
-                await self.queue.ack(delivery.entry_id)
+                await self.queue.ack(delivery)
                 return
             run.status = RunStatus.QUEUED
             await self.store.transition(run, EventType.RUN_REQUEUED, {"reason": reason})
@@ -304,7 +304,7 @@ class QueueConsumer:
                 self._start(delivery)  # logged as run_reclaimed in its trace (_traced)
 
     async def _heartbeat(self) -> None:
-        await self.queue.heartbeat(list(self.held))
+        await self.queue.heartbeat(list(self.held.values()))
 
     async def _housekeeping(self) -> None:
         await self.queue.trim()
@@ -324,9 +324,9 @@ class QueueConsumer:
         if not self._intake_open:  # read while shutting down: handed back with the rest
             self._unstarted.append(delivery)
             return
-        if delivery.entry_id in self.held:
+        if delivery.key in self.held:
             return
-        self.held[delivery.entry_id] = delivery
+        self.held[delivery.key] = delivery
         task = asyncio.create_task(self._traced(delivery), name=f"run-{delivery.run_id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -353,7 +353,7 @@ class QueueConsumer:
             # Read just before the intake paused: it waits here, still held and heartbeaten.
             await self.gate.opened.wait()
             if await self.handler.execute(delivery):
-                await self.queue.ack(delivery.entry_id)
+                await self.queue.ack(delivery)
         except asyncio.CancelledError:
             raise
         except AgentsUnreachable as exc:
@@ -365,5 +365,5 @@ class QueueConsumer:
             log.exception("run_handling_failed")
         finally:
             RUNS_IN_FLIGHT.dec()
-            self.held.pop(delivery.entry_id, None)
+            self.held.pop(delivery.key, None)
             self._slot_freed.set()

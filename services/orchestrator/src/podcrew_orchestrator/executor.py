@@ -79,7 +79,10 @@ class RunExecutor:
     async def execute(self, delivery: Delivery) -> bool:
         """Run one delivery; True when the entry may be acknowledged."""
         run = await self.store.get(delivery.run_id)
-        if run is None or run.status.terminal:
+        if run is None:
+            return True
+        if run.status.terminal:  # ended by a client's cancel, or by a run before a crash
+            await self.store.release(run)
             return True
         if delivery.deliveries > self.settings.max_deliveries:
             await self._dead_letter(run, delivery)

@@ -19,8 +19,6 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from redis.asyncio import Redis
-
 from podcrew_core.contracts.errors import (
     FeedbackExists,
     RunNotFinished,
@@ -35,6 +33,7 @@ from podcrew_core.contracts.schemas import (
     Run,
 )
 from podcrew_core.runtime.metrics import PROMPT_VERSION_LABEL, RUN_FEEDBACK
+from podcrew_core.runtime.redis import RedisClient
 from podcrew_orchestrator.keys import Keys
 
 # Raised here; defined with the contracts so that a client rebuilds them from their slug.
@@ -94,7 +93,7 @@ def count_feedback(run: Run, score: int) -> None:
 class RunFeedback:
     """Feedback and evaluations of the runs of one key prefix."""
 
-    def __init__(self, redis: Redis, keys: Keys) -> None:
+    def __init__(self, redis: RedisClient, keys: Keys) -> None:
         self.redis = redis
         self.keys = keys
         self._give = redis.register_script(_GIVE)

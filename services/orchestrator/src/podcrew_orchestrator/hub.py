@@ -41,11 +41,11 @@ from typing import Any
 
 import structlog
 from prometheus_client import Counter, Gauge
-from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 from redis.typing import KeyT, StreamIdT
 
 from podcrew_core.contracts.schemas import RunStatus
+from podcrew_core.runtime.redis import RedisClient, dedicated
 from podcrew_core.runtime.resilience import backoff_s
 from podcrew_orchestrator.keys import Keys
 from podcrew_orchestrator.store import RunEvent
@@ -129,7 +129,7 @@ class Subscription:
     """One subscriber's view of one run's events after its cursor, from
     `EventHub.subscribe`: call `next` for each batch, in order."""
 
-    def __init__(self, redis: Redis, key: str, after: str, *, max_buffered: int) -> None:
+    def __init__(self, redis: RedisClient, key: str, after: str, *, max_buffered: int) -> None:
         self.key = key
         ms, seq = stream_id(after)  # a cursor Redis would refuse would fail the shared read
         self.cursor = f"{ms}-{seq}"  # the last event returned (or skipped)
@@ -218,7 +218,7 @@ class _BlockingReader:
     After a Redis error (restarting, failing over, a dead connection) it backs off, takes a
     new connection, calls `_reconnected` and reads on."""
 
-    redis: Redis
+    redis: RedisClient
     _rng: random.Random
     _active: asyncio.Event  # set when it may have become busy, or is stopping
     _stopping: bool
@@ -226,10 +226,10 @@ class _BlockingReader:
     def _busy(self) -> bool:
         raise NotImplementedError
 
-    async def _read(self, connection: Redis) -> None:
+    async def _read(self, connection: RedisClient) -> None:
         raise NotImplementedError
 
-    async def _reconnected(self, connection: Redis) -> None:
+    async def _reconnected(self, connection: RedisClient) -> None:
         """After an error, before reading again."""
 
     async def _run(self) -> None:
@@ -240,7 +240,7 @@ class _BlockingReader:
                 await self._active.wait()
                 continue
             try:
-                async with self.redis.client() as connection:  # released when idle
+                async with dedicated(self.redis) as connection:  # released when idle
                     if failures:
                         await self._reconnected(connection)
                     while self._busy() and not self._stopping:
@@ -271,7 +271,7 @@ class _Reader(_BlockingReader):
 
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         wake_key: str,
         rng: random.Random,
         drop: Callable[[_Watch, StreamUnreadable], None],
@@ -326,7 +326,7 @@ class _Reader(_BlockingReader):
     def _busy(self) -> bool:
         return bool(self.watches)
 
-    async def _read(self, connection: Redis) -> None:
+    async def _read(self, connection: RedisClient) -> None:
         streams: dict[KeyT, StreamIdT] = {k: w.cursor for k, w in self.watches.items()}
         streams[self.wake_key] = self._wake_cursor
         self._blocked, self._woken = True, False
@@ -354,7 +354,7 @@ class _Reader(_BlockingReader):
             for subscriber in watch.subscribers:
                 subscriber.deliver(events)
 
-    async def _isolate(self, connection: Redis) -> bool:
+    async def _isolate(self, connection: RedisClient) -> bool:
         """Read each watched stream alone, once, without blocking; drop those Redis refuses.
         Whether any was dropped (if none was, the error is not one stream's)."""
         watches = list(self.watches.values())
@@ -400,9 +400,12 @@ class _Finishes(_BlockingReader):
     have come back without it) and every waiter reads its status again.
     """
 
-    def __init__(self, redis: Redis, keys: Keys, rng: random.Random) -> None:
+    def __init__(
+        self, redis: RedisClient, keys: Keys, rng: random.Random, partition: int = 0
+    ) -> None:
         self.redis = redis
         self.keys = keys
+        self.stream = keys.finished_of(partition)
         self.waiters: dict[str, set[_Waiter]] = {}
         self._rng = rng
         self._cursor: str | None = None  # every announcement up to here has been handed out
@@ -464,24 +467,24 @@ class _Finishes(_BlockingReader):
                 self._task = asyncio.create_task(self._run(), name="event-hub-finished")
         self._active.set()
 
-    async def _end(self, redis: Redis) -> str:
-        last: Any = await redis.xrevrange(self.keys.finished, count=1)
+    async def _end(self, redis: RedisClient) -> str:
+        last: Any = await redis.xrevrange(self.stream, count=1)
         return str(last[0][0]) if last else "0-0"
 
     def _busy(self) -> bool:
         return bool(self.waiters)
 
-    async def _reconnected(self, connection: Redis) -> None:
+    async def _reconnected(self, connection: RedisClient) -> None:
         self._cursor = await self._end(connection)
         for waiters in self.waiters.values():
             for waiter in waiters:
                 waiter.woken.set()
 
-    async def _read(self, connection: Redis) -> None:
+    async def _read(self, connection: RedisClient) -> None:
         assert self._cursor is not None
         async with asyncio.timeout(READ_BLOCK_MS / 1000 + READ_STALL_S):
             reply: Any = await connection.xread(
-                {self.keys.finished: self._cursor}, count=FINISHED_READ_COUNT, block=READ_BLOCK_MS
+                {self.stream: self._cursor}, count=FINISHED_READ_COUNT, block=READ_BLOCK_MS
             )
         for _, entries in reply or []:
             self._cursor = entries[-1][0]
@@ -496,7 +499,7 @@ class EventHub:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         keys: Keys,
         *,
         streams_per_reader: int = STREAMS_PER_READER,
@@ -509,8 +512,12 @@ class EventHub:
         self._name = secrets.token_hex(6)  # this process' wake streams
         self._rng = random.Random()  # noqa: S311 - jitter, not cryptography
         self._readers: list[_Reader] = []
+        # In a Redis Cluster one XREAD reads streams of one hash slot only: a reader follows
+        # the runs of one queue partition (their keys share its slot), and so does each
+        # partition's reader of finished runs.
+        self._partition_readers: dict[int, list[_Reader]] = {}
         self._watches: dict[str, _Watch] = {}
-        self._finishes = _Finishes(redis, keys, self._rng)
+        self._finishes: dict[int, _Finishes] = {}
 
     @property
     def watched(self) -> int:
@@ -528,7 +535,7 @@ class EventHub:
         subscription = Subscription(
             self.redis, self.keys.events(run_id), after, max_buffered=self.max_buffered
         )
-        reader = self._watch(subscription)
+        reader = self._watch(subscription, self.keys.partition_of(run_id))
         try:
             if reader is not None:
                 await reader.wake()
@@ -539,7 +546,13 @@ class EventHub:
     async def wait_final(self, run_id: str, timeout_s: float) -> bool:
         """Wait until the run is final (True) or `timeout_s` passes (False). Redis errors
         meanwhile do not end the wait: it reads again once Redis is back."""
-        return await self._finishes.wait(run_id, timeout_s)
+        partition = self.keys.partition_of(run_id)
+        finishes = self._finishes.get(partition)
+        if finishes is None:
+            finishes = self._finishes[partition] = _Finishes(
+                self.redis, self.keys, self._rng, partition
+            )
+        return await finishes.wait(run_id, timeout_s)
 
     async def aclose(self) -> None:
         """Stop reading; subscriptions still open end (their `next` returns []), and so do
@@ -547,7 +560,7 @@ class EventHub:
         for watch in self._watches.values():
             for subscription in watch.subscribers:
                 subscription.close()
-        await self._finishes.stop()
+        await asyncio.gather(*(finishes.stop() for finishes in self._finishes.values()))
         await asyncio.gather(*(reader.stop() for reader in self._readers))
         if self._readers:
             try:
@@ -555,7 +568,7 @@ class EventHub:
             except RedisError:  # they expire on their own
                 log.debug("event_hub_cleanup_failed", exc_info=True)
 
-    def _watch(self, subscription: Subscription) -> _Reader | None:
+    def _watch(self, subscription: Subscription, partition: int) -> _Reader | None:
         """Add the subscriber; the reader that has to be woken for a new stream, if any."""
         watch = self._watches.get(subscription.key)
         if watch is not None:
@@ -563,11 +576,13 @@ class EventHub:
                 subscription.joined_behind(watch.cursor)
             watch.subscribers.add(subscription)
             return None
-        reader = next((r for r in self._readers if len(r.watches) < self.streams_per_reader), None)
+        readers = self._partition_readers.setdefault(partition, [])
+        reader = next((r for r in readers if len(r.watches) < self.streams_per_reader), None)
         if reader is None:
-            wake_key = self.keys.hub_wake(f"{self._name}:{len(self._readers)}")
+            wake_key = self.keys.hub_wake(f"{self._name}:{len(self._readers)}", partition)
             reader = _Reader(self.redis, wake_key, self._rng, self._drop)
             self._readers.append(reader)
+            readers.append(reader)
         watch = _Watch(subscription.key, subscription.cursor, reader, {subscription})
         self._watches[watch.key] = watch
         HUB_STREAMS.inc()

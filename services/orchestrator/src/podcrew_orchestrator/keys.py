@@ -5,6 +5,7 @@ lifetimes. Scripts and pipelines get their keys from here, never build one thems
 from __future__ import annotations
 
 import re
+import secrets
 import uuid
 from dataclasses import dataclass
 
@@ -24,72 +25,137 @@ def is_run_id(value: str) -> bool:
     return _RUN_ID.fullmatch(value) is not None
 
 
+MAX_PARTITIONS = 256  # a run id's first byte names its partition
+
+
 @dataclass(frozen=True, slots=True)
 class Keys:
-    """The orchestrator's key names under `prefix`."""
+    """The orchestrator's key names under `prefix`.
+
+    On one Redis (standalone or Sentinel) the names are those podcrew has always used. In a
+    Redis Cluster (`tagged`) a script or transaction may only touch keys of one hash slot,
+    so every key carries a hash tag: a run's keys share its queue partition's slot (`{P:p3}`:
+    its record, events, queue entry, finished and webhook announcements are written in one
+    atomic step, as on one Redis), a tenant's keys share the tenant's (`{P:t:acme}`: its
+    rate and concurrent-run limits are one step too). The run queue is `partitions` streams,
+    so the runs spread over that many slots, and so over the cluster's shards."""
 
     prefix: str
+    partitions: int = 1
+    tagged: bool = False
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.partitions <= MAX_PARTITIONS:
+            raise ValueError(f"queue partitions must be 1 to {MAX_PARTITIONS}")
+        if self.partitions > 1 and not self.tagged:
+            raise ValueError("more than one queue partition needs Redis Cluster's hash tags")
+
+    def new_run_id(self) -> str:
+        """A fresh run id in a partition drawn at random; its first byte names it."""
+        run_id = new_run_id()
+        if self.partitions == 1:
+            return run_id
+        return f"run_{secrets.randbelow(self.partitions):02x}{run_id[6:]}"
+
+    def partition_of(self, run_id: str) -> int:
+        """The queue partition `run_id` belongs to (0 when there is one)."""
+        return int(run_id[4:6], 16) if self.partitions > 1 else 0
+
+    def _part(self, partition: int) -> str:
+        """The start of partition `partition`'s key names."""
+        return f"{{{self.prefix}:p{partition}}}" if self.tagged else self.prefix
+
+    def _tenant(self, tenant: str) -> str:
+        return f"{{{self.prefix}:t:{tenant}}}" if self.tagged else f"{self.prefix}:tenant:{tenant}"
 
     @property
     def queue(self) -> str:
-        return f"{self.prefix}:runs"
+        return self.queue_of(0)
+
+    def queue_of(self, partition: int) -> str:
+        """Partition `partition`'s run queue stream."""
+        return f"{self._part(partition)}:runs"
+
+    @property
+    def queues(self) -> list[str]:
+        """Every partition's run queue stream, by partition."""
+        return [self.queue_of(p) for p in range(self.partitions)]
+
+    def dead_letter_of(self, partition: int) -> str:
+        return f"{self._part(partition)}:runs:dead"
 
     @property
     def dead_letter(self) -> str:
-        return f"{self.prefix}:runs:dead"
+        return self.dead_letter_of(0)
+
+    def finished_of(self, partition: int) -> str:
+        """The ids of runs of `partition` that have just become final, for the api's waiters."""
+        return f"{self._part(partition)}:runs:finished"
 
     @property
     def finished(self) -> str:
-        """The ids of runs that have just become final, for the api's waiters."""
-        return f"{self.prefix}:runs:finished"
+        return self.finished_of(0)
 
     @property
     def group(self) -> str:
         return "workers"
 
+    def webhooks_of(self, partition: int) -> str:
+        """The webhook outbox of `partition`: one entry per final run naming a callback URL."""
+        return f"{self._part(partition)}:webhooks"
+
     @property
     def webhooks(self) -> str:
-        """The webhook outbox: one entry per final run that names a callback URL."""
-        return f"{self.prefix}:webhooks"
+        return self.webhooks_of(0)
 
     @property
     def webhooks_group(self) -> str:
         return "webhooks"
 
     def run(self, run_id: str) -> str:
-        return f"{self.prefix}:run:{run_id}"
+        return f"{self._part(self.partition_of(run_id))}:run:{run_id}"
 
     def events(self, run_id: str) -> str:
-        return f"{self.prefix}:run:{run_id}:events"
+        return f"{self.run(run_id)}:events"
 
     def feedback(self, run_id: str) -> str:
         """Users' feedback on the run: a hash, user → feedback JSON, with the run's TTL."""
-        return f"{self.prefix}:run:{run_id}:feedback"
+        return f"{self.run(run_id)}:feedback"
 
     def evaluation(self, run_id: str) -> str:
         """The run's latest evaluation (JSON), with the run's TTL."""
-        return f"{self.prefix}:run:{run_id}:evaluation"
+        return f"{self.run(run_id)}:evaluation"
 
-    def hub_wake(self, reader: str) -> str:
-        return f"{self.prefix}:hub:{reader}:wake"
+    def hub_wake(self, reader: str, partition: int = 0) -> str:
+        return f"{self._part(partition)}:hub:{reader}:wake"
 
     def rate(self, tenant: str) -> str:
-        return f"{self.prefix}:tenant:{tenant}:rate"
+        return f"{self._tenant(tenant)}:rate"
 
     def active(self, tenant: str) -> str:
-        return f"{self.prefix}:tenant:{tenant}:active"
+        return f"{self._tenant(tenant)}:active"
 
     def idempotency(self, tenant: str, key: str) -> str:
-        return f"{self.prefix}:tenant:{tenant}:idem:{key}"
+        return f"{self._tenant(tenant)}:idem:{key}"
 
     def coalesce(self, tenant: str, digest: str) -> str:
-        return f"{self.prefix}:tenant:{tenant}:inflight:{digest}"
+        return f"{self._tenant(tenant)}:inflight:{digest}"
 
     def result_cache(self, digest: str) -> str:
         return f"{self.prefix}:cache:result:{digest}"
 
     def semantic_cache(self, tenant: str) -> str:
-        return f"{self.prefix}:tenant:{tenant}:semcache"
+        return f"{self._tenant(tenant)}:semcache"
 
     def thread(self, tenant: str, thread_id: str) -> str:
-        return f"{self.prefix}:tenant:{tenant}:thread:{thread_id}"
+        return f"{self._tenant(tenant)}:thread:{thread_id}"
+
+
+def keys_for(prefix: str, partitions: int, *, cluster: bool) -> Keys:
+    """The key names of an installation: tagged, and maybe partitioned, in a Redis Cluster."""
+    if partitions > 1 and not cluster:
+        raise ValueError(
+            f"PODCREW_ORCHESTRATOR_QUEUE_PARTITIONS is {partitions}: more than one partition "
+            "needs a Redis Cluster (PODCREW_REDIS_MODE=cluster); one Redis reads one stream"
+        )
+    return Keys(prefix, partitions, tagged=cluster)

@@ -15,9 +15,9 @@ from __future__ import annotations
 import math
 
 from pydantic import BaseModel, Field
-from redis.asyncio import Redis
 
 from podcrew_core.contracts.errors import RateLimited
+from podcrew_core.runtime.redis import RedisClient
 from podcrew_orchestrator.keys import Keys
 
 __all__ = ["RateLimited", "TenantLimiter", "TenantLimits"]
@@ -61,7 +61,7 @@ return {1, 0}
 
 
 class TenantLimiter:
-    def __init__(self, redis: Redis, keys: Keys, max_run_age_s: float) -> None:
+    def __init__(self, redis: RedisClient, keys: Keys, max_run_age_s: float) -> None:
         """`max_run_age_s`: how long a run may live when its submission says nothing else."""
         self.redis = redis
         self.keys = keys

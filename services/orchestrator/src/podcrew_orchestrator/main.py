@@ -11,7 +11,6 @@ from contextlib import asynccontextmanager
 import httpx
 import structlog
 from fastapi import FastAPI
-from redis.asyncio import Redis
 
 from podcrew_core.llm import LLMProvider, create_provider
 from podcrew_core.runtime.admission import Admission
@@ -22,14 +21,14 @@ from podcrew_core.runtime.egress import EgressGuard, create_client
 from podcrew_core.runtime.http import create_http_client
 from podcrew_core.runtime.ledger import Ledger
 from podcrew_core.runtime.metrics import DAILY_SPEND, DAILY_SPEND_CAP
-from podcrew_core.runtime.redis import create_redis, redis_ready
+from podcrew_core.runtime.redis import RedisClient, create_redis, is_cluster, redis_ready
 from podcrew_orchestrator import a2a, routes
 from podcrew_orchestrator.clients.agents import ResearchClient, WriterClient
 from podcrew_orchestrator.console import mount_console
 from podcrew_orchestrator.deps import ApiResources
 from podcrew_orchestrator.feedback import RunFeedback
 from podcrew_orchestrator.hub import EventHub
-from podcrew_orchestrator.keys import Keys
+from podcrew_orchestrator.keys import keys_for
 from podcrew_orchestrator.limits import TenantLimiter
 from podcrew_orchestrator.outbox import delivering
 from podcrew_orchestrator.pipeline import Pipeline
@@ -46,10 +45,10 @@ SPEND_GAUGE_INTERVAL_S = 5.0
 log = structlog.get_logger(__name__)
 
 
-def _api_resources(config: OrchestratorConfig, redis: Redis) -> ApiResources:
+def _api_resources(config: OrchestratorConfig, redis: RedisClient) -> ApiResources:
     """What the api's routes use, on one Redis client."""
     settings = config.service
-    keys = Keys(settings.key_prefix)
+    keys = keys_for(settings.key_prefix, settings.queue_partitions, cluster=is_cluster(redis))
     store = RunStore(redis, keys, settings.run_ttl_s, budget_caps=budget_caps(settings))
     limiter = TenantLimiter(
         redis, keys, max_run_age_s=settings.run_deadline_s * settings.max_deliveries
@@ -186,7 +185,8 @@ def create_worker_app(config: OrchestratorConfig) -> FastAPI:
             else None
         )
         worker = create_worker(settings, redis, pipeline, llm_settings)
-        keys, grace_s = Keys(settings.key_prefix), settings.graceful_shutdown_s
+        keys = keys_for(settings.key_prefix, settings.queue_partitions, cluster=is_cluster(redis))
+        grace_s = settings.graceful_shutdown_s
         outbox = delivering(redis, keys, settings.consumer_name, sender, grace_s)
         checks = app.state.readiness.checks
         checks["redis"] = redis_ready(redis)

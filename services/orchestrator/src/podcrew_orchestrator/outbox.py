@@ -25,9 +25,9 @@ from typing import Final
 
 import orjson
 import structlog
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from podcrew_core.runtime.redis import RedisClient
 from podcrew_orchestrator.keys import Keys
 from podcrew_orchestrator.queue import Delivery, RunQueue
 from podcrew_orchestrator.store import RunStore
@@ -71,7 +71,8 @@ class WebhookOutbox:
         self.sender = sender
         self.concurrency = concurrency
         self.claim_idle_s = claim_idle_s
-        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}  # by `Delivery.key`
+        self._entries: dict[str, Delivery] = {}
         self._stopping = asyncio.Event()
 
     async def run(self) -> None:
@@ -103,7 +104,7 @@ class WebhookOutbox:
         """Keep this worker's entries claimed, take over a stopped worker's, drop the
         entries whose delivery has ended."""
         await self.outbox.ensure_group()
-        await self.outbox.heartbeat(list(self._tasks))
+        await self.outbox.heartbeat(list(self._entries.values()))
         free = self.concurrency - len(self._tasks)
         if free > 0:
             for entry in await self.outbox.reclaim(self.claim_idle_s, free):
@@ -119,11 +120,16 @@ class WebhookOutbox:
             self._start(entry)
 
     def _start(self, entry: Delivery) -> None:
-        if entry.entry_id in self._tasks:
+        if entry.key in self._tasks:
             return
         task = asyncio.create_task(self._deliver(entry), name=f"webhook-{entry.run_id}")
-        self._tasks[entry.entry_id] = task
-        task.add_done_callback(lambda _: self._tasks.pop(entry.entry_id, None))
+        self._tasks[entry.key] = task
+        self._entries[entry.key] = entry
+        task.add_done_callback(lambda _: self._forget(entry.key))
+
+    def _forget(self, key: str) -> None:
+        self._tasks.pop(key, None)
+        self._entries.pop(key, None)
 
     async def _deliver(self, entry: Delivery) -> None:
         """Deliver one entry's run and acknowledge the entry once the delivery has ended.
@@ -134,14 +140,20 @@ class WebhookOutbox:
             if body and url:
                 with structlog.contextvars.bound_contextvars(run_id=entry.run_id):
                     await self.sender.deliver(url, body.encode(), delivery_id(entry.run_id))
-            await self.outbox.ack(entry.entry_id)
+            await self.outbox.ack(entry)
         except RedisError as exc:  # left pending: taken over and delivered again later
             log.warning("webhook_outbox_unavailable", run_id=entry.run_id, error=str(exc))
 
 
+def outbox_queue(redis: RedisClient, keys: Keys, consumer: str) -> RunQueue:
+    """The outbox of every partition, read as the run queue is."""
+    streams = [keys.webhooks_of(p) for p in range(keys.partitions)]
+    return RunQueue(redis, keys, consumer, streams=streams, group=keys.webhooks_group)
+
+
 @contextlib.asynccontextmanager
 async def delivering(
-    redis: Redis, keys: Keys, consumer: str, sender: WebhookSender | None, grace_s: float
+    redis: RedisClient, keys: Keys, consumer: str, sender: WebhookSender | None, grace_s: float
 ) -> AsyncIterator[None]:
     """The worker's outbox, delivering while the block runs (nothing when `sender` is None:
     webhooks are off); on exit, deliveries under way get `grace_s` to finish."""
@@ -149,8 +161,7 @@ async def delivering(
         yield
         return
     store = RunStore(redis, keys, ttl_s=0)
-    outbox = RunQueue(redis, keys, consumer, stream=keys.webhooks, group=keys.webhooks_group)
-    deliverer = WebhookOutbox(outbox, store.get_json, sender)
+    deliverer = WebhookOutbox(outbox_queue(redis, keys, consumer), store.get_json, sender)
     task = asyncio.create_task(deliverer.run(), name="webhook-outbox")
     try:
         yield

@@ -16,9 +16,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
+from podcrew_core.runtime.redis import RedisClient
 from podcrew_orchestrator.keys import Keys
 
 # Fields of a queue entry that carry the submitter's trace context (W3C trace context).
@@ -31,6 +31,12 @@ class Delivery:
     run_id: str
     deliveries: int
     trace_context: Mapping[str, str] = field(default_factory=dict)
+    stream: str = ""  # the partition's stream it was read from ("": the first)
+
+    @property
+    def key(self) -> str:
+        """Unique among every partition's entries (entry ids repeat across streams)."""
+        return f"{self.stream} {self.entry_id}"
 
 
 def _trace_context(fields: Mapping[str, str]) -> dict[str, str]:
@@ -42,57 +48,102 @@ def _next_id(entry_id: str) -> str:
     return f"{ms}-{int(seq) + 1}"
 
 
+# With several partitions (Redis Cluster), one XREADGROUP cannot block on streams of other
+# hash slots: a read sweeps the partitions without blocking, from a rotating start so each
+# is served in turn, and when all are empty blocks on one of them, for a share of the block
+# time; an entry in another partition waits at most that long.
+MIN_PARTITION_BLOCK_MS = 50
+
+
 class RunQueue:
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         keys: Keys,
         consumer: str,
         *,
-        stream: str | None = None,
+        streams: list[str] | None = None,
         group: str | None = None,
+        dead_letters: list[str] | None = None,
     ) -> None:
-        """The run queue of `keys`, or another stream with the same semantics (the webhook
-        outbox) when `stream` and `group` name it."""
+        """The run queue of `keys`, every partition of it, or other streams with the same
+        semantics (the webhook outbox) when `streams` and `group` name them. `dead_letters`:
+        each stream's dead-letter stream, in the same hash slot (the run queue's by default)."""
         self.redis = redis
         self.keys = keys
         self.consumer = consumer
-        self.stream = stream or keys.queue
+        self.streams = streams or keys.queues
         self.group = group or keys.group
+        self.dead_letters = dead_letters or [
+            keys.dead_letter_of(p) for p in range(len(self.streams))
+        ]
+        self._next = 0  # the partition a read starts at
+
+    @property
+    def stream(self) -> str:
+        """The first partition's stream (the only one on a single Redis)."""
+        return self.streams[0]
 
     async def ensure_group(self) -> None:
+        for stream in self.streams:
+            await self._ensure_group(stream)
+
+    async def _ensure_group(self, stream: str) -> None:
         try:
-            await self.redis.xgroup_create(self.stream, self.group, id="0", mkstream=True)
+            await self.redis.xgroup_create(stream, self.group, id="0", mkstream=True)
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
 
     async def read(self, count: int, block_ms: int) -> list[Delivery]:
-        """New entries for this consumer (delivered for the first time)."""
+        """New entries for this consumer (delivered for the first time), at most `count`."""
+        if len(self.streams) == 1:
+            return await self._read(self.streams[0], count, block_ms)
+        start, found = self._next, list[Delivery]()
+        self._next = (self._next + 1) % len(self.streams)
+        for i in range(len(self.streams)):
+            stream = self.streams[(start + i) % len(self.streams)]
+            found += await self._read(stream, count - len(found), None)
+            if len(found) >= count:
+                return found
+        if found:
+            return found
+        share = max(MIN_PARTITION_BLOCK_MS, block_ms // len(self.streams))
+        return await self._read(self.streams[start], count, share)
+
+    async def _read(self, stream: str, count: int, block_ms: int | None) -> list[Delivery]:
         try:
             reply: Any = await self.redis.xreadgroup(
-                self.group, self.consumer, {self.stream: ">"}, count=count, block=block_ms
+                self.group, self.consumer, {stream: ">"}, count=count, block=block_ms
             )
         except ResponseError as exc:
             if "NOGROUP" not in str(exc):
                 raise
             # Redis lost the group (restart without persistence, or a FLUSHALL): recreate it.
-            await self.ensure_group()
+            await self._ensure_group(stream)
             return []
         if not reply:
             return []
         _, entries = reply[0]
         return [
-            Delivery(eid, f.get("run_id", ""), 1, _trace_context(f))
+            Delivery(eid, f.get("run_id", ""), 1, _trace_context(f), stream)
             for eid, f in entries
             if f is not None
         ]
 
     async def reclaim(self, min_idle_s: float, count: int) -> list[Delivery]:
         """Take over entries whose worker stopped heartbeating, with their delivery counts."""
+        found: list[Delivery] = []
+        for stream in self.streams:
+            if len(found) >= count:
+                break
+            found += await self._reclaim(stream, min_idle_s, count - len(found))
+        return found
+
+    async def _reclaim(self, stream: str, min_idle_s: float, count: int) -> list[Delivery]:
         try:
             reply: Any = await self.redis.xautoclaim(
-                self.stream,
+                stream,
                 self.group,
                 self.consumer,
                 min_idle_time=int(min_idle_s * 1000),
@@ -102,21 +153,21 @@ class RunQueue:
         except ResponseError as exc:
             if "NOGROUP" not in str(exc):
                 raise
-            await self.ensure_group()
+            await self._ensure_group(stream)
             return []
         entries = [(eid, f) for eid, f in reply[1] if f is not None]
         if not entries:
             return []
-        counts = await self.delivery_counts([eid for eid, _ in entries])
+        counts = await self.delivery_counts([eid for eid, _ in entries], stream)
         return [
-            Delivery(eid, f.get("run_id", ""), counts.get(eid, 1), _trace_context(f))
+            Delivery(eid, f.get("run_id", ""), counts.get(eid, 1), _trace_context(f), stream)
             for eid, f in entries
         ]
 
-    async def delivery_counts(self, entry_ids: list[str]) -> dict[str, int]:
+    async def delivery_counts(self, entry_ids: list[str], stream: str = "") -> dict[str, int]:
         lo, hi = min(entry_ids, key=_id_key), max(entry_ids, key=_id_key)
         pending: Any = await self.redis.xpending_range(
-            self.stream,
+            stream or self.stream,
             self.group,
             min=lo,
             max=hi,
@@ -125,34 +176,32 @@ class RunQueue:
         )
         return {p["message_id"]: int(p["times_delivered"]) for p in pending}
 
-    async def heartbeat(self, entry_ids: list[str]) -> None:
-        if entry_ids:
-            await self.redis.xclaim(
-                self.stream,
-                self.group,
-                self.consumer,
-                0,
-                list[Any](entry_ids),
-                justid=True,
-            )
+    async def heartbeat(self, deliveries: list[Delivery]) -> None:
+        by_stream: dict[str, list[Any]] = {}
+        for delivery in deliveries:
+            by_stream.setdefault(delivery.stream or self.stream, []).append(delivery.entry_id)
+        for stream, entry_ids in by_stream.items():
+            await self.redis.xclaim(stream, self.group, self.consumer, 0, entry_ids, justid=True)
 
-    async def ack(self, entry_id: str) -> None:
-        await self.redis.xack(self.stream, self.group, entry_id)
+    async def ack(self, delivery: Delivery) -> None:
+        await self.redis.xack(delivery.stream or self.stream, self.group, delivery.entry_id)
 
     async def requeue(self, delivery: Delivery) -> None:
-        """Put a run back at the end of the queue and acknowledge its current entry."""
+        """Put a run back at the end of its queue and acknowledge its current entry."""
+        stream = delivery.stream or self.stream
         async with self.redis.pipeline(transaction=True) as pipe:
             # The new entry keeps the run's trace context: its next attempt joins the trace.
             entry: dict[Any, Any] = {"run_id": delivery.run_id, **delivery.trace_context}
-            pipe.xadd(self.stream, entry)
-            pipe.xack(self.stream, self.group, delivery.entry_id)
+            pipe.xadd(stream, entry)
+            pipe.xack(stream, self.group, delivery.entry_id)
             await pipe.execute()
 
     async def dead_letter(self, delivery: Delivery, reason: str) -> None:
         """Move an entry to the dead-letter stream and acknowledge it, in one transaction."""
+        stream = delivery.stream or self.stream
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.xadd(
-                self.keys.dead_letter,
+                self.dead_letters[self.streams.index(stream)],
                 {
                     "run_id": delivery.run_id,
                     "entry_id": delivery.entry_id,
@@ -160,47 +209,64 @@ class RunQueue:
                     "reason": reason,
                 },
             )
-            pipe.xack(self.stream, self.group, delivery.entry_id)
+            pipe.xack(stream, self.group, delivery.entry_id)
             await pipe.execute()
 
     async def trim(self) -> int:
         """Delete acknowledged entries; returns how many went."""
-        groups = await self.redis.xinfo_groups(self.stream)
-        group = next((g for g in groups if g["name"] == self.group), None)
+        return sum([await self._trim(stream) for stream in self.streams])
+
+    async def _group(self, stream: str) -> dict[str, Any] | None:
+        groups = await self.redis.xinfo_groups(stream)
+        return next((g for g in groups if g["name"] == self.group), None)
+
+    async def _trim(self, stream: str) -> int:
+        group = await self._group(stream)
         if group is None:
             return 0
         # Entries after last-delivered-id have not been read yet: keep them.
         floor = _next_id(group["last-delivered-id"])
-        summary = await self.redis.xpending(self.stream, self.group)
+        summary = await self.redis.xpending(stream, self.group)
         if summary["pending"]:
             floor = min(floor, summary["min"], key=_id_key)
-        return int(await self.redis.xtrim(self.stream, minid=floor, approximate=False))
+        return int(await self.redis.xtrim(stream, minid=floor, approximate=False))
 
     async def depth(self) -> tuple[int, int]:
-        """(entries not yet delivered, entries delivered but not acknowledged)."""
-        groups = await self.redis.xinfo_groups(self.stream)
-        group = next((g for g in groups if g["name"] == self.group), None)
+        """(entries not yet delivered, entries delivered but not acknowledged), summed over
+        the partitions."""
+        lag = pending = 0
+        for stream in self.streams:
+            stream_lag, stream_pending = await self._depth(stream)
+            lag, pending = lag + stream_lag, pending + stream_pending
+        return lag, pending
+
+    async def _depth(self, stream: str) -> tuple[int, int]:
+        group = await self._group(stream)
         if group is None:
             return 0, 0
         lag = group.get("lag")
         if lag is None:  # Redis < 7 has no lag field: count the entries after last-delivered.
             undelivered: Any = await self.redis.xrange(
-                self.stream, min=_next_id(group["last-delivered-id"]), max="+", count=10_000
+                stream, min=_next_id(group["last-delivered-id"]), max="+", count=10_000
             )
             lag = len(undelivered)
         return int(lag), int(group["pending"])
 
     async def oldest_ages(self) -> tuple[float, float]:
         """Seconds since the oldest undelivered and the oldest pending entry were enqueued
-        (0 when there is none), from the millisecond part of their ids, on Redis' clock."""
-        groups = await self.redis.xinfo_groups(self.stream)
-        group = next((g for g in groups if g["name"] == self.group), None)
+        (0 when there is none), from the millisecond part of their ids, on Redis' clock;
+        the oldest of every partition."""
+        ages = [await self._oldest_ages(stream) for stream in self.streams]
+        return max(a for a, _ in ages), max(p for _, p in ages)
+
+    async def _oldest_ages(self, stream: str) -> tuple[float, float]:
+        group = await self._group(stream)
         if group is None:
             return 0.0, 0.0
         first: Any = await self.redis.xrange(
-            self.stream, min=_next_id(group["last-delivered-id"]), max="+", count=1
+            stream, min=_next_id(group["last-delivered-id"]), max="+", count=1
         )
-        summary = await self.redis.xpending(self.stream, self.group)
+        summary = await self.redis.xpending(stream, self.group)
         seconds, micros = await self.redis.time()
         now_ms = int(seconds) * 1000 + int(micros) // 1000
 

@@ -31,10 +31,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import orjson
-from redis.asyncio import Redis
 
 from podcrew_core.contracts.errors import PodcrewError
 from podcrew_core.contracts.schemas import Run, RunStatus
+from podcrew_core.runtime.redis import RedisClient
 from podcrew_orchestrator.keys import Keys
 from podcrew_orchestrator.settings import OrchestratorSettings
 from podcrew_orchestrator.store import RunStore
@@ -65,7 +65,7 @@ class SemanticCache:
     """Per-tenant recent questions and their runs, looked up by meaning."""
 
     def __init__(
-        self, redis: Redis, keys: Keys, store: RunStore, settings: OrchestratorSettings
+        self, redis: RedisClient, keys: Keys, store: RunStore, settings: OrchestratorSettings
     ) -> None:
         if importlib.util.find_spec("podcrew_kb") is None:
             raise SemanticCacheUnavailable(

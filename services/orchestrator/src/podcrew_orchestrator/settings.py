@@ -41,6 +41,12 @@ class OrchestratorSettings(ServiceSettings):
     """Base URL of the writer: one, or several replicas comma-separated (as `research_url`)."""
     key_prefix: str = "podcrew"
     """Prefix of every Redis key."""
+    queue_partitions: int = Field(default=1, ge=1, le=256)
+    """Streams the run queue is split into, in a Redis Cluster (`PODCREW_REDIS_MODE=cluster`)
+    only: each run, with all its keys, lives in one partition's hash slot, so the runs spread
+    over the cluster's shards. Several per shard (docs/benchmarks.md, "Redis capacity"); every
+    worker consumes all of them. Lowering it strands the runs queued in the partitions
+    dropped: drain the queue first."""
     worker_concurrency: int = Field(default=32, ge=1, le=4096)
     """Runs one worker process executes at once; the rest wait in the queue, where the worker
     autoscaler sees them. A worker's runs share one event loop: keep runs per second (this / a

@@ -16,10 +16,15 @@ from typing import Any
 
 import orjson
 from pydantic import ValidationError
-from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
 
 from podcrew_core.contracts.schemas import EventType, ResolvedBudget, Run, RunResult, RunStatus
+from podcrew_core.runtime.redis import (
+    AnyPipeline,
+    RedisClient,
+    durable_transaction,
+    is_cluster,
+    run_script,
+)
 from podcrew_core.runtime.tracing import inject_context
 from podcrew_orchestrator.keys import Keys
 
@@ -29,7 +34,9 @@ from podcrew_orchestrator.keys import Keys
 # the api's waiters (`POST /v1/runs?wait=`) read that one stream instead of each run's events.
 # A final run that names a callback URL gets its entry in the webhook outbox in that same
 # step too, so no crash between the two can lose (or double) its delivery.
-# KEYS: run hash, run events, the tenant's active-run set, finished runs, webhook outbox.
+# KEYS: run hash, run events, finished runs, webhook outbox (all of the run's partition, so
+# one hash slot in a cluster), and on one Redis the tenant's active-run set; in a cluster
+# that set is in the tenant's slot and the run leaves it just after (`release`).
 # ARGV: status, run JSON, event type, event JSON, TTL s, max events, run id, max finished
 # entries, "1" when the run names a callback URL.
 _TRANSITION = """
@@ -41,10 +48,10 @@ redis.call('EXPIRE', KEYS[1], ARGV[5])
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', 'type', ARGV[3], 'data', ARGV[4])
 redis.call('EXPIRE', KEYS[2], ARGV[5])
 if ARGV[1] == 'succeeded' or ARGV[1] == 'failed' or ARGV[1] == 'cancelled' then
-  redis.call('ZREM', KEYS[3], ARGV[7])
-  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[8], '*', 'run', ARGV[7])
+  if KEYS[5] then redis.call('ZREM', KEYS[5], ARGV[7]) end
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[8], '*', 'run', ARGV[7])
   if ARGV[9] == '1' then
-    redis.call('XADD', KEYS[5], '*', 'run_id', ARGV[7])
+    redis.call('XADD', KEYS[4], '*', 'run_id', ARGV[7])
   end
 end
 return 1
@@ -96,21 +103,31 @@ class RunStore:
     a record is refused like any malformed one."""
 
     def __init__(
-        self, redis: Redis, keys: Keys, ttl_s: int, *, budget_caps: ResolvedBudget | None = None
+        self,
+        redis: RedisClient,
+        keys: Keys,
+        ttl_s: int,
+        *,
+        budget_caps: ResolvedBudget | None = None,
     ) -> None:
         self.redis = redis
         self.keys = keys
         self.ttl_s = ttl_s
         self.budget_caps = budget_caps
         self._transition = redis.register_script(_TRANSITION)
+        self._cluster = is_cluster(redis)
+        # Whether a final write must reach replicas (WAIT) before it counts.
+        self._durable = getattr(redis, "replication", None) is not None
 
     async def create(self, run: Run) -> None:
-        """Record the run, its first event and its queue entry in one transaction."""
-        async with self.redis.pipeline(transaction=True) as pipe:
+        """Record the run, its first event and its queue entry in one transaction; with
+        `PODCREW_REDIS_MIN_REPLICAS`, return only once the replicas hold them."""
+        partition = self.keys.partition_of(run.id)
+        async with durable_transaction(self.redis) as pipe:
             self._record(pipe, run, [(EventType.RUN_QUEUED, None)])
             # The submitter's trace context travels with the entry: the worker's spans join it.
             entry: dict[Any, Any] = {"run_id": run.id, **inject_context()}
-            pipe.xadd(self.keys.queue, entry)
+            pipe.xadd(self.keys.queue_of(partition), entry)
             await pipe.execute()
 
     async def create_finished(
@@ -118,16 +135,18 @@ class RunStore:
     ) -> None:
         """Record a run that is final from the start (answered from the cache): no queue entry,
         and, when it names a callback URL, its webhook outbox entry in the same transaction."""
-        async with self.redis.pipeline(transaction=True) as pipe:
+        partition = self.keys.partition_of(run.id)
+        async with durable_transaction(self.redis) as pipe:
             self._record(pipe, run, [(EventType.RUN_QUEUED, None), *events])
-            pipe.xadd(self.keys.finished, {"run": run.id}, maxlen=MAX_FINISHED, approximate=True)
+            finished = self.keys.finished_of(partition)
+            pipe.xadd(finished, {"run": run.id}, maxlen=MAX_FINISHED, approximate=True)
             if run.callback_url is not None:
-                pipe.xadd(self.keys.webhooks, {"run_id": run.id})
+                pipe.xadd(self.keys.webhooks_of(partition), {"run_id": run.id})
             await pipe.execute()
 
     def _record(
         self,
-        pipe: Pipeline,
+        pipe: AnyPipeline,
         run: Run,
         events: Sequence[tuple[EventType, dict[str, Any] | None]],
     ) -> None:
@@ -139,7 +158,10 @@ class RunStore:
         self._append(pipe, run.id, events)
 
     def _append(
-        self, pipe: Pipeline, run_id: str, events: Sequence[tuple[EventType, dict[str, Any] | None]]
+        self,
+        pipe: AnyPipeline,
+        run_id: str,
+        events: Sequence[tuple[EventType, dict[str, Any] | None]],
     ) -> None:
         stream = self.keys.events(run_id)
         for event, data in events:
@@ -180,28 +202,44 @@ class RunStore:
     async def transition(
         self, run: Run, event: EventType, data: dict[str, Any] | None = None
     ) -> bool:
-        """Store `run` and append `event`, unless the stored run is already final."""
-        done = await self._transition(
-            keys=[
-                self.keys.run(run.id),
-                self.keys.events(run.id),
-                self.keys.active(run.tenant),
-                self.keys.finished,
-                self.keys.webhooks,
-            ],
-            args=[
-                run.status.value,
-                run.model_dump_json(),
-                event.value,
-                event_payload(run.id, data),
-                self.ttl_s,
-                MAX_EVENTS_PER_RUN,
-                run.id,
-                MAX_FINISHED,
-                "1" if run.callback_url is not None else "0",
-            ],
-        )
+        """Store `run` and append `event`, unless the stored run is already final. A final
+        state is durable as a new run is: with `PODCREW_REDIS_MIN_REPLICAS`, this returns
+        only once the replicas hold it (else raises, and the run's entry stays pending)."""
+        partition = self.keys.partition_of(run.id)
+        keys = [
+            self.keys.run(run.id),
+            self.keys.events(run.id),
+            self.keys.finished_of(partition),
+            self.keys.webhooks_of(partition),
+        ]
+        if not self._cluster:
+            keys.append(self.keys.active(run.tenant))
+        args = [
+            run.status.value,
+            run.model_dump_json(),
+            event.value,
+            event_payload(run.id, data),
+            self.ttl_s,
+            MAX_EVENTS_PER_RUN,
+            run.id,
+            MAX_FINISHED,
+            "1" if run.callback_url is not None else "0",
+        ]
+        final = run.status.terminal
+        if final and self._durable:
+            async with durable_transaction(self.redis) as pipe:
+                done = await run_script(pipe, self._transition, keys, args)
+        else:
+            done = await self._transition(keys=keys, args=args)
+        if final and self._cluster:
+            await self.release(run)
         return bool(done)
+
+    async def release(self, run: Run) -> None:
+        """Give up the final run's place among its tenant's concurrent runs: in a cluster a
+        step of its own (the set is in the tenant's hash slot), repeated by a worker that
+        finds the run final, so a crash between the two cannot hold the place for long."""
+        await self.redis.zrem(self.keys.active(run.tenant), run.id)
 
     async def publish(
         self, run_id: str, event: EventType, data: dict[str, Any] | None = None

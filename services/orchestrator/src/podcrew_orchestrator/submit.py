@@ -17,9 +17,13 @@ from datetime import UTC, datetime
 import orjson
 import structlog
 from prometheus_client import Counter
-from redis.asyncio import Redis
 
-from podcrew_core.contracts.errors import Conflict, PodcrewError, ValidationFailed
+from podcrew_core.contracts.errors import (
+    Conflict,
+    NotReplicated,
+    PodcrewError,
+    ValidationFailed,
+)
 from podcrew_core.contracts.hop import MIN_BATCH_DEADLINE_S, Priority
 from podcrew_core.contracts.schemas import (
     CacheMark,
@@ -34,8 +38,9 @@ from podcrew_core.contracts.schemas import (
 from podcrew_core.runtime.egress import EgressGuard, UnresolvableHost
 from podcrew_core.runtime.logging import log_run_audit
 from podcrew_core.runtime.metrics import CACHE_REQUESTS
+from podcrew_core.runtime.redis import RedisClient, ReplicationTimeout
 from podcrew_core.runtime.tracing import current_trace_id
-from podcrew_orchestrator.keys import Keys, new_run_id
+from podcrew_orchestrator.keys import Keys
 from podcrew_orchestrator.limits import TenantLimiter
 from podcrew_orchestrator.semantic import SemanticCache
 from podcrew_orchestrator.settings import OrchestratorSettings
@@ -93,7 +98,7 @@ class Submitted:
 class Submissions:
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         keys: Keys,
         store: RunStore,
         limiter: TenantLimiter,
@@ -118,7 +123,7 @@ class Submissions:
             await self._check_callback(body.callback_url)
         caps = self.batch_caps if body.priority == "batch" else self.budget_caps
         run = Run(
-            id=new_run_id(),
+            id=self.keys.new_run_id(),
             status=RunStatus.QUEUED,
             tenant=tenant,
             question=body.question,
@@ -145,6 +150,8 @@ class Submissions:
                 return Submitted(existing, created=False)
         try:
             return await self._submit(tenant, body, run)
+        except NotReplicated:
+            raise  # the run exists: the same key must find it
         except PodcrewError:
             if idem_key is not None:  # nothing was accepted: the same key may be retried
                 await self.redis.delete(idem_key)
@@ -209,6 +216,16 @@ class Submissions:
         await self.limiter.admit(tenant, run.id, limits, max_age_s=self._longest_life_s(run))
         try:
             await self.store.create(run)
+        except ReplicationTimeout as exc:
+            # Written, but not known to survive a failover: not accepted. The run keeps its
+            # place and its Idempotency-Key, since it may well execute; a retry with the key
+            # answers with it.
+            raise NotReplicated(
+                f"run {run.id} was stored on the primary, but {exc}: it is not accepted, "
+                "though it may still execute. Retry with the same Idempotency-Key",
+                run_id=run.id,
+                headers={"Retry-After": "1"},
+            ) from exc
         except BaseException:
             await self.limiter.release_run(tenant, run.id)
             raise

@@ -10,10 +10,9 @@ webhook outbox's (`podcrew_orchestrator.outbox`), owed by the final transition i
 
 from __future__ import annotations
 
-from redis.asyncio import Redis
-
 from podcrew_core.llm import LLMSettings
 from podcrew_core.runtime.ledger import Ledger
+from podcrew_core.runtime.redis import RedisClient, is_cluster
 from podcrew_orchestrator.aftermath import (
     AfterFinish,
     Aftermath,
@@ -24,7 +23,7 @@ from podcrew_orchestrator.aftermath import (
 from podcrew_orchestrator.cancellation import CancelWatch
 from podcrew_orchestrator.consumer import IntakeGate, QueueConsumer
 from podcrew_orchestrator.executor import RunExecutor
-from podcrew_orchestrator.keys import Keys
+from podcrew_orchestrator.keys import keys_for
 from podcrew_orchestrator.pipeline import Pipeline
 from podcrew_orchestrator.queue import RunQueue
 from podcrew_orchestrator.settings import OrchestratorSettings
@@ -34,13 +33,13 @@ from podcrew_orchestrator.submit import budget_caps
 
 def create_worker(
     settings: OrchestratorSettings,
-    redis: Redis,
+    redis: RedisClient,
     pipeline: Pipeline,
     llm: LLMSettings,
 ) -> QueueConsumer:
     """A worker on `redis`: the queue consumer, handing each run to an executor whose runs
     end with the after-finish parts."""
-    keys = Keys(settings.key_prefix)
+    keys = keys_for(settings.key_prefix, settings.queue_partitions, cluster=is_cluster(redis))
     store = RunStore(redis, keys, settings.run_ttl_s, budget_caps=budget_caps(settings))
     queue = RunQueue(redis, keys, settings.consumer_name)
     # Order matters where a part may fail: the memory's Redis writes come first, so a run

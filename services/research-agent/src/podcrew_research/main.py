@@ -9,7 +9,6 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 import httpx
 from fastapi import Depends, FastAPI
-from redis.asyncio import Redis
 
 from podcrew_core.llm import LLMProvider, Stage, create_provider
 from podcrew_core.runtime.admission import Admission
@@ -18,7 +17,7 @@ from podcrew_core.runtime.auth import require_service_token
 from podcrew_core.runtime.deps import provide
 from podcrew_core.runtime.egress import EgressPolicy, create_client
 from podcrew_core.runtime.ledger import Ledger
-from podcrew_core.runtime.redis import create_redis, redis_ready
+from podcrew_core.runtime.redis import RedisClient, create_redis, redis_ready
 from podcrew_research import __version__
 from podcrew_research.deps import Resources
 from podcrew_research.loop import LoopLimits, Researcher
@@ -65,7 +64,7 @@ def _researcher(
     config: ResearchConfig,
     kb: KnowledgeBase,
     provider: LLMProvider,
-    redis: Redis,
+    redis: RedisClient,
     fetcher: Fetcher,
     mcp: McpToolbox,
     searcher: WebSearcher | None = None,

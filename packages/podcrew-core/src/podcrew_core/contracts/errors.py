@@ -179,6 +179,14 @@ class StateStoreUnavailable(PodcrewError):
     retryable = True
 
 
+class NotReplicated(StateStoreUnavailable):
+    """The run was written to the primary but not to `PODCREW_REDIS_MIN_REPLICAS` replicas in
+    time: not accepted. It may still execute; retry with the same Idempotency-Key."""
+
+    slug = "not-replicated"
+    title = "Not replicated in time"
+
+
 class NotReady(PodcrewError):
     status = 503
     slug = "not-ready"

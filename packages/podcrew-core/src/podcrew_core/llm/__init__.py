@@ -21,7 +21,7 @@ from podcrew_core.llm.types import (
 )
 
 if TYPE_CHECKING:
-    from redis.asyncio import Redis
+    from podcrew_core.runtime.redis import RedisClient
 
 
 def _platform_provider(settings: LLMSettings) -> LLMProvider:
@@ -59,7 +59,7 @@ def _platform_provider(settings: LLMSettings) -> LLMProvider:
 
 
 def create_provider(
-    settings: LLMSettings, redis: Redis | None = None, key_prefix: str = "podcrew"
+    settings: LLMSettings, redis: RedisClient | None = None, key_prefix: str = "podcrew"
 ) -> LLMProvider:
     """Build the configured provider: priced and metered per attempt, each attempt's
     capacity taken from the rate limiter shared through `redis` (under `key_prefix`) when

@@ -36,7 +36,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from podcrew_core.contracts.errors import DeadlineExceeded, LLMError, LLMRateLimited
@@ -58,6 +57,7 @@ from podcrew_core.runtime.metrics import (
     LLM_RATELIMIT_THROTTLED,
     LLM_RATELIMIT_WAIT,
 )
+from podcrew_core.runtime.redis import RedisClient
 from podcrew_core.runtime.scope import current_hop
 
 log = structlog.get_logger(__name__)
@@ -206,7 +206,7 @@ class RateLimiter:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         settings: LLMSettings,
         prefix: str = "podcrew",
         *,
@@ -224,7 +224,10 @@ class RateLimiter:
         self._ttl_s = int(settings.ratelimit_burst_s + settings.ratelimit_recovery_s) + 60
 
     def _keys(self, model: str) -> list[str]:
-        return [f"{self._base}:{model}", f"{self._base}:{model}:interactive"]
+        # One hash tag for both: the acquiring script reads the marker beside the bucket,
+        # and in a Redis Cluster a script touches keys of one hash slot only.
+        bucket = f"{self._base}:{{{model}}}"
+        return [bucket, f"{bucket}:interactive"]
 
     def _args(self, model: str) -> list[Any]:
         limit = self.settings.ratelimit_for(model)

@@ -21,17 +21,18 @@ then sees it.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
 from prometheus_client import Counter
-from redis.asyncio import Redis
 
 from podcrew_core.contracts.budget import BudgetLimits
 from podcrew_core.contracts.errors import BudgetExceeded
 from podcrew_core.contracts.schemas import Usage
+from podcrew_core.runtime.redis import RedisClient, is_cluster
 
 _MICRO = 1_000_000
 _SECONDS_PER_DAY = 86_400
@@ -96,10 +97,11 @@ class Ledger:
     `prefix`: the orchestrator's `key_prefix`, which every service of an installation sets
     alike."""
 
-    def __init__(self, redis: Redis, prefix: str = "podcrew") -> None:
+    def __init__(self, redis: RedisClient, prefix: str = "podcrew") -> None:
         self.redis = redis
         self.prefix = prefix
         self._charge = redis.register_script(_CHARGE)
+        self._cluster = is_cluster(redis)
 
     # Every key the ledger writes is built here (docs/architecture.md lists them).
     def _keys(self, limits: BudgetLimits) -> tuple[str, str, str]:
@@ -159,9 +161,15 @@ class Ledger:
         """Add a call's tokens and cost to all three counters, in one atomic round trip;
         the totals after it."""
         tokens, micro = usage.total_tokens, round(usage.cost_usd * _MICRO)
-        return _totals(
-            await self._charge(keys=self._keys(limits), args=(tokens, micro, _DAY_TTL_S))
+        args = (tokens, micro, _DAY_TTL_S)
+        if not self._cluster:
+            return _totals(await self._charge(keys=self._keys(limits), args=args))
+        # In a Redis Cluster the three counters are in three hash slots, which one script
+        # may not touch: each is charged atomically on its own, at the same time.
+        counts = await asyncio.gather(
+            *(self._charge(keys=[key], args=args) for key in self._keys(limits))
         )
+        return _totals([count for pair in counts for count in pair])
 
 
 @dataclass

@@ -10,8 +10,6 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from podcrew_core.contracts.errors import (
@@ -30,6 +28,7 @@ from podcrew_core.contracts.errors import (
     ValidationFailed,
 )
 from podcrew_core.contracts.problem import to_problem
+from podcrew_core.runtime.redis import TRANSIENT_ERRORS
 from podcrew_core.runtime.resilience import should_retry_status
 
 log = structlog.get_logger(__name__)
@@ -117,6 +116,6 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(PodcrewError, on_podcrew_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_exception)
-    for store_error in (RedisConnectionError, RedisTimeoutError):
+    for store_error in TRANSIENT_ERRORS:
         app.add_exception_handler(store_error, on_store_unavailable)
     app.add_exception_handler(Exception, on_unexpected)

@@ -178,9 +178,40 @@ class RedisSettings(PodcrewSettings):
     password: SecretStr | None = None
     """Redis password, when the URL carries none: so the password can come from a mounted
     Secret while the URL stays plain configuration."""
+    mode: Literal["standalone", "sentinel", "cluster"] = "standalone"
+    """How Redis is reached: `standalone`, one endpoint (`url`; a managed Redis whose endpoint
+    follows its failover too); `sentinel`, the primary the sentinels name (`sentinels`,
+    `sentinel_service`; the URL gives only the database and user); `cluster`, a Redis
+    Cluster, `url` naming any of its nodes (docs/deploy.md, "Redis topologies")."""
+    sentinels: str = ""
+    """Sentinel mode: the sentinels, comma-separated `host:port` (`s1:26379,s2:26379`)."""
+    sentinel_service: str = Field(default="mymaster", min_length=1)
+    """Sentinel mode: the name the sentinels monitor the primary under."""
+    sentinel_password: SecretStr | None = None
+    """Sentinel mode: the sentinels' own password, when they require one."""
+    min_replicas: int = Field(default=0, ge=0, le=16)
+    """Replicas that must hold a run before it is accepted (202) and before a worker
+    acknowledges its end (`WAIT`); 0 does not wait. With replicas and a failover (Sentinel,
+    a managed Redis, Redis Cluster), only this makes an accepted run survive its primary."""
+    wait_timeout_ms: int = Field(default=1000, ge=1, le=60_000)
+    """How long a write waits for `min_replicas`; then the submission answers 503
+    `not-replicated` (the run may still execute) and a worker leaves its run unacknowledged."""
 
     @model_validator(mode="after")
     def _one_password(self) -> RedisSettings:
         if self.password is not None and urlsplit(self.url.get_secret_value()).password:
             raise ValueError("the Redis URL carries a password and PODCREW_REDIS_PASSWORD is set")
+        if self.mode == "sentinel" and not self.sentinel_addresses:
+            raise ValueError("PODCREW_REDIS_MODE is sentinel: set PODCREW_REDIS_SENTINELS")
         return self
+
+    @property
+    def sentinel_addresses(self) -> list[tuple[str, int]]:
+        """The sentinels as (host, port) pairs."""
+        addresses = []
+        for item in filter(None, (part.strip() for part in self.sentinels.split(","))):
+            host, _, port = item.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"PODCREW_REDIS_SENTINELS: {item!r} is not host:port")
+            addresses.append((host.strip("[]"), int(port)))
+        return addresses

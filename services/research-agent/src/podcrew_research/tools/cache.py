@@ -10,11 +10,11 @@ from typing import Any
 
 import orjson
 import structlog
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from podcrew_core.contracts.schemas import Source
 from podcrew_core.runtime.metrics import CACHE_REQUESTS, Children
+from podcrew_core.runtime.redis import RedisClient
 from podcrew_research.tools import Tool, ToolOutput
 
 log = structlog.get_logger(__name__)
@@ -31,7 +31,7 @@ def cache_key(prefix: str, tool: str, arguments: dict[str, Any]) -> str:
     return f"{prefix}:cache:tool:{tool}:{hashlib.sha256(canonical).hexdigest()}"
 
 
-def cached(tool: Tool, redis: Redis, ttl_s: int, prefix: str) -> Tool:
+def cached(tool: Tool, redis: RedisClient, ttl_s: int, prefix: str) -> Tool:
     """`tool`, answered from Redis when it ran with the same input in the last `ttl_s`, under
     the installation's key `prefix`."""
     if ttl_s <= 0:

@@ -29,11 +29,11 @@ import mcp_types
 from jsonschema.exceptions import best_match
 from opentelemetry import trace
 from prometheus_client import Counter, Histogram
-from redis.asyncio import Redis
 
 from podcrew_core.contracts.errors import ToolError
 from podcrew_core.contracts.schemas import Source
 from podcrew_core.llm.types import ToolSpec
+from podcrew_core.runtime.redis import RedisClient
 from podcrew_core.runtime.scope import time_left
 from podcrew_research.settings import ResearchSettings
 from podcrew_research.tools import Tool, ToolOutput
@@ -151,7 +151,7 @@ class McpToolbox:
         self,
         connections: Sequence[McpConnection],
         *,
-        redis: Redis,
+        redis: RedisClient,
         cache_ttl_s: int,
         key_prefix: str,
     ) -> None:
@@ -164,7 +164,7 @@ class McpToolbox:
         self._tools: list[Tool] = []
 
     @classmethod
-    def from_settings(cls, settings: ResearchSettings, redis: Redis) -> McpToolbox:
+    def from_settings(cls, settings: ResearchSettings, redis: RedisClient) -> McpToolbox:
         """One connection per configured server (none is opened yet: `run` opens them), with
         the agent's tool cache for the servers that opt in."""
         return cls(
