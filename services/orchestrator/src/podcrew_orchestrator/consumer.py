@@ -28,6 +28,7 @@ from redis.exceptions import RedisError
 
 from podcrew_core.contracts.schemas import EventType, RunStatus
 from podcrew_core.runtime.logging import bind_run
+from podcrew_core.runtime.redis import ReplicationTimeout
 from podcrew_core.runtime.tracing import extract_context, invoke_agent_span
 from podcrew_orchestrator.cancellation import CancelWatch
 from podcrew_orchestrator.queue import Delivery, RunQueue
@@ -359,6 +360,10 @@ class QueueConsumer:
         except AgentsUnreachable as exc:
             self.gate.close(str(exc))  # first, so the intake does not read the run again
             await self._hand_back(delivery, AGENT_UNREACHABLE, str(exc))
+        except ReplicationTimeout as exc:
+            # Final on the primary, not yet on its replicas: a failover now could lose the
+            # end. Left pending, it is reclaimed later and acknowledged if it is still final.
+            log.warning("run_end_not_replicated", error=str(exc))
         except Exception:
             # Redis failed while storing the outcome: leave the entry pending, so it is
             # reclaimed and the (idempotent) final transition is tried again.

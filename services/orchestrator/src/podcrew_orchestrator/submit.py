@@ -38,7 +38,7 @@ from podcrew_core.contracts.schemas import (
 from podcrew_core.runtime.egress import EgressGuard, UnresolvableHost
 from podcrew_core.runtime.logging import log_run_audit
 from podcrew_core.runtime.metrics import CACHE_REQUESTS
-from podcrew_core.runtime.redis import RedisClient, ReplicationTimeout
+from podcrew_core.runtime.redis import RedisClient, ReplicationTimeout, durable_transaction
 from podcrew_core.runtime.tracing import current_trace_id
 from podcrew_orchestrator.keys import Keys
 from podcrew_orchestrator.limits import TenantLimiter
@@ -147,6 +147,7 @@ class Submissions:
         if idem_key is not None:
             existing = await self._reserve_idempotency(idem_key, run.id, body_digest(body))
             if existing is not None:
+                await self._replicated(existing)
                 return Submitted(existing, created=False)
         try:
             return await self._submit(tenant, body, run)
@@ -156,6 +157,26 @@ class Submissions:
             if idem_key is not None:  # nothing was accepted: the same key may be retried
                 await self.redis.delete(idem_key)
             raise
+
+    async def _replicated(self, run: Run) -> None:
+        """With `PODCREW_REDIS_MIN_REPLICAS`, make sure the replicas hold `run` before a
+        replayed or joined submission answers with it: its own creation may have timed out
+        waiting for them. WAIT counts the writes of its own connection, so it follows one
+        in the run's hash slot that changes nothing a reader sees (the record's TTL, which
+        every transition sets to the same); replication keeps order, so replicas that have
+        it have the run too."""
+        if getattr(self.redis, "replication", None) is None:
+            return
+        try:
+            async with durable_transaction(self.redis) as pipe:
+                pipe.expire(self.keys.run(run.id), self.store.ttl_s)
+                await pipe.execute()
+        except ReplicationTimeout as exc:
+            raise NotReplicated(
+                f"run {run.id} is not yet on enough replicas ({exc}); retry",
+                run_id=run.id,
+                headers={"Retry-After": "1"},
+            ) from exc
 
     async def _check_callback(self, url: str) -> None:
         """Refuse now (`400 blocked-url`) a callback the delivery's egress guard would refuse:
@@ -194,6 +215,7 @@ class Submissions:
         if self.settings.coalesce and body.callback_url is None:
             joined = await self._join(coalesce_key, run)
             if joined is not None:
+                await self._replicated(joined)
                 RUNS_COALESCED.inc()
                 return Submitted(joined, created=False)
         if self.settings.result_cache_ttl_s and body.thread_id is None:

@@ -211,7 +211,8 @@ async def run_script(pipe: AnyPipeline, script: Any, keys: list[str], args: list
     Not redis-py's own script support: on a pipeline it asks SCRIPT EXISTS on every
     execute, a round trip more per call, and a cluster pipeline does not load scripts."""
     for attempt in (1, 2):
-        pipe.evalsha(script.sha, len(keys), *keys, *args)
+        # By name: redis-py refuses `evalsha` on a cluster pipeline, not the command itself.
+        pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
         try:
             return (await pipe.execute())[-1]
         except NoScriptError:
