@@ -1,8 +1,8 @@
 """The chart with an external Redis reached through Sentinel or as a Redis Cluster: what every
 service is told (ci/sentinel-values.yaml, ci/cluster-values.yaml), how KEDA keeps scaling the
 workers on the run queue, where the NetworkPolicies let the pods go, and the combinations the
-schema refuses. The key names are the ones docs/architecture.md gives for each topology: the
-queue `<prefix>:runs`, and in a Redis Cluster one stream `{<prefix>:p<i>}:runs` per partition."""
+schema refuses. The run queue is the stream `<prefix>:runs` through Sentinel, as on one server,
+and in a Redis Cluster one stream `{<prefix>:p<i>}:runs` per partition, each in its own slot."""
 
 from __future__ import annotations
 
@@ -30,6 +30,13 @@ def _env(release: Any, component: str, chartlib: Any) -> dict[str, Any]:
     return dict(chartlib.env_of(container, release))
 
 
+def _external_envs(helm_engine: Any, values_file: str, chartlib: Any) -> dict[str, Any]:
+    """Each service's environment with an external Redis: no Redis of the chart's own."""
+    release = helm_engine.release(values_file)
+    assert not release.of_kind("StatefulSet")
+    return {c: _env(release, c, chartlib) for c in COMPONENTS}
+
+
 def _worker_triggers(release: Any) -> dict[str, dict[str, Any]]:
     triggers = release.get("ScaledObject", "worker")["spec"]["triggers"]
     by_name = {t["name"]: t for t in triggers}
@@ -53,10 +60,7 @@ def _redis_egress(release: Any, component: str) -> list[dict[str, Any]]:
 
 
 def test_sentinel_settings_reach_every_service(helm_engine: Any, chartlib: Any) -> None:
-    release = helm_engine.release("sentinel-values.yaml")
-    assert not release.of_kind("StatefulSet")
-    for component in COMPONENTS:
-        env = _env(release, component, chartlib)
+    for component, env in _external_envs(helm_engine, "sentinel-values.yaml", chartlib).items():
         assert env["PODCREW_REDIS_MODE"] == "sentinel", component
         assert env["PODCREW_REDIS_SENTINELS"] == SENTINELS, component
         assert env["PODCREW_REDIS_SENTINEL_SERVICE"] == "podcrew", component
@@ -136,10 +140,8 @@ def test_network_policies_open_the_sentinels_and_the_data_nodes(helm_engine: Any
 
 
 def test_cluster_settings_reach_every_service(helm_engine: Any, chartlib: Any) -> None:
-    release = helm_engine.release("cluster-values.yaml")
-    assert not release.of_kind("StatefulSet")
-    for component in COMPONENTS:
-        env = _env(release, component, chartlib)
+    envs = _external_envs(helm_engine, "cluster-values.yaml", chartlib)
+    for component, env in envs.items():
         assert env["PODCREW_REDIS_MODE"] == "cluster", component
         # One node is enough: the client discovers the others.
         assert env["PODCREW_REDIS_URL"] == "redis://redis-cluster-0.redis.example.internal:7000/0"
@@ -148,7 +150,7 @@ def test_cluster_settings_reach_every_service(helm_engine: Any, chartlib: Any) -
         assert "PODCREW_REDIS_SENTINELS" not in env, component
     # The api writes to the partitions and the worker reads them all.
     for component in ("api", "worker"):
-        assert _env(release, component, chartlib)["PODCREW_ORCHESTRATOR_QUEUE_PARTITIONS"] == "8"
+        assert envs[component]["PODCREW_ORCHESTRATOR_QUEUE_PARTITIONS"] == "8"
 
 
 def test_keda_watches_every_partition_with_its_share_of_the_target(helm_engine: Any) -> None:
