@@ -315,6 +315,11 @@ def _refused(values: dict[str, Any], where: str, name: str) -> Any:
             "no-wait-timeout",
         ),
         _refused(
+            {**EXTERNAL, "externalRedis": {"url": "redis://r:6379/0", "waitTimeoutMs": 60001}},
+            "/externalRedis/waitTimeoutMs",
+            "wait-timeout-over-a-minute",
+        ),
+        _refused(
             {**EXTERNAL, "externalRedis": {"url": "redis://r:6379/0", "sentinel": {"master": "m"}}},
             "/externalRedis/sentinel",
             "misspelled-sentinel-key",
