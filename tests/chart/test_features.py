@@ -61,6 +61,12 @@ LEFT_TO_THE_PROCESS = {
     "PODCREW_LLM_VERTEX_ACCESS_TOKEN": "a fixed token expires within the hour: the chart uses GKE "
     "Workload Identity (serviceAccount.annotations)",
 }
+EXTERNAL_REDIS = {"redis": {"enabled": False}}
+SENTINEL = {
+    "addresses": ["10.0.0.5:26379", "10.0.0.6:26379"],
+    "service": "podcrew",
+    "passwordSecret": {"name": "sentinels"},
+}
 # Settings the chart renders from values of their own (not a `config` map), and only when those
 # are given: the values that set each one, and what the process then reads.
 FROM_OWN_VALUES: dict[str, tuple[dict[str, Any], Any]] = {
@@ -79,6 +85,34 @@ FROM_OWN_VALUES: dict[str, tuple[dict[str, Any], Any]] = {
     "PODCREW_RESEARCH_WEB_SEARCH_API_KEY": (
         {"researchAgent": {"webSearch": {"provider": "tavily", "apiKey": {"existingSecret": "t"}}}},
         {"secretFile": {"name": "t", "key": "api-key"}},
+    ),
+    # The in-chart Redis is one server: its topology and replicas are the services' defaults.
+    "PODCREW_REDIS_MODE": (
+        {**EXTERNAL_REDIS, "externalRedis": {"mode": "cluster", "url": "redis://10.0.0.7:6379/0"}},
+        "cluster",
+    ),
+    "PODCREW_REDIS_MIN_REPLICAS": (
+        {**EXTERNAL_REDIS, "externalRedis": {"url": "redis://10.0.0.7:6379/0", "minReplicas": 2}},
+        "2",
+    ),
+    "PODCREW_REDIS_WAIT_TIMEOUT_MS": (
+        {
+            **EXTERNAL_REDIS,
+            "externalRedis": {"url": "redis://10.0.0.7:6379/0", "waitTimeoutMs": 250},
+        },
+        "250",
+    ),
+    "PODCREW_REDIS_SENTINELS": (
+        {**EXTERNAL_REDIS, "externalRedis": {"mode": "sentinel", "sentinel": SENTINEL}},
+        "10.0.0.5:26379,10.0.0.6:26379",
+    ),
+    "PODCREW_REDIS_SENTINEL_SERVICE": (
+        {**EXTERNAL_REDIS, "externalRedis": {"mode": "sentinel", "sentinel": SENTINEL}},
+        "podcrew",
+    ),
+    "PODCREW_REDIS_SENTINEL_PASSWORD": (
+        {**EXTERNAL_REDIS, "externalRedis": {"mode": "sentinel", "sentinel": SENTINEL}},
+        {"secretFile": {"name": "sentinels", "key": "sentinel-password"}},
     ),
 }
 # Where each settings prefix lives in values.yaml.

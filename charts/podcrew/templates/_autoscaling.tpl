@@ -24,3 +24,74 @@ namespace="{{ .root.Release.Namespace }}",service="{{ include "podcrew.component
 {{- define "podcrew.p95Query" -}}
 histogram_quantile(0.95, sum by (le) (rate(podcrew_http_server_request_duration_seconds_bucket{ {{- include "podcrew.promSelector" . }},route=~"/v1/.+"}[{{ .root.Values.autoscaling.rateWindow }}]))) > 0 unless on() ({{ include "podcrew.limiterWaitedShare" . }} > {{ .root.Values.autoscaling.limiterWaitShare }}) or vector(0)
 {{- end }}
+
+{{/* "true" when KEDA's Redis scalers need a TriggerAuthentication: a password for the data
+nodes, or for the sentinels. */}}
+{{- define "podcrew.redis.kedaAuth" -}}
+{{- $x := .Values.externalRedis }}
+{{- if .Values.redis.enabled }}
+{{- if .Values.redis.auth.enabled }}true{{ end }}
+{{- else if or $x.passwordSecret.name (and (eq (include "podcrew.redis.mode" .) "sentinel") $x.sentinel.passwordSecret.name) }}true
+{{- end }}
+{{- end }}
+
+{{/*
+The worker's KEDA triggers on the run queue, for the Redis topology in use. Two per stream:
+lag (runs not yet delivered to any worker: wakes workers from zero) and pending (runs delivered
+and executing: keeps workers while lag is 0). A Redis Cluster holds one stream per queue
+partition, `{<prefix>:p<i>}:runs`, and each gets its share of the thresholds (at least 1): runs
+spread evenly over the partitions and the HPA follows the largest trigger, so a partition over
+its share means the queue is over the whole.
+*/}}
+{{- define "podcrew.worker.kedaTriggers" -}}
+{{- $a := .Values.worker.autoscaling }}
+{{- $x := .Values.externalRedis }}
+{{- $mode := include "podcrew.redis.mode" . }}
+{{- $type := "redis-streams" }}
+{{- $streams := list (include "podcrew.runStream" .) }}
+{{- $connection := dict }}
+{{- if eq $mode "standalone" }}
+{{- $connection = dict "address" (include "podcrew.redis.address" .) "databaseIndex" (toString .Values.redis.database) }}
+{{- else if eq $mode "sentinel" }}
+{{- $type = "redis-sentinel-streams" }}
+{{- $connection = dict "addresses" (join "," $x.sentinel.addresses) "sentinelMaster" $x.sentinel.service "databaseIndex" (toString .Values.redis.database) }}
+{{- else if eq $mode "cluster" }}
+{{- $type = "redis-cluster-streams" }}
+{{- $connection = dict "addresses" (required "externalRedis.cluster.addresses (host:port of cluster nodes) is needed for KEDA's redis-cluster-streams scaler" (join "," $x.cluster.addresses)) }}
+{{- $streams = list }}
+{{- range $i := until (int .Values.orchestrator.config.queue_partitions) }}
+{{- $streams = append $streams (printf "{%s:p%d}:runs" $.Values.orchestrator.config.key_prefix $i) }}
+{{- end }}
+{{- end }}
+{{- if and (not .Values.redis.enabled) $x.enableTLS }}
+{{- $_ := set $connection "enableTLS" "true" }}
+{{- end }}
+{{- $n := len $streams }}
+{{- $auth := include "podcrew.redis.kedaAuth" . }}
+{{- range $i, $stream := $streams }}
+{{- $suffix := ternary (printf "-p%d" $i) "" (eq $mode "cluster") }}
+- type: {{ $type }}
+  name: run-queue-lag{{ $suffix }}
+  metadata:
+    {{- toYaml $connection | nindent 4 }}
+    stream: {{ $stream | quote }}
+    consumerGroup: workers
+    lagCount: {{ max 1 (div (int $a.targetLagPerReplica) $n) | quote }}
+    activationLagCount: {{ div (int $a.activationLag) $n | quote }}
+  {{- if $auth }}
+  authenticationRef:
+    name: {{ include "podcrew.componentName" (dict "root" $ "component" "redis-keda") }}
+  {{- end }}
+- type: {{ $type }}
+  name: run-queue-pending{{ $suffix }}
+  metadata:
+    {{- toYaml $connection | nindent 4 }}
+    stream: {{ $stream | quote }}
+    consumerGroup: workers
+    pendingEntriesCount: {{ max 1 (div (int $a.targetPendingPerReplica) $n) | quote }}
+  {{- if $auth }}
+  authenticationRef:
+    name: {{ include "podcrew.componentName" (dict "root" $ "component" "redis-keda") }}
+  {{- end }}
+{{- end }}
+{{- end }}

@@ -98,6 +98,12 @@ The engine that scales a component: "keda", "hpa" or "none".
 {{- .Values.redis.auth.existingSecret | default (include "podcrew.componentName" (dict "root" . "component" "redis")) }}
 {{- end }}
 
+{{/* The Redis topology the services reach: "standalone", "sentinel" or "cluster" (the in-chart
+Redis is one server; the schema refuses the other two with it). */}}
+{{- define "podcrew.redis.mode" -}}
+{{- if .Values.redis.enabled }}standalone{{ else }}{{ .Values.externalRedis.mode | default "standalone" }}{{ end }}
+{{- end }}
+
 {{/* host:port KEDA's redis-streams scaler connects to. */}}
 {{- define "podcrew.redis.address" -}}
 {{- if .Values.redis.enabled }}
@@ -117,13 +123,26 @@ The run queue: stream "<keyPrefix>:runs", consumer group "workers" (docs/archite
 {{/*
 Redis settings of every podcrew service (the api and worker keep runs there, the agents the
 spend ledger and the tool cache): the URL without a password for the ConfigMap; the password,
-or an external URL from an existing Secret, as a file (podcrew.redis.secretFiles).
+or an external URL from an existing Secret, as a file (podcrew.redis.secretFiles). An external
+Redis also says its topology and how many replicas a write must reach; through Sentinel the
+sentinels give the primary's address, so the URL is optional there.
 */}}
 {{- define "podcrew.redis.config" -}}
+{{- $x := .Values.externalRedis }}
+{{- $mode := include "podcrew.redis.mode" . }}
 {{- if .Values.redis.enabled }}
 PODCREW_REDIS_URL: {{ printf "redis://%s:%d/%d" (include "podcrew.redis.host" .) (int .Values.redis.port) (int .Values.redis.database) | quote }}
-{{- else if not .Values.externalRedis.existingSecret }}
-PODCREW_REDIS_URL: {{ required "redis.enabled is false: set externalRedis.url or externalRedis.existingSecret" .Values.externalRedis.url | quote }}
+{{- else }}
+{{- if and (not $x.existingSecret) (or $x.url (ne $mode "sentinel")) }}
+PODCREW_REDIS_URL: {{ required "redis.enabled is false: set externalRedis.url or externalRedis.existingSecret" $x.url | quote }}
+{{- end }}
+PODCREW_REDIS_MODE: {{ $mode | quote }}
+{{- if eq $mode "sentinel" }}
+PODCREW_REDIS_SENTINELS: {{ join "," $x.sentinel.addresses | quote }}
+PODCREW_REDIS_SENTINEL_SERVICE: {{ $x.sentinel.service | quote }}
+{{- end }}
+PODCREW_REDIS_MIN_REPLICAS: {{ int $x.minReplicas | quote }}
+PODCREW_REDIS_WAIT_TIMEOUT_MS: {{ int $x.waitTimeoutMs | quote }}
 {{- end }}
 {{- end }}
 
@@ -132,6 +151,10 @@ PODCREW_REDIS_URL: {{ required "redis.enabled is false: set externalRedis.url or
 - {var: PODCREW_REDIS_PASSWORD, volume: redis, secret: {{ include "podcrew.redis.secretName" . }}, key: {{ .Values.redis.auth.secretKey }}}
 {{- else if and (not .Values.redis.enabled) .Values.externalRedis.existingSecret }}
 - {var: PODCREW_REDIS_URL, volume: redis, secret: {{ .Values.externalRedis.existingSecret }}, key: {{ .Values.externalRedis.existingSecretKey }}}
+{{- end }}
+{{- $sentinel := .Values.externalRedis.sentinel.passwordSecret }}
+{{- if and (eq (include "podcrew.redis.mode" .) "sentinel") $sentinel.name }}
+- {var: PODCREW_REDIS_SENTINEL_PASSWORD, volume: redis-sentinel, secret: {{ $sentinel.name }}, key: {{ $sentinel.key }}}
 {{- end }}
 {{- end }}
 
