@@ -65,6 +65,13 @@ _DIGITS = re.compile(rb"\d+")
 # replay can give each replay a tenant of its own wherever the name appears.
 _TENANT = b"redisload-tenant-5e1d"
 _API_KEY = "redisload-key"
+_NO_LIMITS = {
+    "requests_per_minute": 1_000_000,
+    "burst": 100_000,
+    "concurrent_runs": 100_000,
+    "daily_tokens": 10**12,
+    "daily_cost_usd": 10**9,
+}
 _MONITOR_LINE = re.compile(rb"^\+(\d+\.\d+) \[\d+ ([^\]]+)\] (.*)$", re.DOTALL)
 _QUOTED = re.compile(rb'"((?:[^"\\]|\\.)*)"', re.DOTALL)
 _ESCAPES = {b"n": b"\n", b"r": b"\r", b"t": b"\t", b"a": b"\a", b"b": b"\b"}
@@ -223,8 +230,11 @@ async def drive(api_url: str, runs: int, concurrency: int, tag: str) -> int:
     async def lane(client: httpx.AsyncClient) -> None:
         nonlocal succeeded
         for index in pending:
-            body = {"question": question(tag, index)}
+            # A question no other run asks: no run is answered from the result cache.
+            body = {"question": question(f"{tag}-{index}", index)}
             reply = await client.post("/v1/runs", params={"wait": 120}, json=body)
+            if reply.status_code not in (200, 202):
+                raise RuntimeError(f"submission refused: {reply.status_code} {reply.text}")
             run = reply.json()
             while run.get("status") not in FINAL:
                 await asyncio.sleep(0.2)
@@ -315,6 +325,8 @@ async def run_stack(opts: argparse.Namespace) -> tuple[dict[str, Any], Capture]:
     env = {
         "PODCREW_LLM_OFFLINE_LATENCY_S": str(opts.latency),
         "PODCREW_ORCHESTRATOR_API_KEYS": json.dumps([key]),
+        # Limits no run here reaches: every submission is admitted, as in a sized deployment.
+        "PODCREW_ORCHESTRATOR_TENANT_LIMITS": json.dumps({_TENANT.decode(): _NO_LIMITS}),
     }
     stack = Stack(StackConfig.on_free_ports(env=env))
     try:
