@@ -82,6 +82,7 @@ class RunExecutor:
         if run is None:
             return True
         if run.status.terminal:  # ended by a client's cancel, or by a run before a crash
+            await self.store.replicated(run.id)  # its end may not have reached them yet
             await self.store.release(run)
             return True
         if delivery.deliveries > self.settings.max_deliveries:

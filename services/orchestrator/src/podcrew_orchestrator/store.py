@@ -235,6 +235,18 @@ class RunStore:
             await self.release(run)
         return bool(done)
 
+    async def replicated(self, run_id: str) -> None:
+        """With `PODCREW_REDIS_MIN_REPLICAS`, return once the replicas hold the run as it is
+        stored now (raise `ReplicationTimeout` if they do not in time): for a run written
+        earlier, whose own write may have timed out waiting for them. WAIT counts the writes
+        of its own connection, so it follows one in the run's hash slot that changes nothing
+        a reader sees (the record's TTL, set to what every transition sets); replication
+        keeps order, so the replicas that have it have the run too."""
+        if self._durable:
+            async with durable_transaction(self.redis) as pipe:
+                pipe.expire(self.keys.run(run_id), self.ttl_s)
+                await pipe.execute()
+
     async def release(self, run: Run) -> None:
         """Give up the final run's place among its tenant's concurrent runs: in a cluster a
         step of its own (the set is in the tenant's hash slot), repeated by a worker that

@@ -38,7 +38,7 @@ from podcrew_core.contracts.schemas import (
 from podcrew_core.runtime.egress import EgressGuard, UnresolvableHost
 from podcrew_core.runtime.logging import log_run_audit
 from podcrew_core.runtime.metrics import CACHE_REQUESTS
-from podcrew_core.runtime.redis import RedisClient, ReplicationTimeout, durable_transaction
+from podcrew_core.runtime.redis import RedisClient, ReplicationTimeout
 from podcrew_core.runtime.tracing import current_trace_id
 from podcrew_orchestrator.keys import Keys
 from podcrew_orchestrator.limits import TenantLimiter
@@ -159,18 +159,10 @@ class Submissions:
             raise
 
     async def _replicated(self, run: Run) -> None:
-        """With `PODCREW_REDIS_MIN_REPLICAS`, make sure the replicas hold `run` before a
-        replayed or joined submission answers with it: its own creation may have timed out
-        waiting for them. WAIT counts the writes of its own connection, so it follows one
-        in the run's hash slot that changes nothing a reader sees (the record's TTL, which
-        every transition sets to the same); replication keeps order, so replicas that have
-        it have the run too."""
-        if getattr(self.redis, "replication", None) is None:
-            return
+        """Answer with an existing run only once the replicas hold it (its own creation may
+        have timed out waiting for them)."""
         try:
-            async with durable_transaction(self.redis) as pipe:
-                pipe.expire(self.keys.run(run.id), self.store.ttl_s)
-                await pipe.execute()
+            await self.store.replicated(run.id)
         except ReplicationTimeout as exc:
             raise NotReplicated(
                 f"run {run.id} is not yet on enough replicas ({exc}); retry",
