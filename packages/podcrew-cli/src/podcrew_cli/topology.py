@@ -147,11 +147,27 @@ class RedisGroup:
 
     def in_sync(self, node: RedisNode) -> bool:
         """Whether the node answers and, if a replica, has its primary's data (a replica
-        that never synced refuses to be promoted)."""
-        info = node.query("INFO", "replication")
+        that never synced refuses to be promoted) and has written it to its AOF."""
+        info = node.query("INFO")
         if not info:
             return False
-        return bool(info.get("role") != "slave" or info.get("master_link_status") == "up")
+        if info.get("role") == "slave" and info.get("master_link_status") != "up":
+            return False
+        return not (info.get("aof_rewrite_in_progress") or info.get("aof_rewrite_scheduled"))
+
+    def replicated(self) -> bool:
+        """Whether every live primary's replicas have acknowledged all its writes."""
+        for node in self.live():
+            info = node.query("INFO", "replication")
+            if not info:
+                return False
+            if info.get("role") != "master":
+                continue
+            offset = info.get("master_repl_offset")
+            replicas = [info[f"slave{i}"] for i in range(int(info.get("connected_slaves", 0)))]
+            if any(replica.get("offset") != offset for replica in replicas):
+                return False
+        return True
 
     def wait_until(self, ready: Callable[[], bool], what: str, timeout_s: float) -> None:
         """Poll `ready` until true; fail at once if a process not killed on purpose exited."""
@@ -172,12 +188,20 @@ class RedisGroup:
         """The PODCREW_REDIS_* variables that point a service at this topology."""
         raise NotImplementedError
 
-    def stop(self) -> dict[str, int | None]:
-        """SIGTERM to every process at once (AOF flushed on the way out), then wait; exit
-        codes by name."""
-        for node in self.processes:
-            node.service.terminate()
-        return {node.name: node.service.stop(timeout_s=15.0) for node in self.processes}
+    def stop(self, timeout_s: float = 15.0) -> dict[str, int | None]:
+        """SIGTERM to every process at once (each flushes its AOF on the way out), SIGKILL
+        to any left after `timeout_s`; exit codes by name."""
+        deadline = time.monotonic() + timeout_s
+        asked = 0.0
+        while any(node.running for node in self.processes) and time.monotonic() < deadline:
+            # Asked again each second: a redis-server refuses SIGTERM while it writes its
+            # first AOF, as a replica does just after a sync, and does not retry.
+            if time.monotonic() - asked >= 1.0:
+                asked = time.monotonic()
+                for node in self.processes:
+                    node.service.terminate()
+            time.sleep(_POLL_S)
+        return {node.name: node.service.stop(timeout_s=1.0) for node in self.processes}
 
 
 class SentinelGroup(RedisGroup):
