@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 import pytest
@@ -14,31 +15,32 @@ import redis
 from redis.cluster import RedisCluster
 
 from podcrew_cli.stack import LOOPBACK, Stack, StackConfig
-from podcrew_cli.topology import SENTINEL_SERVICE, RedisClusterGroup, SentinelGroup
+from podcrew_cli.topology import SENTINEL_SERVICE, RedisClusterGroup, RedisGroup, SentinelGroup
 
 pytestmark = pytest.mark.integration
 
 FINAL = ("succeeded", "failed", "cancelled")
 
 
-@pytest.fixture
-def sentinel_group(tmp_path: Path) -> Iterator[SentinelGroup]:
-    group = SentinelGroup(tmp_path)
+G = TypeVar("G", bound=RedisGroup)
+
+
+def _running(group: G) -> Iterator[G]:
     try:
         group.start()
         yield group
     finally:
         group.stop()
+
+
+@pytest.fixture
+def sentinel_group(tmp_path: Path) -> Iterator[SentinelGroup]:
+    yield from _running(SentinelGroup(tmp_path))
 
 
 @pytest.fixture
 def cluster_group(tmp_path: Path) -> Iterator[RedisClusterGroup]:
-    group = RedisClusterGroup(tmp_path)
-    try:
-        group.start()
-        yield group
-    finally:
-        group.stop()
+    yield from _running(RedisClusterGroup(tmp_path))
 
 
 def test_sentinels_promote_the_replica_when_the_primary_is_killed(
