@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -10,12 +11,42 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 from httpx_sse import connect_sse
 
 from podcrew_cli.stack import Stack, StackConfig
 from podcrew_core.runtime.auth import hash_key
+from podcrew_orchestrator.keys import Keys, keys_for
 
 FINAL = ("succeeded", "failed", "cancelled")
+
+# The Redis topology the stacks of this session run on: `PODCREW_TEST_REDIS=cluster` runs
+# the suite's stacks on a Redis Cluster of six nodes with the run queue in
+# CLUSTER_PARTITIONS partitions (`make test` runs the run, event, cancel, limit, budget and
+# idempotency tests so, after the whole suite on one Redis).
+TOPOLOGY = os.environ.get("PODCREW_TEST_REDIS", "standalone")
+CLUSTER_PARTITIONS = 6
+
+
+def stack_config(**overrides: Any) -> StackConfig:
+    """A stack on free ports and on this session's Redis topology."""
+    if TOPOLOGY == "cluster":
+        env = {"PODCREW_ORCHESTRATOR_QUEUE_PARTITIONS": str(CLUSTER_PARTITIONS)}
+        overrides = {"redis": "cluster", **overrides, "env": {**env, **overrides.get("env", {})}}
+    return StackConfig.on_free_ports(**overrides)
+
+
+def stack_keys(stack: Stack) -> Keys:
+    """The key names `stack`'s services use."""
+    partitions = int(stack.config.env.get("PODCREW_ORCHESTRATOR_QUEUE_PARTITIONS", "1"))
+    return keys_for("podcrew", partitions, cluster=stack.config.redis == "cluster")
+
+
+def stack_redis(stack: Stack) -> redis.Redis | redis.RedisCluster:
+    """A client of `stack`'s Redis, whatever its topology (a cluster through any node)."""
+    if stack.config.redis == "cluster":
+        return redis.RedisCluster.from_url(stack.config.redis_url, decode_responses=True)
+    return redis.Redis.from_url(stack.config.redis_url, decode_responses=True)
 
 
 class Runs:
@@ -56,7 +87,7 @@ class Runs:
 
 @pytest.fixture(scope="session")
 def stack() -> Iterator[Stack]:
-    config = StackConfig.on_free_ports(env={"PODCREW_LLM_OFFLINE_LATENCY_S": "0.1"})
+    config = stack_config(env={"PODCREW_LLM_OFFLINE_LATENCY_S": "0.1"})
     with Stack(config) as running:
         yield running
 
@@ -73,7 +104,7 @@ def make_stack() -> Iterator[Any]:
     stacks: list[Stack] = []
 
     def build(**config: Any) -> Stack:
-        s = Stack(StackConfig.on_free_ports(**config))
+        s = Stack(stack_config(**config))
         stacks.append(s)
         s.__enter__()
         return s
@@ -129,7 +160,7 @@ def redis_url(tmp_path: Any) -> Iterator[str]:
 def keyed_stack(tenant_of: Mapping[str, str], **env: str) -> Iterator[Stack]:
     """A stack whose api knows these API keys (key -> tenant), with `env` settings on top."""
     keys = [{"tenant": tenant, "sha256": hash_key(key)} for key, tenant in tenant_of.items()]
-    config = StackConfig.on_free_ports(
+    config = stack_config(
         env={"PODCREW_ORCHESTRATOR_API_KEYS": json.dumps(keys), **env}
     )
     with Stack(config) as stack:

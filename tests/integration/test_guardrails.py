@@ -19,7 +19,7 @@ ACME, GLOBEX, TINY = "acme-key-0123456789", "globex-key-0123456789", "tiny-key-0
 
 @pytest.fixture(scope="module")
 def tenants_stack() -> Any:
-    from podcrew_cli.stack import Stack, StackConfig
+    from podcrew_cli.stack import Stack
 
     keys = [
         {"tenant": "acme", "sha256": hash_key(ACME)},
@@ -30,7 +30,7 @@ def tenants_stack() -> Any:
         "globex": {"requests_per_minute": 60, "burst": 2, "concurrent_runs": 50},
         "tiny": {"daily_tokens": 5000},
     }
-    config = StackConfig.on_free_ports(
+    config = stack_config(
         env={
             "PODCREW_ORCHESTRATOR_API_KEYS": json.dumps(keys),
             "PODCREW_ORCHESTRATOR_TENANT_LIMITS": json.dumps(limits),
@@ -147,10 +147,8 @@ def test_thread_gives_the_planner_earlier_turns(tenants_stack: Any) -> None:
             json={"question": "How is it different from a list?", "thread_id": thread},
         ).json()
     assert first["status"] == second["status"] == "succeeded"
-    import redis
-
-    r = redis.Redis(port=tenants_stack.config.redis_port, decode_responses=True)
-    turns = [json.loads(t) for t in r.lrange(f"podcrew:tenant:acme:thread:{thread}", 0, -1)]
+    r = stack_redis(tenants_stack)
+    turns = [json.loads(t) for t in r.lrange(stack_keys(tenants_stack).thread("acme", thread), 0, -1)]
     r.close()
     assert [t["q"] for t in turns] == [
         "What is a Python generator?",

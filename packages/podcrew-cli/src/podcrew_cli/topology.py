@@ -403,6 +403,15 @@ class RedisClusterGroup(RedisGroup):
         self.wait_until(promoted, "failover", timeout_s)
         return self.slot_owners()[slot]
 
+    def restart(self, node: RedisNode, timeout_s: float = 30.0) -> None:
+        """Bring a killed node back: its nodes.conf makes it rejoin, as a replica of the node
+        that took over its slots; returns once it is in sync."""
+        self._launch([node], timeout_s)
+        self.wait_until(
+            lambda: node.role() == "slave" and self.in_sync(node), f"{node.name} back", timeout_s
+        )
+        self.wait_until(self._ok, "cluster ok", timeout_s)
+
     def env(self) -> dict[str, str]:
         return {
             "PODCREW_REDIS_MODE": "cluster",
