@@ -33,8 +33,16 @@ up: setup ## Run the stack in the foreground until Ctrl-C
 test-deps: ## Install what the tests need beyond PyPI when missing: Prometheus, a Docker daemon (apt, as root or via sudo)
 	scripts/ensure-test-deps.sh
 
-test: setup test-deps ## Run every test (unit, then integration with real redis-server and services)
+# Run on a Redis Cluster too (tests/integration/conftest.py, PODCREW_TEST_REDIS): runs, events,
+# cancel, limits, budgets, idempotency and webhooks.
+CLUSTER_TESTS = tests/integration/test_runs.py tests/integration/test_guardrails.py tests/integration/test_webhooks.py
+
+test: setup test-deps ## Run every test (unit, then integration with real redis-server and services), then the core integration tests on a Redis Cluster
 	$(UV) run --frozen pytest $(PYTEST_ARGS)
+	PODCREW_TEST_REDIS=cluster $(UV) run --frozen pytest $(CLUSTER_TESTS) $(PYTEST_ARGS)
+
+test-cluster: setup ## Only the core integration tests, on a Redis Cluster of six nodes
+	PODCREW_TEST_REDIS=cluster $(UV) run --frozen pytest $(CLUSTER_TESTS) $(PYTEST_ARGS)
 
 test-unit: setup ## Only the fast unit tests
 	$(UV) run --frozen pytest -m "not integration and not containers" $(PYTEST_ARGS)

@@ -160,9 +160,7 @@ def redis_url(tmp_path: Any) -> Iterator[str]:
 def keyed_stack(tenant_of: Mapping[str, str], **env: str) -> Iterator[Stack]:
     """A stack whose api knows these API keys (key -> tenant), with `env` settings on top."""
     keys = [{"tenant": tenant, "sha256": hash_key(key)} for key, tenant in tenant_of.items()]
-    config = stack_config(
-        env={"PODCREW_ORCHESTRATOR_API_KEYS": json.dumps(keys), **env}
-    )
+    config = stack_config(env={"PODCREW_ORCHESTRATOR_API_KEYS": json.dumps(keys), **env})
     with Stack(config) as stack:
         yield stack
 

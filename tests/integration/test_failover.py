@@ -114,9 +114,7 @@ def _check(stack: Any, burst: Burst, *, lost_allowed: bool) -> int:
     assert not set(burst.refused) - {0, 503}, burst.refused  # refused only as unavailable
     ended, lost = _ends(stack.config.api_url, burst.accepted)
     for run_id in ended:
-        assert _terminal_events(stack.config.api_url, run_id) == [
-            f"run.{ended[run_id]}"
-        ], run_id
+        assert _terminal_events(stack.config.api_url, run_id) == [f"run.{ended[run_id]}"], run_id
     print(  # the figure docs/deploy.md quotes
         f"\nfailover: {len(burst.accepted)} accepted, {sum(burst.refused.values())} refused "
         f"{burst.refused}, {len(ended)} ended "

@@ -12,6 +12,8 @@ from httpx_sse import connect_sse
 
 from podcrew_core.runtime.auth import hash_key
 
+from .conftest import stack_config, stack_keys, stack_redis
+
 pytestmark = pytest.mark.integration
 
 ACME, GLOBEX, TINY = "acme-key-0123456789", "globex-key-0123456789", "tiny-key-0123456789"
@@ -148,7 +150,9 @@ def test_thread_gives_the_planner_earlier_turns(tenants_stack: Any) -> None:
         ).json()
     assert first["status"] == second["status"] == "succeeded"
     r = stack_redis(tenants_stack)
-    turns = [json.loads(t) for t in r.lrange(stack_keys(tenants_stack).thread("acme", thread), 0, -1)]
+    turns = [
+        json.loads(t) for t in r.lrange(stack_keys(tenants_stack).thread("acme", thread), 0, -1)
+    ]
     r.close()
     assert [t["q"] for t in turns] == [
         "What is a Python generator?",
