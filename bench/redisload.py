@@ -19,13 +19,29 @@ down by hand:
    replaced by the id Redis gave the replayed XADD. The replay's own commands per run (from
    its redis-server's `INFO commandstats`) are printed beside step 1's, to check the mix.
 
+3. **Runs per second one Redis core sustains, measured.** The Python clients of step 2
+   cannot keep redis-server busy on a small machine, so the same template is also rendered
+   as raw RESP, `--pipe-runs` runs in all, and fed by `--pipes` parallel `redis-cli --pipe`
+   (a C client writing as fast as Redis reads) to a fresh redis-server with the stack's
+   settings: Redis' main thread is the bottleneck (its busy share is reported, sampled every
+   0.5 s). runs/s = runs replayed / wall time from the first byte to the last reply. Every
+   replay has run ids and a tenant of its own; since a pipe never reads a reply, each XADD
+   whose id a later command names (the queue entry the worker acknowledges or claims) is
+   given an explicit id, chosen ahead and growing, and the later commands name it. Explicit
+   ids must grow per stream, so each pipe has its own copy of such a shared stream (the run
+   queue, as if partitioned, with its consumer group). Step 2 stays as a cross-check: its
+   many small pipelines over many connections are the services' pattern of wake-ups, so its
+   CPU per run is the one at moderate load; the pipes batch far more per wake-up.
+
 Approximations of the replay: blocking reads (`XREADGROUP`/`XREAD ... BLOCK`) are sent
 without `BLOCK` (under load they return at once anyway); `WAIT` asks for 0 replicas (there
 are none); the id of an entry that a Lua script adds is not returned to the client, so a
 command naming one (the api's cursor on the finished-runs stream) gets the id of the time
 of the lane's previous step, which reads what arrived since; replies never steer the replay
 (a refused admission or a taken idempotency key is followed by the commands the capture
-had).
+had). In the pipes, that cursor reads from the stream's start instead, as many entries
+(`COUNT`) as a read of the capture got on average; an id no replayed XADD gives is replaced
+by one older than any entry (an acknowledgement of nothing).
 """
 
 from __future__ import annotations
@@ -921,26 +937,35 @@ async def run_pipes(template: Template, opts: argparse.Namespace, tmp: Path) -> 
 
 
 def markdown(result: dict[str, Any]) -> str:
-    """Commands per run by command, on the stack and in the replay, and the capacity."""
-    stack, replay = result["stack"], result["replay"]
-    names = sorted(set(stack["commands_per_run"]) | set(replay["commands_per_run"]))
+    """Commands per run by command, on the stack and in both replays, and the capacity."""
+    stack, replay, pipe = result["stack"], result["replay"], result["pipe"]
+    columns = (stack, replay, pipe)
+    names = sorted(set().union(*(c["commands_per_run"] for c in columns)))
+
+    def row(label: str, values: Iterable[object]) -> str:
+        return f"| {label} | " + " | ".join(str(v) for v in values) + " |"
+
     lines = [
-        "| command | per run, stack | per run, replay |",
-        "|---|---:|---:|",
-        *(
-            f"| {name} | {stack['commands_per_run'].get(name, 0)} "
-            f"| {replay['commands_per_run'].get(name, 0)} |"
-            for name in names
+        "| command | per run, stack | per run, replay | per run, pipe |",
+        "|---|---:|---:|---:|",
+        *(row(name, (c["commands_per_run"].get(name, 0) for c in columns)) for name in names),
+        row("**total**", (f"**{c['commands_per_run_total']}**" for c in columns)),
+        row(
+            "Redis CPU ms per run (main thread)",
+            (
+                f"{c['redis_cpu_ms_per_run']} ({c['redis_main_thread_cpu_ms_per_run']})"
+                for c in columns
+            ),
         ),
-        f"| **total** | **{stack['commands_per_run_total']}** "
-        f"| **{replay['commands_per_run_total']}** |",
-        f"| Redis CPU ms per run (main thread) | {stack['redis_cpu_ms_per_run']} "
-        f"({stack['redis_main_thread_cpu_ms_per_run']}) | {replay['redis_cpu_ms_per_run']} "
-        f"({replay['redis_main_thread_cpu_ms_per_run']}) |",
         "",
-        f"Replay: {replay['runs']} runs in {replay['seconds']} s = {replay['runs_per_s']} runs/s"
-        f" with Redis' main thread {replay['redis_main_thread_busy']:.0%} busy:"
-        f" **{replay['runs_per_s_per_core']} runs/s per Redis core**.",
+        f"Saturated ({pipe['pipes']} parallel `redis-cli --pipe`): {pipe['runs']} runs in"
+        f" {pipe['seconds']} s = **{pipe['runs_per_s']} runs/s** with Redis' main thread"
+        f" {pipe['redis_main_thread_busy']:.0%} busy ({pipe['errors']} errors).",
+        "",
+        f"Python replay (cross-check): {replay['runs']} runs in {replay['seconds']} s ="
+        f" {replay['runs_per_s']} runs/s with Redis' main thread"
+        f" {replay['redis_main_thread_busy']:.0%} busy: {replay['runs_per_s_per_core']} runs/s"
+        " per core at its CPU per run.",
     ]
     return "\n".join(lines) + "\n"
 
@@ -990,7 +1015,7 @@ def _options(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--lanes", type=int, default=8, help="replay lanes per process")
     parser.add_argument("--duration", type=float, default=20.0, help="s of replay")
     parser.add_argument("--pipes", type=int, default=2, help="parallel redis-cli --pipe")
-    parser.add_argument("--pipe-runs", type=int, default=20000, help="runs the pipes replay")
+    parser.add_argument("--pipe-runs", type=int, default=40000, help="runs the pipes replay")
     parser.add_argument("--out", default=None, help="JSON here (and the table beside it, .md)")
     return parser.parse_args(argv)
 
