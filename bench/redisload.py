@@ -880,6 +880,13 @@ async def _busy_samples(redis: Redis, every_s: float, into: list[float]) -> None
         last = now
 
 
+def _run_queue_s(pid: int) -> float:
+    """Seconds the main thread of process `pid` has spent runnable, waiting for a core
+    (`/proc/<pid>/task/<pid>/schedstat`: run time, run-queue time, in ns)."""
+    with open(f"/proc/{pid}/task/{pid}/schedstat") as f:
+        return int(f.read().split()[1]) / 1e9
+
+
 async def _pending(redis: Redis, template: Template, pipes: int) -> int:
     queues = _queues(template)
     pending = 0
@@ -908,7 +915,11 @@ async def run_pipes(template: Template, opts: argparse.Namespace, tmp: Path) -> 
         await _until_up(redis)
         await _prepare(redis, template, [b":%d" % pipe for pipe in range(opts.pipes)])
         sampler = asyncio.create_task(_busy_samples(redis, 0.5, samples))
+        process = stack.services["redis"].process
+        assert process is not None
+        waited = _run_queue_s(process.pid)
         window, fed = await measure(redis, asyncio.gather(*(_feed(port, f) for f in files)))
+        waited = _run_queue_s(process.pid) - waited
         sampler.cancel()
         await asyncio.gather(sampler, return_exceptions=True)
         pending = await _pending(redis, template, opts.pipes)
@@ -923,6 +934,10 @@ async def run_pipes(template: Template, opts: argparse.Namespace, tmp: Path) -> 
     return {
         "pipes": opts.pipes,
         **figures,
+        # The share of the window the main thread was ready to run but had no core (other
+        # work on the machine, the pipes themselves): busy + this ~ 1 when Redis was the
+        # bottleneck throughout.
+        "redis_main_thread_waiting_for_cpu": round(waited / window.seconds, 3),
         "busy_samples": samples,
         "mb_per_run": round(sum(f.stat().st_size for f in files) / runs / 1e6, 4),
         # Entries of the shared queues read and not acknowledged at the end: ~0 when every
@@ -960,7 +975,10 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         f"Saturated ({pipe['pipes']} parallel `redis-cli --pipe`): {pipe['runs']} runs in"
         f" {pipe['seconds']} s = **{pipe['runs_per_s']} runs/s** with Redis' main thread"
-        f" {pipe['redis_main_thread_busy']:.0%} busy ({pipe['errors']} errors).",
+        f" {pipe['redis_main_thread_busy']:.0%} busy and"
+        f" {pipe['redis_main_thread_waiting_for_cpu']:.0%} ready but waiting for a core"
+        f" ({pipe['errors']} errors): **{pipe['runs_per_s_per_core']} runs/s per Redis core**"
+        " (runs / main-thread CPU seconds).",
         "",
         f"Python replay (cross-check): {replay['runs']} runs in {replay['seconds']} s ="
         f" {replay['runs_per_s']} runs/s with Redis' main thread"
