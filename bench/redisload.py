@@ -1,7 +1,7 @@
 """`python -m bench.redisload`: the Redis commands a podcrew run costs, and how many runs per
 second one Redis core sustains with that command mix.
 
-Two steps, both against podcrew as it is on this checkout, never a list of commands written
+Three steps, all against podcrew as it is on this checkout, never a list of commands written
 down by hand:
 
 1. **Commands per run.** A real stack (`podcrew_cli.stack.Stack`, the offline model) runs
