@@ -1,7 +1,7 @@
 """`python -m bench.redisload`: the Redis commands a podcrew run costs, and how many runs per
 second one Redis core sustains with that command mix.
 
-Two steps, both against podcrew as it is on this checkout, never a list of commands written
+Three steps, all against podcrew as it is on this checkout, never a list of commands written
 down by hand:
 
 1. **Commands per run.** A real stack (`podcrew_cli.stack.Stack`, the offline model) runs
@@ -19,13 +19,29 @@ down by hand:
    replaced by the id Redis gave the replayed XADD. The replay's own commands per run (from
    its redis-server's `INFO commandstats`) are printed beside step 1's, to check the mix.
 
+3. **Runs per second one Redis core sustains, measured.** The Python clients of step 2
+   cannot keep redis-server busy on a small machine, so the same template is also rendered
+   as raw RESP, `--pipe-runs` runs in all, and fed by `--pipes` parallel `redis-cli --pipe`
+   (a C client writing as fast as Redis reads) to a fresh redis-server with the stack's
+   settings: Redis' main thread is the bottleneck (its busy share is reported, sampled every
+   0.5 s). runs/s = runs replayed / wall time from the first byte to the last reply. Every
+   replay has run ids and a tenant of its own; since a pipe never reads a reply, each XADD
+   whose id a later command names (the queue entry the worker acknowledges or claims) is
+   given an explicit id, chosen ahead and growing, and the later commands name it. Explicit
+   ids must grow per stream, so each pipe has its own copy of such a shared stream (the run
+   queue, as if partitioned, with its consumer group). Step 2 stays as a cross-check: its
+   many small pipelines over many connections are the services' pattern of wake-ups, so its
+   CPU per run is the one at moderate load; the pipes batch far more per wake-up.
+
 Approximations of the replay: blocking reads (`XREADGROUP`/`XREAD ... BLOCK`) are sent
 without `BLOCK` (under load they return at once anyway); `WAIT` asks for 0 replicas (there
 are none); the id of an entry that a Lua script adds is not returned to the client, so a
 command naming one (the api's cursor on the finished-runs stream) gets the id of the time
 of the lane's previous step, which reads what arrived since; replies never steer the replay
 (a refused admission or a taken idempotency key is followed by the commands the capture
-had).
+had). In the pipes, that cursor reads from the stream's start instead, as many entries
+(`COUNT`) as a read of the capture got on average; an id no replayed XADD gives is replaced
+by one older than any entry (an acknowledgement of nothing).
 """
 
 from __future__ import annotations
@@ -36,7 +52,9 @@ import json
 import multiprocessing
 import platform
 import re
+import shutil
 import sys
+import tempfile
 import time
 import uuid
 from collections import Counter, defaultdict
@@ -45,13 +63,13 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 import httpx
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from podcrew_cli.stack import LOOPBACK, Stack, StackConfig
+from podcrew_cli.stack import LOOPBACK, Stack, StackConfig, find_redis_server
 from podcrew_core.runtime.auth import hash_key
 
 T = TypeVar("T")
@@ -439,6 +457,9 @@ class Template:
     steps: tuple[Step, ...]
     scripts: tuple[bytes, ...]
     groups: tuple[tuple[bytes, bytes], ...]
+    # For every stream a read names an entry of that no replayed XADD adds (a script adds
+    # them): how many entries the stream got per read in the capture.
+    entries_per_read: tuple[tuple[bytes, int], ...] = ()
 
 
 def _replayable(args: tuple[bytes, ...]) -> tuple[bytes, ...]:
@@ -520,8 +541,26 @@ def build_template(capture: Capture) -> Template:
     ]
     steps = _pipelines(rows)
     return Template(
-        capture.runs, tuple(steps), tuple(dict.fromkeys(capture.scripts)), tuple(_groups(steps))
+        capture.runs,
+        tuple(steps),
+        tuple(dict.fromkeys(capture.scripts)),
+        tuple(_groups(steps)),
+        _entries_per_read(busy, steps),
     )
+
+
+def _entries_per_read(
+    busy: Sequence[Command], steps: Iterable[Step]
+) -> tuple[tuple[bytes, int], ...]:
+    """Entries added to each stream that an XREAD names by id, per XREAD of it."""
+    reads: Counter[bytes] = Counter()
+    for step in steps:
+        for args in step.commands:
+            if args[0].upper() == b"XREAD":
+                after = args[[a.upper() for a in args].index(b"STREAMS") + 1 :]
+                reads.update(after[: len(after) // 2])
+    added = Counter(c.args[1] for c in busy if c.name == "XADD" and c.args[1] in reads)
+    return tuple((key, max(1, round(added[key] / n))) for key, n in sorted(reads.items()))
 
 
 # ---- step 2: the replay ----
@@ -591,15 +630,20 @@ def replay_process(port: int, template: Template, lanes: int, start: float, end:
     return asyncio.run(_replay(port, template, lanes, start, end))
 
 
-async def _prepare(redis: Redis, template: Template) -> None:
+async def _prepare(redis: Redis, template: Template, suffixes: Sequence[bytes] = ()) -> None:
+    """The scripts loaded and the consumer groups created, as the services do at start; a
+    shared stream renamed per pipe (`suffixes`) gets its group under every name."""
     for script in template.scripts:
         await redis.script_load(script)
+    renamed = _queues(template)
     for stream, group in template.groups:
-        try:
-            await redis.xgroup_create(stream, group, id="0", mkstream=True)
-        except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+        names = [stream, *(stream + s for s in suffixes if stream in renamed)]
+        for name in names:
+            try:
+                await redis.xgroup_create(name, group, id="0", mkstream=True)
+            except ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
 
 
 STARTUP_S = 3.0  # for the client processes to start and connect before the clock runs
@@ -652,30 +696,294 @@ def _replay_figures(window: Window, runs: int, opts: argparse.Namespace) -> dict
     }
 
 
+# ---- step 3: the saturating replay, raw RESP through redis-cli --pipe ----
+
+# Run ids, tenants and explicit entry ids are rendered at fixed lengths, so a command's RESP
+# (every argument's length) is computed once for the whole replay.
+_SLOT = re.compile(rb"run_[0-9a-f]{32}|" + re.escape(_TENANT))
+_ID_FALLBACK = b"1000000000000-0"  # an id older than any: what an entry never added gets
+Part = bytes | tuple[str, bytes]
+
+
+def _arg_parts(arg: bytes) -> list[Part]:
+    """An argument as literal bytes and slots: `("run", captured id)`, `("tenant", b"")`."""
+    parts: list[Part] = []
+    at = 0
+    for match in _SLOT.finditer(arg):
+        kind = "run" if match.group().startswith(b"run_") else "tenant"
+        parts += [arg[at : match.start()], (kind, match.group())]
+        at = match.end()
+    parts.append(arg[at:])
+    return parts
+
+
+def _created_at(step: Step) -> dict[int, bytes]:
+    """The index in `step` of each XADD whose id a later command names, and that id."""
+    out: dict[int, bytes] = {}
+    for at, inner, eid in step.replies:
+        if inner < 0:
+            out[at] = eid
+        else:  # the inner-th command of the transaction that the EXEC at `at` closes
+            multi = max(i for i in range(at) if step.commands[i][0].upper() == b"MULTI")
+            out[multi + 1 + inner] = eid
+    return out
+
+
+def _from_start(
+    args: tuple[bytes, ...], known: set[bytes], per_read: dict[bytes, int]
+) -> tuple[bytes, ...]:
+    """An XREAD whose cursor names an entry a script added (its id never reaches a client):
+    from the stream's start, as many entries as a read got in the capture."""
+    upper = [a.upper() for a in args]
+    at = upper.index(b"STREAMS") + 1
+    half = (len(args) - at) // 2
+    keys, ids = args[at : at + half], args[at + half :]
+    if all(i in known or not _ENTRY_ID.fullmatch(i) for i in ids):
+        return args
+    head = list(args[:at])
+    count = b"%d" % max(per_read.get(key, 1) for key in keys)
+    if b"COUNT" in upper:
+        head[upper.index(b"COUNT") + 1] = count
+    else:
+        head[1:1] = [b"COUNT", count]
+    return (*head, *keys, *(i if i in known or not _ENTRY_ID.fullmatch(i) else b"0-0" for i in ids))
+
+
+def _command_parts(
+    args: tuple[bytes, ...], created: bytes | None, known: set[bytes], per_read: dict[bytes, int]
+) -> list[Part]:
+    """One command as RESP, literal bytes and slots (`("new", id)`: XADD's explicit id)."""
+    if args[0].upper() == b"XREAD":
+        args = _from_start(args, known, per_read)
+    lengths = {
+        "run": len(b"run_") + 32,
+        "tenant": len(_TENANT),
+        "new": len(_ID_FALLBACK),
+        "id": len(_ID_FALLBACK),
+    }
+    new_at = _xadd_id_at(args) if created is not None else -1
+    parts: list[Part] = [b"*%d\r\n" % len(args)]
+    for i, arg in enumerate(args):
+        if i == new_at:
+            arg_parts: list[Part] = [("new", created or b"")]
+        elif _ENTRY_ID.fullmatch(arg):
+            arg_parts = [("id", arg) if arg in known else _ID_FALLBACK]
+        else:
+            arg_parts = _arg_parts(arg)
+        size = sum(len(p) if isinstance(p, bytes) else lengths[p[0]] for p in arg_parts)
+        parts += [b"$%d\r\n" % size, *arg_parts, b"\r\n"]
+    return parts
+
+
+def _queues(template: Template) -> set[bytes]:
+    """Streams a replayed XADD adds to with an id chosen ahead, shared by all runs."""
+    return {
+        step.commands[index][1]
+        for step in template.steps
+        for index in _created_at(step)
+        if not _SLOT.search(step.commands[index][1])
+    }
+
+
+def blueprint(template: Template, suffix: bytes) -> list[Part]:
+    """The template as RESP with slots, the shared streams that get ids chosen ahead renamed
+    with `suffix` (explicit ids must grow per stream: each `redis-cli --pipe` has its own)."""
+    rename = {key: key + suffix for key in _queues(template)}
+    known = {eid for step in template.steps for _, _, eid in step.replies}
+    per_read = dict(template.entries_per_read)
+    parts: list[Part] = []
+    for step in template.steps:
+        created = _created_at(step)
+        for index, args in enumerate(step.commands):
+            renamed = tuple(rename.get(a, a) for a in args)
+            parts += _command_parts(renamed, created.get(index), known, per_read)
+    merged: list[Part] = []
+    for part in parts:
+        if isinstance(part, bytes) and merged and isinstance(merged[-1], bytes):
+            merged[-1] += part
+        elif part != b"":
+            merged.append(part)
+    return merged
+
+
+def render(parts: Sequence[Part], pipe: int, replays: int, base_ms: int, out: BinaryIO) -> None:
+    """`replays` replays of the blueprint to `out`, each with run ids and a tenant of its
+    own, and XADD ids chosen ahead: one past the other from `base_ms`, so they grow."""
+    serial = base_ms
+    for replay in range(replays):
+        runs: dict[bytes, bytes] = {}
+        ids: dict[bytes, bytes] = {}
+        tenant = b"t%04x%016x" % (pipe, replay)
+        chunk: list[bytes] = []
+        for part in parts:
+            if isinstance(part, bytes):
+                chunk.append(part)
+                continue
+            kind, captured = part
+            if kind == "run":
+                new = runs.get(captured) or runs.setdefault(
+                    captured, b"run_%08x%08x%016x" % (pipe, replay, len(runs))
+                )
+            elif kind == "tenant":
+                new = tenant
+            elif kind == "new":
+                serial += 1
+                new = ids[captured] = b"%d-0" % serial
+            else:
+                new = ids.get(captured, _ID_FALLBACK)
+            chunk.append(new)
+        out.write(b"".join(chunk))
+
+
+def _redis_cli() -> str:
+    """The redis-cli beside the redis-server the stack runs, else the one on PATH."""
+    beside = Path(find_redis_server()).with_name("redis-cli")
+    found = str(beside) if beside.exists() else shutil.which("redis-cli")
+    if found is None:
+        raise RuntimeError("no redis-cli found: install Redis (apt-get install redis-tools)")
+    return found
+
+
+_PIPE_DONE = re.compile(rb"errors: (\d+), replies: (\d+)")
+
+
+async def _feed(port: int, path: Path) -> tuple[int, int, list[str]]:
+    """`redis-cli --pipe < path`: its errors, its replies, its first error lines."""
+    with path.open("rb") as stdin:
+        cli = await asyncio.create_subprocess_exec(
+            _redis_cli(),
+            "-h",
+            LOOPBACK,
+            "-p",
+            str(port),
+            "--pipe",
+            stdin=stdin,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        output, _ = await cli.communicate()
+    done = _PIPE_DONE.search(output)
+    if done is None:
+        raise RuntimeError(f"redis-cli --pipe ended without its summary: {output[-500:]!r}")
+    lines = [line.decode(errors="replace") for line in output.splitlines()]
+    errors = [line for line in lines if line.startswith(("ERR", "WRONG", "NOSCRIPT", "-"))]
+    return int(done.group(1)), int(done.group(2)), errors[:5]
+
+
+async def _busy_samples(redis: Redis, every_s: float, into: list[float]) -> None:
+    """Redis' main thread's share of each `every_s` interval, until cancelled."""
+    _, _, _, last = await _counters(redis)
+    while True:
+        await asyncio.sleep(every_s)
+        _, _, _, now = await _counters(redis)
+        into.append(round((now - last) / every_s, 3))
+        last = now
+
+
+def _run_queue_s(pid: int) -> float:
+    """Seconds the main thread of process `pid` has spent runnable, waiting for a core
+    (`/proc/<pid>/task/<pid>/schedstat`: run time, run-queue time, in ns)."""
+    with open(f"/proc/{pid}/task/{pid}/schedstat") as f:
+        return int(f.read().split()[1]) / 1e9
+
+
+async def _pending(redis: Redis, template: Template, pipes: int) -> int:
+    queues = _queues(template)
+    pending = 0
+    for stream, group in template.groups:
+        for name in (stream + b":%d" % pipe for pipe in range(pipes) if stream in queues):
+            pending += int((await redis.xpending(name, group))["pending"])
+    return pending
+
+
+async def run_pipes(template: Template, opts: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    """Step 3: the template rendered as RESP, `opts.pipe_runs` runs over `opts.pipes`
+    parallel `redis-cli --pipe`, against a redis-server started as the stack starts it."""
+    replays = max(1, -(-opts.pipe_runs // (template.runs * opts.pipes)))
+    base_ms = int(time.time() * 1000)
+    files = []
+    for pipe in range(opts.pipes):
+        files.append(tmp / f"pipe-{pipe}.resp")
+        with files[-1].open("wb") as out:
+            render(blueprint(template, b":%d" % pipe), pipe, replays, base_ms, out)
+    stack = Stack(StackConfig.on_free_ports())  # only its redis-server is started
+    port = stack.config.redis_port
+    stack.services["redis"].start()
+    redis = Redis(host=LOOPBACK, port=port)
+    samples: list[float] = []
+    try:
+        await _until_up(redis)
+        await _prepare(redis, template, [b":%d" % pipe for pipe in range(opts.pipes)])
+        sampler = asyncio.create_task(_busy_samples(redis, 0.5, samples))
+        process = stack.services["redis"].process
+        assert process is not None
+        waited = _run_queue_s(process.pid)
+        window, fed = await measure(redis, asyncio.gather(*(_feed(port, f) for f in files)))
+        waited = _run_queue_s(process.pid) - waited
+        sampler.cancel()
+        await asyncio.gather(sampler, return_exceptions=True)
+        pending = await _pending(redis, template, opts.pipes)
+    finally:
+        await redis.aclose()
+        await asyncio.to_thread(stack.close)
+    runs = replays * opts.pipes * template.runs
+    for own in ("info", "echo", "hello"):  # the sampler's, and redis-cli's own
+        window.calls.pop(own, None)
+    figures = _replay_figures(window, runs, opts)
+    del figures["procs"], figures["lanes_per_proc"]
+    return {
+        "pipes": opts.pipes,
+        **figures,
+        # The share of the window the main thread was ready to run but had no core (other
+        # work on the machine, the pipes themselves): busy + this ~ 1 when Redis was the
+        # bottleneck throughout.
+        "redis_main_thread_waiting_for_cpu": round(waited / window.seconds, 3),
+        "busy_samples": samples,
+        "mb_per_run": round(sum(f.stat().st_size for f in files) / runs / 1e6, 4),
+        # Entries of the shared queues read and not acknowledged at the end: ~0 when every
+        # XACK named the id its run's XADD was given.
+        "queue_pending_after": pending,
+        "errors": sum(e for e, _, _ in fed),
+        "error_lines": [line for _, _, lines in fed for line in lines][:5],
+    }
+
+
 # ---- the report ----
 
 
 def markdown(result: dict[str, Any]) -> str:
-    """Commands per run by command, on the stack and in the replay, and the capacity."""
-    stack, replay = result["stack"], result["replay"]
-    names = sorted(set(stack["commands_per_run"]) | set(replay["commands_per_run"]))
+    """Commands per run by command, on the stack and in both replays, and the capacity."""
+    stack, replay, pipe = result["stack"], result["replay"], result["pipe"]
+    columns = (stack, replay, pipe)
+    names = sorted(set().union(*(c["commands_per_run"] for c in columns)))
+
+    def row(label: str, values: Iterable[object]) -> str:
+        return f"| {label} | " + " | ".join(str(v) for v in values) + " |"
+
     lines = [
-        "| command | per run, stack | per run, replay |",
-        "|---|---:|---:|",
-        *(
-            f"| {name} | {stack['commands_per_run'].get(name, 0)} "
-            f"| {replay['commands_per_run'].get(name, 0)} |"
-            for name in names
+        "| command | per run, stack | per run, replay | per run, pipe |",
+        "|---|---:|---:|---:|",
+        *(row(name, (c["commands_per_run"].get(name, 0) for c in columns)) for name in names),
+        row("**total**", (f"**{c['commands_per_run_total']}**" for c in columns)),
+        row(
+            "Redis CPU ms per run (main thread)",
+            (
+                f"{c['redis_cpu_ms_per_run']} ({c['redis_main_thread_cpu_ms_per_run']})"
+                for c in columns
+            ),
         ),
-        f"| **total** | **{stack['commands_per_run_total']}** "
-        f"| **{replay['commands_per_run_total']}** |",
-        f"| Redis CPU ms per run (main thread) | {stack['redis_cpu_ms_per_run']} "
-        f"({stack['redis_main_thread_cpu_ms_per_run']}) | {replay['redis_cpu_ms_per_run']} "
-        f"({replay['redis_main_thread_cpu_ms_per_run']}) |",
         "",
-        f"Replay: {replay['runs']} runs in {replay['seconds']} s = {replay['runs_per_s']} runs/s"
-        f" with Redis' main thread {replay['redis_main_thread_busy']:.0%} busy:"
-        f" **{replay['runs_per_s_per_core']} runs/s per Redis core**.",
+        f"Saturated ({pipe['pipes']} parallel `redis-cli --pipe`): {pipe['runs']} runs in"
+        f" {pipe['seconds']} s = **{pipe['runs_per_s']} runs/s** with Redis' main thread"
+        f" {pipe['redis_main_thread_busy']:.0%} busy and"
+        f" {pipe['redis_main_thread_waiting_for_cpu']:.0%} ready but waiting for a core"
+        f" ({pipe['errors']} errors): **{pipe['runs_per_s_per_core']} runs/s per Redis core**"
+        " (runs / main-thread CPU seconds).",
+        "",
+        f"Python replay (cross-check): {replay['runs']} runs in {replay['seconds']} s ="
+        f" {replay['runs_per_s']} runs/s with Redis' main thread"
+        f" {replay['redis_main_thread_busy']:.0%} busy: {replay['runs_per_s_per_core']} runs/s"
+        " per core at its CPU per run.",
     ]
     return "\n".join(lines) + "\n"
 
@@ -694,6 +1002,8 @@ async def _main(opts: argparse.Namespace) -> dict[str, Any]:
     stack, capture = await run_stack(opts)
     template = build_template(capture)
     replay = await run_replay(template, opts)
+    with tempfile.TemporaryDirectory(prefix="redisload-") as tmp:
+        pipe = await run_pipes(template, opts, Path(tmp))
     return {
         "command": " ".join(["python -m bench.redisload", *sys.argv[1:]]),
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -707,6 +1017,7 @@ async def _main(opts: argparse.Namespace) -> dict[str, Any]:
             "scripts": len(template.scripts),
         },
         "replay": replay,
+        "pipe": pipe,
     }
 
 
@@ -721,6 +1032,8 @@ def _options(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--procs", type=int, default=3, help="replay client processes")
     parser.add_argument("--lanes", type=int, default=8, help="replay lanes per process")
     parser.add_argument("--duration", type=float, default=20.0, help="s of replay")
+    parser.add_argument("--pipes", type=int, default=2, help="parallel redis-cli --pipe")
+    parser.add_argument("--pipe-runs", type=int, default=40000, help="runs the pipes replay")
     parser.add_argument("--out", default=None, help="JSON here (and the table beside it, .md)")
     return parser.parse_args(argv)
 
