@@ -2,14 +2,7 @@
 # What `make test` needs beyond PyPI, installed when missing, so no test has to skip:
 #   - prometheus and promtool (Debian's `prometheus`): the observability tests scrape the
 #     live services with a real Prometheus and check the alert rules with promtool;
-#   - a Docker daemon (if ! command -v iptables >/dev/null 2>&1; then
-  echo "ensure-test-deps: installing iptables" >&2
-  export DEBIAN_FRONTEND=noninteractive
-  as_root apt-get update -qq
-  as_root apt-get install -y -qq --no-install-recommends iptables >/dev/null
-fi
-
-scripts/ensure-docker.sh): the container proof builds and runs the
+#   - a Docker daemon (scripts/ensure-docker.sh): the container proof builds and runs the
 #     images;
 #   - chromium and chromedriver (Debian's `chromium`, `chromium-driver`): the web console's
 #     tests drive the page in a real headless browser (selenium, told both paths, downloads
@@ -55,6 +48,13 @@ if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-sentinel >/de
   if command -v systemctl >/dev/null 2>&1; then
     as_root systemctl stop redis-server redis-sentinel 2>/dev/null || true
   fi
+fi
+
+if ! command -v iptables >/dev/null 2>&1; then
+  echo "ensure-test-deps: installing iptables" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  as_root apt-get update -qq
+  as_root apt-get install -y -qq --no-install-recommends iptables >/dev/null
 fi
 
 scripts/ensure-docker.sh
