@@ -112,7 +112,10 @@ def _ends(api_url: str, run_ids: list[str]) -> tuple[dict[str, str], list[str]]:
                 if response.status_code == 404:
                     gone.append(run_id)
                 elif response.status_code == 200 and response.json()["status"] in FINAL:
-                    ended[run_id] = response.json()["status"]
+                    run = response.json()
+                    ended[run_id] = run["status"]
+                    # A failover is Redis away for a moment, never a bug's failure.
+                    assert (run["error"] or {}).get("type") != "internal-error", run
             time.sleep(0.5)
     return ended, [r for r in run_ids if r not in ended]
 

@@ -4,10 +4,10 @@ The provider limits an account, per model, in requests, input tokens and output 
 minute, however many replicas call it. So before every LLM call, in whichever process makes
 it, the call takes its share from three token buckets kept in Redis under the account and
 the model (`{prefix}:ratelimit:{account}:{<model>}`, the model a hash tag): one request,
-the input tokens estimated from the prompt, and `max_tokens` of output. After the call the estimate is corrected with
-the real usage and the unused output is given back. One Lua script per acquire refills and
-takes from the three buckets at once, on Redis' clock, so replicas never disagree on what is
-left and never take the same capacity twice.
+the input tokens estimated from the prompt, and `max_tokens` of output. After the call the
+estimate is corrected with the real usage and the unused output is given back. One Lua
+script per acquire refills and takes from the three buckets at once, on Redis' clock, so
+replicas never disagree on what is left and never take the same capacity twice.
 
 The buckets follow what the provider says, for every replica at once: the `remaining` of
 its `anthropic-ratelimit-*` headers lowers a bucket that holds more, a `limit` below the

@@ -165,6 +165,34 @@ class InstrumentedRedis(Redis):
         )
 
 
+# redis-py's cluster client (8.1) can fail a command whose connection a failover is tearing
+# down with these instead of a ConnectionError: a writer already gone, a transport already
+# closed. They mean the same to a caller (Redis away for a moment, try again), so they are
+# raised as one; any other AttributeError or RuntimeError is a bug and stays itself.
+_TORN_CONNECTION = (
+    (AttributeError, "object has no attribute 'write"),
+    (RuntimeError, "the handler is closed"),
+)
+
+
+def _torn_connection(exc: Exception) -> RedisConnectionError | None:
+    for kind, words in _TORN_CONNECTION:
+        if isinstance(exc, kind) and words in str(exc):
+            return RedisConnectionError(f"connection lost mid-command: {exc}")
+    return None
+
+
+class InstrumentedClusterPipeline(ClusterPipeline):
+    async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> Any:
+        try:
+            return await super().execute(raise_on_error, allow_redirections)
+        except (AttributeError, RuntimeError) as exc:
+            torn = _torn_connection(exc)
+            if torn is None:
+                raise
+            raise torn from exc
+
+
 class InstrumentedCluster(RedisCluster):
     """`redis.asyncio.RedisCluster` with the same per-command metrics (a pipeline's commands
     are counted by redis-py's own node calls, not as one PIPELINE)."""
@@ -177,10 +205,20 @@ class InstrumentedCluster(RedisCluster):
         try:
             result = await super().execute_command(*args, **kwargs)
         except Exception as exc:
-            _observe(command, started, exc)
+            torn = _torn_connection(exc)
+            _observe(command, started, torn or exc)
+            if torn is not None:
+                raise torn from exc
             raise
         _observe(command, started, None)
         return result
+
+    def pipeline(
+        self, transaction: Any | None = None, shard_hint: Any | None = None
+    ) -> ClusterPipeline:
+        if shard_hint:
+            raise ValueError("a cluster pipeline takes no shard hint")
+        return InstrumentedClusterPipeline(self, transaction)  # type: ignore[abstract]
 
 
 def is_cluster(redis: RedisClient) -> bool:
