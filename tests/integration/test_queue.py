@@ -1,14 +1,17 @@
-"""The run queue's semantics against a real redis-server."""
+"""The run queue's semantics against a real redis-server, and partitioned across a real
+Redis Cluster."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 
 import pytest
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 
+from podcrew_cli.topology import RedisClusterGroup
 from podcrew_orchestrator.keys import Keys
-from podcrew_orchestrator.queue import RunQueue
+from podcrew_orchestrator.queue import Delivery, RunQueue
 
 pytestmark = pytest.mark.integration
 
@@ -69,3 +72,70 @@ async def test_dead_letter_moves_and_acknowledges(redis_url: str) -> None:
     assert dead[0][1]["reason"] == "too many deliveries"
     assert (await a.redis.xpending(a.keys.queue, a.keys.group))["pending"] == 0
     await a.redis.aclose()
+
+
+@pytest.fixture(scope="module")
+def cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Redis Cluster: three primaries, a replica each."""
+    group = RedisClusterGroup(tmp_path_factory.mktemp("cluster"))
+    group.start()
+    try:
+        yield group.env()["PODCREW_REDIS_URL"]
+    finally:
+        group.stop()
+
+
+PARTITIONS = 6
+
+
+async def _partitioned(url: str, consumer: str) -> RunQueue:
+    keys = Keys("t", PARTITIONS, tagged=True)
+    queue = RunQueue(RedisCluster.from_url(url, decode_responses=True), keys, consumer)
+    await queue.ensure_group()
+    return queue
+
+
+async def test_partitions_spread_over_the_shards_and_each_keeps_the_queue_semantics(
+    cluster_url: str,
+) -> None:
+    a = await _partitioned(cluster_url, "a")
+    b = await _partitioned(cluster_url, "b")
+    keys = a.keys
+    nodes = {a.redis.get_node_from_key(stream).name for stream in keys.queues}
+    assert len(nodes) > 1  # the partitions are not all on one shard
+    for i in range(30):
+        await a.redis.xadd(keys.queue_of(i % PARTITIONS), {"run_id": f"r{i}"})
+    # One consumer reads every partition, never more than it asks for.
+    got: list[Delivery] = []
+    while len(got) < 30:
+        batch = await a.read(count=7, block_ms=100)
+        assert 0 < len(batch) <= 7
+        got += batch
+    assert sorted(d.run_id for d in got) == sorted(f"r{i}" for i in range(30))
+    assert {d.stream for d in got} == set(keys.queues)
+    assert await a.depth() == (0, 30)
+    # Acknowledged entries are trimmed, partition by partition; pending ones stay.
+    held = [d for d in got if d.run_id in ("r0", "r1")]
+    for d in got:
+        if d not in held and d.run_id != "r2":
+            await a.ack(d)
+    poison = next(d for d in got if d.run_id == "r2")
+    await a.dead_letter(poison, "too many deliveries")
+    dead = await a.redis.xrange(keys.dead_letter_of(2))
+    assert [e[1]["run_id"] for e in dead] == ["r2"]
+    await a.trim()
+    assert await a.depth() == (0, 2)
+    # The live consumer's heartbeat keeps r0; r1, not heartbeaten, goes to another worker.
+    keep = next(d for d in held if d.run_id == "r0")
+    for _ in range(3):
+        await asyncio.sleep(0.2)
+        await a.heartbeat([keep])
+    reclaimed = await b.reclaim(min_idle_s=0.5, count=10)
+    assert [(d.run_id, d.deliveries) for d in reclaimed] == [("r1", 2)]
+    await b.ack(reclaimed[0])
+    await a.ack(keep)
+    await a.trim()
+    left = sum([await a.redis.xlen(stream) for stream in keys.queues])
+    assert left == 0 and await a.depth() == (0, 0)
+    await a.redis.aclose()
+    await b.redis.aclose()
