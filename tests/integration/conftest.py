@@ -119,26 +119,11 @@ def redis_url(tmp_path: Any) -> Iterator[str]:
     """A real redis-server of its own, on a free loopback port."""
     import subprocess
 
-    from podcrew_cli.stack import LOOPBACK, find_redis_server, free_port
+    from podcrew_cli.stack import LOOPBACK, free_port, redis_server_argv
 
     port = free_port()
-    process = subprocess.Popen(
-        [
-            find_redis_server(),
-            "--port",
-            str(port),
-            "--bind",
-            LOOPBACK,
-            "--dir",
-            str(tmp_path),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    import redis
+    argv = redis_server_argv(port, tmp_path, "--appendonly", "no")
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
 
     client = redis.Redis(port=port)
     deadline = time.monotonic() + 10

@@ -12,7 +12,7 @@ import httpx
 import pytest
 import redis
 
-from podcrew_cli.stack import LOOPBACK, find_redis_server, free_port
+from podcrew_cli.stack import LOOPBACK, free_port, redis_server_argv
 
 pytestmark = pytest.mark.integration
 
@@ -60,20 +60,9 @@ def test_a_run_the_replicas_do_not_confirm_is_refused_then_finished_once_they_do
 
     replica_port = free_port()
     replica = subprocess.Popen(
-        [
-            find_redis_server(),
-            "--port",
-            str(replica_port),
-            "--bind",
-            LOOPBACK,
-            "--dir",
-            str(tmp_path),
-            "--save",
-            "",
-            "--replicaof",
-            LOOPBACK,
-            str(stack.config.redis_port),
-        ],
+        redis_server_argv(
+            replica_port, tmp_path, "--replicaof", LOOPBACK, str(stack.config.redis_port)
+        ),
         stdout=subprocess.DEVNULL,
     )
     try:
