@@ -170,7 +170,7 @@ async def test_a_stopped_workers_delivery_is_finished_by_another_once(
     run = queued()
     await store.create(run)
     assert await finish(store, run)
-    await until(lambda: len(first._tasks) == 1)
+    await until(lambda: len(first._held) == 1)
     await first.drain(0.0)  # stopped with the delivery unfinished: it stays pending
     got.open.set()
     assert got.requests == []

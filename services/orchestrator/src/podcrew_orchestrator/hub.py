@@ -511,11 +511,10 @@ class EventHub:
         self.max_buffered = max_buffered
         self._name = secrets.token_hex(6)  # this process' wake streams
         self._rng = random.Random()  # noqa: S311 - jitter, not cryptography
-        self._readers: list[_Reader] = []
         # In a Redis Cluster one XREAD reads streams of one hash slot only: a reader follows
         # the runs of one queue partition (their keys share its slot), and so does each
         # partition's reader of finished runs.
-        self._partition_readers: dict[int, list[_Reader]] = {}
+        self._readers: dict[int, list[_Reader]] = {}  # by partition
         self._watches: dict[str, _Watch] = {}
         self._finishes: dict[int, _Finishes] = {}
 
@@ -527,7 +526,7 @@ class EventHub:
     @property
     def connections(self) -> int:
         """Readers, each with a connection of its own while it watches anything."""
-        return len(self._readers)
+        return len(self._all_readers())
 
     @asynccontextmanager
     async def subscribe(self, run_id: str, after: str = "0") -> AsyncIterator[Subscription]:
@@ -561,10 +560,11 @@ class EventHub:
             for subscription in watch.subscribers:
                 subscription.close()
         await asyncio.gather(*(finishes.stop() for finishes in self._finishes.values()))
-        await asyncio.gather(*(reader.stop() for reader in self._readers))
-        if self._readers:
+        readers = self._all_readers()
+        await asyncio.gather(*(reader.stop() for reader in readers))
+        if readers:
             try:
-                await self.redis.delete(*(r.wake_key for r in self._readers))
+                await self.redis.delete(*(r.wake_key for r in readers))
             except RedisError:  # they expire on their own
                 log.debug("event_hub_cleanup_failed", exc_info=True)
 
@@ -576,18 +576,20 @@ class EventHub:
                 subscription.joined_behind(watch.cursor)
             watch.subscribers.add(subscription)
             return None
-        readers = self._partition_readers.setdefault(partition, [])
+        readers = self._readers.setdefault(partition, [])
         reader = next((r for r in readers if len(r.watches) < self.streams_per_reader), None)
         if reader is None:
-            wake_key = self.keys.hub_wake(f"{self._name}:{len(self._readers)}", partition)
+            wake_key = self.keys.hub_wake(f"{self._name}:{len(readers)}", partition)
             reader = _Reader(self.redis, wake_key, self._rng, self._drop)
-            self._readers.append(reader)
             readers.append(reader)
         watch = _Watch(subscription.key, subscription.cursor, reader, {subscription})
         self._watches[watch.key] = watch
         HUB_STREAMS.inc()
         reader.add(watch)
         return reader
+
+    def _all_readers(self) -> list[_Reader]:
+        return [reader for readers in self._readers.values() for reader in readers]
 
     def _drop(self, watch: _Watch, failure: StreamUnreadable) -> None:
         """Stop watching a stream Redis refuses to read, and end its subscriptions."""

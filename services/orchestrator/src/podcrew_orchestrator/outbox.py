@@ -71,8 +71,8 @@ class WebhookOutbox:
         self.sender = sender
         self.concurrency = concurrency
         self.claim_idle_s = claim_idle_s
-        self._tasks: dict[str, asyncio.Task[None]] = {}  # by `Delivery.key`
-        self._entries: dict[str, Delivery] = {}
+        # The entries being delivered, by `Delivery.key`, with their delivery tasks.
+        self._held: dict[str, tuple[Delivery, asyncio.Task[None]]] = {}
         self._stopping = asyncio.Event()
 
     async def run(self) -> None:
@@ -93,7 +93,7 @@ class WebhookOutbox:
         """Stop taking entries; let deliveries under way finish within `grace_s`. Those
         that do not stay pending, for another worker (or this one, restarted) to finish."""
         self._stopping.set()
-        tasks = list(self._tasks.values())
+        tasks = [task for _, task in self._held.values()]
         if tasks:
             _, late = await asyncio.wait(tasks, timeout=grace_s)
             for task in late:
@@ -104,15 +104,15 @@ class WebhookOutbox:
         """Keep this worker's entries claimed, take over a stopped worker's, drop the
         entries whose delivery has ended."""
         await self.outbox.ensure_group()
-        await self.outbox.heartbeat(list(self._entries.values()))
-        free = self.concurrency - len(self._tasks)
+        await self.outbox.heartbeat([entry for entry, _ in self._held.values()])
+        free = self.concurrency - len(self._held)
         if free > 0:
             for entry in await self.outbox.reclaim(self.claim_idle_s, free):
                 self._start(entry)
         await self.outbox.trim()
 
     async def _read(self) -> None:
-        free = self.concurrency - len(self._tasks)
+        free = self.concurrency - len(self._held)
         if free <= 0:
             await asyncio.sleep(0.05)
             return
@@ -120,16 +120,11 @@ class WebhookOutbox:
             self._start(entry)
 
     def _start(self, entry: Delivery) -> None:
-        if entry.key in self._tasks:
+        if entry.key in self._held:
             return
         task = asyncio.create_task(self._deliver(entry), name=f"webhook-{entry.run_id}")
-        self._tasks[entry.key] = task
-        self._entries[entry.key] = entry
-        task.add_done_callback(lambda _: self._forget(entry.key))
-
-    def _forget(self, key: str) -> None:
-        self._tasks.pop(key, None)
-        self._entries.pop(key, None)
+        self._held[entry.key] = (entry, task)
+        task.add_done_callback(lambda _: self._held.pop(entry.key, None))
 
     async def _deliver(self, entry: Delivery) -> None:
         """Deliver one entry's run and acknowledge the entry once the delivery has ended.

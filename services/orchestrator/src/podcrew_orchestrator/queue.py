@@ -64,25 +64,19 @@ class RunQueue:
         *,
         streams: list[str] | None = None,
         group: str | None = None,
-        dead_letters: list[str] | None = None,
     ) -> None:
         """The run queue of `keys`, every partition of it, or other streams with the same
-        semantics (the webhook outbox) when `streams` and `group` name them. `dead_letters`:
-        each stream's dead-letter stream, in the same hash slot (the run queue's by default)."""
+        semantics (the webhook outbox) when `streams` and `group` name them."""
         self.redis = redis
         self.keys = keys
         self.consumer = consumer
         self.streams = streams or keys.queues
         self.group = group or keys.group
-        self.dead_letters = dead_letters or [
-            keys.dead_letter_of(p) for p in range(len(self.streams))
-        ]
         self._next = 0  # the partition a read starts at
 
-    @property
-    def stream(self) -> str:
-        """The first partition's stream (the only one on a single Redis)."""
-        return self.streams[0]
+    def _stream(self, delivery: Delivery) -> str:
+        """The stream `delivery` came from (the first partition's for one made elsewhere)."""
+        return delivery.stream or self.streams[0]
 
     async def ensure_group(self) -> None:
         for stream in self.streams:
@@ -158,16 +152,16 @@ class RunQueue:
         entries = [(eid, f) for eid, f in reply[1] if f is not None]
         if not entries:
             return []
-        counts = await self.delivery_counts([eid for eid, _ in entries], stream)
+        counts = await self._delivery_counts([eid for eid, _ in entries], stream)
         return [
             Delivery(eid, f.get("run_id", ""), counts.get(eid, 1), _trace_context(f), stream)
             for eid, f in entries
         ]
 
-    async def delivery_counts(self, entry_ids: list[str], stream: str = "") -> dict[str, int]:
+    async def _delivery_counts(self, entry_ids: list[str], stream: str) -> dict[str, int]:
         lo, hi = min(entry_ids, key=_id_key), max(entry_ids, key=_id_key)
         pending: Any = await self.redis.xpending_range(
-            stream or self.stream,
+            stream,
             self.group,
             min=lo,
             max=hi,
@@ -179,16 +173,16 @@ class RunQueue:
     async def heartbeat(self, deliveries: list[Delivery]) -> None:
         by_stream: dict[str, list[Any]] = {}
         for delivery in deliveries:
-            by_stream.setdefault(delivery.stream or self.stream, []).append(delivery.entry_id)
+            by_stream.setdefault(self._stream(delivery), []).append(delivery.entry_id)
         for stream, entry_ids in by_stream.items():
             await self.redis.xclaim(stream, self.group, self.consumer, 0, entry_ids, justid=True)
 
     async def ack(self, delivery: Delivery) -> None:
-        await self.redis.xack(delivery.stream or self.stream, self.group, delivery.entry_id)
+        await self.redis.xack(self._stream(delivery), self.group, delivery.entry_id)
 
     async def requeue(self, delivery: Delivery) -> None:
         """Put a run back at the end of its queue and acknowledge its current entry."""
-        stream = delivery.stream or self.stream
+        stream = self._stream(delivery)
         async with self.redis.pipeline(transaction=True) as pipe:
             # The new entry keeps the run's trace context: its next attempt joins the trace.
             entry: dict[Any, Any] = {"run_id": delivery.run_id, **delivery.trace_context}
@@ -197,11 +191,12 @@ class RunQueue:
             await pipe.execute()
 
     async def dead_letter(self, delivery: Delivery, reason: str) -> None:
-        """Move an entry to the dead-letter stream and acknowledge it, in one transaction."""
-        stream = delivery.stream or self.stream
+        """Move an entry to its partition's dead-letter stream (same hash slot) and
+        acknowledge it, in one transaction."""
+        stream = self._stream(delivery)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.xadd(
-                self.dead_letters[self.streams.index(stream)],
+                self.keys.dead_letter_of(self.streams.index(stream)),
                 {
                     "run_id": delivery.run_id,
                     "entry_id": delivery.entry_id,

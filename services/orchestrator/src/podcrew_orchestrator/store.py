@@ -23,6 +23,7 @@ from podcrew_core.runtime.redis import (
     RedisClient,
     durable_transaction,
     is_cluster,
+    replication_of,
     run_script,
 )
 from podcrew_core.runtime.tracing import inject_context
@@ -117,7 +118,7 @@ class RunStore:
         self._transition = redis.register_script(_TRANSITION)
         self._cluster = is_cluster(redis)
         # Whether a final write must reach replicas (WAIT) before it counts.
-        self._durable = getattr(redis, "replication", None) is not None
+        self._durable = replication_of(redis) is not None
 
     async def create(self, run: Run) -> None:
         """Record the run, its first event and its queue entry in one transaction; with

@@ -89,6 +89,11 @@ def resolve_budget(asked: RunBudget, caps: ResolvedBudget) -> ResolvedBudget:
     )
 
 
+def _not_replicated(run: Run, why: str) -> NotReplicated:
+    """`503 not-replicated` for `run`, which the replicas do not hold yet: `why`."""
+    return NotReplicated(f"run {run.id}: {why}", run_id=run.id, headers={"Retry-After": "1"})
+
+
 @dataclass(frozen=True, slots=True)
 class Submitted:
     run: Run
@@ -164,11 +169,7 @@ class Submissions:
         try:
             await self.store.replicated(run.id)
         except ReplicationTimeout as exc:
-            raise NotReplicated(
-                f"run {run.id} is not yet on enough replicas ({exc}); retry",
-                run_id=run.id,
-                headers={"Retry-After": "1"},
-            ) from exc
+            raise _not_replicated(run, f"it is not yet on enough replicas ({exc}); retry") from exc
 
     async def _check_callback(self, url: str) -> None:
         """Refuse now (`400 blocked-url`) a callback the delivery's egress guard would refuse:
@@ -234,11 +235,10 @@ class Submissions:
             # Written, but not known to survive a failover: not accepted. The run keeps its
             # place and its Idempotency-Key, since it may well execute; a retry with the key
             # answers with it.
-            raise NotReplicated(
-                f"run {run.id} was stored on the primary, but {exc}: it is not accepted, "
-                "though it may still execute. Retry with the same Idempotency-Key",
-                run_id=run.id,
-                headers={"Retry-After": "1"},
+            raise _not_replicated(
+                run,
+                f"it was stored on the primary, but {exc}: it is not accepted, though it may "
+                "still execute. Retry with the same Idempotency-Key",
             ) from exc
         except BaseException:
             await self.limiter.release_run(tenant, run.id)

@@ -227,11 +227,17 @@ def is_cluster(redis: RedisClient) -> bool:
     return isinstance(redis, RedisCluster)
 
 
+def replication_of(redis: RedisClient) -> Replication | None:
+    """The replicas a durable write must reach (`PODCREW_REDIS_MIN_REPLICAS`); None: none."""
+    replication: Replication | None = getattr(redis, "replication", None)
+    return replication
+
+
 def durable_transaction(redis: RedisClient) -> AnyPipeline:
     """A MULTI/EXEC pipeline whose writes must survive a failover: when the client requires
     replicas (`PODCREW_REDIS_MIN_REPLICAS`), `execute` returns only after that many hold
     them, and raises `ReplicationTimeout` otherwise. In a cluster, its keys share one hash slot."""
-    replication: Replication | None = getattr(redis, "replication", None)
+    replication = replication_of(redis)
     if isinstance(redis, RedisCluster):
         cluster_pipe = redis.pipeline(transaction=True)
         if replication is not None:
