@@ -9,7 +9,6 @@ With `PODCREW_CONSOLE_SCREENSHOTS=<dir>` the tests also save the screenshots the
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -25,8 +24,9 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
 
-from podcrew_cli.stack import Stack, StackConfig
-from podcrew_core.runtime.auth import hash_key
+from podcrew_cli.stack import Stack
+
+from .conftest import keyed_client, keyed_stack
 
 pytestmark = pytest.mark.integration
 
@@ -38,15 +38,7 @@ QUESTION = "How do Python generators work?"
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
     """Auth on; LLM calls slow enough that a run is still going when the test reloads."""
-    config = StackConfig.on_free_ports(
-        env={
-            "PODCREW_ORCHESTRATOR_API_KEYS": json.dumps(
-                [{"tenant": "acme", "sha256": hash_key(ACME)}]
-            ),
-            "PODCREW_LLM_OFFLINE_LATENCY_S": "0.4",
-        }
-    )
-    with Stack(config) as running:
+    with keyed_stack({ACME: "acme"}, PODCREW_LLM_OFFLINE_LATENCY_S="0.4") as running:
         yield running
 
 
@@ -83,9 +75,7 @@ def page(chrome: webdriver.Chrome, stack: Stack) -> Iterator[webdriver.Chrome]:
 
 @pytest.fixture
 def api(stack: Stack) -> Iterator[httpx.Client]:
-    with httpx.Client(
-        base_url=stack.config.api_url, headers={"authorization": f"Bearer {ACME}"}, timeout=30
-    ) as client:
+    with keyed_client(stack, ACME, timeout=30) as client:
         yield client
 
 

@@ -300,11 +300,10 @@ class RunTasks(RequestHandler):
         with a2a_errors():
             async with resources.admission.hold():
                 run = await _submit(resources, tenant, params)
-                blocking = not params.configuration.return_immediately
-                if blocking and not run.status.terminal:
-                    wait_s = resources.config.service.max_wait_s
-                    await resources.hub.wait_final(run.id, wait_s)
-            return run_task(await _load(resources, tenant, run.id))
+                if params.configuration.return_immediately or run.status.terminal:
+                    return run_task(run)  # as submitted: nothing was awaited
+                await resources.hub.wait_final(run.id, resources.config.service.max_wait_s)
+            return run_task(await routes.load_run(resources.store, run.id, tenant))
 
     async def on_message_send_stream(
         self, params: SendMessageRequest, context: ServerCallContext
@@ -323,14 +322,14 @@ class RunTasks(RequestHandler):
         resources, tenant = _caller(context)
         with a2a_errors():
             resources.streams.check_capacity()
-            run = await _load(resources, tenant, params.id)
+            run = await routes.load_run(resources.store, params.id, tenant)
         async for update in _follow(resources, run):
             yield update
 
     async def on_get_task(self, params: GetTaskRequest, context: ServerCallContext) -> Task:
         resources, tenant = _caller(context)
         with a2a_errors():
-            return run_task(await _load(resources, tenant, params.id))
+            return run_task(await routes.load_run(resources.store, params.id, tenant))
 
     async def on_cancel_task(self, params: CancelTaskRequest, context: ServerCallContext) -> Task:
         resources, tenant = _caller(context)
@@ -389,10 +388,6 @@ async def _submit(resources: ApiResources, tenant: str, params: SendMessageReque
     submitted = await resources.submissions.submit(tenant, body, key)
     bind_run(submitted.run.id)
     return submitted.run
-
-
-async def _load(resources: ApiResources, tenant: str, run_id: str) -> Run:
-    return await routes.get_run(run_id, tenant, resources.store, resources.feedback)
 
 
 async def _follow(

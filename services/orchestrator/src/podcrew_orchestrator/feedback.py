@@ -139,7 +139,10 @@ class RunFeedback:
         return _feedback_list(await self.redis.hgetall(self.keys.feedback(run_id)))
 
     async def attach(self, run: Run) -> Run:
-        """`run` with its feedback and evaluation, read in one round trip."""
+        """`run` with its feedback and evaluation, read in one round trip; a run not yet
+        finished has none (both are refused until it is), so it costs no read while polled."""
+        if not run.status.terminal:
+            return run
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hgetall(self.keys.feedback(run.id))
             pipe.get(self.keys.evaluation(run.id))

@@ -71,7 +71,7 @@ def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return dict.fromkeys(sorted(statuses), _PROBLEM)
 
 
-async def _load(store: RunStore, run_id: str, tenant: str) -> Run:
+async def load_run(store: RunStore, run_id: str, tenant: str) -> Run:
     """The run, if it exists and belongs to `tenant`; another tenant's run does not exist.
 
     An id that is not a run id's shape names no run: it answers as a missing run does,
@@ -157,7 +157,7 @@ async def estimate_run(body: RunCreate, tenant: Tenant, llm: LLM) -> Estimate:
     responses={401: _PROBLEM, 404: _PROBLEM},
 )
 async def get_run(run_id: str, tenant: Tenant, store: Store, feedback: FeedbackDep) -> Run:
-    return await feedback.attach(await _load(store, run_id, tenant))
+    return await feedback.attach(await load_run(store, run_id, tenant))
 
 
 @router.post(
@@ -180,7 +180,7 @@ async def give_feedback(
     feedback: FeedbackDep,
     response: Response,
 ) -> Feedback:
-    run = await _load(store, run_id, tenant)
+    run = await load_run(store, run_id, tenant)
     given, stored_now = await feedback.give(run, user, body)
     if not stored_now:
         response.status_code = 200
@@ -195,7 +195,7 @@ async def give_feedback(
 async def list_feedback(
     run_id: str, tenant: Tenant, store: Store, feedback: FeedbackDep
 ) -> list[Feedback]:
-    await _load(store, run_id, tenant)
+    await load_run(store, run_id, tenant)
     return await feedback.feedback(run_id)
 
 
@@ -208,7 +208,7 @@ async def list_feedback(
 async def evaluate_run(
     run_id: str, body: EvaluationCreate, tenant: Tenant, store: Store, feedback: FeedbackDep
 ) -> Evaluation:
-    return await feedback.evaluate(await _load(store, run_id, tenant), body)
+    return await feedback.evaluate(await load_run(store, run_id, tenant), body)
 
 
 @router.delete(
@@ -217,14 +217,14 @@ async def evaluate_run(
     responses={404: _PROBLEM, 409: _PROBLEM},
 )
 async def cancel_run(run_id: str, tenant: Tenant, store: Store) -> Run:
-    run = await _load(store, run_id, tenant)
+    run = await load_run(store, run_id, tenant)
     if run.status.terminal:
         raise Conflict(f"run {run_id} already {run.status.value}", run_status=run.status.value)
     was_queued = run.status is RunStatus.QUEUED
     run.status = RunStatus.CANCELLED
     run.finished_at = datetime.now(UTC)
     if not await store.transition(run, EventType.RUN_CANCELLED, {"reason": "cancelled by client"}):
-        run = await _load(store, run_id, tenant)
+        run = await load_run(store, run_id, tenant)
         raise Conflict(f"run {run_id} already {run.status.value}", run_status=run.status.value)
     if was_queued:  # a running run is audited by its worker, with what it spent
         bind_run(run.id)
@@ -246,7 +246,7 @@ async def run_events(
     streams: Streams,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
 ) -> EventSourceResponse:
-    await _load(store, run_id, tenant)
+    await load_run(store, run_id, tenant)
     after = await _resume_point(store, run_id, last_event_id)
     streams.check_capacity()
 
