@@ -45,14 +45,11 @@ class IndexFormatError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Manifest:
-    """What `manifest.json` says about an index."""
+    """What `manifest.json` says about an index that loading it checks."""
 
-    format_version: int
     embedding_model: str
     corpus_digest: str
     chunks: int
-    built_at: float
-    extra: dict[str, Any]
 
 
 def is_index(path: Path) -> bool:
@@ -75,12 +72,9 @@ def read_manifest(path: Path) -> Manifest:
             f"{FORMAT_VERSION}; rebuild it with `podcrew kb build`"
         )
     return Manifest(
-        format_version=FORMAT_VERSION,
         embedding_model=str(raw["embedding_model"]),
         corpus_digest=str(raw["corpus_digest"]),
         chunks=int(raw["chunks"]),
-        built_at=float(raw["built_at"]),
-        extra=dict(raw.get("extra", {})),
     )
 
 

@@ -5,6 +5,7 @@ error, so a Redis outage slows research down but does not fail it."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 from typing import Any
 
@@ -63,4 +64,4 @@ def cached(tool: Tool, redis: RedisClient, ttl_s: int, prefix: str) -> Tool:
             log.warning("tool_cache_unavailable", tool=tool.name)
         return output
 
-    return Tool(spec=tool.spec, run=run)
+    return dataclasses.replace(tool, run=run)

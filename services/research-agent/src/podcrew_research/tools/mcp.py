@@ -18,7 +18,6 @@ Metric labels stay bounded: servers come from configuration, and a server's tool
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import re
 import time
@@ -210,9 +209,7 @@ class McpToolbox:
         tool = Tool(spec=spec, run=run, label=f"{server}{SEPARATOR}{label}")
         if not connection.config.cache:
             return tool
-        return dataclasses.replace(
-            cached(tool, self._redis, self._cache_ttl_s, self._key_prefix), label=tool.label
-        )
+        return cached(tool, self._redis, self._cache_ttl_s, self._key_prefix)
 
 
 async def _call(

@@ -44,7 +44,6 @@ from prometheus_client import Counter, Gauge
 from podcrew_core.contracts.errors import ToolError
 from podcrew_core.runtime.egress import (
     EgressGuard,
-    EgressPolicy,
     Resolver,
     Target,
     parse_url,
@@ -53,6 +52,7 @@ from podcrew_core.runtime.egress import (
 from podcrew_core.runtime.resilience import backoff_s
 from podcrew_research import __version__
 from podcrew_research.settings import McpServerConfig
+from podcrew_research.tools.web_search import provider_policy
 
 log = structlog.get_logger(__name__)
 
@@ -197,13 +197,8 @@ class McpConnection:
     ) -> None:
         self.config = config
         self.name = config.name
-        url = parse_url(config.url)
         # The listing is the permission: this host (private or not), nothing else.
-        policy = EgressPolicy(
-            allow_private=True,
-            allowed_hosts=(url.raw_host.decode("ascii"),),
-            timeout_s=config.timeout_s,
-        )
+        policy = provider_policy(parse_url(config.url), config.timeout_s)
         self.guard = EgressGuard(policy, resolver)
         self.tools: list[ListedTool] = []
         self.version = 0

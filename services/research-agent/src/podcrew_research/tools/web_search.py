@@ -42,13 +42,12 @@ from podcrew_core.runtime.http import hop_retry_wait_s
 from podcrew_core.runtime.resilience import should_retry_status
 from podcrew_core.runtime.scope import current_hop, time_left
 from podcrew_research.tools import Tool, ToolOutput, parse_input
-from podcrew_research.tools.fetch_url import wrap_untrusted
+from podcrew_research.tools.fetch_url import USER_AGENT, wrap_untrusted
 from podcrew_research.tools.web_search_providers import Provider, WebResult
 
 WEB_SEARCH_TOOL = "web_search"
 # A provider's answer for 20 results is tens of kilobytes; more is not a search answer.
 MAX_ANSWER_BYTES = 1_000_000
-USER_AGENT = "podcrew-research-agent/0.1"
 MAX_REASON_CHARS = 200
 
 WEB_SEARCH_REQUESTS = Counter(
@@ -97,8 +96,9 @@ WEB_SEARCH_SPEC = ToolSpec(
 
 
 def provider_policy(url: httpx.URL, timeout_s: float) -> EgressPolicy:
-    """The guard's policy for the provider: its configured host alone, on a private address
-    too (an operator chose it); link-local, multicast and reserved stay refused."""
+    """The guard's policy for a server an operator configured (the search provider, an MCP
+    server): its host alone, on a private address too (an operator chose it); link-local,
+    multicast and reserved stay refused."""
     return EgressPolicy(
         allow_private=True, allowed_hosts=(url.raw_host.decode("ascii"),), timeout_s=timeout_s
     )
@@ -158,12 +158,9 @@ class WebSearcher:
         client: httpx.AsyncClient,
         policy: EgressPolicy,
         resolver: Resolver = system_resolver,
-        *,
-        max_bytes: int = MAX_ANSWER_BYTES,
     ) -> None:
         self.provider = provider
         self.policy = policy
-        self.max_bytes = max_bytes
         self._client = client
         self._guard = EgressGuard(policy, resolver)
 
@@ -234,8 +231,8 @@ class WebSearcher:
         size = 0
         async for chunk in response.aiter_bytes():
             size += len(chunk)
-            if size > self.max_bytes:
-                raise ToolError(f"{self.provider.name}'s answer exceeds {self.max_bytes} bytes")
+            if size > MAX_ANSWER_BYTES:
+                raise ToolError(f"{self.provider.name}'s answer exceeds {MAX_ANSWER_BYTES} bytes")
             chunks.append(chunk)
         return b"".join(chunks)
 
