@@ -10,18 +10,16 @@ import pytest
 from pydantic import SecretStr
 from redis.asyncio import Redis
 
-from podcrew_cli.stack import LOOPBACK, find_redis_server, free_port
+from podcrew_cli.stack import LOOPBACK, free_port, redis_server_argv
 from podcrew_core.runtime.redis import create_redis
 from podcrew_core.runtime.settings import RedisSettings
 
 
 @pytest.fixture(scope="module")
-def redis_url() -> Iterator[str]:
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
-    process = subprocess.Popen(
-        [find_redis_server(), "--port", str(port), "--bind", LOOPBACK, "--save", ""],
-        stdout=subprocess.DEVNULL,
-    )
+    argv = redis_server_argv(port, tmp_path_factory.mktemp("redis"), "--appendonly", "no")
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
     url = f"redis://{LOOPBACK}:{port}/0"
     deadline = time.monotonic() + 10
     import redis as sync_redis

@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, HTTPException, Request, Response
 from pydantic import ValidationError
 
 from podcrew_simulator.engine import Simulator, answer
@@ -28,6 +28,7 @@ from podcrew_simulator.wire import MessagesRequest, message_json, new_message_id
 MAX_BATCH_REQUESTS = 100_000
 _EXPIRY = timedelta(hours=24)
 
+# Errors are raised as HTTPException: the app answers them in the API's shape.
 batches = APIRouter(prefix="/v1/messages/batches", tags=["batches"])
 
 
@@ -75,11 +76,6 @@ class Batch:
         }
 
 
-def _error(status: int, kind: str, message: str) -> Response:
-    body = {"type": "error", "error": {"type": kind, "message": message}}
-    return Response(orjson.dumps(body), status, media_type="application/json")
-
-
 def _result(sim: Simulator, custom_id: str, params: Any) -> dict[str, Any]:
     """One request's result line: a message, or the error the API would report for it."""
     try:
@@ -103,10 +99,10 @@ def _sim(request: Request) -> Simulator:
     return simulator
 
 
-def _find(request: Request, batch_id: str) -> Batch | Response:
+def _find(request: Request, batch_id: str) -> Batch:
     batch = _sim(request).batches.get(batch_id)
     if batch is None:
-        return _error(404, "not_found_error", f"no batch {batch_id}")
+        raise HTTPException(404, f"no batch {batch_id}")
     return batch
 
 
@@ -118,9 +114,9 @@ async def create_batch(request: Request) -> Response:
         items = body["requests"]
         ids = [item["custom_id"] for item in items]
     except (orjson.JSONDecodeError, KeyError, TypeError):
-        return _error(400, "invalid_request_error", "requests: a list of {custom_id, params}")
+        raise HTTPException(400, "requests: a list of {custom_id, params}") from None
     if not 1 <= len(items) <= MAX_BATCH_REQUESTS or len(set(ids)) != len(ids):
-        return _error(400, "invalid_request_error", "requests: 1 to 100000 unique custom_ids")
+        raise HTTPException(400, "requests: 1 to 100000 unique custom_ids")
     batch = Batch(
         id=f"msgbatch_{secrets.token_hex(12)}",
         created_at=datetime.now(UTC),
@@ -147,18 +143,14 @@ async def list_batches(request: Request) -> Response:
 @batches.get("/{batch_id}", summary="Retrieve a Message Batch", response_model=None)
 async def retrieve_batch(request: Request, batch_id: str) -> Response:
     batch = _find(request, batch_id)
-    if isinstance(batch, Response):
-        return batch
     return Response(orjson.dumps(batch.to_json(str(request.base_url))), 200)
 
 
 @batches.get("/{batch_id}/results", summary="Results of a Message Batch", response_model=None)
 async def batch_results(request: Request, batch_id: str) -> Response:
     batch = _find(request, batch_id)
-    if isinstance(batch, Response):
-        return batch
     if not batch.ended():
-        return _error(400, "invalid_request_error", f"batch {batch_id} is still in progress")
+        raise HTTPException(400, f"batch {batch_id} is still in progress")
     lines = [
         line
         if batch.canceled_at is None
@@ -172,8 +164,6 @@ async def batch_results(request: Request, batch_id: str) -> Response:
 @batches.post("/{batch_id}/cancel", summary="Cancel a Message Batch", response_model=None)
 async def cancel_batch(request: Request, batch_id: str) -> Response:
     batch = _find(request, batch_id)
-    if isinstance(batch, Response):
-        return batch
     if not batch.ended():
         batch.canceled_at = datetime.now(UTC)
     return Response(orjson.dumps(batch.to_json(str(request.base_url))), 200)

@@ -23,9 +23,7 @@ class ReadinessServer:
     so the answer is never older than the kubelet's period."""
 
     def __init__(self, endpoint: str, check: Check) -> None:
-        parts = urlsplit(endpoint)
-        if parts.scheme != "http" or not parts.port:
-            raise ValueError(f"readiness endpoint {endpoint!r}: expected http://HOST:PORT/PATH")
+        parts = urlsplit(endpoint)  # http://HOST:PORT/PATH, as the settings' pattern checks
         self._host = parts.hostname or "0.0.0.0"  # noqa: S104 - the kubelet probes the pod IP
         self._port = parts.port
         self._path = parts.path or "/"

@@ -96,8 +96,6 @@ class Hop:
             headers[PRIORITY_HEADER] = self.priority
         if self.limits is not None:
             headers[BUDGET_HEADER] = self.limits.model_dump_json()
-        if self.priority != "interactive":
-            headers[PRIORITY_HEADER] = self.priority
         return headers
 
     @classmethod

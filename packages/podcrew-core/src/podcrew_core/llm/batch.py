@@ -32,7 +32,7 @@ from podcrew_core.contracts.errors import (
 )
 from podcrew_core.llm.anthropic import from_json, map_error, to_params
 from podcrew_core.llm.types import LLMRequest, LLMResponse, StreamEnd, StreamEvent, TextDelta
-from podcrew_core.runtime.scope import current_hop, time_left
+from podcrew_core.runtime.scope import current_priority, time_left
 
 if TYPE_CHECKING:
     from podcrew_core.llm.anthropic import AnthropicProvider
@@ -43,12 +43,6 @@ _CUSTOM_ID = "call"
 _READ_MARGIN_S = 1.0
 # Error types of a failed request in a batch that another attempt may fix.
 _RETRYABLE = {"api_error", "overloaded_error", "rate_limit_error", "timeout_error"}
-
-
-def is_batch_call() -> bool:
-    """Whether the call being made is for a hop of a batch run."""
-    hop = current_hop()
-    return hop is not None and hop.priority == "batch"
 
 
 class BatchProvider:
@@ -62,12 +56,12 @@ class BatchProvider:
         self._poll_max_s = settings.batch_poll_max_s
 
     async def complete(self, request: LLMRequest) -> LLMResponse:
-        if not is_batch_call():
+        if current_priority() != "batch":
             return await self.inner.complete(request)
         return await self.batch(request)
 
     async def stream(self, request: LLMRequest) -> AsyncIterator[StreamEvent]:
-        if not is_batch_call():
+        if current_priority() != "batch":
             async for event in self.inner.stream(request):
                 yield event
             return

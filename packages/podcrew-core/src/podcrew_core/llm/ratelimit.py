@@ -58,7 +58,7 @@ from podcrew_core.runtime.metrics import (
     LLM_RATELIMIT_WAIT,
 )
 from podcrew_core.runtime.redis import RedisClient
-from podcrew_core.runtime.scope import current_hop
+from podcrew_core.runtime.scope import current_hop, current_priority
 
 log = structlog.get_logger(__name__)
 
@@ -332,10 +332,7 @@ class RateLimitedProvider:
         self.batches_apart = batches_apart
 
     def _unlimited(self) -> bool:
-        if not self.batches_apart:
-            return False
-        hop = current_hop()
-        return hop is not None and hop.priority == "batch"
+        return self.batches_apart and current_priority() == "batch"
 
     async def complete(self, request: LLMRequest) -> LLMResponse:
         if self._unlimited():

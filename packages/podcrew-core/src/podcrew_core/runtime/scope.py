@@ -20,7 +20,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 
 from podcrew_core.contracts.errors import DeadlineExceeded, PodcrewError
-from podcrew_core.contracts.hop import Hop
+from podcrew_core.contracts.hop import Hop, Priority
 from podcrew_core.runtime.ledger import BudgetScope, Ledger
 
 
@@ -37,6 +37,12 @@ def current_hop() -> Hop | None:
     """The hop this task serves, if one was opened."""
     served = _current.get()
     return served.hop if served is not None else None
+
+
+def current_priority() -> Priority:
+    """The priority of the run this task serves; `interactive` outside a run."""
+    served = _current.get()
+    return served.hop.priority if served is not None else "interactive"
 
 
 def current_spend() -> BudgetScope | None:
