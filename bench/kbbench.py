@@ -21,7 +21,6 @@ import json
 import os
 import re
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -31,6 +30,7 @@ from typing import Any
 
 import httpx
 
+from bench.analysis import percentile
 from podcrew_cli.stack import free_port
 from podcrew_kb.embed import load_embedder
 from podcrew_kb.index import Index
@@ -125,10 +125,6 @@ def agent_rss(index_dir: Path) -> dict[str, float]:
     return {"agent_start_s": round(ready_s, 2), "agent_rss_mb": round(rss_kb / 1024, 1)}
 
 
-def _percentile(values: list[float], q: float) -> float:
-    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
-
-
 def search_latency(index: Index, queries: list[str], rounds: int) -> dict[str, float]:
     """Hybrid search as `kb_search` runs it (k=5): p50/p95/max in milliseconds."""
     for query in queries[:5]:
@@ -140,8 +136,8 @@ def search_latency(index: Index, queries: list[str], rounds: int) -> dict[str, f
         index.search(query, 5)
         timings.append((time.perf_counter() - started) * 1000)
     return {
-        "search_p50_ms": round(_percentile(timings, 50), 3),
-        "search_p95_ms": round(_percentile(timings, 95), 3),
+        "search_p50_ms": round(percentile(timings, 50) or 0.0, 3),
+        "search_p95_ms": round(percentile(timings, 95) or 0.0, 3),
         "search_max_ms": round(max(timings), 3),
     }
 

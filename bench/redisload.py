@@ -52,7 +52,6 @@ import json
 import multiprocessing
 import platform
 import re
-import shutil
 import sys
 import tempfile
 import time
@@ -69,7 +68,8 @@ import httpx
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from podcrew_cli.stack import LOOPBACK, Stack, StackConfig, find_redis_server
+from podcrew_cli.stack import LOOPBACK, Stack, StackConfig
+from podcrew_cli.topology import find_redis_cli
 from podcrew_core.runtime.auth import hash_key
 
 T = TypeVar("T")
@@ -835,15 +835,6 @@ def render(parts: Sequence[Part], pipe: int, replays: int, base_ms: int, out: Bi
         out.write(b"".join(chunk))
 
 
-def _redis_cli() -> str:
-    """The redis-cli beside the redis-server the stack runs, else the one on PATH."""
-    beside = Path(find_redis_server()).with_name("redis-cli")
-    found = str(beside) if beside.exists() else shutil.which("redis-cli")
-    if found is None:
-        raise RuntimeError("no redis-cli found: install Redis (apt-get install redis-tools)")
-    return found
-
-
 _PIPE_DONE = re.compile(rb"errors: (\d+), replies: (\d+)")
 
 
@@ -851,7 +842,7 @@ async def _feed(port: int, path: Path) -> tuple[int, int, list[str]]:
     """`redis-cli --pipe < path`: its errors, its replies, its first error lines."""
     with path.open("rb") as stdin:
         cli = await asyncio.create_subprocess_exec(
-            _redis_cli(),
+            find_redis_cli(),
             "-h",
             LOOPBACK,
             "-p",

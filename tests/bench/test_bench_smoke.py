@@ -11,14 +11,12 @@ benchmarks are never pass/fail tests on a shared machine.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from .conftest import run_bench
+
 LATENCY_S = 0.05
 RUNS = 2
 CALLS_PER_RUN = 8  # plan, 3 research calls of 2 turns each, write
@@ -32,32 +30,12 @@ PERCENTILES = ("p50", "p95", "p99", "mean", "n")
 @pytest.fixture(scope="module")
 def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], str]:
     out = tmp_path_factory.mktemp("bench")
-    command = [
-        sys.executable,
-        "-m",
+    done = run_bench(
         "bench",
-        "--levels",
-        str(RUNS),
-        "--rounds",
-        "1",
-        "--latency",
-        str(LATENCY_S),
-        "--baseline-levels",
-        str(RUNS),
-        "--langgraph-levels",
-        str(RUNS),
-        "--streams",
-        "4",
-        "--warmup",
-        "0",
-        "--out",
-        str(out),
-        "--name",
-        "smoke",
-        "--quiet",
-    ]
-    done = subprocess.run(
-        command, check=False, cwd=REPO, capture_output=True, text=True, timeout=170
+        *("--levels", RUNS, "--rounds", "1", "--latency", LATENCY_S),
+        *("--baseline-levels", RUNS, "--langgraph-levels", RUNS, "--streams", "4"),
+        *("--warmup", "0", "--out", out, "--name", "smoke", "--quiet"),
+        timeout=170,
     )
     assert done.returncode == 0, done.stderr[-4000:]
     return json.loads((out / "smoke.json").read_text()), done.stdout

@@ -9,13 +9,12 @@ processes counted. It asserts no timing budget.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from .conftest import run_bench
+
 LEVEL = 4
 ROUNDS = 2
 RUNS = LEVEL * ROUNDS
@@ -26,25 +25,11 @@ pytestmark = pytest.mark.integration
 
 
 def test_floor_measures_every_call_of_every_run(tmp_path: Path) -> None:
-    command = [
-        sys.executable,
-        "-m",
+    done = run_bench(
         "bench.floor",
-        "--levels",
-        str(LEVEL),
-        "--rounds",
-        str(ROUNDS),
-        "--latency",
-        "0.05",
-        "--warmup",
-        "2",
-        "--out",
-        str(tmp_path),
-        "--name",
-        "smoke",
-    ]
-    done = subprocess.run(
-        command, check=False, cwd=REPO, capture_output=True, text=True, timeout=120
+        *("--levels", LEVEL, "--rounds", ROUNDS, "--latency", "0.05"),
+        *("--warmup", "2", "--out", tmp_path, "--name", "smoke"),
+        timeout=120,
     )
     assert done.returncode == 0, done.stderr[-4000:]
     report = json.loads((tmp_path / "smoke.json").read_text())

@@ -5,37 +5,18 @@ docs/benchmarks.md can be repeated. No timing is asserted."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from .conftest import run_bench
 
 pytestmark = pytest.mark.integration
 
 
 def test_kbbench_measures_every_figure(tmp_path: Path) -> None:
     out = tmp_path / "kb.json"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench.kbbench",
-            "--sizes",
-            "200",
-            "--rounds",
-            "50",
-            "--out",
-            str(out),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=170,
-        check=False,
-    )
+    done = run_bench("bench.kbbench", "--sizes", "200", "--rounds", "50", "--out", out, timeout=170)
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(out.read_text())
     quality = result["quality"]

@@ -6,25 +6,19 @@ measured; no timing is asserted."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from .conftest import run_bench
 
 pytestmark = pytest.mark.integration
 
 
 def _run(module: str, *args: str, tmp_path: Path) -> dict[str, object]:
     out = tmp_path / "out.json"
-    command = [sys.executable, "-m", module, *args]
-    if module == "bench.luabench":
-        command += ["--out", str(out)]
-    done = subprocess.run(
-        command, cwd=REPO, capture_output=True, text=True, timeout=120, check=False
-    )
+    more = ("--out", str(out)) if module == "bench.luabench" else ()
+    done = run_bench(module, *args, *more, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     text = out.read_text() if out.exists() else done.stdout.strip().splitlines()[-1]
     result: dict[str, object] = json.loads(text)

@@ -6,15 +6,13 @@ the figures in docs/benchmarks.md ("Redis capacity") can be repeated. No timing 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from bench.redisload import parse_monitor_line
 
-REPO = Path(__file__).resolve().parents[2]
+from .conftest import run_bench
 
 
 def test_monitor_lines_give_back_the_exact_arguments() -> None:
@@ -36,20 +34,12 @@ def test_monitor_lines_give_back_the_exact_arguments() -> None:
 @pytest.mark.integration
 def test_redisload_counts_the_stack_and_replays_the_same_mix(tmp_path: Path) -> None:
     out = tmp_path / "redis.json"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench.redisload",
-            *("--runs", "3", "--capture-runs", "2", "--warmup", "2", "--concurrency", "2"),
-            *("--latency", "0.01", "--idle", "1", "--procs", "1", "--lanes", "2"),
-            *("--duration", "1", "--pipes", "2", "--pipe-runs", "40", "--out", str(out)),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
+    done = run_bench(
+        "bench.redisload",
+        *("--runs", "3", "--capture-runs", "2", "--warmup", "2", "--concurrency", "2"),
+        *("--latency", "0.01", "--idle", "1", "--procs", "1", "--lanes", "2"),
+        *("--duration", "1", "--pipes", "2", "--pipe-runs", "40", "--out", out),
         timeout=60,
-        check=False,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(out.read_text())

@@ -28,7 +28,8 @@ from podcrew_client import (
     RunStatus,
     Unauthorized,
 )
-from podcrew_core.runtime.auth import hash_key
+
+from .conftest import keyed_stack
 
 pytestmark = pytest.mark.integration
 
@@ -164,18 +165,15 @@ async def test_the_async_client_follows_a_run(stack: Stack) -> None:
 
 
 @pytest.fixture(scope="module")
-def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def guarded() -> Iterator[Stack]:
     """A stack with authentication on and a tenant limit of one submission a second."""
-    from podcrew_cli.stack import StackConfig
-
-    env = {
-        "PODCREW_ORCHESTRATOR_API_KEYS": json.dumps([{"tenant": "acme", "sha256": hash_key(KEY)}]),
-        "PODCREW_ORCHESTRATOR_DEFAULT_TENANT_LIMITS": json.dumps(
+    with keyed_stack(
+        {KEY: "acme"},
+        PODCREW_ORCHESTRATOR_DEFAULT_TENANT_LIMITS=json.dumps(
             {"requests_per_minute": 60, "burst": 1}
         ),
-        "PODCREW_LLM_OFFLINE_LATENCY_S": "0.05",
-    }
-    with Stack(StackConfig.on_free_ports(env=env)) as running:
+        PODCREW_LLM_OFFLINE_LATENCY_S="0.05",
+    ) as running:
         yield running
 
 
@@ -186,7 +184,7 @@ def test_the_key_opens_an_auth_on_stack_and_no_key_is_refused(guarded: Stack) ->
         pytest.raises(Unauthorized),
     ):
         client.runs.create(question=QUESTION)
-    with Podcrew(base_url=guarded.config.api_url, api_key=KEY) as client:
+    with Podcrew(base_url=url, api_key=KEY) as client:
         run = client.runs.wait(client.runs.create(question=QUESTION).id, timeout=60)
         assert run.tenant == "acme" and run.status is RunStatus.SUCCEEDED
 
@@ -213,7 +211,7 @@ def test_a_rate_limit_is_waited_out_as_retry_after_says(guarded: Stack) -> None:
         assert second.status is RunStatus.QUEUED
 
 
-def _ask(url: str, *args: str, **env: Any) -> subprocess.CompletedProcess[str]:
+def _ask(url: str, *args: str) -> subprocess.CompletedProcess[str]:
     argv = [sys.executable, "-m", "podcrew_cli", "ask", QUESTION, "--api-url", url, *args]
     return subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
 

