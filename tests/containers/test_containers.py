@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import subprocess
 import time
 import uuid
@@ -29,7 +28,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from podcrew_cli.stack import LOOPBACK, find_redis_server, free_port
+from podcrew_cli.stack import LOOPBACK, free_port, redis_server
 
 pytestmark = [pytest.mark.containers, pytest.mark.timeout(1800)]
 
@@ -195,32 +194,8 @@ def containers() -> Iterator[Containers]:
 
 @pytest.fixture
 def redis_url(tmp_path: Path) -> Iterator[str]:
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            find_redis_server(),
-            *("--port", str(port), "--bind", LOOPBACK, "--dir", str(tmp_path)),
-            *("--save", "", "--appendonly", "no"),
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while process.poll() is None:
-            try:
-                with socket.create_connection((LOOPBACK, port), timeout=0.5) as sock:
-                    sock.sendall(b"PING\r\n")
-                    if sock.recv(16).startswith(b"+PONG"):
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "redis-server did not start"
-            time.sleep(0.05)
-        assert process.poll() is None, "redis-server exited"
-        yield f"redis://{LOOPBACK}:{port}/0"
-    finally:
-        process.terminate()
-        process.wait(10)
+    with redis_server(tmp_path, "--appendonly", "no") as url:
+        yield url
 
 
 def test_each_image_holds_only_its_members_and_runs_as_10001(images: dict[str, str]) -> None:

@@ -14,7 +14,7 @@ import pytest
 import redis
 from httpx_sse import connect_sse
 
-from podcrew_cli.stack import Stack, StackConfig
+from podcrew_cli.stack import Stack, StackConfig, redis_server
 from podcrew_core.runtime.auth import hash_key
 from podcrew_orchestrator.keys import Keys, keys_for
 
@@ -117,28 +117,8 @@ def make_stack() -> Iterator[Any]:
 @pytest.fixture
 def redis_url(tmp_path: Any) -> Iterator[str]:
     """A real redis-server of its own, on a free loopback port."""
-    import subprocess
-
-    from podcrew_cli.stack import LOOPBACK, free_port, redis_server_argv
-
-    port = free_port()
-    argv = redis_server_argv(port, tmp_path, "--appendonly", "no")
-    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
-
-    client = redis.Redis(port=port)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
-    client.close()
-    yield f"redis://{LOOPBACK}:{port}/0"
-    process.terminate()
-    process.wait(10)
+    with redis_server(tmp_path, "--appendonly", "no") as url:
+        yield url
 
 
 @contextmanager

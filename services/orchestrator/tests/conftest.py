@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import subprocess
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +16,7 @@ import pytest
 from pydantic import SecretStr
 from redis.asyncio import Redis
 
-from podcrew_cli.stack import LOOPBACK, find_redis_server, free_port
+from podcrew_cli.stack import LOOPBACK, free_port, redis_server_argv, wait_for_redis
 from podcrew_core.contracts.schemas import (
     Finding,
     ResearchRequest,
@@ -48,36 +46,10 @@ class RedisServer:
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        self._process = subprocess.Popen(
-            [
-                find_redis_server(),
-                "--port",
-                str(self.port),
-                "--bind",
-                LOOPBACK,
-                "--dir",
-                str(self.data_dir),
-                "--save",
-                "",
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-            ],
-            stdout=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                with socket.create_connection((LOOPBACK, self.port), timeout=0.5) as sock:
-                    sock.sendall(b"PING\r\n")
-                    if sock.recv(16).startswith(b"+PONG"):
-                        return
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError("redis-server did not start")
-            time.sleep(0.02)
+        argv = redis_server_argv(self.port, self.data_dir, "--appendfsync", "always")
+        self._process = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
+        process = self._process
+        wait_for_redis(self.port, lambda: process.poll() is None)
 
     def stop(self) -> None:
         if self._process is not None:

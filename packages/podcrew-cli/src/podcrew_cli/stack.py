@@ -18,6 +18,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Literal
@@ -83,6 +85,42 @@ def redis_server_argv(port: int, data_dir: Path, *extra: str) -> list[str]:
         "no",
         *extra,
     ]
+
+
+def wait_for_redis(
+    port: int, running: Callable[[], bool], timeout_s: float = 10.0, log: str = ""
+) -> None:
+    """Return once the redis-server on `port` answers PING; fail if it stops `running` or
+    does not answer within `timeout_s`. A bare socket, so no client library is needed."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not running():
+            raise RuntimeError(f"redis-server exited{f'; see {log}' if log else ''}")
+        try:
+            with socket.create_connection((LOOPBACK, port), timeout=0.5) as s:
+                s.sendall(b"PING\r\n")
+                if s.recv(16).startswith(b"+PONG"):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise TimeoutError("redis-server did not start")
+
+
+@contextmanager
+def redis_server(data_dir: Path, *extra: str) -> Iterator[str]:
+    """A redis-server of its own (`redis_server_argv` and `extra`) on a free loopback port,
+    answering; its URL. Stopped when the block ends."""
+    port = free_port()
+    process = subprocess.Popen(  # noqa: S603 - argv is built here, never from input
+        redis_server_argv(port, data_dir, *extra), stdout=subprocess.DEVNULL
+    )
+    try:
+        wait_for_redis(port, lambda: process.poll() is None)
+        yield f"redis://{LOOPBACK}:{port}/0"
+    finally:
+        process.terminate()
+        process.wait(10)
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
@@ -348,19 +386,10 @@ class Stack:
             self.wait_ready([service], timeout_s)
 
     def _wait_redis(self, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if not self.services["redis"].running:
-                raise RuntimeError(f"redis-server exited; see {self.data_dir / 'redis.log'}")
-            try:
-                with socket.create_connection((LOOPBACK, self.config.redis_port), timeout=0.5) as s:
-                    s.sendall(b"PING\r\n")
-                    if s.recv(16).startswith(b"+PONG"):
-                        return
-            except OSError:
-                pass
-            time.sleep(0.05)
-        raise TimeoutError("redis-server did not start")
+        redis = self.services["redis"]
+        wait_for_redis(
+            self.config.redis_port, lambda: redis.running, timeout_s, str(redis.log_path)
+        )
 
     def wait_ready(self, services: list[Service], timeout_s: float = 60.0) -> None:
         deadline = time.monotonic() + timeout_s
