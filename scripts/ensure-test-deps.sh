@@ -23,38 +23,30 @@ as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
 }
 
-if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1; then
-  echo "ensure-test-deps: installing prometheus" >&2
+# missing CMD...: true when one of the commands is not on PATH.
+missing() {
+  local cmd
+  for cmd in "$@"; do command -v "$cmd" >/dev/null 2>&1 || return 0; done
+  return 1
+}
+
+# What is missing, installed after one `apt-get update`; the packaged services stopped.
+packages=() services=()
+if missing prometheus promtool; then packages+=(prometheus) services+=(prometheus); fi
+if missing chromium chromedriver; then packages+=(chromium chromium-driver); fi
+if missing redis-server redis-sentinel; then
+  packages+=(redis-server redis-sentinel) services+=(redis-server redis-sentinel)
+fi
+if missing iptables; then packages+=(iptables); fi
+
+if [ "${#packages[@]}" -gt 0 ]; then
+  echo "ensure-test-deps: installing ${packages[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
   as_root apt-get update -qq
-  as_root apt-get install -y -qq --no-install-recommends prometheus >/dev/null
-  if command -v systemctl >/dev/null 2>&1; then
-    as_root systemctl stop prometheus 2>/dev/null || true
+  as_root apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
+  if [ "${#services[@]}" -gt 0 ] && command -v systemctl >/dev/null 2>&1; then
+    as_root systemctl stop "${services[@]}" 2>/dev/null || true
   fi
-fi
-
-if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
-  echo "ensure-test-deps: installing chromium and chromium-driver" >&2
-  export DEBIAN_FRONTEND=noninteractive
-  as_root apt-get update -qq
-  as_root apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
-fi
-
-if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-sentinel >/dev/null 2>&1; then
-  echo "ensure-test-deps: installing redis-server and redis-sentinel" >&2
-  export DEBIAN_FRONTEND=noninteractive
-  as_root apt-get update -qq
-  as_root apt-get install -y -qq --no-install-recommends redis-server redis-sentinel >/dev/null
-  if command -v systemctl >/dev/null 2>&1; then
-    as_root systemctl stop redis-server redis-sentinel 2>/dev/null || true
-  fi
-fi
-
-if ! command -v iptables >/dev/null 2>&1; then
-  echo "ensure-test-deps: installing iptables" >&2
-  export DEBIAN_FRONTEND=noninteractive
-  as_root apt-get update -qq
-  as_root apt-get install -y -qq --no-install-recommends iptables >/dev/null
 fi
 
 scripts/ensure-docker.sh

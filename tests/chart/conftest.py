@@ -489,6 +489,12 @@ def env_of(container: dict[str, Any], release: Release) -> dict[str, Any]:
     return env
 
 
+def component_env(release: Release, component: str) -> dict[str, Any]:
+    """The environment (env_of) of the one container of a component's Deployment."""
+    (container,) = release.get("Deployment", component)["spec"]["template"]["spec"]["containers"]
+    return env_of(container, release)
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """`values_file` runs a test once per ci/*-values.yaml; `kube_version` once per version."""
     if "values_file" in metafunc.fixturenames:

@@ -18,15 +18,6 @@ CHART = ROOT / "charts" / "podcrew"
 COMPONENTS = ("api", "worker", "research-agent", "writer-agent")
 
 
-def _container(release: Any, component: str) -> dict[str, Any]:
-    (container,) = release.get("Deployment", component)["spec"]["template"]["spec"]["containers"]
-    return container
-
-
-def _env(release: Any, component: str, chartlib: Any) -> dict[str, Any]:
-    return dict(chartlib.env_of(_container(release, component), release))
-
-
 # --- configuration -------------------------------------------------------------------------
 
 
@@ -251,13 +242,13 @@ def test_settings_reach_the_processes(helm_engine: Any, chartlib: Any) -> None:
             "llm": {"config": {"write_model": "claude-opus-4-1"}},
         }
     )
-    worker = _env(release, "worker", chartlib)
-    research = _env(release, "research-agent", chartlib)
+    worker = chartlib.component_env(release, "worker")
+    research = chartlib.component_env(release, "research-agent")
     assert worker["PODCREW_ORCHESTRATOR_WORKER_CONCURRENCY"] == "7"
     assert worker["PODCREW_ORCHESTRATOR_KEY_PREFIX"] == "pc"
     # The agents count a run's spend under the same keys as the worker.
     assert research["PODCREW_RESEARCH_KEY_PREFIX"] == "pc"
-    assert _env(release, "writer-agent", chartlib)["PODCREW_WRITER_KEY_PREFIX"] == "pc"
+    assert chartlib.component_env(release, "writer-agent")["PODCREW_WRITER_KEY_PREFIX"] == "pc"
     assert json.loads(worker["PODCREW_ORCHESTRATOR_TENANT_LIMITS"]) == {"acme": {"burst": 5}}
     assert worker["PODCREW_ORCHESTRATOR_RESEARCH_URL"] == "http://rel-podcrew-research-agent:8101"
     assert worker["PODCREW_ORCHESTRATOR_WRITER_URL"] == "http://rel-podcrew-writer-agent:8102"
@@ -265,14 +256,17 @@ def test_settings_reach_the_processes(helm_engine: Any, chartlib: Any) -> None:
     # Numbers never become 1e+06; lists go as JSON, which pydantic-settings reads.
     assert research["PODCREW_RESEARCH_FETCH_MAX_BYTES"] == "1000000"
     assert json.loads(research["PODCREW_RESEARCH_FETCH_ALLOWED_HOSTS"]) == ["docs.python.org"]
-    assert _env(release, "writer-agent", chartlib)["PODCREW_WRITER_MAX_TOKENS"] == "1234"
+    assert chartlib.component_env(release, "writer-agent")["PODCREW_WRITER_MAX_TOKENS"] == "1234"
     for component in ("worker", "research-agent", "writer-agent"):
-        assert _env(release, component, chartlib)["PODCREW_LLM_WRITE_MODEL"] == "claude-opus-4-1"
+        assert (
+            chartlib.component_env(release, component)["PODCREW_LLM_WRITE_MODEL"]
+            == "claude-opus-4-1"
+        )
     # Every service listens on all interfaces in a pod (the processes default to loopback).
     for component, prefix in zip(
         COMPONENTS, ("ORCHESTRATOR", "ORCHESTRATOR", "RESEARCH", "WRITER"), strict=True
     ):
-        assert _env(release, component, chartlib)[f"PODCREW_{prefix}_HOST"] == "0.0.0.0"
+        assert chartlib.component_env(release, component)[f"PODCREW_{prefix}_HOST"] == "0.0.0.0"
 
 
 STAND_INS = {
@@ -347,7 +341,7 @@ def test_in_cluster_redis_is_the_official_image_with_aof_on_a_volume(
     # The agents keep the spend ledger (and the research agent its tool cache) there too.
     # The URL is plain configuration; the password reaches every process as a file.
     for component in COMPONENTS:
-        env = _env(release, component, chartlib)
+        env = chartlib.component_env(release, component)
         assert env["PODCREW_REDIS_URL"] == "redis://rel-podcrew-redis:6379/0"
         assert env["PODCREW_REDIS_PASSWORD"] == {
             "secretFile": {"name": "rel-podcrew-redis", "key": "redis-password"}
@@ -370,7 +364,7 @@ def test_minimal_redis_has_no_password_and_no_volume(helm_engine: Any, chartlib:
     sts = release.get("StatefulSet", "redis")
     assert "volumeClaimTemplates" not in sts["spec"]
     for component in COMPONENTS:
-        env = _env(release, component, chartlib)
+        env = chartlib.component_env(release, component)
         assert env["PODCREW_REDIS_URL"] == "redis://rel-podcrew-redis:6379/0", component
         assert "PODCREW_REDIS_PASSWORD" not in env, component
 
@@ -380,7 +374,7 @@ def test_external_redis_comes_from_an_existing_secret(helm_engine: Any, chartlib
     assert not release.of_kind("StatefulSet")
     assert not [o for o in release.objects if o["metadata"]["name"].endswith("-redis")]
     for component in COMPONENTS:
-        assert _env(release, component, chartlib)["PODCREW_REDIS_URL"] == {
+        assert chartlib.component_env(release, component)["PODCREW_REDIS_URL"] == {
             "secretFile": {"name": "podcrew-redis-url", "key": "url"}
         }
     with pytest.raises(Exception, match="externalRedis"):
@@ -394,7 +388,7 @@ def test_offline_provider_needs_nothing(helm_engine: Any, chartlib: Any) -> None
     release = helm_engine.release("default-values.yaml")
     assert not release.has("Deployment", "llm-simulator")
     for component in ("worker", "research-agent", "writer-agent"):
-        env = _env(release, component, chartlib)
+        env = chartlib.component_env(release, component)
         assert env["PODCREW_LLM_PROVIDER"] == "offline"
         assert "ANTHROPIC_API_KEY" not in env and "ANTHROPIC_BASE_URL" not in env
 
@@ -411,12 +405,12 @@ def test_simulated_provider_runs_the_simulator_in_cluster(helm_engine: Any, char
     assert env["PODCREW_SIM_HOST"] == "0.0.0.0" and env["PODCREW_SIM_PORT"] == "8200"
     assert env["PODCREW_SIM_RATE_429"] == "0"
     for component in ("worker", "research-agent", "writer-agent"):
-        env = _env(release, component, chartlib)
+        env = chartlib.component_env(release, component)
         assert env["PODCREW_LLM_PROVIDER"] == "simulated"
         assert env["PODCREW_LLM_SIMULATOR_URL"] == "http://rel-podcrew-llm-simulator:8200"
         # The simulated provider presents its own placeholder key: no Secret is needed.
         assert "ANTHROPIC_API_KEY" not in env
-    assert "PODCREW_LLM_SIMULATOR_URL" not in _env(release, "api", chartlib)
+    assert "PODCREW_LLM_SIMULATOR_URL" not in chartlib.component_env(release, "api")
     external = helm_engine.install(
         {
             "llm": {
@@ -427,7 +421,8 @@ def test_simulated_provider_runs_the_simulator_in_cluster(helm_engine: Any, char
     )
     assert not external.has("Deployment", "llm-simulator")
     assert (
-        _env(external, "worker", chartlib)["PODCREW_LLM_SIMULATOR_URL"] == "http://sim.example:8200"
+        chartlib.component_env(external, "worker")["PODCREW_LLM_SIMULATOR_URL"]
+        == "http://sim.example:8200"
     )
     with pytest.raises(Exception, match=r"llm\.simulator\.url"):
         helm_engine.install({"llm": {"provider": "simulated", "simulator": {"enabled": False}}})
@@ -437,13 +432,13 @@ def test_anthropic_key_comes_from_an_existing_secret(helm_engine: Any, chartlib:
     release = helm_engine.release("hpa-values.yaml")
     assert not release.has("Deployment", "llm-simulator")
     for component in ("worker", "research-agent", "writer-agent"):
-        env = _env(release, component, chartlib)
+        env = chartlib.component_env(release, component)
         assert env["PODCREW_LLM_PROVIDER"] == "anthropic"
         assert env["ANTHROPIC_API_KEY"] == {
             "secretFile": {"name": "podcrew-anthropic", "key": "ANTHROPIC_API_KEY"}
         }
-    assert "ANTHROPIC_API_KEY" not in _env(release, "api", chartlib)
-    assert _env(release, "api", chartlib)["PODCREW_ORCHESTRATOR_API_KEYS"] == {
+    assert "ANTHROPIC_API_KEY" not in chartlib.component_env(release, "api")
+    assert chartlib.component_env(release, "api")["PODCREW_ORCHESTRATOR_API_KEYS"] == {
         "secretFile": {"name": "podcrew-api-keys", "key": "api-keys"}
     }
     with pytest.raises(Exception, match=r"llm\.anthropic\.existingSecret"):
@@ -456,7 +451,10 @@ def test_anthropic_key_comes_from_an_existing_secret(helm_engine: Any, chartlib:
             }
         }
     )
-    assert _env(proxied, "research-agent", chartlib)["ANTHROPIC_BASE_URL"] == "https://gw.example"
+    assert (
+        chartlib.component_env(proxied, "research-agent")["ANTHROPIC_BASE_URL"]
+        == "https://gw.example"
+    )
 
 
 def test_agents_require_the_service_token_the_worker_sends(helm_engine: Any, chartlib: Any) -> None:
@@ -465,11 +463,11 @@ def test_agents_require_the_service_token_the_worker_sends(helm_engine: Any, cha
     assert len(secret["data"]["service-token"]) >= 48
     ref = {"secretFile": {"name": "rel-podcrew-service-token", "key": "service-token"}}
     for component in ("worker", "research-agent", "writer-agent"):
-        assert _env(release, component, chartlib)["PODCREW_SERVICE_TOKEN"] == ref
-    assert "PODCREW_SERVICE_TOKEN" not in _env(release, "api", chartlib)
+        assert chartlib.component_env(release, component)["PODCREW_SERVICE_TOKEN"] == ref
+    assert "PODCREW_SERVICE_TOKEN" not in chartlib.component_env(release, "api")
     off = helm_engine.install({"serviceToken": {"enabled": False}})
     assert not off.has("Secret", "service-token")
-    assert "PODCREW_SERVICE_TOKEN" not in _env(off, "worker", chartlib)
+    assert "PODCREW_SERVICE_TOKEN" not in chartlib.component_env(off, "worker")
 
 
 # --- completion webhooks ---------------------------------------------------------------------

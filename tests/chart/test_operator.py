@@ -27,11 +27,6 @@ def _rules(role: dict[str, Any]) -> dict[tuple[str, str], set[str]]:
     return out
 
 
-def _operator_env(release: Any, chartlib: Any) -> dict[str, Any]:
-    (container,) = release.get("Deployment", "operator")["spec"]["template"]["spec"]["containers"]
-    return dict(chartlib.env_of(container, release))
-
-
 def test_the_crd_is_installed_and_valid(helm_engine: Any, kube_version: str) -> None:
     release = helm_engine.release("default-values.yaml", kube_version)
     (crd,) = release.crds
@@ -72,13 +67,15 @@ def test_one_replica_replaced_never_rolled(
 
 def test_liveness_endpoint_and_scope_reach_the_operator(helm_engine: Any, chartlib: Any) -> None:
     release = helm_engine.release("default-values.yaml")
-    env = _operator_env(release, chartlib)
+    env = chartlib.component_env(release, "operator")
     assert env["PODCREW_OPERATOR_LIVENESS_ENDPOINT"] == "http://0.0.0.0:8080/healthz"
     assert env["PODCREW_OPERATOR_NAMESPACES"] == '["podcrew"]'
     assert "PODCREW_OPERATOR_CLUSTER_WIDE" not in env
     assert env["PODCREW_OPERATOR_API_URL"] == "http://rel-podcrew-api:8000"
     assert "PODCREW_OPERATOR_API_KEY" not in env
-    wide = _operator_env(helm_engine.install({"operator": {"clusterWide": True}}), chartlib)
+    wide = chartlib.component_env(
+        helm_engine.install({"operator": {"clusterWide": True}}), "operator"
+    )
     assert wide["PODCREW_OPERATOR_CLUSTER_WIDE"] == "true"
     assert "PODCREW_OPERATOR_NAMESPACES" not in wide
 
@@ -143,7 +140,7 @@ def test_the_api_key_comes_from_its_own_secret(
     release = helm_engine.install(
         {"operator": {"apiKey": {"existingSecret": "podcrew-operator-key", "secretKey": "key"}}}
     )
-    env = _operator_env(release, chartlib)
+    env = chartlib.component_env(release, "operator")
     assert env["PODCREW_OPERATOR_API_KEY"] == {
         "secretFile": {"name": "podcrew-operator-key", "key": "key"}
     }

@@ -25,16 +25,11 @@ CLUSTER_SEEDS = (
 )
 
 
-def _env(release: Any, component: str, chartlib: Any) -> dict[str, Any]:
-    (container,) = release.get("Deployment", component)["spec"]["template"]["spec"]["containers"]
-    return dict(chartlib.env_of(container, release))
-
-
 def _external_envs(helm_engine: Any, values_file: str, chartlib: Any) -> dict[str, Any]:
     """Each service's environment with an external Redis: no Redis of the chart's own."""
     release = helm_engine.release(values_file)
     assert not release.of_kind("StatefulSet")
-    return {c: _env(release, c, chartlib) for c in COMPONENTS}
+    return {c: chartlib.component_env(release, c) for c in COMPONENTS}
 
 
 def _worker_triggers(release: Any) -> dict[str, dict[str, Any]]:
@@ -47,11 +42,7 @@ def _worker_triggers(release: Any) -> dict[str, dict[str, Any]]:
 def _redis_egress(release: Any, component: str) -> list[dict[str, Any]]:
     """The egress rules of a component's NetworkPolicy that reach Redis (not DNS, not HTTP(S),
     not the agents)."""
-    (policy,) = [
-        o
-        for o in release.of_kind("NetworkPolicy")
-        if o["metadata"]["name"] == f"rel-podcrew-{component}"
-    ]
+    policy = release.get("NetworkPolicy", component)
     others = {53, 80, 443, 8101, 8102, 8200, 4317, 4318}
     return [r for r in policy["spec"]["egress"] if not {p["port"] for p in r["ports"]} & others]
 
@@ -90,7 +81,7 @@ def test_sentinel_needs_no_url_and_no_sentinel_password(helm_engine: Any, chartl
         }
     )
     for component in COMPONENTS:
-        env = _env(release, component, chartlib)
+        env = chartlib.component_env(release, component)
         assert "PODCREW_REDIS_URL" not in env, component
         assert "PODCREW_REDIS_SENTINEL_PASSWORD" not in env, component
         assert env["PODCREW_REDIS_SENTINEL_SERVICE"] == "mymaster", component

@@ -20,12 +20,6 @@ def _pod(release: Any) -> dict[str, Any]:
     return spec
 
 
-def _research_env(release: Any, chartlib: Any) -> dict[str, Any]:
-    (container,) = _pod(release)["containers"]
-    env: dict[str, Any] = chartlib.env_of(container, release)
-    return env
-
-
 def _mounted(release: Any) -> dict[str, tuple[dict[str, Any], bool]]:
     """mountPath -> (the volume mounted there, read-only?) in the research agent."""
     spec = _pod(release)
@@ -58,7 +52,9 @@ def test_knowledge_sources_are_read_only_volumes_named_in_the_setting(
 ) -> None:
     release = helm_engine.release(TOOLS)
     mounted = _mounted(release)
-    settings = _research_settings(_research_env(release, chartlib), tmp_path, monkeypatch)
+    settings = _research_settings(
+        chartlib.component_env(release, "research-agent"), tmp_path, monkeypatch
+    )
     assert settings.knowledge_sources() == [
         "handbook=/var/lib/podcrew/kb/handbook",
         "runbooks=/var/lib/podcrew/kb/runbooks/current",
@@ -89,7 +85,7 @@ def test_with_no_knowledge_source_the_agent_keeps_its_corpus(
     from podcrew_research.settings import DEFAULT_CORPUS_DIR
 
     release = helm_engine.release("default-values.yaml")
-    env = _research_env(release, chartlib)
+    env = chartlib.component_env(release, "research-agent")
     settings = _research_settings(env, tmp_path, monkeypatch)
     assert settings.knowledge_sources() == [str(DEFAULT_CORPUS_DIR)]
     assert settings.mcp_servers == [] and settings.web_search_provider == "off"
@@ -111,7 +107,7 @@ def test_mcp_servers_reach_the_setting_with_their_headers_as_a_mounted_secret(
     helm_engine: Any, chartlib: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     release = helm_engine.release(TOOLS)
-    env = _research_env(release, chartlib)
+    env = chartlib.component_env(release, "research-agent")
     docs, tickets = _research_settings(env, tmp_path, monkeypatch).mcp_servers
     assert (docs.name, docs.url) == ("docs", "http://docs-mcp.tools.svc:8000/mcp")
     assert docs.allowed_tools == ["search", "get_page"]
@@ -136,7 +132,7 @@ def test_the_web_search_key_comes_from_a_secret_as_a_file(
     helm_engine: Any, chartlib: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     release = helm_engine.release(TOOLS)
-    env = _research_env(release, chartlib)
+    env = chartlib.component_env(release, "research-agent")
     assert env["PODCREW_RESEARCH_WEB_SEARCH_API_KEY"] == {
         "secretFile": {"name": "brave-search", "key": "api-key"}
     }
@@ -144,20 +140,12 @@ def test_the_web_search_key_comes_from_a_secret_as_a_file(
     assert settings.web_search_provider == "brave"
     assert settings.web_search_api_key.get_secret_value() == "a-key-from-a-mounted-secret"
     assert (settings.web_search_max_results, settings.web_search_timeout_s) == (8, 4.0)
-    writer = chartlib.env_of(
-        release.get("Deployment", "writer-agent")["spec"]["template"]["spec"]["containers"][0],
-        release,
-    )
+    writer = chartlib.component_env(release, "writer-agent")
     assert not [k for k in writer if "WEB_SEARCH" in k]
 
 
 def _egress(release: Any, component: str) -> list[dict[str, Any]]:
-    (policy,) = [
-        o
-        for o in release.of_kind("NetworkPolicy")
-        if o["metadata"]["name"] == f"rel-podcrew-{component}"
-    ]
-    rules: list[dict[str, Any]] = policy["spec"]["egress"]
+    rules: list[dict[str, Any]] = release.get("NetworkPolicy", component)["spec"]["egress"]
     return rules
 
 
@@ -311,7 +299,7 @@ def test_the_mcp_setting_is_valid_json_whatever_the_url_holds(
 ) -> None:
     url = 'http://docs:8000/mcp?a=1&b="2"'
     release = helm_engine.install({"researchAgent": {"mcpServers": [{"name": "docs", "url": url}]}})
-    env = _research_env(release, chartlib)
+    env = chartlib.component_env(release, "research-agent")
     assert json.loads(env["PODCREW_RESEARCH_MCP_SERVERS"])[0]["url"] == url
     (server,) = _research_settings(env, tmp_path, monkeypatch).mcp_servers
     assert server.url == url
@@ -337,7 +325,7 @@ def test_the_mcp_server_example_is_valid_and_the_values_point_at_it(
     assert container["command"][-1].removeprefix("/srv/mcp/") in objects["ConfigMap"]["data"]
 
     release = helm_engine.install(chartlib.load_values(examples / "values-mcp-server.yaml"))
-    env = _research_env(release, chartlib)
+    env = chartlib.component_env(release, "research-agent")
     (server,) = _research_settings(env, tmp_path, monkeypatch).mcp_servers
     # The URL names the Service and its port; the headers come from the Secret it checks.
     assert server.url == f"http://{service['metadata']['name']}:{service_port['port']}/mcp"
@@ -355,10 +343,9 @@ def test_the_mcp_server_example_is_valid_and_the_values_point_at_it(
     # And its own policy lets exactly the research agents in.
     (ingress,) = objects["NetworkPolicy"]["spec"]["ingress"]
     (source,) = ingress["from"]
-    agent_labels = (
-        _pod(release)["containers"]
-        and release.get("Deployment", "research-agent")["spec"]["template"]["metadata"]["labels"]
-    )
+    agent_labels = release.get("Deployment", "research-agent")["spec"]["template"]["metadata"][
+        "labels"
+    ]
     assert source["podSelector"]["matchLabels"].items() <= agent_labels.items()
 
 

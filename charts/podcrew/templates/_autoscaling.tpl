@@ -25,13 +25,26 @@ namespace="{{ .root.Release.Namespace }}",service="{{ include "podcrew.component
 histogram_quantile(0.95, sum by (le) (rate(podcrew_http_server_request_duration_seconds_bucket{ {{- include "podcrew.promSelector" . }},route=~"/v1/.+"}[{{ .root.Values.autoscaling.rateWindow }}]))) > 0 unless on() ({{ include "podcrew.limiterWaitedShare" . }} > {{ .root.Values.autoscaling.limiterWaitShare }}) or vector(0)
 {{- end }}
 
-{{/* "true" when KEDA's Redis scalers need a TriggerAuthentication: a password for the data
-nodes, or for the sentinels. */}}
-{{- define "podcrew.redis.kedaAuth" -}}
-{{- $x := .Values.externalRedis }}
+{{/* The secretTargetRef entries of KEDA's Redis scalers: the password of the data nodes, and
+the sentinels' own. Empty when Redis needs none, and then no TriggerAuthentication is rendered. */}}
+{{- define "podcrew.redis.kedaSecretRefs" -}}
 {{- if .Values.redis.enabled }}
-{{- if .Values.redis.auth.enabled }}true{{ end }}
-{{- else if or $x.passwordSecret.name (and (eq (include "podcrew.redis.mode" .) "sentinel") $x.sentinel.passwordSecret.name) }}true
+{{- if .Values.redis.auth.enabled }}
+- parameter: password
+  name: {{ include "podcrew.redis.secretName" . }}
+  key: {{ .Values.redis.auth.secretKey }}
+{{- end }}
+{{- else }}
+{{- with .Values.externalRedis.passwordSecret }}{{ if .name }}
+- parameter: password
+  name: {{ .name }}
+  key: {{ .key }}
+{{- end }}{{ end }}
+{{- with .Values.externalRedis.sentinel.passwordSecret }}{{ if and .name (eq (include "podcrew.redis.mode" $) "sentinel") }}
+- parameter: sentinelPassword
+  name: {{ .name }}
+  key: {{ .key }}
+{{- end }}{{ end }}
 {{- end }}
 {{- end }}
 
@@ -67,7 +80,7 @@ its share means the queue is over the whole.
 {{- $_ := set $connection "enableTLS" "true" }}
 {{- end }}
 {{- $n := len $streams }}
-{{- $auth := include "podcrew.redis.kedaAuth" . }}
+{{- $auth := include "podcrew.redis.kedaSecretRefs" . | trim }}
 {{- range $i, $stream := $streams }}
 {{- $suffix := ternary (printf "-p%d" $i) "" (eq $mode "cluster") }}
 - type: {{ $type }}
