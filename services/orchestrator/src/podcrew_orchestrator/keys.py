@@ -48,7 +48,11 @@ class Keys:
         if not 1 <= self.partitions <= MAX_PARTITIONS:
             raise ValueError(f"queue partitions must be 1 to {MAX_PARTITIONS}")
         if self.partitions > 1 and not self.tagged:
-            raise ValueError("more than one queue partition needs Redis Cluster's hash tags")
+            raise ValueError(
+                f"PODCREW_ORCHESTRATOR_QUEUE_PARTITIONS is {self.partitions}: more than one "
+                "partition needs a Redis Cluster (PODCREW_REDIS_MODE=cluster); one Redis "
+                "reads one stream"
+            )
 
     def new_run_id(self) -> str:
         """A fresh run id in a partition drawn at random; its first byte names it."""
@@ -153,9 +157,4 @@ class Keys:
 
 def keys_for(prefix: str, partitions: int, *, cluster: bool) -> Keys:
     """The key names of an installation: tagged, and maybe partitioned, in a Redis Cluster."""
-    if partitions > 1 and not cluster:
-        raise ValueError(
-            f"PODCREW_ORCHESTRATOR_QUEUE_PARTITIONS is {partitions}: more than one partition "
-            "needs a Redis Cluster (PODCREW_REDIS_MODE=cluster); one Redis reads one stream"
-        )
     return Keys(prefix, partitions, tagged=cluster)

@@ -254,16 +254,14 @@ async def run_script(pipe: AnyPipeline, script: Any, keys: list[str], args: list
     server lacks it (a restarted or newly promoted primary starts with no scripts).
     Not redis-py's own script support: on a pipeline it asks SCRIPT EXISTS on every
     execute, a round trip more per call, and a cluster pipeline does not load scripts."""
-    for attempt in (1, 2):
-        # By name: redis-py refuses `evalsha` on a cluster pipeline, not the command itself.
-        pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
-        try:
-            return (await pipe.execute())[-1]
-        except NoScriptError:
-            if attempt == 2:
-                raise
-            await script.registered_client.script_load(script.script)
-    raise AssertionError("unreachable")
+    # By name: redis-py refuses `evalsha` on a cluster pipeline, not the command itself.
+    pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+    try:
+        return (await pipe.execute())[-1]
+    except NoScriptError:
+        await script.registered_client.script_load(script.script)
+    pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+    return (await pipe.execute())[-1]
 
 
 @contextlib.asynccontextmanager

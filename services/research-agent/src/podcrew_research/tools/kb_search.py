@@ -145,12 +145,14 @@ async def keep_current(kb: KnowledgeBase, interval_s: float) -> None:
             log.exception("kb_refresh_failed")
 
 
-def hits_json(hits: Sequence[Hit]) -> str:
-    """The tool result the model reads: the hits, each with its source and text."""
+def hits_json(hits: Sequence[Hit], sources: Sequence[Source] | None = None) -> str:
+    """The tool result the model reads: the hits, each with its source (`sources`, when the
+    caller has them already) and text."""
+    sources = sources if sources is not None else [source_of(h) for h in hits]
     payload: dict[str, Any] = {
         "hits": [
-            {"source": source_of(h).model_dump(), "text": h.chunk.text, "score": round(h.score, 4)}
-            for h in hits
+            {"source": source.model_dump(), "text": h.chunk.text, "score": round(h.score, 4)}
+            for h, source in zip(hits, sources, strict=True)
         ]
     }
     return json.dumps(payload, ensure_ascii=False)
@@ -166,7 +168,8 @@ def kb_search_tool(kb: KnowledgeBase) -> Tool:
             hits = index.search(query.query, query.k)
         else:
             hits = await asyncio.to_thread(index.search, query.query, query.k)
-        return ToolOutput(content=hits_json(hits), sources=[source_of(h) for h in hits])
+        sources = [source_of(h) for h in hits]
+        return ToolOutput(content=hits_json(hits, sources), sources=sources)
 
     return Tool(spec=KB_SEARCH_SPEC, run=run)
 
