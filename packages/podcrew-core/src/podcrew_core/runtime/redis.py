@@ -13,7 +13,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeAlias, cast
+from typing import Any, TypeAlias, TypeVar, cast
 from urllib.parse import urlsplit
 
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -37,6 +37,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from podcrew_core.runtime.metrics import REDIS_COMMAND_DURATION, REDIS_COMMAND_ERRORS, Children
 from podcrew_core.runtime.settings import RedisSettings
 
+T = TypeVar("T")
 _COMMAND = re.compile(r"[A-Z][A-Z_ ]{0,31}")
 OTHER_COMMAND = "OTHER"
 _DURATION = Children(REDIS_COMMAND_DURATION)  # one lookup per command: from a dict
@@ -104,6 +105,42 @@ class Replication:
             raise error
 
 
+# redis-py's asyncio connections (8.1) can fail a command whose connection a failover is
+# tearing down with these instead of a ConnectionError: a writer already gone, a transport
+# already closed (seen in a cluster; a Sentinel failover tears connections down alike).
+# They mean the same to a caller (Redis away for a moment, try again), so they are raised as
+# one; any other AttributeError or RuntimeError is a bug and stays itself.
+_TORN_CONNECTION = (
+    (AttributeError, "object has no attribute 'write"),
+    (RuntimeError, "the handler is closed"),
+)
+
+
+def _torn_connection(exc: Exception) -> RedisConnectionError | None:
+    for kind, words in _TORN_CONNECTION:
+        if isinstance(exc, kind) and words in str(exc):
+            return RedisConnectionError(f"connection lost mid-command: {exc}")
+    return None
+
+
+async def _counted(command: str | None, call: Awaitable[T]) -> T:
+    """Await a command or pipeline, timed and counted under `command` (None: not counted),
+    a torn connection raised as the ConnectionError it is."""
+    started = time.perf_counter()
+    try:
+        result = await call
+    except Exception as exc:
+        torn = _torn_connection(exc)
+        if command is not None:
+            _observe(command, started, torn or exc)
+        if torn is not None:
+            raise torn from exc
+        raise
+    if command is not None:
+        _observe(command, started, None)
+    return result
+
+
 class InstrumentedPipeline(Pipeline):
     replication: Replication | None = None  # set by `durable_transaction`
 
@@ -111,14 +148,7 @@ class InstrumentedPipeline(Pipeline):
         if not self.command_stack and not self.watching:
             return []
         command = "MULTI" if self.is_transaction or self.explicit_transaction else "PIPELINE"
-        started = time.perf_counter()
-        try:
-            result = await super().execute(raise_on_error)
-        except Exception as exc:
-            _observe(command, started, exc)
-            raise
-        _observe(command, started, None)
-        return result
+        return await _counted(command, super().execute(raise_on_error))
 
     async def _execute_transaction(
         self, connection: Connection, commands: Any, raise_on_error: bool
@@ -150,14 +180,7 @@ class InstrumentedRedis(Redis):
 
     async def execute_command(self, *args: Any, **options: Any) -> Any:
         command = command_label(args[0]) if args else OTHER_COMMAND
-        started = time.perf_counter()
-        try:
-            result = await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
-        except Exception as exc:
-            _observe(command, started, exc)
-            raise
-        _observe(command, started, None)
-        return result
+        return await _counted(command, super().execute_command(*args, **options))  # type: ignore[no-untyped-call]
 
     def pipeline(self, transaction: bool = True, shard_hint: str | None = None) -> Pipeline:
         return InstrumentedPipeline(
@@ -165,32 +188,10 @@ class InstrumentedRedis(Redis):
         )
 
 
-# redis-py's cluster client (8.1) can fail a command whose connection a failover is tearing
-# down with these instead of a ConnectionError: a writer already gone, a transport already
-# closed. They mean the same to a caller (Redis away for a moment, try again), so they are
-# raised as one; any other AttributeError or RuntimeError is a bug and stays itself.
-_TORN_CONNECTION = (
-    (AttributeError, "object has no attribute 'write"),
-    (RuntimeError, "the handler is closed"),
-)
-
-
-def _torn_connection(exc: Exception) -> RedisConnectionError | None:
-    for kind, words in _TORN_CONNECTION:
-        if isinstance(exc, kind) and words in str(exc):
-            return RedisConnectionError(f"connection lost mid-command: {exc}")
-    return None
-
-
 class InstrumentedClusterPipeline(ClusterPipeline):
     async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> Any:
-        try:
-            return await super().execute(raise_on_error, allow_redirections)
-        except (AttributeError, RuntimeError) as exc:
-            torn = _torn_connection(exc)
-            if torn is None:
-                raise
-            raise torn from exc
+        # Its commands are counted by redis-py's node calls, not as one PIPELINE.
+        return await _counted(None, super().execute(raise_on_error, allow_redirections))
 
 
 class InstrumentedCluster(RedisCluster):
@@ -201,17 +202,7 @@ class InstrumentedCluster(RedisCluster):
 
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
         command = command_label(args[0]) if args else OTHER_COMMAND
-        started = time.perf_counter()
-        try:
-            result = await super().execute_command(*args, **kwargs)
-        except Exception as exc:
-            torn = _torn_connection(exc)
-            _observe(command, started, torn or exc)
-            if torn is not None:
-                raise torn from exc
-            raise
-        _observe(command, started, None)
-        return result
+        return await _counted(command, super().execute_command(*args, **kwargs))
 
     def pipeline(
         self, transaction: Any | None = None, shard_hint: Any | None = None
